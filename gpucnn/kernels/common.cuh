@@ -1,0 +1,55 @@
+// Shared helpers for gpucnn's CUDA kernels.
+//
+// Every header here is written to compile three ways:
+//   * by NVRTC through cupy.RawModule (the kernels that run on the GPU; no host headers
+//     are available there, so nothing below includes <cmath>, <cstdio>, ...),
+//   * by nvcc for sm_80 / sm_90 (tests/kernels/test_compile.py),
+//   * by nvcc as *host* code for the CPU harness (tests/kernels/harness.cu), which calls
+//     the __host__ __device__ per-element bodies over every index.
+#ifndef GPUCNN_COMMON_CUH
+#define GPUCNN_COMMON_CUH
+
+// Threads per block of every launch. The block reductions (bias gradient) depend on it,
+// and the harness replays them with the same number, so it is a compile-time constant
+// shared by kernels, harness and launchers (gpucnn/ops/cuda/loader.py: BLOCK).
+#define GPUCNN_BLOCK 256
+
+// Grid-stride loop over flat indices [0, total): every index is visited exactly once
+// whatever the grid size, and flat indices are 64-bit so sizes past 2^31 are safe.
+#define GPUCNN_GRID_STRIDE_LOOP(idx, total)                                              \
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < (total); \
+         idx += (long long)gridDim.x * blockDim.x)
+
+namespace gpucnn {
+
+// -infinity of T without <cmath> (NVRTC has no host headers): bit patterns.
+template <typename T> __host__ __device__ inline T neg_inf();
+template <> __host__ __device__ inline float neg_inf<float>() {
+#ifdef __CUDA_ARCH__
+    return __int_as_float(0xff800000);
+#else
+    union { unsigned int u; float f; } v;
+    v.u = 0xff800000u;
+    return v.f;
+#endif
+}
+template <> __host__ __device__ inline double neg_inf<double>() {
+#ifdef __CUDA_ARCH__
+    return __longlong_as_double((long long)0xfff0000000000000ULL);
+#else
+    union { unsigned long long u; double d; } v;
+    v.u = 0xfff0000000000000ULL;
+    return v.d;
+#endif
+}
+
+// NaN test that needs no header: NaN is the only value unequal to itself.
+template <typename T> __host__ __device__ inline bool is_nan(T v) { return v != v; }
+
+// Correctly rounded square root for both types (sqrtf / sqrt exist on host and device).
+__host__ __device__ inline float sqrt_t(float v) { return sqrtf(v); }
+__host__ __device__ inline double sqrt_t(double v) { return sqrt(v); }
+
+}  // namespace gpucnn
+
+#endif  // GPUCNN_COMMON_CUH

@@ -1,0 +1,66 @@
+// Convolution kernels: im2col, col2im (gather), direct convolution, axis swap with bias,
+// bias-gradient reduction. Templates on the float type; the launchers
+// (gpucnn/ops/cuda/conv.py) instantiate them for float and double through NVRTC name
+// expressions such as "im2col<float>". Per-element arithmetic lives in conv_body.cuh so
+// that the CPU harness (tests/kernels/harness.cu) runs the very same code.
+#include "conv_body.cuh"
+
+// Thread idx (grid-stride) writes cols[idx], idx in [0, total), total = C*kh*kw * N*oh*ow:
+// row idx / (N*oh*ow) = (c, i, j), column idx % (N*oh*ow) = (n, oy, ox).
+template <typename T>
+__global__ void im2col(const T* __restrict__ x, T* __restrict__ cols, int N, int C, int H, int W,
+                       int kh, int kw, int sy, int sx, int pt, int pl, int oh, int ow, long long total) {
+    GPUCNN_GRID_STRIDE_LOOP(idx, total) {
+        gpucnn::im2col_body<T>(idx, x, cols, N, C, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+    }
+}
+
+// Thread idx (grid-stride) owns grad_x[idx] = grad_x[n, c, h, w], idx in [0, total),
+// total = N*C*H*W, and gathers the grad_cols entries of every window that covered it.
+template <typename T>
+__global__ void col2im(const T* __restrict__ cols, T* __restrict__ grad_x, int N, int C, int H, int W,
+                       int kh, int kw, int sy, int sx, int pt, int pl, int oh, int ow, long long total) {
+    GPUCNN_GRID_STRIDE_LOOP(idx, total) {
+        gpucnn::col2im_body<T>(idx, cols, grad_x, N, C, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+    }
+}
+
+// Thread idx (grid-stride) computes y[idx] = y[n, o, oy, ox], idx in [0, total),
+// total = N*O*oh*ow; bias is read only when has_bias != 0 (any valid pointer otherwise).
+template <typename T>
+__global__ void conv_direct(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
+                            T* __restrict__ y, int N, int C, int H, int W, int O, int kh, int kw,
+                            int sy, int sx, int pt, int pl, int oh, int ow, int has_bias, long long total) {
+    GPUCNN_GRID_STRIDE_LOOP(idx, total) {
+        gpucnn::conv_direct_body<T>(idx, x, weight, bias, y, N, C, H, W, O, kh, kw, sy, sx, pt, pl,
+                                    oh, ow, has_bias);
+    }
+}
+
+// Thread idx (grid-stride) writes dst[idx] = dst[b, a, p] = src[a, b, p] (+ bias[a]),
+// idx in [0, total), total = A*B*P; dst is (B, A, P), src is (A, B, P).
+template <typename T>
+__global__ void transpose01(const T* __restrict__ src, const T* __restrict__ bias, T* __restrict__ dst,
+                            int A, int B, long long P, int has_bias, long long total) {
+    GPUCNN_GRID_STRIDE_LOOP(idx, total) {
+        gpucnn::transpose01_body<T>(idx, src, bias, dst, A, B, P, has_bias);
+    }
+}
+
+// Block o (grid = O blocks, exactly GPUCNN_BLOCK threads) writes grad_b[o], the sum of
+// row o of gy_mat (O, L); thread t sums columns t, t + GPUCNN_BLOCK, ..., then a fixed
+// shared-memory tree adds the partial sums. No atomics: bitwise repeatable.
+template <typename T>
+__global__ void bias_grad(const T* __restrict__ gy_mat, T* __restrict__ grad_b, int O, long long L) {
+    __shared__ T partial[GPUCNN_BLOCK];
+    const int o = blockIdx.x;
+    const int t = threadIdx.x;
+    if (o >= O) return;  // whole block leaves together: no thread is left at a barrier
+    partial[t] = gpucnn::bias_grad_partial<T>(o, t, gy_mat, L);
+    __syncthreads();
+    for (int stride = GPUCNN_BLOCK / 2; stride > 0; stride /= 2) {
+        gpucnn::bias_grad_tree_step<T>(t, stride, partial);
+        __syncthreads();
+    }
+    if (t == 0) grad_b[o] = partial[0];
+}

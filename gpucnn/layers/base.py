@@ -1,0 +1,101 @@
+"""What every layer shares: parameters, buffers, train/eval mode, moving between devices."""
+from ..backend import device_of, get_array_module, to_device
+from ..parameter import Parameter
+
+__all__ = ["Layer"]
+
+
+class Layer:
+    """Base class. A layer owns its parameters and calls functional ops for its math.
+
+    ``forward(x)`` keeps what ``backward`` needs; ``backward(grad_out)`` returns dL/dx
+    and adds dL/dparam into each parameter's ``.grad``.
+    """
+
+    #: names of non-trainable arrays that belong to the layer's state (saved, moved)
+    buffer_names = ()
+
+    def __init__(self):
+        self.training = True
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def parameters(self):
+        """The layer's Parameters, in the order they were created."""
+        return [v for v in vars(self).values() if isinstance(v, Parameter)]
+
+    def named_state(self):
+        """{name: array} of parameters and buffers: what a checkpoint holds."""
+        state = {k: v.data for k, v in vars(self).items() if isinstance(v, Parameter)}
+        state.update({k: getattr(self, k) for k in self.buffer_names})
+        return state
+
+    def set_state(self, name, value):
+        """Replace the array called ``name`` (parameter data or buffer), keeping the layer's device."""
+        current = getattr(self, name)
+        target = current.data if isinstance(current, Parameter) else current
+        value = get_array_module(target).asarray(value, dtype=target.dtype)
+        if isinstance(current, Parameter):
+            current.data = value
+        else:
+            setattr(self, name, value)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.zero_grad()
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device):
+        """Move parameters (with their gradients) and buffers to ``device``; returns self."""
+        for p in self.parameters():
+            p.data = to_device(p.data, device)
+            p.grad = to_device(p.grad, device)
+        for k in self.buffer_names:
+            setattr(self, k, to_device(getattr(self, k), device))
+        return self
+
+    def _match_input(self, x):
+        """Cast x to the parameters' dtype and refuse an input on another device."""
+        params = self.parameters()
+        if not params:
+            return x
+        ref = params[0].data
+        if get_array_module(x) is not get_array_module(ref):
+            raise TypeError(f"{self.name}: the input is on {device_of(x)} but the parameters are on "
+                            f"{device_of(ref)}; move one of them (model.to(device) or gpucnn.backend.to_device)")
+        return x.astype(ref.dtype, copy=False)
+
+    def _saved(self, attr="_cache"):
+        saved = getattr(self, attr, None)
+        if saved is None:
+            raise RuntimeError(f"{self.name}: backward() called before forward()")
+        return saved
+
+    @staticmethod
+    def _check_grad(grad_out, shape, layer):
+        if tuple(grad_out.shape) != tuple(shape):
+            raise ValueError(f"{layer}: backward expected a gradient of shape {tuple(shape)}, "
+                             f"got {tuple(grad_out.shape)}")
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{self.name}({self.extra_repr()})"

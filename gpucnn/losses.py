@@ -1,0 +1,82 @@
+"""Losses: forward(pred, target) returns the scalar loss, backward() returns dL/dpred."""
+from .backend import get_array_module
+
+__all__ = ["SoftmaxCrossEntropy", "MSE"]
+
+
+def _check_pred(pred, loss, ndim=None):
+    if not hasattr(pred, "dtype") or pred.dtype.kind != "f":
+        raise TypeError(f"{loss}: expected floating-point predictions, got {getattr(pred, 'dtype', type(pred).__name__)}")
+    if ndim is not None and pred.ndim != ndim:
+        raise ValueError(f"{loss}: expected predictions of shape (N, classes), got shape {tuple(pred.shape)}")
+    if pred.ndim == 0 or pred.shape[0] == 0:
+        raise ValueError(f"{loss}: got an empty batch (shape {tuple(pred.shape)})")
+
+
+class SoftmaxCrossEntropy:
+    """Softmax followed by cross-entropy with integer labels, averaged over the batch.
+
+    loss = mean_n( logsumexp(z_n) - z_n[y_n] ), computed after subtracting each row's
+    maximum so that logits of any size stay finite. The gradient is
+    (softmax(z) - onehot(y)) / N.
+
+    Example:
+        >>> loss_fn = SoftmaxCrossEntropy()
+        >>> loss = loss_fn.forward(logits, labels)   # logits (N, K), labels (N,) ints in [0, K)
+        >>> grad_logits = loss_fn.backward()
+    """
+
+    def __init__(self):
+        self._cache = None
+
+    def forward(self, logits, labels):
+        _check_pred(logits, "SoftmaxCrossEntropy", ndim=2)
+        xp = get_array_module(logits)
+        labels = xp.asarray(labels)
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"SoftmaxCrossEntropy: labels must be integers (class indices), got dtype {labels.dtype}")
+        n, classes = logits.shape
+        if labels.shape != (n,):
+            raise ValueError(f"SoftmaxCrossEntropy: expected {n} labels of shape ({n},) for logits of shape "
+                             f"{tuple(logits.shape)}, got shape {tuple(labels.shape)}")
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= classes:
+            raise ValueError(f"SoftmaxCrossEntropy: labels must lie in [0, {classes - 1}], got values in [{low}, {high}]")
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        rows = xp.arange(n)
+        self._cache = (log_probs, labels, rows)
+        return -log_probs[rows, labels].mean()
+
+    def backward(self):
+        if self._cache is None:
+            raise RuntimeError("SoftmaxCrossEntropy: backward() called before forward()")
+        log_probs, labels, rows = self._cache
+        xp = get_array_module(log_probs)
+        grad = xp.exp(log_probs)
+        grad[rows, labels] -= 1
+        grad /= log_probs.shape[0]
+        return grad
+
+
+class MSE:
+    """Mean squared error over all elements: mean((pred - target)**2); gradient 2 (pred - target) / size."""
+
+    def __init__(self):
+        self._cache = None
+
+    def forward(self, pred, target):
+        _check_pred(pred, "MSE")
+        xp = get_array_module(pred)
+        target = xp.asarray(target, dtype=pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(f"MSE: target shape {tuple(target.shape)} differs from prediction shape {tuple(pred.shape)}")
+        diff = pred - target
+        self._cache = diff
+        return (diff * diff).mean()
+
+    def backward(self):
+        if self._cache is None:
+            raise RuntimeError("MSE: backward() called before forward()")
+        diff = self._cache
+        return diff * diff.dtype.type(2.0 / diff.size)

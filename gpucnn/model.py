@@ -1,0 +1,100 @@
+"""Sequential: layers applied in order, backward in reverse."""
+from .checkpoint import CheckpointError, load_arrays, save_arrays
+from .layers.base import Layer
+
+__all__ = ["Sequential"]
+
+_FORMAT = "gpucnn.Sequential/1"
+
+
+class Sequential:
+    """A stack of layers.
+
+    Example:
+        >>> model = Sequential([Dense(4, 8), ReLU(), Dense(8, 3)])
+        >>> logits = model.forward(x)
+        >>> grad_x = model.backward(loss.backward())
+    """
+
+    def __init__(self, layers):
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a gpucnn layer")
+        self.layers = layers
+        self.training = True
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad_out):
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def zero_grad(self):
+        for layer in self.layers:
+            layer.zero_grad()
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device):
+        """Move every parameter and buffer to ``device`` ('cpu', 'cuda', 'cuda:N', 'auto'); returns self."""
+        for layer in self.layers:
+            layer.to(device)
+        return self
+
+    def named_state(self):
+        """{'<index>.<name>': array} for every parameter and buffer."""
+        state = {}
+        for i, layer in enumerate(self.layers):
+            for name, value in layer.named_state().items():
+                state[f"{i}.{name}"] = value
+        return state
+
+    def load_state(self, state, source="state"):
+        """Set every parameter and buffer from ``state``; checks everything first, so a mismatch changes nothing."""
+        own = self.named_state()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise CheckpointError(f"{source}: does not match this model (missing {missing}, unexpected {unexpected})")
+        for key, value in own.items():
+            if tuple(state[key].shape) != tuple(value.shape):
+                raise CheckpointError(f"{source}: {key} has shape {tuple(state[key].shape)}, "
+                                      f"the model expects {tuple(value.shape)}")
+            if state[key].dtype.kind != "f":
+                raise CheckpointError(f"{source}: {key} has dtype {state[key].dtype}, expected floats")
+        for key in own:
+            index, name = key.split(".", 1)
+            self.layers[int(index)].set_state(name, state[key])
+
+    def save(self, path):
+        """Write the weights to ``path`` (.npz, atomically, no pickle); the model stays on its device."""
+        save_arrays(path, self.named_state(), {"format": _FORMAT, "layers": [repr(layer) for layer in self.layers]})
+
+    def load(self, path):
+        """Read weights written by ``save``; on any error the model's weights are left as they were."""
+        arrays, meta = load_arrays(path)
+        if meta.get("format") != _FORMAT:
+            raise CheckpointError(f"{path}: not a saved Sequential (format {meta.get('format')!r})")
+        self.load_state(arrays, source=str(path))
+        return self
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"

@@ -1,0 +1,139 @@
+"""CUDA twin of ``gpucnn.ops.conv``: same functions, same arguments, same results, for CuPy arrays.
+
+Forward, lowered to one matrix product as on the CPU:
+
+    cols = im2col(x)                    (K, N*oh*ow), K = C*kh*kw, columns ordered (n, oy, ox)
+    y_mat = W.reshape(O, K) @ cols      (O, N*oh*ow)   one cuBLAS GEMM (cupy.matmul)
+    y = transpose01(y_mat) + bias       (N, O, oh, ow) one kernel swaps O and N and adds the bias
+
+When K is small (the first layer of a CNN: K = 9 for a 1-channel 3x3 filter) a direct
+kernel computes y in one pass instead (``DIRECT_MAX_K``): the GEMM would be bound by
+memory traffic on cols and y_mat, three times the size of y.
+
+Backward:
+
+    gy_mat = transpose01(grad_y)        (O, N*oh*ow)
+    grad_b = bias_grad(gy_mat)          row sums, one block per output channel
+    grad_w = gy_mat @ cols.T            one GEMM
+    grad_cols = W_mat.T @ gy_mat        one GEMM
+    grad_x = col2im(grad_cols)          a gather: each thread owns one input element
+
+Nothing here copies to the host or synchronises; all kernels are deterministic, so two
+backward passes give bitwise identical gradients. ``saved`` is this module's own tuple
+(cols or None, x or None, x_shape, weight, window): the im2col path keeps its columns,
+the direct path a private copy of x to rebuild them from.
+"""
+import cupy
+import numpy
+
+from . import loader
+
+__all__ = ["conv2d_forward", "conv2d_backward", "DIRECT_MAX_K"]
+
+# Use the direct kernel when C*kh*kw is at most this (im2col + GEMM above it).
+DIRECT_MAX_K = 32
+
+_FILE = "conv.cu"
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+def _check_float(arrays, what):
+    dtypes = {numpy.dtype(a.dtype) for a in arrays}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in _FLOATS:
+        names = ", ".join(f"{name} {a.dtype}" for name, a in zip(what, arrays))
+        raise TypeError(f"conv2d (CUDA): expected float32 or float64 arrays of one dtype, got {names}")
+    return next(iter(dtypes))
+
+
+def _check_device(arrays, what):
+    for name, a in zip(what, arrays):
+        if not isinstance(a, cupy.ndarray):
+            raise TypeError(f"conv2d (CUDA): {name} must be a CuPy array, got {type(a).__name__}")
+
+
+def _window_args(window, oh, ow):
+    return (window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow)
+
+
+def conv2d_forward(x, weight, bias, window):
+    """y = conv2d(x, weight) + bias for CuPy arrays; see ``gpucnn.ops.conv.conv2d_forward``."""
+    arrays, what = [x, weight], ["x", "weight"]
+    if bias is not None:
+        arrays.append(bias)
+        what.append("bias")
+    _check_device(arrays, what)
+    dtype = _check_float(arrays, what)
+    if x.ndim != 4:
+        raise ValueError(f"{window.layer}: expected a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"{window.layer}: expected 4-D weights (O, C, kh, kw), got shape {tuple(weight.shape)}")
+    n, c, h, w = (int(s) for s in x.shape)
+    out_c = int(weight.shape[0])
+    if tuple(weight.shape[1:]) != (c, window.kh, window.kw):
+        raise ValueError(f"{window.layer}: weights of shape {tuple(weight.shape)} do not fit an input with {c} "
+                         f"channels and a {window.kh}x{window.kw} window")
+    if bias is not None and tuple(bias.shape) != (out_c,):
+        raise ValueError(f"{window.layer}: bias must have shape ({out_c},), got {tuple(bias.shape)}")
+    oh, ow = window.output_size(h, w)
+    x_in = x
+    x = cupy.ascontiguousarray(x)
+    weight = cupy.ascontiguousarray(weight)
+    has_bias = bias is not None
+    bias_arg = cupy.ascontiguousarray(bias) if has_bias else weight  # any valid pointer when unused
+    k = c * window.kh * window.kw
+    p = oh * ow
+    y = cupy.empty((n, out_c, oh, ow), dtype=dtype)
+    if y.size == 0:
+        return y, (None, None, x.shape, weight, window)
+    if k <= DIRECT_MAX_K:
+        loader.launch(_FILE, "conv_direct", dtype,
+                      (x, weight, bias_arg, y, n, c, h, w, out_c) + _window_args(window, oh, ow)
+                      + (int(has_bias), y.size))
+        # Backward rebuilds the columns from x, so keep x as it is now (the caller may
+        # reuse its buffer), as the im2col path keeps its own cols.
+        return y, (None, x.copy() if x is x_in else x, x.shape, weight, window)
+    cols = _im2col(x, window, oh, ow, dtype)
+    y_mat = cupy.ascontiguousarray(cupy.matmul(weight.reshape(out_c, k), cols))  # (O, N*P), columns (n, p)
+    loader.launch(_FILE, "transpose01", dtype, (y_mat, bias_arg, y, out_c, n, p, int(has_bias), y.size))
+    return y, (cols, None, x.shape, weight, window)
+
+
+def _im2col(x, window, oh, ow, dtype):
+    n, c, h, w = (int(s) for s in x.shape)
+    cols = cupy.empty((c * window.kh * window.kw, n * oh * ow), dtype=dtype)
+    loader.launch(_FILE, "im2col", dtype, (x, cols, n, c, h, w) + _window_args(window, oh, ow) + (cols.size,))
+    return cols
+
+
+def conv2d_backward(grad_y, saved, need_bias=True):
+    """(grad_x, grad_w, grad_b) for CuPy arrays; see ``gpucnn.ops.conv.conv2d_backward``."""
+    cols, x, x_shape, weight, window = saved
+    _check_device([grad_y], ["grad_y"])
+    dtype = _check_float([grad_y, weight], ["grad_y", "weight"])
+    n, c, h, w = (int(s) for s in x_shape)
+    out_c = int(weight.shape[0])
+    oh, ow = window.output_size(h, w)
+    if tuple(grad_y.shape) != (n, out_c, oh, ow):
+        raise ValueError(f"{window.layer}: grad_y must have the output's shape {(n, out_c, oh, ow)}, "
+                         f"got {tuple(grad_y.shape)}")
+    grad_y = cupy.ascontiguousarray(grad_y)
+    k = c * window.kh * window.kw
+    p = oh * ow
+    if grad_y.size == 0:
+        grad_x = cupy.zeros((n, c, h, w), dtype=dtype)
+        grad_w = cupy.zeros(weight.shape, dtype=dtype)
+        return grad_x, grad_w, (cupy.zeros((out_c,), dtype=dtype) if need_bias else None)
+    if cols is None:  # direct forward path: the columns are needed now
+        cols = _im2col(x, window, oh, ow, dtype)
+    gy_mat = cupy.empty((out_c, n * p), dtype=dtype)
+    loader.launch(_FILE, "transpose01", dtype, (grad_y, grad_y, gy_mat, n, out_c, p, 0, gy_mat.size))
+    grad_b = None
+    if need_bias:
+        grad_b = cupy.empty((out_c,), dtype=dtype)
+        loader.launch(_FILE, "bias_grad", dtype, (gy_mat, grad_b, out_c, n * p), grid=out_c)
+    grad_w = cupy.ascontiguousarray(cupy.matmul(gy_mat, cols.T)).reshape(weight.shape)
+    grad_cols = cupy.ascontiguousarray(cupy.matmul(weight.reshape(out_c, k).T, gy_mat))  # (K, N*P)
+    grad_x = cupy.empty((n, c, h, w), dtype=dtype)
+    loader.launch(_FILE, "col2im", dtype,
+                  (grad_cols, grad_x, n, c, h, w) + _window_args(window, oh, ow) + (grad_x.size,))
+    return grad_x, grad_w, grad_b

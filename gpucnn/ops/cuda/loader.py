@@ -1,0 +1,195 @@
+"""Build our CUDA kernels with CuPy (NVRTC) on first use, and launch them with exact C types.
+
+Each ``gpucnn/kernels/<file>.cu`` holds template kernels; ``SIGNATURES`` below declares,
+for every kernel, the C type of each parameter in order. From it come
+
+- the NVRTC name expressions (``"im2col<float>"``, ``"im2col<double>"``, ...) that
+  ``cupy.RawModule`` instantiates, and
+- the packing of launch arguments: every scalar is converted to the numpy type of its
+  declared C type (``int`` -> numpy.int32, ``long long`` -> numpy.int64, ``T`` -> the
+  array dtype), and every pointer is checked to be a C-contiguous array of the declared
+  element type. A Python int passed to a CuPy kernel would otherwise travel as a 64-bit
+  value into a 32-bit parameter and shift every later argument.
+
+tests/kernels/test_compile.py holds this table equal to the signatures the compilers
+actually produce (the mangled kernel names), so the two cannot drift apart.
+
+Modules are compiled lazily and cached per (file, device id); CuPy also keeps the
+compiled binary in its on-disk cache. This module imports without CuPy (CuPy is imported
+at the first compile), so the tables are usable on a machine without it.
+"""
+import hashlib
+import os
+import re
+import threading
+
+import numpy
+
+__all__ = ["KERNELS_DIR", "BLOCK", "MAX_BLOCKS", "SIGNATURES", "FLOAT_TYPES", "name_expressions",
+           "name_expression", "kernel_source", "compile_options", "get_module", "get_kernel", "pack_args",
+           "grid_for", "launch"]
+
+KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "kernels")
+
+# Threads per block: GPUCNN_BLOCK in gpucnn/kernels/common.cuh (checked by the tests).
+BLOCK = 256
+# Grid cap for the grid-stride kernels (any cap is correct; this one keeps every
+# realistic size at one element per thread).
+MAX_BLOCKS = 1 << 20
+
+# C type of the element, per dtype: the template argument of the name expressions.
+FLOAT_TYPES = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}
+
+_I, _L, _T = "int", "long long", "T"
+_WINDOW = (_I,) * 8  # kh, kw, sy, sx, pt, pl, oh, ow
+
+# Parameter C types of every kernel, in order; "T" is the template float type.
+SIGNATURES = {
+    "conv.cu": {
+        "im2col": ("const T*", "T*", _I, _I, _I, _I) + _WINDOW + (_L,),
+        "col2im": ("const T*", "T*", _I, _I, _I, _I) + _WINDOW + (_L,),
+        "conv_direct": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I) + _WINDOW + (_I, _L),
+        "transpose01": ("const T*", "const T*", "T*", _I, _I, _L, _I, _L),
+        "bias_grad": ("const T*", "T*", _I, _L),
+    },
+    "pool.cu": {
+        "max_pool_fwd": ("const T*", "T*", "int*", _I, _I) + _WINDOW + (_L,),
+        "max_pool_bwd": ("const T*", "const int*", "T*", _I, _I) + _WINDOW + (_L,),
+        "avg_pool_fwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _L),
+        "avg_pool_bwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _L),
+    },
+    "update.cu": {
+        "sgd_update": ("T*", "const T*", "T*", _T, _T, _T, _T, _I, _L),
+        "adam_update": ("T*", "const T*", "T*", "T*") + (_T,) * 9 + (_I, _L),
+    },
+}
+
+_INT32 = numpy.dtype(numpy.int32)
+_INT_RANGE = {"int": (-2 ** 31, 2 ** 31 - 1), "long long": (-2 ** 63, 2 ** 63 - 1)}
+_INT_TYPES = {"int": numpy.int32, "long long": numpy.int64}
+
+_lock = threading.Lock()
+_modules = {}
+_kernels = {}
+
+
+def name_expression(name, dtype):
+    """``"name<float>"`` or ``"name<double>"`` for a float dtype."""
+    return f"{name}<{FLOAT_TYPES[numpy.dtype(dtype)]}>"
+
+
+def name_expressions(file):
+    """Every instantiation that ``file`` provides, in a fixed order."""
+    return [f"{name}<{ctype}>" for name in SIGNATURES[file] for ctype in FLOAT_TYPES.values()]
+
+
+def _local_headers(text, seen=None):
+    """Our own headers that ``text`` includes, transitively, in first-seen order."""
+    seen = [] if seen is None else seen
+    for header in re.findall(r'^\s*#\s*include\s*"([^"]+)"', text, flags=re.M):
+        path = os.path.join(KERNELS_DIR, header)
+        if header not in seen and os.path.isfile(path):
+            seen.append(header)
+            with open(path, encoding="utf-8") as f:
+                _local_headers(f.read(), seen)
+    return seen
+
+
+def kernel_source(file):
+    """Source of ``gpucnn/kernels/<file>``, headed by a digest of the headers it includes.
+
+    NVRTC reads the headers through ``-I``, but CuPy's kernel cache is keyed by the source
+    text only: the digest line makes an edited header yield a new key instead of a stale
+    binary.
+    """
+    with open(os.path.join(KERNELS_DIR, file), encoding="utf-8") as f:
+        text = f.read()
+    digest = hashlib.sha256()
+    for header in _local_headers(text):
+        with open(os.path.join(KERNELS_DIR, header), "rb") as f:
+            digest.update(header.encode() + b"\0" + f.read() + b"\0")
+    return f"// gpucnn headers sha256 {digest.hexdigest()}\n{text}"
+
+
+def compile_options():
+    """NVRTC options: C++17 and our kernels folder on the include path."""
+    return ("-std=c++17", "-I" + KERNELS_DIR)
+
+
+def get_module(file):
+    """The ``cupy.RawModule`` of ``file`` for the current device (built once per device)."""
+    import cupy
+
+    key = (file, cupy.cuda.runtime.getDevice())
+    module = _modules.get(key)
+    if module is None:
+        with _lock:
+            module = _modules.get(key)
+            if module is None:
+                module = cupy.RawModule(code=kernel_source(file), options=compile_options(),
+                                        name_expressions=name_expressions(file))
+                _modules[key] = module
+    return module
+
+
+def get_kernel(file, expression):
+    """The ``cupy.RawKernel`` for a name expression such as ``"im2col<float>"`` on the current device."""
+    import cupy
+
+    key = (file, expression, cupy.cuda.runtime.getDevice())
+    kernel = _kernels.get(key)
+    if kernel is None:
+        module = get_module(file)
+        with _lock:
+            kernel = _kernels.get(key)
+            if kernel is None:
+                kernel = module.get_function(expression)
+                _kernels[key] = kernel
+    return kernel
+
+
+def pack_args(signature, dtype, args):
+    """``args`` converted to the exact types of ``signature`` (see the module docstring).
+
+    A pointer parameter must get a C-contiguous array of the declared element type; any
+    mismatch is a bug in a launcher and raises before anything is launched.
+    """
+    dtype = numpy.dtype(dtype)
+    if len(args) != len(signature):
+        raise TypeError(f"kernel takes {len(signature)} arguments, got {len(args)}")
+    packed = []
+    for position, (ctype, value) in enumerate(zip(signature, args)):
+        if ctype.endswith("*"):
+            want = _INT32 if ctype.rstrip("*").split()[-1] == "int" else dtype
+            if getattr(value, "dtype", None) != want or not value.flags.c_contiguous:
+                raise TypeError(f"kernel argument {position} ({ctype}) needs a C-contiguous {want} array, got "
+                                f"{type(value).__name__} {getattr(value, 'dtype', None)}")
+            packed.append(value)
+        elif ctype == "T":
+            packed.append(dtype.type(value))
+        else:
+            low, high = _INT_RANGE[ctype]
+            if not low <= value <= high:
+                raise ValueError(f"kernel argument {position} ({ctype}) = {value} does not fit the C type")
+            packed.append(_INT_TYPES[ctype](value))
+    return tuple(packed)
+
+
+def grid_for(total):
+    """Blocks for a grid-stride kernel over ``total`` elements (at least 1)."""
+    return max(1, min((total + BLOCK - 1) // BLOCK, MAX_BLOCKS))
+
+
+def launch(file, name, dtype, args, grid=None):
+    """Launch kernel ``name`` of ``file`` for ``dtype`` on the current stream.
+
+    ``grid`` defaults to ``grid_for(args[-1])``: the grid-stride kernels take their element
+    count as last argument. Blocks are always ``BLOCK`` threads.
+    """
+    signature = SIGNATURES[file][name]
+    packed = pack_args(signature, dtype, args)
+    if grid is None:
+        grid = grid_for(args[-1])
+    kernel = get_kernel(file, name_expression(name, dtype))
+    kernel((grid,), (BLOCK,), packed)

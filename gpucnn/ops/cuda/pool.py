@@ -1,0 +1,107 @@
+"""CUDA twin of ``gpucnn.ops.pool``: max and average pooling for CuPy arrays, same contract.
+
+Forward: one thread per output scans its window (max: running maximum with PyTorch's
+tie/NaN rule and the winner's in-window index as int32 argmax; average: sum times
+1/(kh*kw)). Backward is a gather: one thread per input element adds the gradients of
+the windows that cover it (overlapping windows included), so there are no atomics and
+the result is bitwise repeatable. No host copies, no synchronisation.
+"""
+import cupy
+import numpy
+
+from . import loader
+
+__all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
+
+_FILE = "pool.cu"
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+def _check(x, what, layer):
+    if not isinstance(x, cupy.ndarray):
+        raise TypeError(f"{layer} (CUDA): {what} must be a CuPy array, got {type(x).__name__}")
+    if numpy.dtype(x.dtype) not in _FLOATS:
+        raise TypeError(f"{layer} (CUDA): {what} must be float32 or float64, got {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{layer} (CUDA): {what} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    return numpy.dtype(x.dtype)
+
+
+def _geometry(x_shape, window, oh, ow):
+    """(H, W, kh, kw, sy, sx, pt, pl, oh, ow): the kernels' geometry arguments."""
+    return (int(x_shape[2]), int(x_shape[3]), window.kh, window.kw, window.sy, window.sx,
+            window.pt, window.pl, oh, ow)
+
+
+def _scale(window, dtype):
+    # The NumPy reference multiplies by dtype.type(1.0 / (kh*kw)): the same rounded value.
+    return dtype.type(1.0 / (window.kh * window.kw))
+
+
+def _check_grad(grad_y, x_shape, window, layer):
+    dtype = _check(grad_y, "grad_y", layer)
+    oh, ow = window.output_size(int(x_shape[2]), int(x_shape[3]))
+    expected = (int(x_shape[0]), int(x_shape[1]), oh, ow)
+    if tuple(grad_y.shape) != expected:
+        raise ValueError(f"{layer} (CUDA): grad_y must have the output's shape {expected}, got {tuple(grad_y.shape)}")
+    return dtype, oh, ow
+
+
+def max_pool2d_forward(x, window):
+    """(y, (argmax, x_shape, window)); see ``gpucnn.ops.pool.max_pool2d_forward``."""
+    dtype = _check(x, "x", window.layer)
+    n, c, h, w = (int(s) for s in x.shape)
+    oh, ow = window.output_size(h, w)
+    x = cupy.ascontiguousarray(x)
+    y = cupy.empty((n, c, oh, ow), dtype=dtype)
+    argmax = cupy.empty((n, c, oh, ow), dtype=numpy.int32)
+    if y.size:
+        loader.launch(_FILE, "max_pool_fwd", dtype, (x, y, argmax) + _geometry(x.shape, window, oh, ow) + (y.size,))
+    return y, (argmax, tuple(x.shape), window)
+
+
+def max_pool2d_backward(grad_y, saved):
+    """dL/dx of max pooling; see ``gpucnn.ops.pool.max_pool2d_backward``."""
+    argmax, x_shape, window = saved
+    dtype, oh, ow = _check_grad(grad_y, x_shape, window, window.layer)
+    if not isinstance(argmax, cupy.ndarray) or argmax.dtype != numpy.int32 or argmax.shape != grad_y.shape:
+        raise ValueError(f"{window.layer} (CUDA): saved argmax must be an int32 CuPy array of shape "
+                         f"{tuple(grad_y.shape)}")
+    grad_y = cupy.ascontiguousarray(grad_y)
+    argmax = cupy.ascontiguousarray(argmax)
+    grad_x = cupy.empty(tuple(x_shape), dtype=dtype)
+    if grad_x.size:
+        if grad_y.size == 0:
+            grad_x.fill(0)
+        else:
+            loader.launch(_FILE, "max_pool_bwd", dtype,
+                          (grad_y, argmax, grad_x) + _geometry(x_shape, window, oh, ow) + (grad_x.size,))
+    return grad_x
+
+
+def avg_pool2d_forward(x, window):
+    """(y, (x_shape, window)); see ``gpucnn.ops.pool.avg_pool2d_forward``."""
+    dtype = _check(x, "x", window.layer)
+    n, c, h, w = (int(s) for s in x.shape)
+    oh, ow = window.output_size(h, w)
+    x = cupy.ascontiguousarray(x)
+    y = cupy.empty((n, c, oh, ow), dtype=dtype)
+    if y.size:
+        loader.launch(_FILE, "avg_pool_fwd", dtype,
+                      (x, y) + _geometry(x.shape, window, oh, ow) + (_scale(window, dtype), y.size))
+    return y, (tuple(x.shape), window)
+
+
+def avg_pool2d_backward(grad_y, saved):
+    """dL/dx of average pooling; see ``gpucnn.ops.pool.avg_pool2d_backward``."""
+    x_shape, window = saved
+    dtype, oh, ow = _check_grad(grad_y, x_shape, window, window.layer)
+    grad_y = cupy.ascontiguousarray(grad_y)
+    grad_x = cupy.empty(tuple(x_shape), dtype=dtype)
+    if grad_x.size:
+        if grad_y.size == 0:
+            grad_x.fill(0)
+        else:
+            loader.launch(_FILE, "avg_pool_bwd", dtype,
+                          (grad_y, grad_x) + _geometry(x_shape, window, oh, ow) + (_scale(window, dtype), grad_x.size))
+    return grad_x

@@ -1,0 +1,124 @@
+"""Max and average pooling over NCHW volumes, with PyTorch's semantics.
+
+Max pooling pads with -inf (padding never wins) and records, for every output, which
+element of its window won (``argmax``, row-major in the window, the first of equal
+values; uint8 when the window has at most 255 elements). Backward sends each output gradient to that element only: the argmax mask.
+Overlapping windows add their gradients.
+
+Average pooling pads with zeros and always divides by kh*kw (PyTorch's default,
+count_include_pad=True); backward spreads each output gradient evenly over its window.
+
+Both loop over the kh*kw kernel offsets, each step a vectorised operation on whole
+(N, C, out_h, out_w) slices; never a loop over pixels. CuPy arrays go to
+``gpucnn.ops.cuda.pool``, which has the same functions.
+"""
+import numpy
+
+from ..backend import get_array_module
+
+__all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
+
+
+def _pad(x, window, value):
+    if not window.padded:
+        return x
+    n, c, h, w = x.shape
+    out = numpy.full((n, c, h + window.pt + window.pb, w + window.pl + window.pr), value, dtype=x.dtype)
+    out[:, :, window.pt:window.pt + h, window.pl:window.pl + w] = x
+    return out
+
+
+def _tap(xp_, window, i, j, oh, ow):
+    """The (N, C, oh, ow) slice of the padded input seen at kernel offset (i, j) by every window."""
+    return xp_[:, :, i:i + window.sy * (oh - 1) + 1:window.sy, j:j + window.sx * (ow - 1) + 1:window.sx]
+
+
+def _unpad(grad_p, x_shape, window):
+    h, w = x_shape[2:]
+    if not window.padded:
+        return grad_p
+    return numpy.ascontiguousarray(grad_p[:, :, window.pt:window.pt + h, window.pl:window.pl + w])
+
+
+def _argmax_dtype(window):
+    return numpy.uint8 if window.kh * window.kw <= 255 else numpy.int32
+
+
+def _tiles_exactly(x_shape, window, oh, ow):
+    """True when the windows cover every input element exactly once (no overlap, no gap, no padding)."""
+    h, w = x_shape[2:]
+    return (not window.padded and (window.sy, window.sx) == (window.kh, window.kw)
+            and oh * window.kh == h and ow * window.kw == w)
+
+
+def max_pool2d_forward(x, window):
+    """Max over each window. Returns (y, saved); saved holds the argmax (index i*kw + j in the window).
+
+    The first of equal maxima wins, as in PyTorch. A window holding NaN gives NaN.
+    """
+    if get_array_module(x) is not numpy:
+        from .cuda import pool as cuda_pool
+        return cuda_pool.max_pool2d_forward(x, window)
+    oh, ow = window.output_size(*x.shape[2:])
+    padded = _pad(x, window, -numpy.inf)
+    taps = numpy.stack([_tap(padded, window, k // window.kw, k % window.kw, oh, ow)
+                        for k in range(window.kh * window.kw)])
+    y = taps.max(axis=0)
+    # argmax = the first k whose tap equals the max; boolean arithmetic beats numpy.argmax(axis=0) here.
+    argmax = numpy.zeros(y.shape, dtype=_argmax_dtype(window))
+    not_found = taps[0] != y
+    for k in range(1, len(taps)):
+        hit = not_found & (taps[k] == y)
+        argmax += hit * argmax.dtype.type(k)
+        not_found &= ~hit
+    return y, (argmax, x.shape, window)
+
+
+def max_pool2d_backward(grad_y, saved):
+    """dL/dx of max pooling: each output gradient goes to the element its argmax names."""
+    if get_array_module(grad_y) is not numpy:
+        from .cuda import pool as cuda_pool
+        return cuda_pool.max_pool2d_backward(grad_y, saved)
+    argmax, x_shape, window = saved
+    n, c, h, w = x_shape
+    oh, ow = grad_y.shape[2:]
+    shape_p = (n, c, h + window.pt + window.pb, w + window.pl + window.pr)
+    if _tiles_exactly(x_shape, window, oh, ow):
+        # Every element belongs to exactly one window: write each tap, no zero fill, no add.
+        grad_p = numpy.empty(shape_p, dtype=grad_y.dtype)
+        for k in range(window.kh * window.kw):
+            numpy.multiply(grad_y, argmax == k, out=_tap(grad_p, window, k // window.kw, k % window.kw, oh, ow))
+        return grad_p
+    grad_p = numpy.zeros(shape_p, dtype=grad_y.dtype)
+    for k in range(window.kh * window.kw):
+        _tap(grad_p, window, k // window.kw, k % window.kw, oh, ow)[...] += grad_y * (argmax == k)
+    return _unpad(grad_p, x_shape, window)
+
+
+def avg_pool2d_forward(x, window):
+    """Mean over each window, padded zeros counted. Returns (y, saved)."""
+    if get_array_module(x) is not numpy:
+        from .cuda import pool as cuda_pool
+        return cuda_pool.avg_pool2d_forward(x, window)
+    oh, ow = window.output_size(*x.shape[2:])
+    padded = _pad(x, window, 0)
+    y = _tap(padded, window, 0, 0, oh, ow).copy()
+    for k in range(1, window.kh * window.kw):
+        y += _tap(padded, window, k // window.kw, k % window.kw, oh, ow)
+    y *= x.dtype.type(1.0 / (window.kh * window.kw))
+    return y, (x.shape, window)
+
+
+def avg_pool2d_backward(grad_y, saved):
+    """dL/dx of average pooling: each output gradient, divided by kh*kw, onto every element of its window."""
+    if get_array_module(grad_y) is not numpy:
+        from .cuda import pool as cuda_pool
+        return cuda_pool.avg_pool2d_backward(grad_y, saved)
+    x_shape, window = saved
+    n, c, h, w = x_shape
+    oh, ow = grad_y.shape[2:]
+    grad_p = numpy.zeros((n, c, h + window.pt + window.pb, w + window.pl + window.pr), dtype=grad_y.dtype)
+    share = grad_y * grad_y.dtype.type(1.0 / (window.kh * window.kw))
+    for k in range(window.kh * window.kw):
+        _tap(grad_p, window, k // window.kw, k % window.kw, oh, ow)[...] += share
+    return _unpad(grad_p, x_shape, window)

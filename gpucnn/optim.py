@@ -1,0 +1,189 @@
+"""Optimizers (SGD, Adam, AdamW) and learning-rate schedules (StepLR, CosineAnnealingLR).
+
+The update rules live in gpucnn.ops.update (NumPy) and its CUDA twin; an optimizer
+keeps the per-parameter state and calls them. Semantics follow torch.optim.
+"""
+import math
+
+from .backend import device_of, get_array_module, to_device
+from .ops.update import adam_update, sgd_update
+from .parameter import Parameter
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR"]
+
+
+class Optimizer:
+    """Base class: holds the parameters, the learning rate ``lr`` and per-parameter state arrays."""
+
+    #: names of the per-parameter state arrays, created lazily as zeros like the parameter
+    state_names = ()
+
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{type(self).__name__}: item {i} is a {type(p).__name__}, not a gpucnn.Parameter")
+        if not float(lr) > 0:
+            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr!r}")
+        self.lr = float(lr)
+        self.state = [{} for _ in self.params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.zero_grad()
+
+    def step(self):
+        for i, p in enumerate(self.params):
+            self._update(p, self._state_of(i, p))
+
+    def _update(self, param, state):
+        raise NotImplementedError
+
+    def _state_of(self, i, param):
+        """The state dict of parameter i, its arrays created on (or moved to) the parameter's device."""
+        state = self.state[i]
+        xp = get_array_module(param.data)
+        for name in self.state_names:
+            if name not in state:
+                state[name] = xp.zeros_like(param.data)
+            elif get_array_module(state[name]) is not xp:
+                state[name] = to_device(state[name], device_of(param.data))
+        state.setdefault("step", 0)
+        return state
+
+    def state_arrays(self):
+        """({'<i>.<name>': array}, {'lr': ..., 'steps': [...]}) for a checkpoint."""
+        arrays = {f"{i}.{name}": s[name] for i, s in enumerate(self.state) for name in self.state_names if name in s}
+        return arrays, {"lr": self.lr, "steps": [s.get("step", 0) for s in self.state]}
+
+    def load_state_arrays(self, arrays, scalars):
+        """Restore what ``state_arrays`` returned; arrays go to each parameter's device on the next step."""
+        if len(scalars["steps"]) != len(self.params):
+            raise ValueError(f"{type(self).__name__}: state is for {len(scalars['steps'])} parameters, "
+                             f"this optimizer has {len(self.params)}")
+        for key, value in arrays.items():
+            i, name = key.split(".", 1)
+            if tuple(value.shape) != tuple(self.params[int(i)].shape):
+                raise ValueError(f"{type(self).__name__}: state {key} has shape {tuple(value.shape)}, "
+                                 f"parameter has {tuple(self.params[int(i)].shape)}")
+        state = [{} for _ in self.params]
+        for key, value in arrays.items():
+            i, name = key.split(".", 1)
+            state[int(i)][name] = value.astype(self.params[int(i)].dtype)
+        for s, step in zip(state, scalars["steps"]):
+            s["step"] = int(step)
+        self.state = state
+        self.lr = float(scalars["lr"])
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay.
+
+    Example:
+        >>> opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> opt.zero_grad(); model.backward(loss.backward()); opt.step()
+    """
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+        super().__init__(params, lr)
+        if momentum < 0 or weight_decay < 0:
+            raise ValueError(f"SGD: momentum and weight_decay must be >= 0, got {momentum!r}, {weight_decay!r}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+        self.dampening = float(dampening)
+        self.state_names = ("momentum_buffer",) if self.momentum else ()
+
+    def _update(self, param, state):
+        sgd_update(param.data, param.grad, state.get("momentum_buffer"), self.lr, self.momentum, self.dampening,
+                   self.nesterov, self.weight_decay, state["step"] == 0)
+        state["step"] += 1
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction; ``weight_decay`` adds L2 to the gradient, as in torch.optim.Adam."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        beta1, beta2 = betas
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas!r}")
+        if eps < 0 or weight_decay < 0:
+            raise ValueError(f"{type(self).__name__}: eps and weight_decay must be >= 0")
+        self.betas = (float(beta1), float(beta2))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def _update(self, param, state):
+        state["step"] += 1
+        adam_update(param.data, param.grad, state["exp_avg"], state["exp_avg_sq"], self.lr, self.betas[0],
+                    self.betas[1], self.eps, self.weight_decay, state["step"], self.decoupled)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): param *= 1 - lr * weight_decay before the Adam step."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+class _Schedule:
+    """Sets ``optimizer.lr`` from the epoch count; call ``step()`` once per epoch, after training it."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+
+    def lr_at(self, epoch):
+        raise NotImplementedError
+
+    def step(self):
+        self.last_epoch += 1
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+        return self.optimizer.lr
+
+    def state(self):
+        return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+
+    def set_state(self, state):
+        self.base_lr = float(state["base_lr"])
+        self.last_epoch = int(state["last_epoch"])
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+
+class StepLR(_Schedule):
+    """lr = base_lr * gamma ** (epoch // step_size), as torch.optim.lr_scheduler.StepLR."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        super().__init__(optimizer)
+        if int(step_size) < 1:
+            raise ValueError(f"StepLR: step_size must be >= 1, got {step_size!r}")
+        self.step_size = int(step_size)
+        self.gamma = float(gamma)
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(_Schedule):
+    """lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2, as torch's CosineAnnealingLR."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        super().__init__(optimizer)
+        if int(T_max) < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max!r}")
+        self.T_max = int(T_max)
+        self.eta_min = float(eta_min)
+
+    def lr_at(self, epoch):
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2

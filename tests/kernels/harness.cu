@@ -1,0 +1,233 @@
+// CPU harness for gpucnn's CUDA kernels: runs each kernel's __host__ __device__ body
+// (gpucnn/kernels/*_body.cuh, the very code the GPU kernels call) over every index on
+// the CPU. Built by nvcc as host code, so it needs no GPU.
+//
+//   harness KERNEL f32|f64 ARG...
+//
+// ARGs follow the kernel's parameters in order (gpucnn/ops/cuda/loader.py: SIGNATURES):
+// a pointer parameter is the path of a raw little-endian binary file of T (or int32 for
+// int pointers) that is read in and, for a non-const pointer, written back afterwards;
+// `int` and `long long` are decimal; `T` is a C99 float literal (Python's float.hex()
+// round-trips exactly). The grid-stride kernels take their element count last; the
+// harness visits every index in [0, count) once, in order. bias_grad replays the block
+// reduction of conv.cu with the same GPUCNN_BLOCK partial sums and the same tree.
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "conv_body.cuh"
+#include "pool_body.cuh"
+#include "update_body.cuh"
+
+namespace {
+
+[[noreturn]] void die(const std::string& message) {
+    std::fprintf(stderr, "harness: %s\n", message.c_str());
+    std::exit(2);
+}
+
+// A raw binary file held in memory. flush() writes it back only when it is writable and
+// its contents changed, so that one file passed for two parameters (a launcher may pass
+// param again as an unused momentum buffer) is not overwritten by the untouched copy.
+template <typename E>
+struct Buffer {
+    std::string path;
+    bool writable;
+    size_t count;
+    std::vector<E> data;  // count elements, plus one so that data() is valid when count == 0
+    std::vector<E> original;
+
+    Buffer(const std::string& p, bool w) : path(p), writable(w), count(0) {
+        FILE* f = std::fopen(path.c_str(), "rb");
+        if (!f) die("cannot open " + path + ": " + std::strerror(errno));
+        std::fseek(f, 0, SEEK_END);
+        long size = std::ftell(f);
+        std::fseek(f, 0, SEEK_SET);
+        if (size < 0 || size % (long)sizeof(E) != 0) die("size of " + path + " is not a whole number of elements");
+        count = (size_t)size / sizeof(E);
+        data.assign(count + 1, E(0));
+        if (count && std::fread(data.data(), sizeof(E), count, f) != count) die("short read on " + path);
+        std::fclose(f);
+        original = data;
+    }
+    E* ptr() { return data.data(); }
+    void flush() {
+        if (!writable || count == 0 || std::memcmp(data.data(), original.data(), count * sizeof(E)) == 0) return;
+        FILE* f = std::fopen(path.c_str(), "wb");
+        if (!f) die("cannot write " + path);
+        if (std::fwrite(data.data(), sizeof(E), count, f) != count) die("short write on " + path);
+        std::fclose(f);
+    }
+};
+
+// Reads the kernel arguments in order and owns the buffers.
+template <typename T>
+struct Args {
+    int argc;
+    char** argv;
+    int next;
+    std::vector<Buffer<T>*> floats;
+    std::vector<Buffer<int>*> ints;
+
+    Args(int c, char** v, int first) : argc(c), argv(v), next(first) {}
+    ~Args() {
+        for (auto* b : floats) delete b;
+        for (auto* b : ints) delete b;
+    }
+    const char* take() {
+        if (next >= argc) die("too few arguments");
+        return argv[next++];
+    }
+    T* array(bool writable) {
+        floats.push_back(new Buffer<T>(take(), writable));
+        return floats.back()->ptr();
+    }
+    int* int_array(bool writable) {
+        ints.push_back(new Buffer<int>(take(), writable));
+        return ints.back()->ptr();
+    }
+    long long integer(long long low, long long high) {
+        const char* s = take();
+        char* end = nullptr;
+        errno = 0;
+        long long v = std::strtoll(s, &end, 10);
+        if (errno || *end || end == s || v < low || v > high) die(std::string("bad integer ") + s);
+        return v;
+    }
+    int i32() { return (int)integer(-2147483647LL - 1, 2147483647LL); }
+    long long i64() { return integer(-9223372036854775807LL - 1, 9223372036854775807LL); }
+    T real() {
+        const char* s = take();
+        char* end = nullptr;
+        double v = std::strtod(s, &end);
+        if (*end || end == s) die(std::string("bad number ") + s);
+        return (T)v;
+    }
+    void done() {
+        if (next != argc) die("too many arguments");
+        for (auto* b : floats) b->flush();
+        for (auto* b : ints) b->flush();
+    }
+};
+
+template <typename T>
+void run(const std::string& kernel, Args<T>& a) {
+    using namespace gpucnn;
+    if (kernel == "im2col" || kernel == "col2im") {
+        const T* src = a.array(false);
+        T* dst = a.array(true);
+        int N = a.i32(), C = a.i32(), H = a.i32(), W = a.i32();
+        int kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32(), pt = a.i32(), pl = a.i32();
+        int oh = a.i32(), ow = a.i32();
+        long long total = a.i64();
+        for (long long i = 0; i < total; ++i) {
+            if (kernel == "im2col") im2col_body<T>(i, src, dst, N, C, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+            else col2im_body<T>(i, src, dst, N, C, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+        }
+    } else if (kernel == "conv_direct") {
+        const T* x = a.array(false);
+        const T* w = a.array(false);
+        const T* b = a.array(false);
+        T* y = a.array(true);
+        int N = a.i32(), C = a.i32(), H = a.i32(), W = a.i32(), O = a.i32();
+        int kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32(), pt = a.i32(), pl = a.i32();
+        int oh = a.i32(), ow = a.i32(), has_bias = a.i32();
+        long long total = a.i64();
+        for (long long i = 0; i < total; ++i)
+            conv_direct_body<T>(i, x, w, b, y, N, C, H, W, O, kh, kw, sy, sx, pt, pl, oh, ow, has_bias);
+    } else if (kernel == "transpose01") {
+        const T* src = a.array(false);
+        const T* bias = a.array(false);
+        T* dst = a.array(true);
+        int A = a.i32(), B = a.i32();
+        long long P = a.i64();
+        int has_bias = a.i32();
+        long long total = a.i64();
+        for (long long i = 0; i < total; ++i) transpose01_body<T>(i, src, bias, dst, A, B, P, has_bias);
+    } else if (kernel == "bias_grad") {
+        const T* gy = a.array(false);
+        T* gb = a.array(true);
+        int O = a.i32();
+        long long L = a.i64();
+        std::vector<T> partial(GPUCNN_BLOCK);
+        for (int o = 0; o < O; ++o) {  // block o
+            for (int t = 0; t < GPUCNN_BLOCK; ++t) partial[t] = bias_grad_partial<T>(o, t, gy, L);
+            for (int stride = GPUCNN_BLOCK / 2; stride > 0; stride /= 2)
+                for (int t = 0; t < GPUCNN_BLOCK; ++t) bias_grad_tree_step<T>(t, stride, partial.data());
+            gb[o] = partial[0];
+        }
+    } else if (kernel == "max_pool_fwd") {
+        const T* x = a.array(false);
+        T* y = a.array(true);
+        int* am = a.int_array(true);
+        int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
+        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32();
+        long long total = a.i64();
+        for (long long i = 0; i < total; ++i) max_pool_fwd_body<T>(i, x, y, am, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+    } else if (kernel == "max_pool_bwd") {
+        const T* gy = a.array(false);
+        const int* am = a.int_array(false);
+        T* gx = a.array(true);
+        int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
+        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32();
+        long long total = a.i64();
+        for (long long i = 0; i < total; ++i) max_pool_bwd_body<T>(i, gy, am, gx, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+    } else if (kernel == "avg_pool_fwd" || kernel == "avg_pool_bwd") {
+        const T* src = a.array(false);
+        T* dst = a.array(true);
+        int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
+        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32();
+        T scale = a.real();
+        long long total = a.i64();
+        for (long long i = 0; i < total; ++i) {
+            if (kernel == "avg_pool_fwd") avg_pool_fwd_body<T>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
+            else avg_pool_bwd_body<T>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
+        }
+    } else if (kernel == "sgd_update") {
+        T* p = a.array(true);
+        const T* g = a.array(false);
+        T* buf = a.array(true);
+        T lr = a.real(), momentum = a.real(), omd = a.real(), wd = a.real();
+        int flags = a.i32();
+        long long n = a.i64();
+        for (long long i = 0; i < n; ++i) sgd_body<T>(i, p, g, buf, lr, momentum, omd, wd, flags);
+    } else if (kernel == "adam_update") {
+        T* p = a.array(true);
+        const T* g = a.array(false);
+        T* m = a.array(true);
+        T* v = a.array(true);
+        T b1 = a.real(), omb1 = a.real(), b2 = a.real(), omb2 = a.real(), step_size = a.real();
+        T bias2_sqrt = a.real(), eps = a.real(), wd = a.real(), decay = a.real();
+        int mode = a.i32();
+        long long n = a.i64();
+        for (long long i = 0; i < n; ++i)
+            adam_body<T>(i, p, g, m, v, b1, omb1, b2, omb2, step_size, bias2_sqrt, eps, wd, decay, mode);
+    } else {
+        die("unknown kernel " + kernel);
+    }
+    a.done();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc == 2 && std::string(argv[1]) == "--block") {  // lets the tests check GPUCNN_BLOCK
+        std::printf("%d\n", GPUCNN_BLOCK);
+        return 0;
+    }
+    if (argc < 3) die("usage: harness KERNEL f32|f64 ARG...");
+    const std::string kernel = argv[1], type = argv[2];
+    if (type == "f32") {
+        Args<float> a(argc, argv, 3);
+        run<float>(kernel, a);
+    } else if (type == "f64") {
+        Args<double> a(argc, argv, 3);
+        run<double>(kernel, a);
+    } else {
+        die("type must be f32 or f64, got " + type);
+    }
+    return 0;
+}
