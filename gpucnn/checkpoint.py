@@ -52,10 +52,13 @@ def load_arrays(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
-        with numpy.load(path, allow_pickle=False) as archive:
+        # We own the file handle: numpy.load leaks its own when the archive is unreadable.
+        with open(path, "rb") as f:
+            archive = numpy.load(f, allow_pickle=False)
             if not hasattr(archive, "files"):
                 raise CheckpointError(f"{path}: not a gpucnn checkpoint (a bare .npy array, not an archive)")
-            arrays = {name: archive[name] for name in archive.files}
+            with archive:
+                arrays = {name: archive[name] for name in archive.files}
     except CheckpointError:
         raise
     except ValueError as exc:

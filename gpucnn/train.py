@@ -1,0 +1,268 @@
+"""Training and evaluation loops: fit() and evaluate(), with checkpoints that survive a crash.
+
+A training checkpoint holds the model, the optimizer state, the schedule, the epoch
+and step, the shuffling RNG and every layer's RNG, so that resuming continues exactly
+where training stopped, mid-epoch included. Losses are kept on the device and read
+back every ``sync_every`` steps, so the GPU is not stalled once per step.
+"""
+import contextlib
+import math
+import signal
+import threading
+import time
+
+import numpy
+
+from .backend import asnumpy, get_array_module
+from .checkpoint import CheckpointError, load_arrays, save_arrays
+from .data.batches import BatchIterator
+from .progress import ProgressBar
+
+__all__ = ["fit", "evaluate", "TrainingDiverged", "save_training_checkpoint", "load_training_checkpoint"]
+
+_FORMAT = "gpucnn.training/1"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def evaluate(model, loss_fn, x, y, batch_size=1024, progress=False, stream=None):
+    """Mean loss and accuracy of ``model`` on (x, y), in eval mode (restored after).
+
+    Returns:
+        {'loss': float, 'accuracy': float}
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        total = len(x)
+        loss_sum, correct = 0.0, 0
+        bar = ProgressBar(math.ceil(total / batch_size), "eval ", stream, enabled=progress)
+        for i, start in enumerate(range(0, total, batch_size)):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            logits = model.forward(xb)
+            loss_sum += float(loss_fn.forward(logits, yb)) * len(xb)
+            correct += int((logits.argmax(axis=1) == get_array_module(logits).asarray(yb)).sum())
+            bar.update(i + 1)
+        bar.close()
+        return {"loss": loss_sum / total, "accuracy": correct / total}
+    finally:
+        model.train(was_training)
+
+
+def _layer_rngs(model):
+    """{layer index: numpy Generator} for layers that draw random numbers (Dropout)."""
+    return {i: layer.rng for i, layer in enumerate(model.layers)
+            if isinstance(getattr(layer, "rng", None), numpy.random.Generator)}
+
+
+def _rng_state_to_json(state):
+    return {"bit_generator": state["bit_generator"], "state": {k: str(v) for k, v in state["state"].items()},
+            "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+
+
+def _rng_state_from_json(data):
+    return {"bit_generator": data["bit_generator"], "state": {k: int(v) for k, v in data["state"].items()},
+            "has_uint32": int(data["has_uint32"]), "uinteger": int(data["uinteger"])}
+
+
+def save_training_checkpoint(path, model, optimizer, scheduler, progress):
+    """Atomically write everything needed to resume: weights, optimizer, schedule, RNGs and ``progress``."""
+    arrays = {f"model.{k}": v for k, v in model.named_state().items()}
+    opt_arrays, opt_scalars = optimizer.state_arrays()
+    arrays.update({f"optimizer.{k}": v for k, v in opt_arrays.items()})
+    meta = {
+        "format": _FORMAT,
+        "optimizer": {"type": type(optimizer).__name__, **opt_scalars},
+        "scheduler": scheduler.state() if scheduler is not None else None,
+        "layer_rngs": {str(i): _rng_state_to_json(rng.bit_generator.state) for i, rng in _layer_rngs(model).items()},
+        **progress,
+    }
+    save_arrays(path, arrays, meta)
+
+
+def load_training_checkpoint(path, model, optimizer, scheduler=None):
+    """Restore a checkpoint written by ``save_training_checkpoint``; returns its progress dict.
+
+    The model is checked against the file before anything changes, so a bad file leaves
+    the weights as they were.
+    """
+    arrays, meta = load_arrays(path)
+    if meta.get("format") != _FORMAT:
+        raise CheckpointError(f"{path}: not a gpucnn training checkpoint (format {meta.get('format')!r})")
+    if meta["optimizer"]["type"] != type(optimizer).__name__:
+        raise CheckpointError(f"{path}: holds {meta['optimizer']['type']} state, the optimizer is "
+                              f"{type(optimizer).__name__}")
+    model_state = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+    opt_state = {k[len("optimizer."):]: v for k, v in arrays.items() if k.startswith("optimizer.")}
+    model.load_state(model_state, source=str(path))
+    optimizer.load_state_arrays(opt_state, meta["optimizer"])
+    if scheduler is not None and meta.get("scheduler") is not None:
+        scheduler.set_state(meta["scheduler"])
+    rngs = _layer_rngs(model)
+    for key, state in meta.get("layer_rngs", {}).items():
+        if int(key) in rngs:
+            rngs[int(key)].bit_generator.state = _rng_state_from_json(state)
+    return meta
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Turn Ctrl-C into a flag checked between steps, so a step is never cut in half."""
+    flag = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag["hit"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
+        checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None):
+    """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
+
+    Args:
+        model: a Sequential. loss_fn: e.g. SoftmaxCrossEntropy(). optimizer: e.g. Adam(model.parameters()).
+        x, y: training inputs and integer labels (NumPy or CuPy; batches stay on their device).
+        epochs: total number of epochs (a resumed run continues up to this number).
+        batch_size: samples per step. validation: optional (x_val, y_val), evaluated after each epoch.
+        scheduler: optional learning-rate schedule, stepped after each epoch.
+        seed: seed of the shuffling.
+        checkpoint: path of a training checkpoint, written atomically after every epoch and on Ctrl-C.
+        resume: continue from ``checkpoint`` when it exists.
+        progress: show a progress bar per epoch. sync_every: read losses back every this many steps.
+        on_epoch_end: optional callable(history) after each epoch (for tables, plots).
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (the last checkpoint on disk is kept).
+        KeyboardInterrupt: after Ctrl-C, once a checkpoint of the exact position is written.
+
+    Example:
+        >>> history = fit(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x_train, y_train,
+        ...               epochs=10, validation=(x_test, y_test), checkpoint='run/ckpt.npz')
+    """
+    batches = BatchIterator(x, y, batch_size, shuffle=True, seed=seed)
+    history = {key: [] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                                   "images_per_second")}
+    start_epoch, skip_steps, partial = 0, 0, None
+    if resume and checkpoint is not None:
+        import os
+        if os.path.exists(checkpoint):
+            meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler)
+            start_epoch, skip_steps = meta["epoch"], meta["step"]
+            batches.set_state(meta["batches"])
+            history = meta["history"]
+            partial = meta.get("partial")
+
+    model.train()
+    steps_per_epoch = len(batches)
+    with _deferred_interrupt() as interrupt:
+        for epoch in range(start_epoch, epochs):
+            epoch_start_state = batches.state()
+            stats = _EpochStats(steps_per_epoch, x, partial)
+            bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress)
+            started = time.perf_counter()
+            for step, (xb, yb) in enumerate(batches):
+                if step < skip_steps:
+                    continue
+                logits = model.forward(xb)
+                loss = loss_fn.forward(logits, yb)
+                optimizer.zero_grad()
+                model.backward(loss_fn.backward())
+                optimizer.step()
+                stats.record(step, loss, logits, yb)
+                if (step + 1) % sync_every == 0 or step + 1 == steps_per_epoch or interrupt["hit"]:
+                    bad = stats.sync(step + 1)
+                    if bad is not None:
+                        bar.close()
+                        raise TrainingDiverged(
+                            f"loss became {bad[1]} at epoch {epoch + 1}, step {bad[0] + 1} of {steps_per_epoch}; "
+                            f"training stopped" + (f", the last good checkpoint {checkpoint} is kept"
+                                                   if checkpoint else ""))
+                    elapsed = time.perf_counter() - started
+                    bar.update(step + 1, loss=stats.mean_loss, acc=stats.accuracy,
+                               img_s=stats.seen_now / max(elapsed, 1e-9))
+                if interrupt["hit"]:
+                    bar.close()
+                    if checkpoint is not None:
+                        save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
+                            "epoch": epoch, "step": step + 1, "batches": epoch_start_state,
+                            "history": history, "partial": stats.as_partial()})
+                    raise KeyboardInterrupt(
+                        f"training interrupted at epoch {epoch + 1}, step {step + 1}"
+                        + (f"; checkpoint written to {checkpoint} (resume to continue exactly)" if checkpoint else ""))
+            bar.close()
+            skip_steps, partial = 0, None
+            seconds = time.perf_counter() - started
+            history["epoch"].append(epoch + 1)
+            history["loss"].append(stats.mean_loss)
+            history["accuracy"].append(stats.accuracy)
+            history["lr"].append(optimizer.lr)
+            history["seconds"].append(seconds)
+            history["images_per_second"].append(stats.seen_now / max(seconds, 1e-9))
+            if validation is not None:
+                result = evaluate(model, loss_fn, validation[0], validation[1], batch_size=max(batch_size, 1000))
+                history["val_loss"].append(result["loss"])
+                history["val_accuracy"].append(result["accuracy"])
+            if scheduler is not None:
+                scheduler.step()
+            if checkpoint is not None:
+                save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
+                    "epoch": epoch + 1, "step": 0, "batches": batches.state(), "history": history,
+                    "partial": None})
+            if on_epoch_end is not None:
+                on_epoch_end(history)
+    return history
+
+
+class _EpochStats:
+    """Per-step losses and correct counts, kept on the device until ``sync`` reads them."""
+
+    def __init__(self, steps, x, partial):
+        xp = get_array_module(x)
+        self.losses = xp.zeros(steps, dtype=numpy.float64)
+        self.correct = xp.zeros(steps, dtype=numpy.int64)
+        self.sizes = numpy.zeros(steps, dtype=numpy.int64)
+        self.loss_sum, self.correct_sum, self.seen, self.seen_now, self.synced = 0.0, 0, 0, 0, 0
+        if partial:
+            self.loss_sum, self.correct_sum, self.seen = partial["loss_sum"], partial["correct"], partial["seen"]
+
+    def record(self, step, loss, logits, labels):
+        xp = get_array_module(logits)
+        self.losses[step] = loss
+        self.correct[step] = (logits.argmax(axis=1) == xp.asarray(labels)).sum()
+        self.sizes[step] = len(labels)
+
+    def sync(self, upto):
+        """Fold steps [synced, upto) into the totals; returns (step, value) of the first non-finite loss."""
+        losses = asnumpy(self.losses[self.synced:upto])
+        finite = numpy.isfinite(losses)
+        if not finite.all():
+            first = int(numpy.argmin(finite))
+            return self.synced + first, float(losses[first])
+        sizes = self.sizes[self.synced:upto]
+        self.loss_sum += float((losses * sizes).sum())
+        self.correct_sum += int(asnumpy(self.correct[self.synced:upto]).sum())
+        self.seen += int(sizes.sum())
+        self.seen_now += int(sizes.sum())
+        self.synced = upto
+        return None
+
+    @property
+    def mean_loss(self):
+        return self.loss_sum / max(self.seen, 1)
+
+    @property
+    def accuracy(self):
+        return self.correct_sum / max(self.seen, 1)
+
+    def as_partial(self):
+        return {"loss_sum": self.loss_sum, "correct": self.correct_sum, "seen": self.seen}

@@ -1,0 +1,129 @@
+import os
+import signal
+
+import numpy
+import pytest
+
+import gpucnn
+from gpucnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from gpucnn.losses import SoftmaxCrossEntropy
+from gpucnn.optim import Adam, StepLR
+from gpucnn.train import TrainingDiverged, evaluate, fit
+
+
+def toy_data(n=96, seed=0):
+    """Images whose class is the quadrant holding the bright square: learnable in a few epochs."""
+    rng = numpy.random.default_rng(seed)
+    x = rng.random((n, 1, 8, 8), dtype=numpy.float32) * 0.1
+    y = rng.integers(0, 4, n)
+    for k, (r, c) in enumerate([(0, 0), (0, 4), (4, 0), (4, 4)]):
+        x[y == k, 0, r:r + 4, c:c + 4] += 1.0
+    return x, y
+
+
+def toy_model(seed=0):
+    return gpucnn.Sequential([Conv2D(1, 4, 3, padding="same", rng=seed), ReLU(), MaxPool2D(2), Flatten(),
+                              Dropout(0.2, rng=seed), Dense(64, 4, rng=seed)])
+
+
+def run(model, epochs, **kwargs):
+    x, y = toy_data()
+    opt = Adam(model.parameters(), lr=1e-2)
+    sched = StepLR(opt, step_size=2, gamma=0.5)
+    history = fit(model, SoftmaxCrossEntropy(), opt, x, y, epochs, batch_size=16, validation=(x, y),
+                  scheduler=sched, seed=3, progress=False, **kwargs)
+    return history, opt
+
+
+def test_fit_learns_and_reports_history():
+    history, _ = run(toy_model(), 4)
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["val_accuracy"][-1] > 0.9
+    assert history["lr"] == [1e-2, 1e-2, 5e-3, 5e-3]
+    assert all(s > 0 for s in history["images_per_second"])
+
+
+def test_evaluate_restores_mode():
+    model = toy_model()
+    x, y = toy_data()
+    result = evaluate(model, SoftmaxCrossEntropy(), x, y, batch_size=10)
+    assert 0 <= result["accuracy"] <= 1 and result["loss"] > 0
+    assert model.training
+
+
+def test_resume_between_epochs_is_exact(tmp_path):
+    ckpt = str(tmp_path / "c.npz")
+    straight, _ = run(toy_model(), 4)
+    first = toy_model()
+    run(first, 2, checkpoint=ckpt)
+    resumed_model = toy_model(seed=9)  # different start: everything must come from the checkpoint
+    resumed, _ = run(resumed_model, 4, checkpoint=ckpt, resume=True)
+    reference = toy_model()
+    run(reference, 4)
+    for p, q in zip(resumed_model.parameters(), reference.parameters()):
+        numpy.testing.assert_array_equal(p.data, q.data)
+    assert resumed["loss"] == straight["loss"]
+
+
+def test_ctrl_c_saves_exact_position_and_resume_finishes_identically(tmp_path):
+    ckpt = str(tmp_path / "c.npz")
+    calls = {"n": 0}
+
+    class InterruptingLoss(SoftmaxCrossEntropy):
+        def forward(self, logits, labels):
+            calls["n"] += 1
+            if calls["n"] == 9:  # mid-way through epoch 2 (6 steps per epoch)
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().forward(logits, labels)
+
+    x, y = toy_data()
+    model = toy_model()
+    opt = Adam(model.parameters(), lr=1e-2)
+    with pytest.raises(KeyboardInterrupt, match="checkpoint written"):
+        fit(model, InterruptingLoss(), opt, x, y, 4, batch_size=16, seed=3, progress=False, checkpoint=ckpt)
+    assert os.path.exists(ckpt)
+
+    resumed = toy_model(seed=5)
+    opt2 = Adam(resumed.parameters(), lr=1e-2)
+    history = fit(resumed, SoftmaxCrossEntropy(), opt2, x, y, 4, batch_size=16, seed=3, progress=False,
+                  checkpoint=ckpt, resume=True)
+    reference = toy_model()
+    opt3 = Adam(reference.parameters(), lr=1e-2)
+    expected = fit(reference, SoftmaxCrossEntropy(), opt3, x, y, 4, batch_size=16, seed=3, progress=False)
+    for p, q in zip(resumed.parameters(), reference.parameters()):
+        numpy.testing.assert_array_equal(p.data, q.data)
+    numpy.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-12)
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path):
+    ckpt = str(tmp_path / "c.npz")
+    x, y = toy_data()
+    model = toy_model()
+    run(model, 1, checkpoint=ckpt)
+    saved = (tmp_path / "c.npz").read_bytes()
+    calls = {"n": 0}
+
+    class PoisonedLoss(SoftmaxCrossEntropy):
+        def forward(self, logits, labels):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                logits = logits * numpy.float32("nan")
+            return super().forward(logits, labels)
+
+    opt = Adam(model.parameters(), lr=1e-2)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 4 of 6.*c.npz"):
+        fit(model, PoisonedLoss(), opt, x, y, 3, batch_size=16, seed=3, progress=False, checkpoint=ckpt,
+            resume=True)
+    assert (tmp_path / "c.npz").read_bytes() == saved
+
+
+def test_progress_bar_writes_a_line_per_epoch(capsys):
+    import io
+    stream = io.StringIO()
+    x, y = toy_data()
+    model = toy_model()
+    fit(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x, y, 2, batch_size=32, progress=True,
+        stream=stream)
+    lines = stream.getvalue().strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2 [") and "img/s" in lines[0] and "3/3" in lines[0]
