@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Device timings of the reference network (Fashion-MNIST CNN), per layer and per training step.
+
+    python scripts/bench.py                          # every usable device, batch 64, 128, 256, 1024
+    python scripts/bench.py --device cpu --batch-sizes 128 --json
+
+Method: warm-up runs first, the device is synchronised around every timed region,
+the figure is the median of --repeats runs, inputs are random. With torch importable,
+the same network runs in PyTorch on the same device in the same process (cuDNN on the
+GPU) and the table gains its columns. "peak" is the achieved GFLOP/s of a large
+single-precision matrix product on that device, measured here, so "% peak" says how
+close a step comes to what the device's matrix unit delivers to NumPy/CuPy.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from gpucnn import backend  # noqa: E402
+from gpucnn.layers import Conv2D, Dense  # noqa: E402
+from gpucnn.losses import SoftmaxCrossEntropy  # noqa: E402
+from gpucnn.models import fashion_cnn  # noqa: E402
+from gpucnn.optim import Adam  # noqa: E402
+
+
+def synchronizer(device):
+    if device == "cpu":
+        return lambda: None
+    cupy = backend.cupy_or_none()
+    return lambda: cupy.cuda.Device().synchronize()
+
+
+def timed(fn, sync, repeats, warmup):
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def train_step_flops(model, batch):
+    """Multiply-adds x2 of conv and dense layers: forward once, backward twice (input and weight gradients)."""
+    flops, shape = 0, (batch, 1, 28, 28)
+    for layer in model.layers:
+        if isinstance(layer, Conv2D):
+            oh, ow = layer.window.output_size(*shape[2:])
+            flops += 2 * batch * layer.out_channels * oh * ow * layer.weight.data[0].size
+            shape = (batch, layer.out_channels, oh, ow)
+        elif isinstance(layer, Dense):
+            flops += 2 * batch * layer.in_features * layer.out_features
+        elif hasattr(layer, "window"):
+            shape = shape[:2] + layer.window.output_size(*shape[2:])
+    return 3 * flops
+
+
+def matmul_peak(device, sync):
+    n = 4096 if device != "cpu" else 1024
+    xp = numpy if device == "cpu" else backend.cupy_or_none()
+    a = xp.ones((n, n), dtype=numpy.float32)
+    seconds = timed(lambda: a @ a, sync, 5, 2)
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def bench_gpucnn(device, batch, repeats, warmup, per_layer):
+    sync = synchronizer(device)
+    rng = numpy.random.default_rng(batch)
+    x = backend.to_device(rng.random((batch, 1, 28, 28), dtype=numpy.float32), device)
+    y = backend.to_device(rng.integers(0, 10, batch), device)
+    model = fashion_cnn(rng=0).to(device)
+    loss_fn = SoftmaxCrossEntropy()
+    opt = Adam(model.parameters())
+
+    def step():
+        loss_fn.forward(model.forward(x), y)
+        opt.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+
+    result = {"step_s": timed(step, sync, repeats, warmup),
+              "forward_s": timed(lambda: model.forward(x), sync, repeats, warmup)}
+    result["flops"] = train_step_flops(model, batch)
+    if per_layer:
+        layers, h = [], x
+        for layer in model.layers:
+            out = layer.forward(h)
+            grad = out * 0 + 1
+            layers.append({"layer": repr(layer).split("(")[0], "shape": list(out.shape),
+                           "forward_s": timed(lambda: layer.forward(h), sync, repeats, warmup),
+                           "backward_s": timed(lambda: (layer.forward(h), layer.backward(grad)), sync, repeats, warmup)})
+            layers[-1]["backward_s"] -= layers[-1]["forward_s"]
+            h = out
+        result["layers"] = layers
+    return result
+
+
+def bench_torch(device, batch, repeats, warmup):
+    try:
+        import torch
+    except ImportError:
+        return None
+    dev = "cpu" if device == "cpu" else device
+    if dev != "cpu" and not torch.cuda.is_available():
+        return None
+    torch.backends.cudnn.benchmark = True
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10)).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.rand((batch, 1, 28, 28), generator=gen).to(dev)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(dev)
+    sync = (lambda: None) if dev == "cpu" else torch.cuda.synchronize
+
+    def step():
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    return {"step_s": timed(step, sync, repeats, warmup), "forward_s": timed(forward, sync, repeats, warmup),
+            "version": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", action="append", help="cpu, cuda or cuda:N (repeatable; default: every usable one)")
+    p.add_argument("--batch-sizes", default="64,128,256,1024")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args(argv)
+    devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
+    devices = [backend.resolve_device(d) for d in devices]
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+
+    report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus",
+              "numpy": numpy.__version__, "results": []}
+    if backend.gpu_available():
+        cupy = backend.cupy_or_none()
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        report["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        report["cupy"] = cupy.__version__
+        report["driver"] = cupy.cuda.runtime.driverGetVersion()
+    peaks = {d: matmul_peak(d, synchronizer(d)) for d in devices}
+    for device in devices:
+        for batch in batches:
+            ours = bench_gpucnn(device, batch, args.repeats, args.warmup, args.per_layer)
+            theirs = None if args.no_torch else bench_torch(device, batch, args.repeats, args.warmup)
+            report["results"].append({"device": device, "batch": batch, "gpucnn": ours, "torch": theirs,
+                                      "peak_gflops": peaks[device]})
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"# {report['machine']}, numpy {report['numpy']}" + (f", GPU {report['gpu']}, cupy {report['cupy']}"
+                                                                 if "gpu" in report else ""))
+    cpu_rate = {r["batch"]: r["batch"] / r["gpucnn"]["step_s"] for r in report["results"] if r["device"] == "cpu"}
+    header = (f"{'device':8} {'batch':>5} {'step ms':>8} {'img/s':>8} {'GFLOP/s':>8} {'% peak':>7} {'vs cpu':>7} "
+              f"{'torch img/s':>11} {'ours/torch':>10} {'epoch s':>8}")
+    print(header)
+    for r in report["results"]:
+        ours, theirs = r["gpucnn"], r["torch"]
+        rate = r["batch"] / ours["step_s"]
+        gflops = ours["flops"] / ours["step_s"] / 1e9
+        vs_cpu = f"{rate / cpu_rate[r['batch']]:7.1f}" if r["device"] != "cpu" and r["batch"] in cpu_rate else f"{'-':>7}"
+        t_rate = r["batch"] / theirs["step_s"] if theirs else None
+        print(f"{r['device']:8} {r['batch']:5d} {1000 * ours['step_s']:8.2f} {rate:8.0f} {gflops:8.1f} "
+              f"{100 * gflops / r['peak_gflops']:6.1f}% {vs_cpu} "
+              + (f"{t_rate:11.0f} {rate / t_rate:10.2f}" if theirs else f"{'-':>11} {'-':>10}")
+              + f" {60000 / rate:8.2f}")
+        for layer in ours.get("layers", []):
+            print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} forward {1000 * layer['forward_s']:7.2f} ms"
+                  f"  backward {1000 * layer['backward_s']:7.2f} ms")
+    print("peak = measured float32 matmul GFLOP/s: " + ", ".join(f"{d} {v:.0f}" for d, v in peaks.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
