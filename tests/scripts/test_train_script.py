@@ -1,0 +1,74 @@
+"""scripts/train.py end to end on a tiny IDX data set written into tmp_path."""
+import gzip
+import importlib.util
+import json
+import os
+
+import numpy
+import pytest
+
+from gpucnn.data import datasets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(numpy.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_fashion(tmp_path, monkeypatch):
+    rng = numpy.random.default_rng(0)
+    counts = {"train": 64, "test": 32}
+    monkeypatch.setitem(datasets._NUM_SAMPLES, "train", counts["train"])
+    monkeypatch.setitem(datasets._NUM_SAMPLES, "test", counts["test"])
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        labels = rng.integers(0, 10, counts[split])
+        images = rng.integers(0, 40, (counts[split], 28, 28))
+        images[numpy.arange(counts[split]), 2 * labels + 3, 5:20] = 255  # a bright bar whose row says the class
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return tmp_path
+
+
+def test_train_script_writes_metrics_model_and_resumes(tiny_fashion, tmp_path, capsys):
+    train = load_script("train")
+    out = tmp_path / "run"
+    args = ["--data-dir", str(tiny_fashion), "--device", "cpu", "--batch-size", "16", "--out", str(out),
+            "--no-progress"]
+    assert train.main(args + ["--epochs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "test acc %" in printed and "test accuracy" in printed
+    for name in ("metrics.csv", "metrics.json", "model.npz", "checkpoint.npz", "summary.json"):
+        assert (out / name).exists(), name
+    history = json.loads((out / "metrics.json").read_text())
+    assert history["epoch"] == [1, 2]
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,loss,accuracy")
+
+    assert train.main(args + ["--epochs", "3", "--resume"]) == 0
+    history = json.loads((out / "metrics.json").read_text())
+    assert history["epoch"] == [1, 2, 3]
+
+
+def test_train_script_rejects_bad_arguments(capsys):
+    train = load_script("train")
+    with pytest.raises(SystemExit):
+        train.main(["--epochs", "0"])
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_script_runs_on_cpu(capsys):
+    bench = load_script("bench")
+    assert bench.main(["--device", "cpu", "--batch-sizes", "8", "--repeats", "1", "--warmup", "0",
+                       "--no-torch", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["results"][0]["batch"] == 8 and report["results"][0]["gpucnn"]["step_s"] > 0
