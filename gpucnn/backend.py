@@ -10,7 +10,7 @@ import functools
 import numpy
 
 __all__ = ["get_array_module", "to_device", "asnumpy", "gpu_available",
-           "resolve_device", "device_of", "gpu_unavailable_reason", "cupy_or_none"]
+           "resolve_device", "device_of", "gpu_unavailable_reason", "cupy_or_none", "is_out_of_memory"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,3 +117,8 @@ def asnumpy(x):
     if cupy is not None and isinstance(x, cupy.ndarray):
         return cupy.asnumpy(x)
     return numpy.asarray(x)
+
+
+def is_out_of_memory(exc):
+    """True for CuPy's out-of-memory errors (checked by type name, so CuPy need not be importable)."""
+    return type(exc).__name__ == "OutOfMemoryError" and type(exc).__module__.startswith("cupy")

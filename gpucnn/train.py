@@ -13,7 +13,7 @@ import time
 
 import numpy
 
-from .backend import asnumpy, get_array_module
+from .backend import asnumpy, get_array_module, is_out_of_memory
 from .checkpoint import CheckpointError, load_arrays, save_arrays
 from .data.batches import BatchIterator
 from .progress import ProgressBar
@@ -173,11 +173,18 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             for step, (xb, yb) in enumerate(batches):
                 if step < skip_steps:
                     continue
-                logits = model.forward(xb)
-                loss = loss_fn.forward(logits, yb)
-                optimizer.zero_grad()
-                model.backward(loss_fn.backward())
-                optimizer.step()
+                try:
+                    logits = model.forward(xb)
+                    loss = loss_fn.forward(logits, yb)
+                    optimizer.zero_grad()
+                    model.backward(loss_fn.backward())
+                    optimizer.step()
+                except Exception as exc:
+                    if is_out_of_memory(exc):
+                        raise MemoryError(f"out of GPU memory at batch size {batch_size} (epoch {epoch + 1}, step "
+                                          f"{step + 1}); try a smaller batch, e.g. {max(batch_size // 2, 1)}: {exc}"
+                                          ) from exc
+                    raise
                 stats.record(step, loss, logits, yb)
                 if (step + 1) % sync_every == 0 or step + 1 == steps_per_epoch or interrupt["hit"]:
                     bad = stats.sync(step + 1)

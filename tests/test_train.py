@@ -127,3 +127,16 @@ def test_progress_bar_writes_a_line_per_epoch(capsys):
         stream=stream)
     lines = stream.getvalue().strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("epoch 1/2 [") and "img/s" in lines[0] and "3/3" in lines[0]
+
+
+def test_out_of_gpu_memory_names_the_batch_size():
+    OutOfMemoryError = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory"})
+
+    class Exploding(SoftmaxCrossEntropy):
+        def forward(self, logits, labels):
+            raise OutOfMemoryError("out of memory allocating 1,234,567 bytes")
+
+    x, y = toy_data()
+    model = toy_model()
+    with pytest.raises(MemoryError, match=r"batch size 32.*e\.g\. 16"):
+        fit(model, Exploding(), Adam(model.parameters()), x, y, 1, batch_size=32, progress=False)
