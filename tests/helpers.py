@@ -20,7 +20,7 @@ def dev(x, device):
 
 
 def on_device(layer, device):
-    """Move a single layer (its parameters and buffers) to ``device`` through Sequential.to; returns the layer."""
+    """Move one layer (parameters and buffers) to ``device`` through Sequential.to; returns the layer."""
     if device == "cpu":
         return layer
     import gpucnn

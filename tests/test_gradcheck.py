@@ -106,7 +106,7 @@ ACTIVATIONS = [ReLU, lambda: LeakyReLU(0.1), Sigmoid, Tanh]
 
 
 def _random_model(seed):
-    """conv -> [batchnorm] -> activation -> pool -> flatten -> dense -> [batchnorm1d] -> activation -> dense."""
+    """conv, [batchnorm], activation, pool, flatten, dense, [batchnorm1d], activation, dropout, dense."""
     r = numpy.random.default_rng(seed)
     n, c = int(r.integers(2, 4)), int(r.integers(1, 3))
     h, w = (int(v) for v in r.integers(4, 7, size=2))
@@ -178,3 +178,19 @@ def test_model_plus_mse(seed):
     analytic = p.grad.copy()
     numeric = numerical_grad(lambda: float(loss_fn.forward(model.forward(x), target)), p.data)
     numpy.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_sequential_train_eval_reaches_every_layer(rng):
+    """Sequential.eval() must switch Dropout off and BatchNorm to running statistics."""
+    model = gpucnn.Sequential([Dense(4, 4, dtype=F64, rng=0), BatchNorm1D(4, dtype=F64), Dropout(0.5)])
+    x = rng.standard_normal((8, 4))
+    model.eval()
+    y1, y2 = model.forward(x), model.forward(x)
+    numpy.testing.assert_array_equal(y1, y2)
+    bn = model.layers[1]
+    want = (x @ model.layers[0].weight.data.T + model.layers[0].bias.data) / numpy.sqrt(1 + 1e-5)
+    numpy.testing.assert_allclose(y1, want, rtol=1e-12)
+    numpy.testing.assert_array_equal(bn.running_mean, numpy.zeros(4))
+    model.train()
+    assert not numpy.array_equal(model.forward(x), model.forward(x))    # dropout back on
+    assert numpy.any(bn.running_mean != 0)

@@ -143,12 +143,14 @@ def test_cross_entropy_empty_batch():
 
 @pytest.mark.parametrize("shape", [(4,), (2, 3, 4)])
 def test_cross_entropy_wrong_rank(shape):
-    assert_bad_input(lambda: SoftmaxCrossEntropy().forward(numpy.zeros(shape), numpy.zeros(shape[0], numpy.int64)),
+    labels = numpy.zeros(shape[0], numpy.int64)
+    assert_bad_input(lambda: SoftmaxCrossEntropy().forward(numpy.zeros(shape), labels),
                      "SoftmaxCrossEntropy", str(shape))
 
 
 def test_cross_entropy_integer_logits():
-    assert_bad_input(lambda: SoftmaxCrossEntropy().forward(numpy.zeros((2, 3), numpy.int64), numpy.array([0, 1])),
+    logits = numpy.zeros((2, 3), numpy.int64)
+    assert_bad_input(lambda: SoftmaxCrossEntropy().forward(logits, numpy.array([0, 1])),
                      "SoftmaxCrossEntropy", "int64")
 
 
@@ -158,7 +160,8 @@ def test_cross_entropy_float_labels():
 
 
 def test_mse_shape_mismatch():
-    assert_bad_input(lambda: MSE().forward(numpy.zeros((3, 4)), numpy.zeros((4, 3))), "MSE", "(3, 4)", "(4, 3)")
+    assert_bad_input(lambda: MSE().forward(numpy.zeros((3, 4)), numpy.zeros((4, 3))),
+                     "MSE", "(3, 4)", "(4, 3)")
 
 
 def test_mse_empty_batch():
@@ -166,4 +169,5 @@ def test_mse_empty_batch():
 
 
 def test_mse_integer_predictions():
-    assert_bad_input(lambda: MSE().forward(numpy.zeros((2, 3), numpy.int32), numpy.zeros((2, 3))), "MSE", "int32")
+    assert_bad_input(lambda: MSE().forward(numpy.zeros((2, 3), numpy.int32), numpy.zeros((2, 3))),
+                     "MSE", "int32")

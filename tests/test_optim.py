@@ -1,4 +1,4 @@
-"""SGD / Adam / AdamW and the LR schedules against the update rules written out by hand (torch.optim semantics)."""
+"""SGD / Adam / AdamW and the LR schedules against the update rules written out by hand (torch semantics)."""
 import math
 
 import numpy
@@ -71,7 +71,8 @@ def _run(opt_factory, reference, rng, device):
         _feed(params, grads[step], device)
         opt.step()
         for i, p in enumerate(params):
-            assert_close(p.data, traces[i][step], rtol=1e-12, atol=1e-14, what=f"param {i} after step {step + 1}")
+            assert_close(p.data, traces[i][step], rtol=1e-12, atol=1e-14,
+                         what=f"param {i} after step {step + 1}")
             assert to_numpy(p.data).dtype == F64
 
 
@@ -208,3 +209,14 @@ def test_schedule_changes_what_step_uses():
         opt.step()
         sched.step()
     numpy.testing.assert_allclose(p.data, [1.0 + 0.5 + 0.25])
+
+
+def test_parameter_grad_is_zeros_like_data(device):
+    for dtype in (numpy.float32, F64):
+        data = dev(numpy.arange(6, dtype=dtype).reshape(2, 3), device)
+        p = Parameter(data)
+        assert p.data is data
+        assert type(p.grad) is type(data)
+        assert p.grad.shape == (2, 3) and to_numpy(p.grad).dtype == dtype
+        assert not to_numpy(p.grad).any()
+        assert p.grad is not p.data

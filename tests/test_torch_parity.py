@@ -6,7 +6,8 @@ import pytest
 
 import gpucnn
 from helpers import F64, assert_close, dev, on_device, set_param, to_numpy
-from gpucnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU)
+from gpucnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, LeakyReLU, MaxPool2D,
+                           ReLU, Sigmoid, Tanh)
 from gpucnn.losses import MSE, SoftmaxCrossEntropy
 from gpucnn.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 
@@ -78,7 +79,10 @@ POOL_CONFIGS = [   # (N, C, H, W, kernel, stride, padding)
 @pytest.mark.parametrize("kind", ["max", "avg", "max-ties"])
 def test_pool(cfg, kind, rng, device):
     n, c, h, w, k, s, p = cfg
-    x = rng.standard_normal((n, c, h, w)) if kind != "max-ties" else rng.integers(-1, 2, (n, c, h, w)).astype(F64)
+    if kind == "max-ties":
+        x = rng.integers(-1, 2, (n, c, h, w)).astype(F64)
+    else:
+        x = rng.standard_normal((n, c, h, w))
     layer = (AvgPool2D if kind == "avg" else MaxPool2D)(k, stride=s, padding=p)
     fn = F.avg_pool2d if kind == "avg" else F.max_pool2d
     xt = T(x, True)
@@ -137,10 +141,51 @@ def test_batchnorm(kind, shape, rng, device):
         assert_close(y, yt.detach().numpy(), rtol=1e-9, atol=1e-11, what=f"y {where}")
         assert_close(dx, xt.grad.numpy(), rtol=1e-8, atol=1e-10, what=f"dx {where}")
         # both accumulate the parameter gradients over the steps
-        assert_close(layer.weight.grad, ref.weight.grad.numpy(), rtol=1e-9, atol=1e-11, what=f"dgamma {where}")
+        assert_close(layer.weight.grad, ref.weight.grad.numpy(), rtol=1e-9, atol=1e-11,
+                     what=f"dgamma {where}")
         assert_close(layer.bias.grad, ref.bias.grad.numpy(), rtol=1e-9, atol=1e-11, what=f"dbeta {where}")
         assert_close(layer.running_mean, ref.running_mean.numpy(), what=f"running_mean {where}")
         assert_close(layer.running_var, ref.running_var.numpy(), what=f"running_var {where}")
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_nan_propagates(kind, device):
+    """A window holding NaN gives NaN (PyTorch), and max pooling sends that window's gradient to the NaN."""
+    x = numpy.arange(32, dtype=F64).reshape(1, 2, 4, 4)
+    x[0, 0, 1, 0] = numpy.nan
+    x[0, 1, 2, 3] = numpy.nan
+    layer = (MaxPool2D if kind == "max" else AvgPool2D)(2)
+    xt = T(x, True)
+    yt = (F.max_pool2d if kind == "max" else F.avg_pool2d)(xt, 2)
+    yt.backward(torch.ones_like(yt))
+    y = layer.forward(dev(x, device))
+    dx = layer.backward(dev(numpy.ones((1, 2, 2, 2)), device))
+    numpy.testing.assert_array_equal(numpy.isnan(to_numpy(y)), numpy.isnan(yt.detach().numpy()))
+    assert_close(y, yt.detach().numpy(), what="y with NaN")
+    assert_close(dx, xt.grad.numpy(), what="dx with NaN")
+
+
+ACTIVATIONS = {"ReLU": (ReLU, F.relu), "LeakyReLU": (lambda: LeakyReLU(0.1), lambda t: F.leaky_relu(t, 0.1)),
+               "Sigmoid": (Sigmoid, torch.sigmoid), "Tanh": (Tanh, torch.tanh)}
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation(name, rng, device):
+    """Includes exact zeros and huge values, where the conventions and the numerics show."""
+    ours, theirs = ACTIVATIONS[name]
+    x = rng.standard_normal((3, 2, 4, 4)) * 4
+    x.flat[::7] = 0.0
+    x.flat[1] = 1e4
+    x.flat[2] = -1e4
+    xt = T(x, True)
+    yt = theirs(xt)
+    g = rng.standard_normal(x.shape)
+    yt.backward(T(g))
+    layer = ours()
+    y = layer.forward(dev(x, device))
+    dx = layer.backward(dev(g, device))
+    assert_close(y, yt.detach().numpy(), rtol=1e-12, atol=1e-15, what="y")
+    assert_close(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-15, what="dx")
 
 
 # ----------------------------------------------------------------------------------------
@@ -166,7 +211,8 @@ def test_mse(shape, rng, device):
     loss_t = F.mse_loss(pt, T(target))
     loss_t.backward()
     loss_fn = MSE()
-    assert float(loss_fn.forward(dev(pred, device), dev(target, device))) == pytest.approx(loss_t.item(), rel=1e-12)
+    loss = float(loss_fn.forward(dev(pred, device), dev(target, device)))
+    assert loss == pytest.approx(loss_t.item(), rel=1e-12)
     assert_close(loss_fn.backward(), pt.grad.numpy(), what="grad")
 
 
@@ -207,7 +253,8 @@ def test_optimizer(name, kw, rng, device):
         opt.step()
         topt.step()
         for i, (p, t) in enumerate(zip(ours, theirs)):
-            assert_close(p.data, t.detach().numpy(), rtol=1e-11, atol=1e-13, what=f"param {i} step {step + 1}")
+            assert_close(p.data, t.detach().numpy(), rtol=1e-11, atol=1e-13,
+                         what=f"param {i} step {step + 1}")
 
 
 def _schedule_pair(name, lr, **kw):
@@ -234,7 +281,8 @@ def test_schedule(name, lr, kw):
         torch_opt.step()            # torch wants optimizer.step() before scheduler.step()
         theirs.step()
         ours.step()
-        assert ours_opt.lr == pytest.approx(torch_opt.param_groups[0]["lr"], rel=1e-9, abs=1e-14), f"epoch {epoch}"
+        want = torch_opt.param_groups[0]["lr"]
+        assert ours_opt.lr == pytest.approx(want, rel=1e-9, abs=1e-14), f"epoch {epoch}"
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // Convolution kernels: im2col, col2im (gather), direct convolution, axis swap with bias,
-// bias-gradient reduction. Templates on the float type; the launchers
+// row sums (bias gradient). Templates on the float type; the launchers
 // (gpucnn/ops/cuda/conv.py) instantiate them for float and double through NVRTC name
 // expressions such as "im2col<float>". Per-element arithmetic lives in conv_body.cuh so
 // that the CPU harness (tests/kernels/harness.cu) runs the very same code.
@@ -47,20 +47,23 @@ __global__ void transpose01(const T* __restrict__ src, const T* __restrict__ bia
     }
 }
 
-// Block o (grid = O blocks, exactly GPUCNN_BLOCK threads) writes grad_b[o], the sum of
-// row o of gy_mat (O, L); thread t sums columns t, t + GPUCNN_BLOCK, ..., then a fixed
-// shared-memory tree adds the partial sums. No atomics: bitwise repeatable.
+// Block (r, s) (grid = (rows, chunks), exactly GPUCNN_BLOCK threads) writes
+// out[r * gridDim.y + s], the sum of chunk s ([s*chunk, (s+1)*chunk) clipped to L) of row
+// r of mat (rows, L). With one chunk per row this is the row sum itself; the launcher
+// runs it a second time over the (rows, chunks) partial sums when a row needed several
+// chunks. A fixed shared-memory tree adds the thread sums: no atomics, bitwise repeatable.
 template <typename T>
-__global__ void bias_grad(const T* __restrict__ gy_mat, T* __restrict__ grad_b, int O, long long L) {
+__global__ void row_sum(const T* __restrict__ mat, T* __restrict__ out, int rows, long long L, long long chunk) {
     __shared__ T partial[GPUCNN_BLOCK];
-    const int o = blockIdx.x;
+    const int r = blockIdx.x;
+    const long long s = blockIdx.y;
     const int t = threadIdx.x;
-    if (o >= O) return;  // whole block leaves together: no thread is left at a barrier
-    partial[t] = gpucnn::bias_grad_partial<T>(o, t, gy_mat, L);
+    if (r >= rows) return;  // whole block leaves together: no thread is left at a barrier
+    partial[t] = gpucnn::row_sum_partial<T>(r, s, t, mat, L, chunk);
     __syncthreads();
     for (int stride = GPUCNN_BLOCK / 2; stride > 0; stride /= 2) {
-        gpucnn::bias_grad_tree_step<T>(t, stride, partial);
+        gpucnn::row_sum_tree_step<T>(t, stride, partial);
         __syncthreads();
     }
-    if (t == 0) grad_b[o] = partial[0];
+    if (t == 0) out[(long long)r * gridDim.y + s] = partial[0];
 }

@@ -129,21 +129,26 @@ __host__ __device__ inline void transpose01_body(long long idx, const T* __restr
     dst[idx] = v;
 }
 
-// Bias gradient: grad_b[o] = sum over row o of the (O, L) matrix gy_mat. Block o reduces
-// row o; thread t first sums elements t, t + GPUCNN_BLOCK, t + 2*GPUCNN_BLOCK, ... (this
-// function), then the block adds the GPUCNN_BLOCK partial sums pairwise in a fixed tree
-// (bias_grad_tree below). The order never depends on timing: bitwise repeatable.
+// Row sums (the bias gradient: grad_b[o] = sum of row o of gy_mat, shape (O, L)), as a
+// block reduction with a fixed order. Block (r, s) sums the chunk
+// [s*chunk, min((s+1)*chunk, L)) of row r: thread t first adds elements t, t + GPUCNN_BLOCK,
+// t + 2*GPUCNN_BLOCK, ... of the chunk (row_sum_partial), then the block adds the
+// GPUCNN_BLOCK partial sums pairwise in a fixed tree (row_sum_tree_step with stride
+// GPUCNN_BLOCK/2, ..., 1). Nothing depends on timing: bitwise repeatable.
 template <typename T>
-__host__ __device__ inline T bias_grad_partial(int o, int t, const T* __restrict__ gy_mat, long long L) {
-    const T* row = gy_mat + (long long)o * L;
+__host__ __device__ inline T row_sum_partial(int r, long long s, int t, const T* __restrict__ mat, long long L,
+                                             long long chunk) {
+    const T* row = mat + (long long)r * L;
+    const long long begin = s * chunk;
+    const long long end = (begin + chunk < L) ? begin + chunk : L;
     T acc = T(0);
-    for (long long k = t; k < L; k += GPUCNN_BLOCK) acc += row[k];
+    for (long long k = begin + t; k < end; k += GPUCNN_BLOCK) acc += row[k];
     return acc;
 }
 
-// One step of the tree: partial[t] += partial[t + stride] for t < stride (stride = 128, 64, ..., 1).
+// One step of the tree: partial[t] += partial[t + stride] for t < stride.
 template <typename T>
-__host__ __device__ inline void bias_grad_tree_step(int t, int stride, T* partial) {
+__host__ __device__ inline void row_sum_tree_step(int t, int stride, T* partial) {
     if (t < stride) partial[t] += partial[t + stride];
 }
 

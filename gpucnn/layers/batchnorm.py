@@ -29,6 +29,9 @@ class _BatchNorm(Layer):
         check_input(x, self.name, self.ndim, self.num_features,
                     what="channels" if self.ndim == 4 else "features")
         x = self._match_input(x)
+        if self.training and x.size // x.shape[1] < 2:
+            raise ValueError(f"{self.name}: training needs more than one value per channel to estimate a variance, "
+                             f"got input shape {tuple(x.shape)}")
         y, saved = batch_norm_forward(x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
                                       self.momentum, self.eps, self.training)
         self._cache = (saved, y.shape)

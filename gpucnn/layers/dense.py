@@ -66,8 +66,12 @@ class Flatten(Layer):
         self._cache = None
 
     def forward(self, x):
-        if not hasattr(x, "ndim") or x.ndim < 2:
-            raise ValueError(f"Flatten: expected an input of rank >= 2 (N, ...), got shape {getattr(x, 'shape', x)!r}")
+        if not hasattr(x, "dtype") or x.dtype.kind != "f":
+            raise TypeError(f"Flatten: expected a floating-point array, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.ndim < 2:
+            raise ValueError(f"Flatten: expected an input of rank >= 2 (N, ...), got shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"Flatten: got an empty batch (shape {tuple(x.shape)})")
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 

@@ -54,7 +54,8 @@ def _tiles_exactly(x_shape, window, oh, ow):
 def max_pool2d_forward(x, window):
     """Max over each window. Returns (y, saved); saved holds the argmax (index i*kw + j in the window).
 
-    The first of equal maxima wins, as in PyTorch. A window holding NaN gives NaN.
+    The first of equal maxima wins, as in PyTorch; a window holding NaN gives NaN and
+    its gradient goes to the last NaN (PyTorch's rule too).
     """
     if get_array_module(x) is not numpy:
         from .cuda import pool as cuda_pool
@@ -71,6 +72,11 @@ def max_pool2d_forward(x, window):
         hit = not_found & (taps[k] == y)
         argmax += hit * argmax.dtype.type(k)
         not_found &= ~hit
+    nan_windows = numpy.isnan(y)
+    if nan_windows.any():
+        # PyTorch's rule: a NaN always takes over, so the last NaN of the window wins.
+        last_nan = len(taps) - 1 - numpy.argmax(numpy.isnan(taps[::-1]), axis=0)
+        argmax[nan_windows] = last_nan[nan_windows]
     return y, (argmax, x.shape, window)
 
 

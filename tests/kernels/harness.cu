@@ -9,8 +9,11 @@
 // int pointers) that is read in and, for a non-const pointer, written back afterwards;
 // `int` and `long long` are decimal; `T` is a C99 float literal (Python's float.hex()
 // round-trips exactly). The grid-stride kernels take their element count last; the
-// harness visits every index in [0, count) once, in order. bias_grad replays the block
-// reduction of conv.cu with the same GPUCNN_BLOCK partial sums and the same tree.
+// harness visits every index in [0, count) once, in order. row_sum replays the block
+// reduction of conv.cu block by block, with the same GPUCNN_BLOCK partial sums and tree.
+//
+//   harness --serve     the same commands, one per line on stdin, arguments tab-separated
+//   harness --block     prints GPUCNN_BLOCK
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -147,17 +150,22 @@ void run(const std::string& kernel, Args<T>& a) {
         int has_bias = a.i32();
         long long total = a.i64();
         for (long long i = 0; i < total; ++i) transpose01_body<T>(i, src, bias, dst, A, B, P, has_bias);
-    } else if (kernel == "bias_grad") {
-        const T* gy = a.array(false);
-        T* gb = a.array(true);
-        int O = a.i32();
-        long long L = a.i64();
+    } else if (kernel == "row_sum") {
+        // Grid (rows, chunks) as the launcher sizes it: chunks = ceil(L / chunk), at least 1.
+        const T* mat = a.array(false);
+        T* out = a.array(true);
+        int rows = a.i32();
+        long long L = a.i64(), chunk = a.i64();
+        if (chunk < 1) die("chunk must be >= 1");
+        const long long chunks = L > 0 ? (L + chunk - 1) / chunk : 1;
         std::vector<T> partial(GPUCNN_BLOCK);
-        for (int o = 0; o < O; ++o) {  // block o
-            for (int t = 0; t < GPUCNN_BLOCK; ++t) partial[t] = bias_grad_partial<T>(o, t, gy, L);
-            for (int stride = GPUCNN_BLOCK / 2; stride > 0; stride /= 2)
-                for (int t = 0; t < GPUCNN_BLOCK; ++t) bias_grad_tree_step<T>(t, stride, partial.data());
-            gb[o] = partial[0];
+        for (int r = 0; r < rows; ++r) {
+            for (long long s = 0; s < chunks; ++s) {  // block (r, s)
+                for (int t = 0; t < GPUCNN_BLOCK; ++t) partial[t] = row_sum_partial<T>(r, s, t, mat, L, chunk);
+                for (int stride = GPUCNN_BLOCK / 2; stride > 0; stride /= 2)
+                    for (int t = 0; t < GPUCNN_BLOCK; ++t) row_sum_tree_step<T>(t, stride, partial.data());
+                out[(long long)r * chunks + s] = partial[0];
+            }
         }
     } else if (kernel == "max_pool_fwd") {
         const T* x = a.array(false);
@@ -211,13 +219,7 @@ void run(const std::string& kernel, Args<T>& a) {
     a.done();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    if (argc == 2 && std::string(argv[1]) == "--block") {  // lets the tests check GPUCNN_BLOCK
-        std::printf("%d\n", GPUCNN_BLOCK);
-        return 0;
-    }
+int run_command(int argc, char** argv) {
     if (argc < 3) die("usage: harness KERNEL f32|f64 ARG...");
     const std::string kernel = argv[1], type = argv[2];
     if (type == "f32") {
@@ -230,4 +232,48 @@ int main(int argc, char** argv) {
         die("type must be f32 or f64, got " + type);
     }
     return 0;
+}
+
+// --serve: one command per line on stdin (the same arguments, separated by tabs), "ok"
+// on stdout after each; saves the tests a process start per kernel run. An error still
+// ends the process with a message on stderr.
+int serve() {
+    std::string line;
+    char chunk[4096];
+    for (;;) {
+        line.clear();
+        bool got = false;
+        while (std::fgets(chunk, sizeof chunk, stdin)) {
+            got = true;
+            line += chunk;
+            if (!line.empty() && line.back() == '\n') break;
+        }
+        if (!got) return 0;
+        if (!line.empty() && line.back() == '\n') line.pop_back();
+        std::vector<std::string> words(1, "harness");
+        size_t start = 0;
+        for (;;) {
+            size_t tab = line.find('\t', start);
+            words.push_back(line.substr(start, tab == std::string::npos ? std::string::npos : tab - start));
+            if (tab == std::string::npos) break;
+            start = tab + 1;
+        }
+        std::vector<char*> argv;
+        for (auto& w : words) argv.push_back(&w[0]);
+        argv.push_back(nullptr);
+        run_command((int)words.size(), argv.data());
+        std::printf("ok\n");
+        std::fflush(stdout);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc == 2 && std::string(argv[1]) == "--block") {  // lets the tests check GPUCNN_BLOCK
+        std::printf("%d\n", GPUCNN_BLOCK);
+        return 0;
+    }
+    if (argc == 2 && std::string(argv[1]) == "--serve") return serve();
+    return run_command(argc, argv);
 }

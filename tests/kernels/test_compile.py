@@ -50,7 +50,8 @@ def expected_demangled(file):
 
 
 def demangle(names):
-    result = subprocess.run([CXXFILT], input="\n".join(names) + "\n", capture_output=True, text=True, check=True)
+    result = subprocess.run([CXXFILT], input="\n".join(names) + "\n", capture_output=True, text=True,
+                            check=True)
     return result.stdout.splitlines()
 
 
@@ -76,8 +77,8 @@ def cubins(tmp_path_factory):
         wrapper = work / f"instantiate_{pathlib.Path(file).stem}_{arch}.cu"
         wrapper.write_text(_wrapper_source(file))
         out = work / f"{pathlib.Path(file).stem}.sm_{arch}.cubin"
-        cmd = [NVCC, "-std=c++17", f"-arch=sm_{arch}", "-cubin", "-Werror", "all-warnings", "-I", str(KERNELS),
-               str(wrapper), "-o", str(out)]
+        cmd = [NVCC, "-std=c++17", f"-arch=sm_{arch}", "-cubin", "-Werror", "all-warnings",
+               "-I", str(KERNELS), str(wrapper), "-o", str(out)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         data = out.read_bytes() if result.returncode == 0 and out.exists() else b""
         return (file, arch), (result.returncode, " ".join(cmd) + "\n" + result.stdout + result.stderr, data)
@@ -127,7 +128,8 @@ def test_nvrtc_compiles_like_cupy_rawmodule(file, arch):
     # end and name lowering in a third of the time, and the nvcc tests above cover ptxas.
     options = loader.compile_options() + (f"-arch=compute_{arch}", "--device-as-default-execution-space",
                                           "-ftz=true")
-    program = compiler._NVRTCProgram(loader.kernel_source(file), file, name_expressions=expressions, method="ptx")
+    program = compiler._NVRTCProgram(loader.kernel_source(file), file, name_expressions=expressions,
+                                     method="ptx")
     try:
         binary, lowered = program.compile(options)
     except compiler.CompileException as exc:
@@ -142,13 +144,16 @@ def test_nvrtc_compiles_like_cupy_rawmodule(file, arch):
 def test_kernels_include_no_system_headers():
     for path in sorted(KERNELS.glob("*.cu*")):
         text = path.read_text()
-        assert not re.search(r"^\s*#\s*include\s*<", text, flags=re.M), f"{path.name} includes a system header"
+        assert not re.search(r"^\s*#\s*include\s*<", text, flags=re.M), \
+            f"{path.name} includes a system header"
         for header in re.findall(r'^\s*#\s*include\s*"([^"]+)"', text, flags=re.M):
-            assert (KERNELS / header).is_file(), f"{path.name} includes {header}, which is not in gpucnn/kernels"
+            assert (KERNELS / header).is_file(), \
+                f"{path.name} includes {header}, which is not in gpucnn/kernels"
 
 
 def _defines(path):
-    return {m[0]: int(m[1]) for m in re.findall(r"^#define (GPUCNN_\w+) (\d+)\b", path.read_text(), flags=re.M)}
+    found = re.findall(r"^#define (GPUCNN_\w+) (\d+)\b", path.read_text(), flags=re.M)
+    return {name: int(value) for name, value in found}
 
 
 def _module_constants(path):
@@ -194,11 +199,13 @@ def test_gpucnn_imports_without_cupy():
     """With CuPy unimportable, gpucnn, its NumPy ops and gpucnn.ops.cuda(.loader) import and run."""
     code = (
         "import sys; sys.modules['cupy'] = None\n"
-        "import numpy, gpucnn, gpucnn.backend as b, gpucnn.ops.conv as c, gpucnn.ops.pool, gpucnn.ops.update\n"
+        "import numpy, gpucnn, gpucnn.backend as b, gpucnn.ops.conv as c\n"
+        "import gpucnn.ops.pool, gpucnn.ops.update\n"
         "import gpucnn.ops.cuda, gpucnn.ops.cuda.loader as L\n"
         "from gpucnn.ops.geometry import conv_window\n"
         "assert b.cupy_or_none() is None and not b.gpu_available()\n"
-        "y, _ = c.conv2d_forward(numpy.ones((1, 1, 4, 4)), numpy.ones((2, 1, 3, 3)), None, conv_window(3, 1, 1))\n"
+        "x, w = numpy.ones((1, 1, 4, 4)), numpy.ones((2, 1, 3, 3))\n"
+        "y, _ = c.conv2d_forward(x, w, None, conv_window(3, 1, 1))\n"
         "assert y.shape == (1, 2, 4, 4) and L.name_expressions('conv.cu')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -20,8 +20,10 @@ import importlib
 import importlib.util
 import pathlib
 import shutil
+import os
 import subprocess
 import sys
+import tempfile
 import types
 
 import numpy
@@ -49,6 +51,40 @@ def _load_parity():
 parity = _load_parity()
 
 
+class Harness:
+    """The built harness, kept running in --serve mode: one kernel run per line, no process start each."""
+
+    def __init__(self, exe, workdir):
+        self.exe = exe
+        self.workdir = workdir  # where run_kernel puts the argument files
+        self.process = None
+
+    def _server(self):
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen([self.exe, "--serve"], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return self.process
+
+    def run(self, argv):
+        assert not any("\t" in a or "\n" in a for a in argv)
+        server = self._server()
+        server.stdin.write("\t".join(argv) + "\n")
+        server.stdin.flush()
+        answer = server.stdout.readline()
+        if answer != "ok\n":
+            server.wait()
+            error = server.stderr.read()
+            self.process = None
+            raise AssertionError(f"harness {' '.join(argv)} failed: {error}")
+
+    def close(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
+            for stream in (self.process.stdout, self.process.stderr):
+                stream.close()
+
+
 @pytest.fixture(scope="session")
 def harness(tmp_path_factory):
     if NVCC is None:
@@ -56,15 +92,23 @@ def harness(tmp_path_factory):
     out = tmp_path_factory.mktemp("harness") / "harness"
     cmd = [NVCC, "-std=c++17", "-O1", "-I", real_loader.KERNELS_DIR, str(HERE / "harness.cu"), "-o", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 0, f"building the harness failed:\n{' '.join(cmd)}\n{result.stdout}{result.stderr}"
-    return str(out)
+    assert result.returncode == 0, \
+        f"building the harness failed:\n{' '.join(cmd)}\n{result.stdout}{result.stderr}"
+    # Arrays travel through files: put them in memory (/dev/shm) where there is one, since
+    # rewriting small files on a disk file system costs milliseconds each.
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="gpucnn-harness-", dir=shm) as exchange:
+        runner = Harness(str(out), exchange)
+        yield runner
+        runner.close()
 
 
-def run_kernel(exe, workdir, file, name, dtype, args):
+def run_kernel(harness, file, name, dtype, args):
     """Run kernel ``name`` of ``file`` in the harness; non-const array arguments are updated in place."""
+    workdir = harness.workdir
     signature = real_loader.SIGNATURES[file][name]
     assert len(args) == len(signature), f"{name}: {len(args)} arguments for {len(signature)} parameters"
-    argv = [exe, name, "f32" if numpy.dtype(dtype) == numpy.float32 else "f64"]
+    argv = [name, "f32" if numpy.dtype(dtype) == numpy.float32 else "f64"]
     paths, outputs = {}, []
     for ctype, value in zip(signature, args):
         if ctype.endswith("*"):
@@ -79,15 +123,28 @@ def run_kernel(exe, workdir, file, name, dtype, args):
             argv.append(float(value).hex())
         else:
             argv.append(str(int(value)))
-    result = subprocess.run(argv, capture_output=True, text=True)
-    assert result.returncode == 0, f"harness {' '.join(argv[1:])} failed: {result.stderr}"
+    harness.run(argv)
     for array, path in outputs:
         array[...] = numpy.fromfile(path, dtype=array.dtype).reshape(array.shape)
 
 
 def test_block_size_is_shared(harness):
-    out = subprocess.run([harness, "--block"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([harness.exe, "--block"], capture_output=True, text=True, check=True).stdout
     assert int(out) == real_loader.BLOCK
+
+
+def test_command_line_mode(harness, tmp_path):
+    """One kernel run per process, arguments on the command line (what --serve does per line)."""
+    x = numpy.arange(12, dtype=numpy.float32).reshape(1, 1, 3, 4)
+    y = numpy.zeros((1, 1, 1, 2), dtype=numpy.float32)
+    x.tofile(tmp_path / "x.bin")
+    y.tofile(tmp_path / "y.bin")
+    args = ["avg_pool_fwd", "f32", str(tmp_path / "x.bin"), str(tmp_path / "y.bin"),
+            "3", "4", "2", "2", "2", "2", "0", "0", "1", "2", float(0.25).hex(), "2"]
+    subprocess.run([harness.exe] + args, check=True, capture_output=True)
+    numpy.testing.assert_array_equal(numpy.fromfile(tmp_path / "y.bin", dtype=numpy.float32), [2.5, 4.5])
+    bad = subprocess.run([harness.exe] + args[:-1], capture_output=True, text=True)
+    assert bad.returncode == 2 and "too few arguments" in bad.stderr
 
 
 # ----------------------------------------------------------------------------- kernel bodies
@@ -108,8 +165,8 @@ def _window_args(window, oh, ow):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=parity._ids(CONV_CASES))
-def test_conv_bodies_match_numpy(harness, tmp_path, case, dtype):
-    """im2col (exact), col2im gather, direct convolution, transpose01 and bias_grad against NumPy."""
+def test_conv_bodies_match_numpy(harness, case, dtype):
+    """im2col (exact), col2im gather, direct convolution, transpose01 and row_sum against NumPy."""
     n, c, h, w, o, window, oh, ow = _geometry(case)
     rng = numpy.random.default_rng(1)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
@@ -119,19 +176,20 @@ def test_conv_bodies_match_numpy(harness, tmp_path, case, dtype):
     geometry = _window_args(window, oh, ow)
 
     cols = numpy.full((k, n * p), numpy.nan, dtype=dtype)
-    run_kernel(harness, tmp_path, "conv.cu", "im2col", dtype, (x, cols, n, c, h, w) + geometry + (cols.size,))
+    run_kernel(harness, "conv.cu", "im2col", dtype, (x, cols, n, c, h, w) + geometry + (cols.size,))
     # gpucnn.ops.conv.im2col orders rows (c, i, j) and columns (n, oy, ox), as ours.
     numpy.testing.assert_array_equal(cols, np_conv.im2col(x, window, oh, ow))
 
     grad_cols = rng.standard_normal((k, n * p)).astype(dtype)
     grad_x = numpy.full((n, c, h, w), numpy.nan, dtype=dtype)
-    run_kernel(harness, tmp_path, "conv.cu", "col2im", dtype, (grad_cols, grad_x, n, c, h, w) + geometry + (grad_x.size,))
+    run_kernel(harness, "conv.cu", "col2im", dtype,
+               (grad_cols, grad_x, n, c, h, w) + geometry + (grad_x.size,))
     parity.assert_close(grad_x, np_conv.col2im(grad_cols, x.shape, window, oh, ow), dtype, "col2im")
 
     y_ref, _ = np_conv.conv2d_forward(x, weight, bias, window)
     for has_bias in (0, 1):
         y = numpy.full((n, o, oh, ow), numpy.nan, dtype=dtype)
-        run_kernel(harness, tmp_path, "conv.cu", "conv_direct", dtype,
+        run_kernel(harness, "conv.cu", "conv_direct", dtype,
                    (x, weight, bias, y, n, c, h, w, o) + geometry + (has_bias, y.size))
         expected = y_ref if has_bias else y_ref - bias[:, None, None]
         parity.assert_close(y, expected, dtype, f"conv_direct has_bias={has_bias}")
@@ -139,30 +197,35 @@ def test_conv_bodies_match_numpy(harness, tmp_path, case, dtype):
     # forward of the GEMM path: W @ cols (NumPy standing in for cuBLAS), then transpose01 + bias
     y_mat = weight.reshape(o, k) @ cols
     y = numpy.full((n, o, oh, ow), numpy.nan, dtype=dtype)
-    run_kernel(harness, tmp_path, "conv.cu", "transpose01", dtype, (y_mat, bias, y, o, n, p, 1, y.size))
+    run_kernel(harness, "conv.cu", "transpose01", dtype, (y_mat, bias, y, o, n, p, 1, y.size))
     parity.assert_close(y, y_ref, dtype, "W @ cols + transpose01")
 
     grad_y = rng.standard_normal((n, o, oh, ow)).astype(dtype)
     gy_mat = numpy.full((o, n * p), numpy.nan, dtype=dtype)
-    run_kernel(harness, tmp_path, "conv.cu", "transpose01", dtype, (grad_y, grad_y, gy_mat, n, o, p, 0, gy_mat.size))
+    run_kernel(harness, "conv.cu", "transpose01", dtype, (grad_y, grad_y, gy_mat, n, o, p, 0, gy_mat.size))
     numpy.testing.assert_array_equal(gy_mat, grad_y.transpose(1, 0, 2, 3).reshape(o, -1))
     grad_b = numpy.full(o, numpy.nan, dtype=dtype)
-    run_kernel(harness, tmp_path, "conv.cu", "bias_grad", dtype, (gy_mat, grad_b, o, n * p))
-    parity.assert_close(grad_b, grad_y.astype(numpy.float64).sum(axis=(0, 2, 3)).astype(dtype), dtype, "bias_grad")
+    run_kernel(harness, "conv.cu", "row_sum", dtype, (gy_mat, grad_b, o, n * p, n * p))
+    expected_b = grad_y.astype(numpy.float64).sum(axis=(0, 2, 3)).astype(dtype)
+    parity.assert_close(grad_b, expected_b, dtype, "row_sum")
 
 
-@pytest.mark.parametrize("length", [0, 1, 255, 256, 257, 1000, 5000])
-def test_bias_grad_block_reduction(harness, tmp_path, length):
-    """Row sums for lengths around the block size (the tree of GPUCNN_BLOCK partial sums)."""
+@pytest.mark.parametrize("length,chunk", [(0, 1), (1, 1), (255, 4096), (256, 256), (257, 256), (1000, 300),
+                                          (5000, 4096), (9000, 1000)])
+def test_row_sum_block_reduction(harness, length, chunk):
+    """Chunked row sums around the block size: each (row, chunk) block sums its part of the row."""
     rng = numpy.random.default_rng(length)
-    gy = rng.standard_normal((3, length))
-    out = numpy.full(3, numpy.nan)
-    run_kernel(harness, tmp_path, "conv.cu", "bias_grad", numpy.float64, (gy, out, 3, length))
-    parity.assert_close(out, gy.sum(axis=1), numpy.float64, "row sums")
+    mat = rng.standard_normal((3, length))
+    chunks = max(1, -(-length // chunk))
+    out = numpy.full((3, chunks), numpy.nan)
+    run_kernel(harness, "conv.cu", "row_sum", numpy.float64, (mat, out, 3, length, chunk))
+    padded = numpy.zeros((3, chunks * chunk))
+    padded[:, :length] = mat
+    parity.assert_close(out, padded.reshape(3, chunks, chunk).sum(axis=2), numpy.float64, "chunk sums")
 
 
-def test_max_pool_rule_nan_ties_and_padding(harness, tmp_path):
-    """PyTorch's rule: first maximum wins ties, a NaN wins (the last one), all -inf / padding keeps index 0."""
+def test_max_pool_rule_nan_ties_and_padding(harness):
+    """PyTorch's rule: the first maximum wins ties, a NaN wins (the last one), all -inf keeps index 0."""
     from gpucnn.ops import pool as np_pool
     from gpucnn.ops.geometry import Window2D
 
@@ -171,7 +234,7 @@ def test_max_pool_rule_nan_ties_and_padding(harness, tmp_path):
     window = Window2D(1, 2, 1, 1, 1, 0, 0, 0, "MaxPool2D")  # 1x2 windows, one row of padding on top
     y = numpy.zeros((1, 1, 3, 3))
     argmax = numpy.zeros((1, 1, 3, 3), dtype=numpy.int32)
-    run_kernel(harness, tmp_path, "pool.cu", "max_pool_fwd", numpy.float64,
+    run_kernel(harness, "pool.cu", "max_pool_fwd", numpy.float64,
                (x, y, argmax, 2, 4) + _window_args(window, 3, 3) + (y.size,))
     nan, inf = numpy.nan, numpy.inf
     numpy.testing.assert_array_equal(y[0, 0], [[-inf, -inf, -inf], [1.0, nan, nan], [-inf, 5.0, nan]])
@@ -205,14 +268,15 @@ def _fake_cupy():
 class FakeKernel:
     """Stands in for a cupy.RawKernel: checks the launch like the driver would not, then runs the harness."""
 
-    def __init__(self, loader, exe, workdir, file, expression):
-        self.loader, self.exe, self.workdir, self.file = loader, exe, workdir, file
+    def __init__(self, loader, harness, file, expression):
+        self.loader, self.harness, self.file = loader, harness, file
         self.name, ctype = expression[:-1].split("<")
         self.dtype = {"float": numpy.float32, "double": numpy.float64}[ctype]
 
     def __call__(self, grid, block, args, shared_mem=0):
         assert block == (self.loader.BLOCK,), block
-        assert isinstance(grid, tuple) and len(grid) == 1 and 1 <= grid[0] <= 2 ** 31 - 1, grid
+        assert isinstance(grid, tuple) and all(isinstance(g, int) and g >= 1 for g in grid), grid
+        assert grid[0] <= 2 ** 31 - 1 and (len(grid) == 1 or self.name == "row_sum"), grid
         assert shared_mem == 0
         signature = self.loader.SIGNATURES[self.file][self.name]
         assert len(args) == len(signature)
@@ -224,13 +288,14 @@ class FakeKernel:
                 assert value.dtype == want, (self.name, position, value.dtype)
             else:
                 assert type(value) is exact[ctype], (self.name, position, ctype, type(value))
-        if self.name == "bias_grad":
-            assert grid[0] == int(args[2]), "bias_grad needs one block per output channel"
-        run_kernel(self.exe, self.workdir, self.file, self.name, self.dtype, args)
+        if self.name == "row_sum":  # grid (rows, chunks); the harness replays exactly that grid
+            length, chunk = int(args[3]), int(args[4])
+            assert grid == (int(args[2]), max(1, -(-length // chunk))) and grid[1] <= 65535, grid
+        run_kernel(self.harness, self.file, self.name, self.dtype, args)
 
 
 @pytest.fixture
-def emulated(harness, tmp_path, monkeypatch):
+def emulated(harness, monkeypatch):
     """``dev`` for the parity checks: the real launchers over a NumPy stand-in for CuPy."""
     backend.gpu_unavailable_reason()  # settle backend's CuPy probe before cupy is faked
     saved_modules = {name: mod for name, mod in sys.modules.items()
@@ -254,10 +319,10 @@ def emulated(harness, tmp_path, monkeypatch):
 
         monkeypatch.setattr(loader, "launch", recording_launch)
         monkeypatch.setattr(loader, "get_kernel",
-                            lambda file, expression: FakeKernel(loader, harness, tmp_path, file, expression))
+                            lambda file, expression: FakeKernel(loader, harness, file, expression))
         copy = lambda a: numpy.array(a, copy=True)  # noqa: E731
-        yield types.SimpleNamespace(asarray=copy, asnumpy=copy, conv=conv, pool=pool, update=update, loader=loader,
-                                    launches=launches)
+        yield types.SimpleNamespace(asarray=copy, asnumpy=copy, conv=conv, pool=pool, update=update,
+                                    loader=loader, launches=launches)
     finally:
         for name in [n for n in sys.modules if n == "cupy" or n.startswith("gpucnn.ops.cuda")]:
             del sys.modules[name]
@@ -268,15 +333,9 @@ def emulated(harness, tmp_path, monkeypatch):
             del ops_package.cuda
 
 
-# Every case in both dtypes with contiguous inputs; every layout on a few cases.
-def _layout_grid(cases, few):
-    grid = [(case, "contiguous") for case in cases]
-    grid += [(case, layout) for case in cases[:few] for layout in parity.LAYOUTS[1:]]
-    return grid
-
-
-CONV_GRID = _layout_grid(CONV_CASES, 4)
-POOL_GRID = _layout_grid(parity.POOL_CASES, 4)
+# Every case, dtype and layout, as on the GPU.
+CONV_GRID = [(case, layout) for case in CONV_CASES for layout in parity.LAYOUTS]
+POOL_GRID = [(case, layout) for case in parity.POOL_CASES for layout in parity.LAYOUTS]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -296,6 +355,18 @@ def test_emulated_conv_uses_both_paths(emulated):
     parity.check_conv(emulated, large[0], numpy.float64, "contiguous")
     assert ("conv.cu", "conv_direct") not in emulated.launches
     assert ("conv.cu", "im2col") in emulated.launches
+
+
+@pytest.mark.parametrize("chunk,max_grid_y,passes", [(64, 65535, 2), (64, 3, 2), (8, 65535, 3)])
+def test_emulated_bias_sum_in_several_passes(emulated, monkeypatch, chunk, max_grid_y, passes):
+    """Rows longer than a chunk: chunk sums, then sums of those (the grid's y extent capped)."""
+    monkeypatch.setattr(emulated.conv, "ROW_SUM_CHUNK", chunk)
+    monkeypatch.setattr(emulated.conv, "_MAX_GRID_Y", max_grid_y)
+    case = next(c for c in CONV_CASES if c[0] == "fmnist2_same3x3")  # rows of N*oh*ow = 392
+    for dtype in DTYPES:
+        emulated.launches.clear()
+        parity.check_conv(emulated, case, dtype, "contiguous")
+        assert emulated.launches.count(("conv.cu", "row_sum")) == 2 * passes  # two backward passes
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -14,7 +14,8 @@ def _sigmoid(x):
 # name -> (factory, f(x), f'(x))
 CASES = {
     "ReLU": (ReLU, lambda x: numpy.maximum(x, 0), lambda x: (x > 0).astype(F64)),
-    "LeakyReLU": (LeakyReLU, lambda x: numpy.where(x > 0, x, 0.01 * x), lambda x: numpy.where(x > 0, 1.0, 0.01)),
+    "LeakyReLU": (LeakyReLU, lambda x: numpy.where(x > 0, x, 0.01 * x),
+                  lambda x: numpy.where(x > 0, 1.0, 0.01)),
     "LeakyReLU(0.2)": (lambda: LeakyReLU(0.2), lambda x: numpy.where(x > 0, x, 0.2 * x),
                        lambda x: numpy.where(x > 0, 1.0, 0.2)),
     "LeakyReLU(negative_slope=0.3)": (lambda: LeakyReLU(negative_slope=0.3),
@@ -105,3 +106,19 @@ def test_input_untouched_backward_repeatable(name, rng, device):
 def test_non_float_input(name):
     layer = CASES[name][0]()
     assert_bad_input(lambda: layer.forward(numpy.arange(6).reshape(2, 3)), LAYER_NAME[name], "int")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_empty_batch(name):
+    layer = CASES[name][0]()
+    assert_bad_input(lambda: layer.forward(numpy.zeros((0, 3))), LAYER_NAME[name])
+
+
+def test_relu_and_leaky_relu_gradient_at_zero():
+    """The subgradient at exactly 0: 0 for ReLU, negative_slope for LeakyReLU (PyTorch's choice)."""
+    x = numpy.array([[0.0, -0.0, 1.0]])
+    relu, leaky = ReLU(), LeakyReLU(0.2)
+    relu.forward(x)
+    leaky.forward(x)
+    numpy.testing.assert_array_equal(relu.backward(numpy.ones_like(x)), [[0.0, 0.0, 1.0]])
+    numpy.testing.assert_allclose(leaky.backward(numpy.ones_like(x)), [[0.2, 0.2, 1.0]])

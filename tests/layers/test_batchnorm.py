@@ -159,7 +159,8 @@ def test_wrong_channel_count_2d():
 
 
 def test_wrong_feature_count_1d():
-    assert_bad_input(lambda: BatchNorm1D(5).forward(numpy.zeros((2, 6), numpy.float32)), "BatchNorm1D", "5", "6")
+    assert_bad_input(lambda: BatchNorm1D(5).forward(numpy.zeros((2, 6), numpy.float32)),
+                     "BatchNorm1D", "5", "6")
 
 
 @pytest.mark.parametrize("shape", [(2, 3), (2, 3, 4), (1, 2, 3, 4, 5)])
@@ -180,3 +181,15 @@ def test_non_float_input(cls, shape):
 @pytest.mark.parametrize("cls, shape", [(BatchNorm2D, (0, 3, 2, 2)), (BatchNorm1D, (0, 3))])
 def test_empty_batch(cls, shape):
     assert_bad_input(lambda: cls(3).forward(numpy.zeros(shape, numpy.float32)), cls.__name__)
+
+
+def test_one_value_per_channel_in_training():
+    """PyTorch refuses to train on a single value per channel (the variance is undefined); name the layer."""
+    assert_bad_input(lambda: BatchNorm1D(3).forward(numpy.zeros((1, 3), numpy.float32)), "BatchNorm1D")
+    assert_bad_input(lambda: BatchNorm2D(3).forward(numpy.zeros((1, 3, 1, 1), numpy.float32)), "BatchNorm2D")
+
+
+def test_one_value_per_channel_is_fine_in_eval(rng):
+    layer = BatchNorm1D(3, dtype=F64).eval()
+    x = rng.standard_normal((1, 3))
+    numpy.testing.assert_allclose(layer.forward(x), x / numpy.sqrt(1 + EPS), rtol=1e-12)

@@ -1,4 +1,4 @@
-"""Conv2D against the loop oracle (forward, dW by correlation, dX by full convolution with the rotated kernel)."""
+"""Conv2D against the loop oracle (forward; dW by correlation; dX by full convolution, rotated kernel)."""
 import numpy
 import pytest
 
@@ -170,6 +170,24 @@ def test_input_untouched_backward_repeatable_grads_accumulate(cfg, rng, device):
     numpy.testing.assert_array_equal(y1, y2)
 
 
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 0)])
+def test_non_contiguous_input_and_gradient(stride, padding, rng, device):
+    """Strided / transposed views must give the same numbers as contiguous copies."""
+    layer, _, weight, b = _make((2, 3, 5, 5, 2, 3, stride, padding), rng)
+    x = rng.standard_normal((2, 11, 9, 3)).transpose(0, 3, 1, 2)[:, :, ::2, 1::2]     # (2, 3, 6, 4)
+    assert not x.flags.c_contiguous
+    pad = (padding,) * 4
+    want = oracle.conv2d_forward(x, weight, b, stride, pad)
+    g = rng.standard_normal(want.shape[::-1]).T                                       # Fortran-ordered
+    on_device(layer, device)
+    y, dx = run(layer, x, g, device)
+    want_dx, want_dw, want_db = oracle.conv2d_backward(x, weight, g, stride, pad)
+    assert_close(y, want, what="y")
+    assert_close(dx, want_dx, what="dx")
+    assert_close(layer.weight.grad, want_dw, what="dW")
+    assert_close(layer.bias.grad, want_db, what="db")
+
+
 def test_eval_mode_same_as_train(rng):
     layer, x, _, _ = _make(EDGE_CONFIGS[0], rng)
     y_train = layer.forward(x).copy()
@@ -236,3 +254,28 @@ def test_unknown_padding_word(word):
 
 def test_same_padding_needs_stride_one():
     assert_bad_input(lambda: Conv2D(1, 1, 3, stride=2, padding="same"), "Conv2D", "same")
+
+
+@pytest.mark.parametrize("padding", [-1, (0, -2)])
+def test_negative_padding(padding):
+    assert_bad_input(lambda: Conv2D(1, 1, 3, padding=padding), "Conv2D", "padding")
+
+
+@pytest.mark.parametrize("k", [0, (3, 0), -2])
+def test_kernel_size_below_one(k):
+    assert_bad_input(lambda: Conv2D(1, 1, k), "Conv2D", "kernel")
+
+
+@pytest.mark.parametrize("padding", [1.5, (1, 2, 3), None])
+def test_padding_of_the_wrong_type(padding):
+    assert_bad_input(lambda: Conv2D(1, 1, 3, padding=padding), "Conv2D", "padding")
+
+
+@pytest.mark.parametrize("channels", [0, -3])
+def test_channel_counts_below_one(channels):
+    assert_bad_input(lambda: Conv2D(channels, 2, 3), "Conv2D")
+    assert_bad_input(lambda: Conv2D(2, channels, 3), "Conv2D")
+
+
+def test_same_padding_with_anisotropic_stride():
+    assert_bad_input(lambda: Conv2D(1, 1, 3, stride=(1, 2), padding="same"), "Conv2D", "same")

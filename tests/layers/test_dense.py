@@ -92,6 +92,17 @@ def test_input_untouched_backward_repeatable_grads_accumulate(rng, device):
     numpy.testing.assert_array_equal(y1, y2)
 
 
+def test_non_contiguous_input(rng, device):
+    layer, _, w, b = _make(3, 4, 5, rng)
+    x = rng.standard_normal((4, 3)).T                 # (3, 4), Fortran-ordered
+    g = rng.standard_normal((5, 3)).T
+    on_device(layer, device)
+    y, dx = run(layer, x, g, device)
+    assert_close(y, oracle.dense_forward(x, w, b), what="y")
+    assert_close(dx, oracle.dense_backward(x, w, g)[0], what="dx")
+    assert_close(layer.weight.grad, oracle.dense_backward(x, w, g)[1], what="dW")
+
+
 # ----------------------------------------------------------------------------------------
 # bad input
 
@@ -106,7 +117,8 @@ def test_wrong_rank(shape):
 
 @pytest.mark.parametrize("dtype", [numpy.int64, numpy.uint8])
 def test_non_float_input(dtype):
-    assert_bad_input(lambda: Dense(6, 2).forward(numpy.zeros((1, 6), dtype)), "Dense", numpy.dtype(dtype).name)
+    assert_bad_input(lambda: Dense(6, 2).forward(numpy.zeros((1, 6), dtype)),
+                     "Dense", numpy.dtype(dtype).name)
 
 
 def test_empty_batch():

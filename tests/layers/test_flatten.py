@@ -2,7 +2,7 @@
 import numpy
 import pytest
 
-from helpers import F64, check_repeatable_and_accumulating, run
+from helpers import F64, assert_bad_input, check_repeatable_and_accumulating, run
 from gpucnn.gradcheck import check_layer
 from gpucnn.layers import Flatten
 
@@ -49,3 +49,18 @@ def test_input_untouched_backward_repeatable(rng, device):
     y1, y2 = check_repeatable_and_accumulating(Flatten(), x, rng.standard_normal((2, 12)), device)
     numpy.testing.assert_array_equal(y1, y2)
 
+
+
+# ----------------------------------------------------------------------------------------
+# bad input
+
+def test_empty_batch():
+    assert_bad_input(lambda: Flatten().forward(numpy.zeros((0, 3, 2, 2))), "Flatten")
+
+
+def test_rank_one_input():
+    assert_bad_input(lambda: Flatten().forward(numpy.zeros(6)), "Flatten")
+
+
+def test_non_float_input():
+    assert_bad_input(lambda: Flatten().forward(numpy.zeros((2, 3, 2, 2), numpy.int64)), "Flatten", "int64")

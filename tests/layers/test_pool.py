@@ -18,6 +18,8 @@ CONFIGS = [
     (1, 2, 9, 9, 2, 3, 0),                   # stride larger than the kernel
     (2, 2, 5, 8, (2, 3), None, (1, 0)),      # default stride with a non-square kernel
     (1, 3, 6, 5, (1, 3), (2, 1), (0, 1)),
+    (1, 1, 16, 17, (15, 17), 1, 0),          # 255 elements per window
+    (1, 1, 17, 16, 16, 1, 0),                # 256 elements per window (argmax index > 255)
 ]
 
 
@@ -90,6 +92,20 @@ def test_float32_stays_float32(cls, rng, device):
     x = rng.standard_normal((2, 2, 6, 6)).astype(numpy.float32)
     y, dx = run(cls(3, stride=2, padding=1), x, numpy.ones((2, 2, 3, 3), numpy.float32), device)
     assert y.dtype == numpy.float32 and dx.dtype == numpy.float32
+
+
+@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
+def test_non_contiguous_input(cls, rng, device):
+    """A strided view (every other row/column of a channels-last array) gives the same result."""
+    big = rng.standard_normal((2, 9, 11, 3)).transpose(0, 3, 1, 2)      # (2, 3, 9, 11), not C-contiguous
+    x = big[:, :, ::2, 1::2]                                             # (2, 3, 5, 5)
+    assert not x.flags.c_contiguous
+    layer = cls(3, stride=2, padding=1)
+    g = rng.standard_normal((2, 3, 3, 3))[:, :, ::-1, :]
+    y, dx = run(layer, x, g, device)
+    y2, dx2 = run(cls(3, stride=2, padding=1), numpy.ascontiguousarray(x), numpy.ascontiguousarray(g), device)
+    assert_close(y, y2, rtol=0, atol=0, what="y of a strided view")
+    assert_close(dx, dx2, rtol=0, atol=0, what="dx of a strided view")
 
 
 def test_max_padding_never_wins(device):

@@ -95,8 +95,8 @@ def _conv_cases():
         h = int(rng.integers(max(1, window.kh - window.pt - window.pb), 9))
         w = int(rng.integers(max(1, window.kw - window.pl - window.pr), 9))
         c = int(rng.integers(1, 7))
-        cases.append((f"random{len(cases)}", int(rng.integers(1, 4)), c, h, w, int(rng.integers(1, 5)), window,
-                      bool(rng.integers(0, 2))))
+        n, o, with_bias = int(rng.integers(1, 4)), int(rng.integers(1, 5)), bool(rng.integers(0, 2))
+        cases.append((f"random{len(cases)}", n, c, h, w, o, window, with_bias))
     return cases
 
 
@@ -184,6 +184,16 @@ def pool_input(rng, shape, dtype, special):
     return x
 
 
+def window_elements(x, window, index):
+    """x_pad[n, c, oy*sy + k // kw, ox*sx + k % kw] for k = index[n, c, oy, ox] (padding = -inf)."""
+    n, c, h, w = x.shape
+    padded_shape = (n, c, h + window.pt + window.pb, w + window.pl + window.pr)
+    padded = numpy.full(padded_shape, -numpy.inf, dtype=x.dtype)
+    padded[:, :, window.pt:window.pt + h, window.pl:window.pl + w] = x
+    ni, ci, oy, ox = numpy.indices(index.shape)
+    return padded[ni, ci, oy * window.sy + index // window.kw, ox * window.sx + index % window.kw]
+
+
 def check_max_pool(dev, case, dtype, layout, special=False, seed=0):
     _, n, c, h, w, window = case
     rng = numpy.random.default_rng(seed)
@@ -207,6 +217,10 @@ def check_max_pool(dev, case, dtype, layout, special=False, seed=0):
     assert argmax.dtype == numpy.int32 and argmax.shape == y_ref.shape
     numpy.testing.assert_array_equal(argmax[defined], saved_ref[0][defined])
     assert ((argmax >= 0) & (argmax < window.kh * window.kw)).all()
+    # PyTorch's rule for NaN windows: the argmax names a NaN (the last one in the window).
+    winner = window_elements(x, window, argmax)
+    numpy.testing.assert_array_equal(winner[defined], y[defined])
+    assert numpy.isnan(winner[~defined]).all()
 
     gy_d = device_view(dev, grad_y, layout)
     first = dev.asnumpy(dev.pool.max_pool2d_backward(gy_d, saved))
@@ -307,9 +321,10 @@ def check_errors(dev):
     conv, pool, upd = dev.conv.conv2d_forward, dev.pool, dev.update
     _raises_before_launch(dev, TypeError, lambda: conv(x, w.astype(f64), b, win))
     _raises_before_launch(dev, TypeError, lambda: conv(x, w, b.astype(f64), win))
-    _raises_before_launch(dev, TypeError, lambda: conv(x.astype(numpy.int32), w.astype(numpy.int32), None, win))
-    _raises_before_launch(dev, TypeError, lambda: conv(x.astype(numpy.float16), w.astype(numpy.float16), None, win))
-    _raises_before_launch(dev, TypeError, lambda: conv(numpy.zeros((2, 3, 5, 5), f32), w, b, win))
+    for bad in (numpy.int32, numpy.float16):
+        _raises_before_launch(dev, TypeError, lambda: conv(x.astype(bad), w.astype(bad), None, win))
+    if not isinstance(x, numpy.ndarray):  # (under the CPU emulation NumPy arrays stand for device arrays)
+        _raises_before_launch(dev, TypeError, lambda: conv(numpy.zeros((2, 3, 5, 5), f32), w, b, win))
     _raises_before_launch(dev, ValueError, lambda: conv(x[0], w, b, win))
     _raises_before_launch(dev, ValueError, lambda: conv(x, w[:, :2], b, win))
     _raises_before_launch(dev, ValueError, lambda: conv(x, w, b[:3], win))
@@ -334,16 +349,20 @@ def check_errors(dev):
 
     p = dev.asarray(numpy.zeros((3, 2), f32))
     g = dev.asarray(numpy.zeros((3, 2), f32))
-    _raises_before_launch(dev, TypeError, lambda: upd.sgd_update(p, g.astype(f64), None, 0.1, 0.0, 0.0, False, 0.0, True))
-    _raises_before_launch(dev, ValueError, lambda: upd.sgd_update(p, g[:2], None, 0.1, 0.0, 0.0, False, 0.0, True))
-    _raises_before_launch(dev, TypeError, lambda: upd.sgd_update(p, g, None, 0.1, 0.9, 0.0, False, 0.0, True))
-    _raises_before_launch(dev, ValueError, lambda: upd.sgd_update(p, g, g[:1], 0.1, 0.9, 0.0, False, 0.0, True))
-    _raises_before_launch(dev, TypeError,
-                          lambda: upd.adam_update(p, g, g.astype(f64), g, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, False))
-    _raises_before_launch(dev, ValueError,
-                          lambda: upd.adam_update(p, g, g, g.reshape(6), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, False))
-    _raises_before_launch(dev, ValueError,
-                          lambda: upd.adam_update(p, g, g.copy(), g.copy(), 1e-3, 0.9, 0.999, 1e-8, 0.0, 0, False))
+
+    def sgd(grad, buf, momentum):
+        return lambda: upd.sgd_update(p, grad, buf, 0.1, momentum, 0.0, False, 0.0, True)
+
+    def adam(m, v, step=1):
+        return lambda: upd.adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, step, False)
+
+    _raises_before_launch(dev, TypeError, sgd(g.astype(f64), None, 0.0))
+    _raises_before_launch(dev, ValueError, sgd(g[:2], None, 0.0))
+    _raises_before_launch(dev, TypeError, sgd(g, None, 0.9))  # momentum needs a buffer
+    _raises_before_launch(dev, ValueError, sgd(g, g[:1], 0.9))
+    _raises_before_launch(dev, TypeError, adam(g.astype(f64), g))
+    _raises_before_launch(dev, ValueError, adam(g, g.reshape(6)))
+    _raises_before_launch(dev, ValueError, adam(g.copy(), g.copy(), step=0))
 
 
 # ----------------------------------------------------------------------------- GPU tests
@@ -363,8 +382,8 @@ def gpu(monkeypatch):
         return real_launch(*args, **kwargs)
 
     monkeypatch.setattr(loader, "launch", recording_launch)
-    return types.SimpleNamespace(asarray=cupy.asarray, asnumpy=cupy.asnumpy, conv=conv, pool=pool, update=update,
-                                 loader=loader, launches=launches)
+    return types.SimpleNamespace(asarray=cupy.asarray, asnumpy=cupy.asnumpy, conv=conv, pool=pool,
+                                 update=update, loader=loader, launches=launches)
 
 
 @pytest.mark.gpu

@@ -13,7 +13,7 @@ memory traffic on cols and y_mat, three times the size of y.
 Backward:
 
     gy_mat = transpose01(grad_y)        (O, N*oh*ow)
-    grad_b = bias_grad(gy_mat)          row sums, one block per output channel
+    grad_b = row_sum(gy_mat)            blocks over (channel, chunk of the row), then over the chunks
     grad_w = gy_mat @ cols.T            one GEMM
     grad_cols = W_mat.T @ gy_mat        one GEMM
     grad_x = col2im(grad_cols)          a gather: each thread owns one input element
@@ -32,6 +32,9 @@ __all__ = ["conv2d_forward", "conv2d_backward", "DIRECT_MAX_K"]
 
 # Use the direct kernel when C*kh*kw is at most this (im2col + GEMM above it).
 DIRECT_MAX_K = 32
+# Elements of a row that one block of the row-sum kernel adds up (16 per thread).
+ROW_SUM_CHUNK = 16 * loader.BLOCK
+_MAX_GRID_Y = 65535
 
 _FILE = "conv.cu"
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -66,12 +69,13 @@ def conv2d_forward(x, weight, bias, window):
     if x.ndim != 4:
         raise ValueError(f"{window.layer}: expected a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
     if weight.ndim != 4:
-        raise ValueError(f"{window.layer}: expected 4-D weights (O, C, kh, kw), got shape {tuple(weight.shape)}")
+        raise ValueError(f"{window.layer}: expected 4-D weights (O, C, kh, kw), "
+                         f"got shape {tuple(weight.shape)}")
     n, c, h, w = (int(s) for s in x.shape)
     out_c = int(weight.shape[0])
     if tuple(weight.shape[1:]) != (c, window.kh, window.kw):
-        raise ValueError(f"{window.layer}: weights of shape {tuple(weight.shape)} do not fit an input with {c} "
-                         f"channels and a {window.kh}x{window.kw} window")
+        raise ValueError(f"{window.layer}: weights of shape {tuple(weight.shape)} do not fit an input "
+                         f"with {c} channels and a {window.kh}x{window.kw} window")
     if bias is not None and tuple(bias.shape) != (out_c,):
         raise ValueError(f"{window.layer}: bias must have shape ({out_c},), got {tuple(bias.shape)}")
     oh, ow = window.output_size(h, w)
@@ -105,6 +109,23 @@ def _im2col(x, window, oh, ow, dtype):
     return cols
 
 
+def _row_sums(mat, dtype):
+    """Sums of the rows of a C-contiguous (rows, L) matrix, deterministically.
+
+    Block (r, s) of the row_sum kernel sums chunk s of row r; when a row needs several
+    chunks (so that long rows keep every SM busy) their partial sums, a (rows, chunks)
+    matrix, are summed again the same way. The chunking depends on the shape only.
+    """
+    rows, length = (int(v) for v in mat.shape)
+    if length == 0:
+        return cupy.zeros((rows,), dtype=dtype)
+    chunk = max(ROW_SUM_CHUNK, -(-length // _MAX_GRID_Y))
+    chunks = -(-length // chunk)
+    out = cupy.empty((rows, chunks), dtype=dtype)
+    loader.launch(_FILE, "row_sum", dtype, (mat, out, rows, length, chunk), grid=(rows, chunks))
+    return out.reshape(rows) if chunks == 1 else _row_sums(out, dtype)
+
+
 def conv2d_backward(grad_y, saved, need_bias=True):
     """(grad_x, grad_w, grad_b) for CuPy arrays; see ``gpucnn.ops.conv.conv2d_backward``."""
     cols, x, x_shape, weight, window = saved
@@ -127,10 +148,7 @@ def conv2d_backward(grad_y, saved, need_bias=True):
         cols = _im2col(x, window, oh, ow, dtype)
     gy_mat = cupy.empty((out_c, n * p), dtype=dtype)
     loader.launch(_FILE, "transpose01", dtype, (grad_y, grad_y, gy_mat, n, out_c, p, 0, gy_mat.size))
-    grad_b = None
-    if need_bias:
-        grad_b = cupy.empty((out_c,), dtype=dtype)
-        loader.launch(_FILE, "bias_grad", dtype, (gy_mat, grad_b, out_c, n * p), grid=out_c)
+    grad_b = _row_sums(gy_mat, dtype) if need_bias else None
     grad_w = cupy.ascontiguousarray(cupy.matmul(gy_mat, cols.T)).reshape(weight.shape)
     grad_cols = cupy.ascontiguousarray(cupy.matmul(weight.reshape(out_c, k).T, gy_mat))  # (K, N*P)
     grad_x = cupy.empty((n, c, h, w), dtype=dtype)

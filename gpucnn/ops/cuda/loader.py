@@ -51,7 +51,7 @@ SIGNATURES = {
         "col2im": ("const T*", "T*", _I, _I, _I, _I) + _WINDOW + (_L,),
         "conv_direct": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I) + _WINDOW + (_I, _L),
         "transpose01": ("const T*", "const T*", "T*", _I, _I, _L, _I, _L),
-        "bias_grad": ("const T*", "T*", _I, _L),
+        "row_sum": ("const T*", "T*", _I, _L, _L),
     },
     "pool.cu": {
         "max_pool_fwd": ("const T*", "T*", "int*", _I, _I) + _WINDOW + (_L,),
@@ -149,31 +149,61 @@ def get_kernel(file, expression):
     return kernel
 
 
+def _plan(signature, dtype):
+    """Per parameter: (kind, numpy type, low, high), kind 'p' pointer, 's' float scalar, 'i' integer."""
+    plan = []
+    for ctype in signature:
+        if ctype.endswith("*"):
+            plan.append(("p", _INT32 if ctype.rstrip("*").split()[-1] == "int" else dtype, 0, 0))
+        elif ctype == "T":
+            plan.append(("s", dtype.type, 0, 0))
+        else:
+            plan.append(("i", _INT_TYPES[ctype]) + _INT_RANGE[ctype])
+    return tuple(plan)
+
+
+_plans = {}
+
+
 def pack_args(signature, dtype, args):
     """``args`` converted to the exact types of ``signature`` (see the module docstring).
 
     A pointer parameter must get a C-contiguous array of the declared element type; any
-    mismatch is a bug in a launcher and raises before anything is launched.
+    mismatch is a bug in a launcher and raises before anything is launched. Cheap (a few
+    microseconds): it runs on every launch.
     """
-    dtype = numpy.dtype(dtype)
-    if len(args) != len(signature):
-        raise TypeError(f"kernel takes {len(signature)} arguments, got {len(args)}")
+    plan = _plans.get((signature, dtype))
+    if plan is None:
+        plan = _plans[(signature, dtype)] = _plan(signature, numpy.dtype(dtype))
+    if len(args) != len(plan):
+        raise TypeError(f"kernel takes {len(plan)} arguments, got {len(args)}")
     packed = []
-    for position, (ctype, value) in enumerate(zip(signature, args)):
-        if ctype.endswith("*"):
-            want = _INT32 if ctype.rstrip("*").split()[-1] == "int" else dtype
-            if getattr(value, "dtype", None) != want or not value.flags.c_contiguous:
-                raise TypeError(f"kernel argument {position} ({ctype}) needs a C-contiguous {want} array, got "
-                                f"{type(value).__name__} {getattr(value, 'dtype', None)}")
+    for position, ((kind, kind_type, low, high), value) in enumerate(zip(plan, args)):
+        if kind == "i":
+            memo = _int_memo[kind_type]
+            scalar = memo.get(value)
+            if scalar is None:
+                if not low <= value <= high:
+                    raise ValueError(f"kernel argument {position} ({signature[position]}) = {value} "
+                                     f"does not fit the C type")
+                if len(memo) > 4096:
+                    memo.clear()
+                scalar = memo[value] = kind_type(value)
+            packed.append(scalar)
+        elif kind == "p":
+            if getattr(value, "dtype", None) != kind_type or not value.flags.c_contiguous:
+                got = f"{type(value).__name__} {getattr(value, 'dtype', None)}"
+                raise TypeError(f"kernel argument {position} ({signature[position]}) needs a C-contiguous "
+                                f"{kind_type} array, got {got}")
             packed.append(value)
-        elif ctype == "T":
-            packed.append(dtype.type(value))
         else:
-            low, high = _INT_RANGE[ctype]
-            if not low <= value <= high:
-                raise ValueError(f"kernel argument {position} ({ctype}) = {value} does not fit the C type")
-            packed.append(_INT_TYPES[ctype](value))
+            packed.append(kind_type(value))
     return tuple(packed)
+
+
+# Python int -> numpy scalar of each integer C type: shapes repeat from step to step, and
+# building a numpy scalar costs more than looking one up.
+_int_memo = {numpy.int32: {}, numpy.int64: {}}
 
 
 def grid_for(total):
@@ -184,12 +214,12 @@ def grid_for(total):
 def launch(file, name, dtype, args, grid=None):
     """Launch kernel ``name`` of ``file`` for ``dtype`` on the current stream.
 
-    ``grid`` defaults to ``grid_for(args[-1])``: the grid-stride kernels take their element
-    count as last argument. Blocks are always ``BLOCK`` threads.
+    ``grid`` (blocks: an int or a tuple) defaults to ``grid_for(args[-1])``: the grid-stride
+    kernels take their element count as last argument. Blocks are always ``BLOCK`` threads.
     """
     signature = SIGNATURES[file][name]
     packed = pack_args(signature, dtype, args)
     if grid is None:
         grid = grid_for(args[-1])
     kernel = get_kernel(file, name_expression(name, dtype))
-    kernel((grid,), (BLOCK,), packed)
+    kernel(tuple(grid) if isinstance(grid, (tuple, list)) else (grid,), (BLOCK,), packed)

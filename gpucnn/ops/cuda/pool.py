@@ -43,7 +43,8 @@ def _check_grad(grad_y, x_shape, window, layer):
     oh, ow = window.output_size(int(x_shape[2]), int(x_shape[3]))
     expected = (int(x_shape[0]), int(x_shape[1]), oh, ow)
     if tuple(grad_y.shape) != expected:
-        raise ValueError(f"{layer} (CUDA): grad_y must have the output's shape {expected}, got {tuple(grad_y.shape)}")
+        raise ValueError(f"{layer} (CUDA): grad_y must have the output's shape {expected}, "
+                         f"got {tuple(grad_y.shape)}")
     return dtype, oh, ow
 
 
@@ -56,7 +57,8 @@ def max_pool2d_forward(x, window):
     y = cupy.empty((n, c, oh, ow), dtype=dtype)
     argmax = cupy.empty((n, c, oh, ow), dtype=numpy.int32)
     if y.size:
-        loader.launch(_FILE, "max_pool_fwd", dtype, (x, y, argmax) + _geometry(x.shape, window, oh, ow) + (y.size,))
+        loader.launch(_FILE, "max_pool_fwd", dtype,
+                      (x, y, argmax) + _geometry(x.shape, window, oh, ow) + (y.size,))
     return y, (argmax, tuple(x.shape), window)
 
 
@@ -102,6 +104,6 @@ def avg_pool2d_backward(grad_y, saved):
         if grad_y.size == 0:
             grad_x.fill(0)
         else:
-            loader.launch(_FILE, "avg_pool_bwd", dtype,
-                          (grad_y, grad_x) + _geometry(x_shape, window, oh, ow) + (_scale(window, dtype), grad_x.size))
+            loader.launch(_FILE, "avg_pool_bwd", dtype, (grad_y, grad_x) + _geometry(x_shape, window, oh, ow)
+                          + (_scale(window, dtype), grad_x.size))
     return grad_x

@@ -37,7 +37,8 @@ def _check(arrays, what, op):
     shape = tuple(arrays[0].shape)
     for name, a in zip(what[1:], arrays[1:]):
         if tuple(a.shape) != shape:
-            raise ValueError(f"{op} (CUDA): {name} has shape {tuple(a.shape)}, expected the parameter's {shape}")
+            raise ValueError(f"{op} (CUDA): {name} has shape {tuple(a.shape)}, "
+                             f"expected the parameter's {shape}")
     return next(iter(dtypes))
 
 
@@ -73,7 +74,8 @@ def sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, wei
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
     """One Adam (or AdamW when ``decoupled``) step in place; see ``gpucnn.ops.update.adam_update``."""
-    dtype = _check([param, grad, exp_avg, exp_avg_sq], ["param", "grad", "exp_avg", "exp_avg_sq"], "adam_update")
+    dtype = _check([param, grad, exp_avg, exp_avg_sq], ["param", "grad", "exp_avg", "exp_avg_sq"],
+                   "adam_update")
     if step < 1:
         raise ValueError(f"adam_update: step counts from 1, got {step}")
     if param.size == 0:
