@@ -14,61 +14,73 @@ def _check_float(x, layer):
         raise ValueError(f"{layer}: got an empty batch (shape {tuple(x.shape)})")
 
 
-class ReLU(Layer):
-    """max(x, 0)."""
+class _Elementwise(Layer):
+    """An activation y = f(x) whose derivative is computed from x (``uses_output`` False) or from y."""
+    uses_output = False
+
+    def _f(self, x):
+        raise NotImplementedError
+
+    def _df(self, grad_out, saved):
+        raise NotImplementedError
 
     def forward(self, x):
-        _check_float(x, "ReLU")
-        self._cache = x
-        return act.relu(x)
+        _check_float(x, self.name)
+        y = self._f(x)
+        self._cache = y if self.uses_output else x
+        return y
 
     def backward(self, grad_out):
-        return act.relu_backward(grad_out, self._saved())
+        return self._df(grad_out, self._saved())
 
 
-class LeakyReLU(Layer):
+class ReLU(_Elementwise):
+    """max(x, 0)."""
+
+    def _f(self, x):
+        return act.relu(x)
+
+    def _df(self, grad_out, x):
+        return act.relu_backward(grad_out, x)
+
+
+class LeakyReLU(_Elementwise):
     """x for x > 0, else negative_slope * x."""
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
         self.negative_slope = float(negative_slope)
 
-    def forward(self, x):
-        _check_float(x, "LeakyReLU")
-        self._cache = x
+    def _f(self, x):
         return act.leaky_relu(x, self.negative_slope)
 
-    def backward(self, grad_out):
-        return act.leaky_relu_backward(grad_out, self._saved(), self.negative_slope)
+    def _df(self, grad_out, x):
+        return act.leaky_relu_backward(grad_out, x, self.negative_slope)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
 
 
-class Sigmoid(Layer):
-    """1 / (1 + exp(-x))."""
+class Sigmoid(_Elementwise):
+    """1 / (1 + exp(-x)); its derivative y (1 - y) needs only the output."""
+    uses_output = True
 
-    def forward(self, x):
-        _check_float(x, "Sigmoid")
-        y = act.sigmoid(x)
-        self._cache = y
-        return y
+    def _f(self, x):
+        return act.sigmoid(x)
 
-    def backward(self, grad_out):
-        return act.sigmoid_backward(grad_out, self._saved())
+    def _df(self, grad_out, y):
+        return act.sigmoid_backward(grad_out, y)
 
 
-class Tanh(Layer):
-    """tanh(x)."""
+class Tanh(_Elementwise):
+    """tanh(x); its derivative 1 - y**2 needs only the output."""
+    uses_output = True
 
-    def forward(self, x):
-        _check_float(x, "Tanh")
-        y = act.tanh(x)
-        self._cache = y
-        return y
+    def _f(self, x):
+        return act.tanh(x)
 
-    def backward(self, grad_out):
-        return act.tanh_backward(grad_out, self._saved())
+    def _df(self, grad_out, y):
+        return act.tanh_backward(grad_out, y)
 
 
 class Dropout(Layer):

@@ -88,6 +88,12 @@ class Layer:
             raise RuntimeError(f"{self.name}: backward() called before forward()")
         return saved
 
+    def _accumulate(self, grad_weight, grad_bias):
+        """Add parameter gradients into .grad (backward accumulates, as in every framework)."""
+        self.weight.grad += grad_weight
+        if self.bias is not None:
+            self.bias.grad += grad_bias
+
     @staticmethod
     def _check_grad(grad_out, shape, layer):
         if tuple(grad_out.shape) != tuple(shape):

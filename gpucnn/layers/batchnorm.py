@@ -41,8 +41,7 @@ class _BatchNorm(Layer):
         saved, y_shape = self._saved()
         self._check_grad(grad_out, y_shape, self.name)
         grad_x, grad_gamma, grad_beta = batch_norm_backward(grad_out.astype(self.weight.dtype, copy=False), saved)
-        self.weight.grad += grad_gamma
-        self.bias.grad += grad_beta
+        self._accumulate(grad_gamma, grad_beta)
         return grad_x
 
     def extra_repr(self):

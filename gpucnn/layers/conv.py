@@ -66,9 +66,7 @@ class Conv2D(Layer):
         self._check_grad(grad_out, y_shape, "Conv2D")
         grad_x, grad_w, grad_b = conv2d_backward(grad_out.astype(self.weight.dtype, copy=False), saved,
                                                  need_bias=self.bias is not None)
-        self.weight.grad += grad_w
-        if self.bias is not None:
-            self.bias.grad += grad_b
+        self._accumulate(grad_w, grad_b)
         return grad_x
 
     def extra_repr(self):

@@ -49,9 +49,7 @@ class Dense(Layer):
         self._check_grad(grad_out, y_shape, "Dense")
         grad_x, grad_w, grad_b = linear_backward(grad_out.astype(self.weight.dtype, copy=False), x,
                                                  self.weight.data, need_bias=self.bias is not None)
-        self.weight.grad += grad_w
-        if self.bias is not None:
-            self.bias.grad += grad_b
+        self._accumulate(grad_w, grad_b)
         return grad_x
 
     def extra_repr(self):
