@@ -5,12 +5,14 @@ and stays device-agnostic after that. CuPy is imported lazily and guarded: it ma
 be missing, or installed on a machine without a driver or GPU, where ``import
 cupy`` succeeds and the first CUDA call fails.
 """
+import contextlib
 import functools
 
 import numpy
 
 __all__ = ["get_array_module", "to_device", "asnumpy", "gpu_available",
-           "resolve_device", "device_of", "gpu_unavailable_reason", "cupy_or_none", "is_out_of_memory"]
+           "resolve_device", "device_of", "gpu_unavailable_reason", "cupy_or_none", "is_out_of_memory",
+           "device_scope"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,3 +124,12 @@ def asnumpy(x):
 def is_out_of_memory(exc):
     """True for CuPy's out-of-memory errors (checked by type name, so CuPy need not be importable)."""
     return type(exc).__name__ == "OutOfMemoryError" and type(exc).__module__.startswith("cupy")
+
+
+def device_scope(x):
+    """A context in which CuPy allocates and launches on ``x``'s GPU (CuPy uses the *current* device,
+    not the arrays'); a no-op for NumPy arrays."""
+    cupy = _probe_cupy()[0]
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        return x.device
+    return contextlib.nullcontext()

@@ -1,7 +1,17 @@
 """Losses: forward(pred, target) returns the scalar loss, backward() returns dL/dpred."""
-from .backend import get_array_module
+import numpy
 
-__all__ = ["SoftmaxCrossEntropy", "MSE"]
+from .backend import device_scope, get_array_module
+
+__all__ = ["SoftmaxCrossEntropy", "MSE", "check_label_range"]
+
+
+def check_label_range(labels, classes, where):
+    """ValueError unless every label lies in [0, classes); one combined read-back for GPU labels."""
+    xp = get_array_module(labels)
+    low, high = (int(v) for v in xp.stack([labels.min(), labels.max()]).tolist())
+    if low < 0 or high >= classes:
+        raise ValueError(f"{where}: labels must lie in [0, {classes - 1}], got values in [{low}, {high}]")
 
 
 def _check_pred(pred, loss, ndim=None):
@@ -20,33 +30,40 @@ class SoftmaxCrossEntropy:
     maximum so that logits of any size stay finite. The gradient is
     (softmax(z) - onehot(y)) / N.
 
+    Labels out of [0, classes) raise ValueError. For labels on the GPU that check reads a
+    value back to the host, once per call; ``check_labels=False`` skips it where the labels
+    are known to be good (``fit`` checks a whole data set once and skips it per step).
+
     Example:
         >>> loss_fn = SoftmaxCrossEntropy()
         >>> loss = loss_fn.forward(logits, labels)   # logits (N, K), labels (N,) ints in [0, K)
         >>> grad_logits = loss_fn.backward()
     """
 
-    def __init__(self):
+    def __init__(self, check_labels=True):
+        self.check_labels = check_labels
         self._cache = None
 
     def forward(self, logits, labels):
         _check_pred(logits, "SoftmaxCrossEntropy", ndim=2)
-        xp = get_array_module(logits)
-        labels = xp.asarray(labels)
+        n, classes = logits.shape
+        if not hasattr(labels, "dtype"):
+            labels = numpy.asarray(labels)
         if labels.dtype.kind not in "iu":
             raise TypeError(f"SoftmaxCrossEntropy: labels must be integers (class indices), got dtype {labels.dtype}")
-        n, classes = logits.shape
         if labels.shape != (n,):
             raise ValueError(f"SoftmaxCrossEntropy: expected {n} labels of shape ({n},) for logits of shape "
                              f"{tuple(logits.shape)}, got shape {tuple(labels.shape)}")
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= classes:
-            raise ValueError(f"SoftmaxCrossEntropy: labels must lie in [0, {classes - 1}], got values in [{low}, {high}]")
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        rows = xp.arange(n)
-        self._cache = (log_probs, labels, rows)
-        return -log_probs[rows, labels].mean()
+        if self.check_labels or get_array_module(labels) is numpy:
+            check_label_range(labels, classes, "SoftmaxCrossEntropy")
+        xp = get_array_module(logits)
+        with device_scope(logits):
+            labels = xp.asarray(labels)
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+            rows = xp.arange(n)
+            self._cache = (log_probs, labels, rows)
+            return -log_probs[rows, labels].mean()
 
     def backward(self):
         if self._cache is None:

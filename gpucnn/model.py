@@ -1,4 +1,5 @@
 """Sequential: layers applied in order, backward in reverse."""
+from .backend import device_scope
 from .checkpoint import CheckpointError, load_arrays, save_arrays
 from .layers.base import Layer
 
@@ -25,15 +26,24 @@ class Sequential:
         self.training = True
 
     def forward(self, x):
-        for layer in self.layers:
-            x = layer.forward(x)
+        with device_scope(x):
+            for layer in self.layers:
+                x = layer.forward(x)
         return x
 
     __call__ = forward
 
-    def backward(self, grad_out):
-        for layer in reversed(self.layers):
-            grad_out = layer.backward(grad_out)
+    def backward(self, grad_out, need_input_grad=True):
+        """Gradient of the loss with respect to the model's input; fills every parameter's .grad on the way.
+
+        ``need_input_grad=False`` lets the first layer skip dL/dx (nothing uses the gradient of the data),
+        and returns None.
+        """
+        with device_scope(grad_out):
+            for i in range(len(self.layers) - 1, -1, -1):
+                if i == 0 and not need_input_grad:
+                    return self.layers[0].backward(grad_out, need_input_grad=False)
+                grad_out = self.layers[i].backward(grad_out)
         return grad_out
 
     def parameters(self):

@@ -5,7 +5,7 @@ keeps the per-parameter state and calls them. Semantics follow torch.optim.
 """
 import math
 
-from .backend import device_of, get_array_module, to_device
+from .backend import device_of, device_scope, get_array_module, to_device
 from .ops.update import adam_update, sgd_update
 from .parameter import Parameter
 
@@ -36,7 +36,8 @@ class Optimizer:
 
     def step(self):
         for i, p in enumerate(self.params):
-            self._update(p, self._state_of(i, p))
+            with device_scope(p.data):
+                self._update(p, self._state_of(i, p))
 
     def _update(self, param, state):
         raise NotImplementedError

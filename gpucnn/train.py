@@ -13,9 +13,10 @@ import time
 
 import numpy
 
-from .backend import asnumpy, get_array_module, is_out_of_memory
+from .backend import asnumpy, device_scope, get_array_module, is_out_of_memory
 from .checkpoint import CheckpointError, load_arrays, save_arrays
 from .data.batches import BatchIterator
+from .losses import check_label_range
 from .progress import ProgressBar
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "save_training_checkpoint", "load_training_checkpoint"]
@@ -43,7 +44,8 @@ def evaluate(model, loss_fn, x, y, batch_size=1024, progress=False, stream=None)
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             logits = model.forward(xb)
             loss_sum += float(loss_fn.forward(logits, yb)) * len(xb)
-            correct += int((logits.argmax(axis=1) == get_array_module(logits).asarray(yb)).sum())
+            with device_scope(logits):
+                correct += int((logits.argmax(axis=1) == get_array_module(logits).asarray(yb)).sum())
             bar.update(i + 1)
         bar.close()
         return {"loss": loss_sum / total, "accuracy": correct / total}
@@ -164,10 +166,11 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
 
     model.train()
     steps_per_epoch = len(batches)
-    with _deferred_interrupt() as interrupt:
+    label_check_pending = getattr(loss_fn, "check_labels", False) and get_array_module(y) is not numpy
+    with _deferred_interrupt() as interrupt, _restored_label_check(loss_fn):
         for epoch in range(start_epoch, epochs):
             epoch_start_state = batches.state()
-            stats = _EpochStats(steps_per_epoch, x, partial)
+            stats = _EpochStats(steps_per_epoch, partial)
             bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress)
             started = time.perf_counter()
             for step, (xb, yb) in enumerate(batches):
@@ -177,7 +180,7 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                     logits = model.forward(xb)
                     loss = loss_fn.forward(logits, yb)
                     optimizer.zero_grad()
-                    model.backward(loss_fn.backward())
+                    model.backward(loss_fn.backward(), need_input_grad=False)
                     optimizer.step()
                 except Exception as exc:
                     if is_out_of_memory(exc):
@@ -186,6 +189,12 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                                           ) from exc
                     raise
                 stats.record(step, loss, logits, yb)
+                if label_check_pending:
+                    # Labels on the GPU: check whole data sets once, then spare the loss a read-back per step.
+                    check_label_range(y, logits.shape[1], "fit (training labels)")
+                    if validation is not None:
+                        check_label_range(validation[1], logits.shape[1], "fit (validation labels)")
+                    loss_fn.check_labels, label_check_pending = False, False
                 if (step + 1) % sync_every == 0 or step + 1 == steps_per_epoch or interrupt["hit"]:
                     bad = stats.sync(step + 1)
                     if bad is not None:
@@ -230,13 +239,22 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
     return history
 
 
+@contextlib.contextmanager
+def _restored_label_check(loss_fn):
+    saved = getattr(loss_fn, "check_labels", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            loss_fn.check_labels = saved
+
+
 class _EpochStats:
     """Per-step losses and correct counts, kept on the device until ``sync`` reads them."""
 
-    def __init__(self, steps, x, partial):
-        xp = get_array_module(x)
-        self.losses = xp.zeros(steps, dtype=numpy.float64)
-        self.correct = xp.zeros(steps, dtype=numpy.int64)
+    def __init__(self, steps, partial):
+        self.steps = steps
+        self.losses = self.correct = None
         self.sizes = numpy.zeros(steps, dtype=numpy.int64)
         self.loss_sum, self.correct_sum, self.seen, self.seen_now, self.synced = 0.0, 0, 0, 0, 0
         if partial:
@@ -244,8 +262,12 @@ class _EpochStats:
 
     def record(self, step, loss, logits, labels):
         xp = get_array_module(logits)
+        if self.losses is None:  # on the device of the logits, created at the first step
+            self.losses = xp.zeros(self.steps, dtype=numpy.float64)
+            self.correct = xp.zeros(self.steps, dtype=numpy.int64)
         self.losses[step] = loss
-        self.correct[step] = (logits.argmax(axis=1) == xp.asarray(labels)).sum()
+        with device_scope(logits):
+            self.correct[step] = (logits.argmax(axis=1) == xp.asarray(labels)).sum()
         self.sizes[step] = len(labels)
 
     def sync(self, upto):

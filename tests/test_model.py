@@ -126,3 +126,15 @@ def test_model_to_cuda_and_back(rng):
     numpy.testing.assert_allclose(asnumpy(model.forward(to_device(x, "cuda"))), expected, rtol=1e-4, atol=1e-5)
     model.to("cpu")
     numpy.testing.assert_allclose(model.forward(x), expected, rtol=1e-6)
+
+
+def test_backward_without_input_gradient_gives_the_same_parameter_gradients(rng):
+    x = rng.random((3, 1, 8, 8))
+    full, lean = small_model(0, numpy.float64), small_model(0, numpy.float64)
+    g = numpy.ones((3, 5))
+    full.forward(x)
+    lean.forward(x)
+    assert full.backward(g).shape == x.shape
+    assert lean.backward(g, need_input_grad=False) is None
+    for p, q in zip(full.parameters(), lean.parameters()):
+        numpy.testing.assert_array_equal(p.grad, q.grad)

@@ -30,7 +30,7 @@ class _Elementwise(Layer):
         self._cache = y if self.uses_output else x
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         return self._df(grad_out, self._saved())
 
 
@@ -100,9 +100,13 @@ class Dropout(Layer):
     def _uniform(self, xp, shape, dtype):
         if xp.__name__ == "numpy":
             return self.rng.random(shape, dtype=dtype)
-        # CuPy draws on the device, seeded from our host generator so runs repeat.
+        # CuPy draws on the device, re-seeded from our host generator at every call, so the
+        # host generator alone (which checkpoints save) decides every mask.
+        seed = int(self.rng.integers(2 ** 62))
         if self._device_rng is None:
-            self._device_rng = xp.random.RandomState(int(self.rng.integers(2 ** 62)))
+            self._device_rng = xp.random.RandomState(seed)
+        else:
+            self._device_rng.seed(seed)
         return self._device_rng.random_sample(shape, dtype=dtype)
 
     def forward(self, x):
@@ -116,7 +120,7 @@ class Dropout(Layer):
         self._cache = mask
         return x * mask
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         if self._cache is None:
             return grad_out
         return grad_out * self._cache

@@ -25,7 +25,9 @@ class Layer:
     def forward(self, x):
         raise NotImplementedError
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
+        """dL/dx from dL/dy. ``need_input_grad=False`` may skip computing it (returns None then);
+        layers without parameters ignore the flag, their input gradient costs next to nothing."""
         raise NotImplementedError
 
     def __call__(self, x):
@@ -77,7 +79,7 @@ class Layer:
         if not params:
             return x
         ref = params[0].data
-        if get_array_module(x) is not get_array_module(ref):
+        if device_of(x) != device_of(ref):
             raise TypeError(f"{self.name}: the input is on {device_of(x)} but the parameters are on "
                             f"{device_of(ref)}; move one of them (model.to(device) or gpucnn.backend.to_device)")
         return x.astype(ref.dtype, copy=False)

@@ -37,7 +37,7 @@ class _BatchNorm(Layer):
         self._cache = (saved, y.shape)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         saved, y_shape = self._saved()
         self._check_grad(grad_out, y_shape, self.name)
         grad_x, grad_gamma, grad_beta = batch_norm_backward(grad_out.astype(self.weight.dtype, copy=False), saved)

@@ -61,11 +61,11 @@ class Conv2D(Layer):
         self._cache = (saved, y.shape)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         saved, y_shape = self._saved()
         self._check_grad(grad_out, y_shape, "Conv2D")
         grad_x, grad_w, grad_b = conv2d_backward(grad_out.astype(self.weight.dtype, copy=False), saved,
-                                                 need_bias=self.bias is not None)
+                                                 need_bias=self.bias is not None, need_input_grad=need_input_grad)
         self._accumulate(grad_w, grad_b)
         return grad_x
 

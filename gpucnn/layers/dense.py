@@ -44,11 +44,12 @@ class Dense(Layer):
         self._cache = (x, y.shape)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         x, y_shape = self._saved()
         self._check_grad(grad_out, y_shape, "Dense")
         grad_x, grad_w, grad_b = linear_backward(grad_out.astype(self.weight.dtype, copy=False), x,
-                                                 self.weight.data, need_bias=self.bias is not None)
+                                                 self.weight.data, need_bias=self.bias is not None,
+                                                 need_input_grad=need_input_grad)
         self._accumulate(grad_w, grad_b)
         return grad_x
 
@@ -73,6 +74,6 @@ class Flatten(Layer):
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         shape = self._saved()
         return grad_out.reshape(shape)

@@ -21,7 +21,7 @@ class _Pool2D(Layer):
         self._cache = (saved, y.shape)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad=True):
         saved, y_shape = self._saved()
         self._check_grad(grad_out, y_shape, self.name)
         return type(self)._backward_op(grad_out, saved)

@@ -50,11 +50,15 @@ def conv2d_forward(x, weight, bias, window):
     return y, (cols, x.shape, weight, window, grid_w)
 
 
-def conv2d_backward(grad_y, saved, need_bias=True):
-    """Gradients (dx, dweight, dbias) of ``conv2d_forward`` given dL/dy; dbias is None unless need_bias."""
+def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
+    """Gradients (dx, dweight, dbias) of ``conv2d_forward`` given dL/dy.
+
+    dbias is None unless ``need_bias``; dx is None unless ``need_input_grad`` (the first
+    layer of a network needs no gradient with respect to the data).
+    """
     if get_array_module(grad_y) is not numpy:
         from .cuda import conv as cuda_conv
-        return cuda_conv.conv2d_backward(grad_y, saved, need_bias)
+        return cuda_conv.conv2d_backward(grad_y, saved, need_bias, need_input_grad)
     cols, x_shape, weight, window, grid_w = saved
     out_c = weight.shape[0]
     n, _, oh, ow = grad_y.shape
@@ -65,6 +69,8 @@ def conv2d_backward(grad_y, saved, need_bias=True):
     gy_mat = gy_grid.reshape(out_c, -1)
     grad_w = (gy_mat @ cols.T).reshape(weight.shape)
     grad_b = grad_y.sum(axis=(0, 2, 3)) if need_bias else None
+    if not need_input_grad:
+        return None, grad_w, grad_b
     grad_cols = weight.reshape(out_c, -1).T @ gy_mat
     grad_x = _col2im_grid(grad_cols, x_shape, window, oh, grid_w)
     return grad_x, grad_w, grad_b

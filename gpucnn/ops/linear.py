@@ -11,9 +11,9 @@ def linear_forward(x, weight, bias):
     return y
 
 
-def linear_backward(grad_y, x, weight, need_bias=True):
-    """(dx, dW, db): dx = dY @ W, dW = dY.T @ x, db = dY summed over the batch."""
-    grad_x = grad_y @ weight
+def linear_backward(grad_y, x, weight, need_bias=True, need_input_grad=True):
+    """(dx, dW, db): dx = dY @ W, dW = dY.T @ x, db = dY summed over the batch (dx None unless need_input_grad)."""
+    grad_x = grad_y @ weight if need_input_grad else None
     grad_w = grad_y.T @ x
     grad_b = grad_y.sum(axis=0) if need_bias else None
     return grad_x, grad_w, grad_b

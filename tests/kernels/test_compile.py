@@ -210,3 +210,29 @@ def test_gpucnn_imports_without_cupy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+def test_launchers_run_on_the_device_of_their_first_argument():
+    """``with x.device:`` around a launcher: CuPy allocates and launches on the current device."""
+    events = []
+
+    class Device:
+        def __enter__(self):
+            events.append("enter")
+
+        def __exit__(self, *exc):
+            events.append("exit")
+
+    class Array:
+        device = Device()
+
+    @loader.on_device_of_first_argument
+    def op(x, y, z=None):
+        events.append(("run", y, z))
+        return "result"
+
+    assert op(Array(), 1, z=2) == "result"
+    assert events == ["enter", ("run", 1, 2), "exit"]
+    events.clear()
+    assert op(object(), 3) == "result"  # not a device array: no context, the op itself decides
+    assert events == [("run", 3, None)]

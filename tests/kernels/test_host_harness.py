@@ -386,6 +386,17 @@ def test_emulated_update_launchers(emulated, dtype, layout):
         parity.check_adam(emulated, case, dtype, layout)
 
 
+def test_emulated_public_launchers_enter_the_device_of_their_input(emulated):
+    """Every public launcher runs under ``with <first argument>.device:`` (loader.on_device_of_first_argument)."""
+    for module, names in ((emulated.conv, ("conv2d_forward", "conv2d_backward")),
+                          (emulated.pool, ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+                                           "avg_pool2d_backward")),
+                          (emulated.update, ("sgd_update", "adam_update"))):
+        for name in names:
+            function = getattr(module, name)
+            assert getattr(function, "__wrapped__", None) is not None, f"{module.__name__}.{name} is not wrapped"
+
+
 def test_emulated_errors_raise_before_launch(emulated):
     parity.check_errors(emulated)
 

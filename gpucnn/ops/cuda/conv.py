@@ -58,6 +58,7 @@ def _window_args(window, oh, ow):
     return (window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow)
 
 
+@loader.on_device_of_first_argument
 def conv2d_forward(x, weight, bias, window):
     """y = conv2d(x, weight) + bias for CuPy arrays; see ``gpucnn.ops.conv.conv2d_forward``."""
     arrays, what = [x, weight], ["x", "weight"]
@@ -126,7 +127,8 @@ def _row_sums(mat, dtype):
     return out.reshape(rows) if chunks == 1 else _row_sums(out, dtype)
 
 
-def conv2d_backward(grad_y, saved, need_bias=True):
+@loader.on_device_of_first_argument
+def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
     """(grad_x, grad_w, grad_b) for CuPy arrays; see ``gpucnn.ops.conv.conv2d_backward``."""
     cols, x, x_shape, weight, window = saved
     _check_device([grad_y], ["grad_y"])
@@ -150,6 +152,8 @@ def conv2d_backward(grad_y, saved, need_bias=True):
     loader.launch(_FILE, "transpose01", dtype, (grad_y, grad_y, gy_mat, n, out_c, p, 0, gy_mat.size))
     grad_b = _row_sums(gy_mat, dtype) if need_bias else None
     grad_w = cupy.ascontiguousarray(cupy.matmul(gy_mat, cols.T)).reshape(weight.shape)
+    if not need_input_grad:
+        return None, grad_w, grad_b
     grad_cols = cupy.ascontiguousarray(cupy.matmul(weight.reshape(out_c, k).T, gy_mat))  # (K, N*P)
     grad_x = cupy.empty((n, c, h, w), dtype=dtype)
     loader.launch(_FILE, "col2im", dtype,

@@ -18,6 +18,8 @@ Modules are compiled lazily and cached per (file, device id); CuPy also keeps th
 compiled binary in its on-disk cache. This module imports without CuPy (CuPy is imported
 at the first compile), so the tables are usable on a machine without it.
 """
+import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -27,7 +29,7 @@ import numpy
 
 __all__ = ["KERNELS_DIR", "BLOCK", "MAX_BLOCKS", "SIGNATURES", "FLOAT_TYPES", "name_expressions",
            "name_expression", "kernel_source", "compile_options", "get_module", "get_kernel", "pack_args",
-           "grid_for", "launch"]
+           "grid_for", "launch", "on_device_of_first_argument"]
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "kernels")
@@ -223,3 +225,20 @@ def launch(file, name, dtype, args, grid=None):
         grid = grid_for(args[-1])
     kernel = get_kernel(file, name_expression(name, dtype))
     kernel(tuple(grid) if isinstance(grid, (tuple, list)) else (grid,), (BLOCK,), packed)
+
+
+def on_device_of_first_argument(func):
+    """Decorator: run ``func`` with the device of its first argument (a CuPy array) current.
+
+    CuPy allocates (``cupy.empty``), runs cuBLAS and launches our kernels on the *current*
+    device, not on the device of the arrays: a model moved to 'cuda:1' while device 0 is
+    current would get its outputs on device 0 and kernels reading device-1 memory. Each
+    public launcher therefore runs under ``with x.device:`` (a no-op for anything that is
+    not a CuPy array, such as the NumPy stand-ins of the CPU tests).
+    """
+    @functools.wraps(func)
+    def wrapper(first, *args, **kwargs):
+        device = getattr(first, "device", None)
+        with device if hasattr(device, "__enter__") else contextlib.nullcontext():
+            return func(first, *args, **kwargs)
+    return wrapper

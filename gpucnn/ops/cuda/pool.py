@@ -48,6 +48,7 @@ def _check_grad(grad_y, x_shape, window, layer):
     return dtype, oh, ow
 
 
+@loader.on_device_of_first_argument
 def max_pool2d_forward(x, window):
     """(y, (argmax, x_shape, window)); see ``gpucnn.ops.pool.max_pool2d_forward``."""
     dtype = _check(x, "x", window.layer)
@@ -62,6 +63,7 @@ def max_pool2d_forward(x, window):
     return y, (argmax, tuple(x.shape), window)
 
 
+@loader.on_device_of_first_argument
 def max_pool2d_backward(grad_y, saved):
     """dL/dx of max pooling; see ``gpucnn.ops.pool.max_pool2d_backward``."""
     argmax, x_shape, window = saved
@@ -81,6 +83,7 @@ def max_pool2d_backward(grad_y, saved):
     return grad_x
 
 
+@loader.on_device_of_first_argument
 def avg_pool2d_forward(x, window):
     """(y, (x_shape, window)); see ``gpucnn.ops.pool.avg_pool2d_forward``."""
     dtype = _check(x, "x", window.layer)
@@ -94,6 +97,7 @@ def avg_pool2d_forward(x, window):
     return y, (tuple(x.shape), window)
 
 
+@loader.on_device_of_first_argument
 def avg_pool2d_backward(grad_y, saved):
     """dL/dx of average pooling; see ``gpucnn.ops.pool.avg_pool2d_backward``."""
     x_shape, window = saved

@@ -53,6 +53,7 @@ def _write_back(pairs):
             view[...] = work
 
 
+@loader.on_device_of_first_argument
 def sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay, first_step):
     """One SGD step in place; see ``gpucnn.ops.update.sgd_update``."""
     arrays, what = [param, grad], ["param", "grad"]
@@ -72,6 +73,7 @@ def sgd_update(param, grad, momentum_buf, lr, momentum, dampening, nesterov, wei
     _write_back([(param, p)] + ([(momentum_buf, buf)] if momentum else []))
 
 
+@loader.on_device_of_first_argument
 def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
     """One Adam (or AdamW when ``decoupled``) step in place; see ``gpucnn.ops.update.adam_update``."""
     dtype = _check([param, grad, exp_avg, exp_avg_sq], ["param", "grad", "exp_avg", "exp_avg_sq"],
