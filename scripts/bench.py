@@ -5,7 +5,8 @@
     python scripts/bench.py --device cpu --batch-sizes 128 --json
 
 Method: warm-up runs first, the device is synchronised around every timed region,
-the figure is the median of --repeats runs, inputs are random. With torch importable,
+the figure is the median of --repeats runs, inputs are random; gpucnn and PyTorch run in
+alternating blocks (four rounds), so that drift in the machine's speed hits both. With torch importable,
 the same network runs in PyTorch on the same device in the same process (cuDNN on the
 GPU) and the table gains its columns. "peak" is the achieved GFLOP/s of a large
 single-precision matrix product on that device, measured here, so "% peak" says how
@@ -70,12 +71,12 @@ def matmul_peak(device, sync):
     n = 4096 if device != "cpu" else 1024
     xp = numpy if device == "cpu" else backend.cupy_or_none()
     a = xp.ones((n, n), dtype=numpy.float32)
-    seconds = timed(lambda: a @ a, sync, 5, 2)
+    seconds = timed(lambda: a @ a, sync, 15, 3)
     return 2 * n ** 3 / seconds / 1e9
 
 
-def bench_gpucnn(device, batch, repeats, warmup, per_layer):
-    sync = synchronizer(device)
+def gpucnn_step(device, batch):
+    """(train_step, forward, flops) of the reference network on random data."""
     rng = numpy.random.default_rng(batch)
     x = backend.to_device(rng.random((batch, 1, 28, 28), dtype=numpy.float32), device)
     y = backend.to_device(rng.integers(0, 10, batch), device)
@@ -86,27 +87,27 @@ def bench_gpucnn(device, batch, repeats, warmup, per_layer):
     def step():
         loss_fn.forward(model.forward(x), y)
         opt.zero_grad()
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), need_input_grad=False)  # as fit() does; torch skips it too
         opt.step()
 
-    result = {"step_s": timed(step, sync, repeats, warmup),
-              "forward_s": timed(lambda: model.forward(x), sync, repeats, warmup)}
-    result["flops"] = train_step_flops(model, batch)
-    if per_layer:
-        layers, h = [], x
-        for layer in model.layers:
-            out = layer.forward(h)
-            grad = out * 0 + 1
-            layers.append({"layer": repr(layer).split("(")[0], "shape": list(out.shape),
-                           "forward_s": timed(lambda: layer.forward(h), sync, repeats, warmup),
-                           "backward_s": timed(lambda: (layer.forward(h), layer.backward(grad)), sync, repeats, warmup)})
-            layers[-1]["backward_s"] -= layers[-1]["forward_s"]
-            h = out
-        result["layers"] = layers
-    return result
+    return step, lambda: model.forward(x), train_step_flops(model, batch), (model, x)
 
 
-def bench_torch(device, batch, repeats, warmup):
+def per_layer_times(model, x, sync, repeats, warmup):
+    layers, h = [], x
+    for layer in model.layers:
+        out = layer.forward(h)
+        grad = out * 0 + 1
+        forward_s = timed(lambda: layer.forward(h), sync, repeats, warmup)
+        both_s = timed(lambda: (layer.forward(h), layer.backward(grad)), sync, repeats, warmup)
+        layers.append({"layer": type(layer).__name__, "shape": list(out.shape), "forward_s": forward_s,
+                       "backward_s": both_s - forward_s})
+        h = out
+    return layers
+
+
+def torch_step(device, batch):
+    """(train_step, forward, info) of the same network in PyTorch, or None without torch (or its GPU)."""
     try:
         import torch
     except ImportError:
@@ -123,7 +124,6 @@ def bench_torch(device, batch, repeats, warmup):
     gen = torch.Generator().manual_seed(batch)
     x = torch.rand((batch, 1, 28, 28), generator=gen).to(dev)
     y = torch.randint(0, 10, (batch,), generator=gen).to(dev)
-    sync = (lambda: None) if dev == "cpu" else torch.cuda.synchronize
 
     def step():
         loss = nn.functional.cross_entropy(model(x), y)
@@ -135,15 +135,62 @@ def bench_torch(device, batch, repeats, warmup):
         with torch.no_grad():
             model(x)
 
-    return {"step_s": timed(step, sync, repeats, warmup), "forward_s": timed(forward, sync, repeats, warmup),
-            "version": torch.__version__, "threads": torch.get_num_threads()}
+    return step, forward, {"version": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def compare(device, batch, repeats, warmup, per_layer, with_torch):
+    """Time gpucnn and PyTorch in alternating blocks, so that a machine whose speed drifts during
+    the run slows both sides alike."""
+    sync = synchronizer(device)
+    ours_step, ours_forward, flops, (model, x) = gpucnn_step(device, batch)
+    theirs = torch_step(device, batch) if with_torch else None
+    if theirs is not None and device != "cpu":
+        import torch
+        torch_sync = torch.cuda.synchronize
+        both_sync = lambda: (sync(), torch_sync())  # noqa: E731
+    else:
+        both_sync = sync
+    fns = {"step": ours_step, "forward": ours_forward}
+    if theirs is not None:
+        fns.update({"torch_step": theirs[0], "torch_forward": theirs[1]})
+    times = timed_alternating(fns, both_sync, repeats, warmup)
+    result = {"gpucnn": {"step_s": times["step"], "forward_s": times["forward"], "flops": flops},
+              "torch": None}
+    if theirs is not None:
+        result["torch"] = {"step_s": times["torch_step"], "forward_s": times["torch_forward"], **theirs[2]}
+    if per_layer:
+        result["gpucnn"]["layers"] = per_layer_times(model, x, sync, repeats, warmup)
+    return result
+
+
+def timed_alternating(fns, sync, repeats, warmup, rounds=4):
+    """{name: median seconds}. Rounds of blocks, each function in turn running one untimed call then
+    repeats/rounds timed ones: drift in the machine's speed hits every function alike. Blocks, and
+    a pause before each, because one library's idle worker threads (OpenMP and OpenBLAS spin a
+    while after work) otherwise compete with the other's timed calls."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    per_block = max(1, repeats // rounds)
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(0.3)  # let the previous block's spinning worker threads go to sleep
+            fn()
+            for _ in range(per_block):
+                sync()
+                start = time.perf_counter()
+                fn()
+                sync()
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", action="append", help="cpu, cuda or cuda:N (repeatable; default: every usable one)")
     p.add_argument("--batch-sizes", default="64,128,256,1024")
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
@@ -164,10 +211,8 @@ def main(argv=None):
     peaks = {d: matmul_peak(d, synchronizer(d)) for d in devices}
     for device in devices:
         for batch in batches:
-            ours = bench_gpucnn(device, batch, args.repeats, args.warmup, args.per_layer)
-            theirs = None if args.no_torch else bench_torch(device, batch, args.repeats, args.warmup)
-            report["results"].append({"device": device, "batch": batch, "gpucnn": ours, "torch": theirs,
-                                      "peak_gflops": peaks[device]})
+            result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch)
+            report["results"].append({"device": device, "batch": batch, **result, "peak_gflops": peaks[device]})
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

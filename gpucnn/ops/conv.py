@@ -41,7 +41,7 @@ def conv2d_forward(x, weight, bias, window):
     n, c, h, w = x.shape
     out_c = weight.shape[0]
     oh, ow = window.output_size(h, w)
-    grid_w = _grid_width(window, w, ow)
+    grid_w = _grid_width(window, w, ow, c, out_c)
     cols = _im2col_grid(x, window, oh, grid_w)
     y = (weight.reshape(out_c, -1) @ cols).reshape(out_c, n, oh, grid_w)
     if bias is not None:
@@ -68,7 +68,7 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
     gy_grid[:, :, :, :ow] = grad_y.transpose(1, 0, 2, 3)
     gy_mat = gy_grid.reshape(out_c, -1)
     grad_w = (gy_mat @ cols.T).reshape(weight.shape)
-    grad_b = grad_y.sum(axis=(0, 2, 3)) if need_bias else None
+    grad_b = gy_mat.sum(axis=1) if need_bias else None  # the spare grid columns hold zeros
     if not need_input_grad:
         return None, grad_w, grad_b
     grad_cols = weight.reshape(out_c, -1).T @ gy_mat
@@ -93,11 +93,17 @@ def col2im(cols, x_shape, window, oh, ow):
 # a flat row. Kernel offset (i, j) sees, for every output pixel, the input element at
 # flat index  i*Wp + j + sy*Wp*oy + sx*ox : one strided view per offset (a "tap"), so
 # im2col and col2im are kh*kw vectorised copies or adds, never a loop over pixels.
-# With stride 1 we compute the output on a grid Wp wide instead of ow wide: the spare
+# With stride 1 we may compute the output on a grid Wp wide instead of ow wide: the spare
 # columns are discarded, and in exchange every tap is one contiguous run per image.
 
-def _grid_width(window, w, ow):
-    return w + window.pl + window.pr if (window.sy, window.sx) == (1, 1) else ow
+def _grid_width(window, w, ow, in_c, out_c):
+    """Wp (contiguous taps) for stride 1 when the columns outweigh the output (C*kh*kw >= O), else ow.
+
+    The wide grid speeds up im2col and col2im, whose cost grows with C*kh*kw, but breaks
+    the output into rows, which slows the transposes of y and dy, whose cost grows with O.
+    """
+    wide = (window.sy, window.sx) == (1, 1) and in_c * window.kh * window.kw >= out_c
+    return w + window.pl + window.pr if wide else ow
 
 
 def _flat_padded(shape, window, dtype):
