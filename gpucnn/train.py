@@ -7,6 +7,7 @@ back every ``sync_every`` steps, so the GPU is not stalled once per step.
 """
 import contextlib
 import math
+import os
 import signal
 import threading
 import time
@@ -156,7 +157,6 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                                    "images_per_second")}
     start_epoch, skip_steps, partial = 0, 0, None
     if resume and checkpoint is not None:
-        import os
         if os.path.exists(checkpoint):
             meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler)
             start_epoch, skip_steps = meta["epoch"], meta["step"]
