@@ -50,6 +50,19 @@ template <typename T> __host__ __device__ inline bool is_nan(T v) { return v != 
 __host__ __device__ inline float sqrt_t(float v) { return sqrtf(v); }
 __host__ __device__ inline double sqrt_t(double v) { return sqrt(v); }
 
+// The outputs whose window covers padded coordinate p along one axis (window k, stride s,
+// out outputs): 0 <= p - o*s < k, i.e. ceil((p-k+1)/s) <= o <= p/s, clipped to [0, out).
+// Empty when lo > hi. Used by the gather-style backward kernels.
+struct CoverRange {
+    int lo, hi;
+};
+__host__ __device__ inline CoverRange covering_outputs(int p, int k, int s, int out) {
+    CoverRange r;
+    r.hi = (p / s < out - 1) ? p / s : out - 1;
+    r.lo = (p >= k) ? (p - k + s) / s : 0;
+    return r;
+}
+
 }  // namespace gpucnn
 
 #endif  // GPUCNN_COMMON_CUH

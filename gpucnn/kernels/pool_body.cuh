@@ -58,16 +58,13 @@ __host__ __device__ inline void max_pool_bwd_body(long long idx, const T* __rest
     const long long nc = idx / ((long long)W * H);
     const int hp = h + pt;
     const int wp = w + pl;
-    // Covering windows: 0 <= hp - oy*sy < kh, i.e. ceil((hp-kh+1)/sy) <= oy <= hp/sy.
-    const int oy_hi = (hp / sy < oh - 1) ? hp / sy : oh - 1;
-    const int oy_lo = (hp >= kh) ? (hp - kh + sy) / sy : 0;
-    const int ox_hi = (wp / sx < ow - 1) ? wp / sx : ow - 1;
-    const int ox_lo = (wp >= kw) ? (wp - kw + sx) / sx : 0;
+    const CoverRange rows = covering_outputs(hp, kh, sy, oh);
+    const CoverRange cols = covering_outputs(wp, kw, sx, ow);
     const long long base = nc * oh * ow;
     T acc = T(0);
-    for (int oy = oy_hi; oy >= oy_lo; --oy) {
+    for (int oy = rows.hi; oy >= rows.lo; --oy) {
         const int i = hp - oy * sy;
-        for (int ox = ox_hi; ox >= ox_lo; --ox) {
+        for (int ox = cols.hi; ox >= cols.lo; --ox) {
             const int j = wp - ox * sx;
             const long long o = base + (long long)oy * ow + ox;
             if (argmax[o] == i * kw + j) acc += grad_y[o];
@@ -113,14 +110,12 @@ __host__ __device__ inline void avg_pool_bwd_body(long long idx, const T* __rest
     const long long nc = idx / ((long long)W * H);
     const int hp = h + pt;
     const int wp = w + pl;
-    const int oy_hi = (hp / sy < oh - 1) ? hp / sy : oh - 1;
-    const int oy_lo = (hp >= kh) ? (hp - kh + sy) / sy : 0;
-    const int ox_hi = (wp / sx < ow - 1) ? wp / sx : ow - 1;
-    const int ox_lo = (wp >= kw) ? (wp - kw + sx) / sx : 0;
+    const CoverRange rows = covering_outputs(hp, kh, sy, oh);
+    const CoverRange cols = covering_outputs(wp, kw, sx, ow);
     const long long base = nc * oh * ow;
     T acc = T(0);
-    for (int oy = oy_hi; oy >= oy_lo; --oy) {
-        for (int ox = ox_hi; ox >= ox_lo; --ox) {
+    for (int oy = rows.hi; oy >= rows.lo; --oy) {
+        for (int ox = cols.hi; ox >= cols.lo; --ox) {
             acc += grad_y[base + (long long)oy * ow + ox] * scale;
         }
     }
