@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import gpucnn  # noqa: E402
 from gpucnn import backend, losses, optim  # noqa: E402
-from gpucnn.data import load_fashion_mnist, load_mnist  # noqa: E402
+from gpucnn.data import CorruptDataError, DataNotFoundError, load_fashion_mnist, load_mnist  # noqa: E402
 from gpucnn.models import MODELS  # noqa: E402
 from gpucnn.train import TrainingDiverged, evaluate, fit  # noqa: E402
 
@@ -127,12 +127,15 @@ def main(argv=None):
     out = args.out or os.path.join("runs", args.model)
     os.makedirs(out, exist_ok=True)
     checkpoint = args.checkpoint or os.path.join(out, "checkpoint.npz")
-    device = backend.resolve_device(args.device)
-    if args.device == "auto":
-        why = "" if device != "cpu" else f" ({backend.gpu_unavailable_reason()})"
-        print(f"device auto -> {device}{why}")
-
-    (x_train, y_train), (x_test, y_test) = DATASETS[args.dataset](args.data_dir)
+    try:
+        device = backend.resolve_device(args.device)
+        if args.device == "auto":
+            why = "" if device != "cpu" else f" ({backend.gpu_unavailable_reason()})"
+            print(f"device auto -> {device}{why}")
+        (x_train, y_train), (x_test, y_test) = DATASETS[args.dataset](args.data_dir)
+    except (RuntimeError, ValueError, DataNotFoundError, CorruptDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     x_train, y_train, x_test, y_test = (backend.to_device(a, device) for a in (x_train, y_train, x_test, y_test))
@@ -148,7 +151,7 @@ def main(argv=None):
                       batch_size=args.batch_size, validation=(x_test, y_test), scheduler=schedule, seed=args.seed,
                       checkpoint=checkpoint, resume=args.resume, progress=not args.no_progress,
                       on_epoch_end=print_row)
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, MemoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

@@ -72,3 +72,15 @@ def test_bench_script_runs_on_cpu(capsys):
                        "--no-torch", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["results"][0]["batch"] == 8 and report["results"][0]["gpucnn"]["step_s"] > 0
+
+
+def test_train_script_reports_missing_data_and_devices_without_a_traceback(tmp_path, monkeypatch, capsys):
+    train = load_script("train")
+    monkeypatch.setattr(datasets, "_download", lambda name, target: ["offline (test)"])
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("GPUCNN_DATA", raising=False)
+    assert train.main(["--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MNIST was not found") and str(tmp_path / "none") in err
+    assert train.main(["--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
