@@ -9,7 +9,8 @@ __all__ = ["SoftmaxCrossEntropy", "MSE", "check_label_range"]
 def check_label_range(labels, classes, where):
     """ValueError unless every label lies in [0, classes); one combined read-back for GPU labels."""
     xp = get_array_module(labels)
-    low, high = (int(v) for v in xp.stack([labels.min(), labels.max()]).tolist())
+    with device_scope(labels):
+        low, high = (int(v) for v in xp.stack([labels.min(), labels.max()]).tolist())
     if low < 0 or high >= classes:
         raise ValueError(f"{where}: labels must lie in [0, {classes - 1}], got values in [{low}, {high}]")
 
@@ -70,9 +71,10 @@ class SoftmaxCrossEntropy:
             raise RuntimeError("SoftmaxCrossEntropy: backward() called before forward()")
         log_probs, labels, rows = self._cache
         xp = get_array_module(log_probs)
-        grad = xp.exp(log_probs)
-        grad[rows, labels] -= 1
-        grad /= log_probs.shape[0]
+        with device_scope(log_probs):
+            grad = xp.exp(log_probs)
+            grad[rows, labels] -= 1
+            grad /= log_probs.shape[0]
         return grad
 
 
@@ -85,15 +87,18 @@ class MSE:
     def forward(self, pred, target):
         _check_pred(pred, "MSE")
         xp = get_array_module(pred)
-        target = xp.asarray(target, dtype=pred.dtype)
-        if target.shape != pred.shape:
-            raise ValueError(f"MSE: target shape {tuple(target.shape)} differs from prediction shape {tuple(pred.shape)}")
-        diff = pred - target
-        self._cache = diff
-        return (diff * diff).mean()
+        with device_scope(pred):
+            target = xp.asarray(target, dtype=pred.dtype)
+            if target.shape != pred.shape:
+                raise ValueError(f"MSE: target shape {tuple(target.shape)} differs from prediction shape "
+                                 f"{tuple(pred.shape)}")
+            diff = pred - target
+            self._cache = diff
+            return (diff * diff).mean()
 
     def backward(self):
         if self._cache is None:
             raise RuntimeError("MSE: backward() called before forward()")
         diff = self._cache
-        return diff * diff.dtype.type(2.0 / diff.size)
+        with device_scope(diff):
+            return diff * diff.dtype.type(2.0 / diff.size)

@@ -49,7 +49,7 @@ class Optimizer:
         for name in self.state_names:
             if name not in state:
                 state[name] = xp.zeros_like(param.data)
-            elif get_array_module(state[name]) is not xp:
+            elif device_of(state[name]) != device_of(param.data):
                 state[name] = to_device(state[name], device_of(param.data))
         state.setdefault("step", 0)
         return state

@@ -1,5 +1,5 @@
 """A trainable array and its gradient."""
-from .backend import get_array_module
+from .backend import device_scope, get_array_module
 
 __all__ = ["Parameter"]
 
@@ -18,7 +18,8 @@ class Parameter:
     def __init__(self, data, name=None):
         xp = get_array_module(data)
         self.data = data
-        self.grad = xp.zeros_like(data)
+        with device_scope(data):
+            self.grad = xp.zeros_like(data)
         self.name = name
 
     @property
@@ -30,7 +31,8 @@ class Parameter:
         return self.data.dtype
 
     def zero_grad(self):
-        self.grad.fill(0)
+        with device_scope(self.grad):
+            self.grad.fill(0)
 
     def __repr__(self):
         return f"Parameter(name={self.name!r}, shape={tuple(self.data.shape)}, dtype={self.data.dtype})"

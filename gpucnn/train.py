@@ -262,11 +262,11 @@ class _EpochStats:
 
     def record(self, step, loss, logits, labels):
         xp = get_array_module(logits)
-        if self.losses is None:  # on the device of the logits, created at the first step
-            self.losses = xp.zeros(self.steps, dtype=numpy.float64)
-            self.correct = xp.zeros(self.steps, dtype=numpy.int64)
-        self.losses[step] = loss
         with device_scope(logits):
+            if self.losses is None:  # on the device of the logits, created at the first step
+                self.losses = xp.zeros(self.steps, dtype=numpy.float64)
+                self.correct = xp.zeros(self.steps, dtype=numpy.int64)
+            self.losses[step] = loss
             self.correct[step] = (logits.argmax(axis=1) == xp.asarray(labels)).sum()
         self.sizes[step] = len(labels)
 

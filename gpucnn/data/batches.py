@@ -8,7 +8,7 @@ import numbers
 
 import numpy
 
-from ..backend import get_array_module
+from ..backend import device_scope, get_array_module
 
 __all__ = ["iterate_batches", "BatchIterator"]
 
@@ -141,7 +141,12 @@ def _batches(x, y, batch_size, order, drop_last, num_samples):
     order_x = _order_beside(x, order)
     order_y = order_x if _same_device(x, y) else _order_beside(y, order)
     for start in range(0, stop, batch_size):
-        yield x[order_x[start:start + batch_size]], y[order_y[start:start + batch_size]]
+        # Gather on each array's own device (CuPy works on the current one); never across the yield.
+        with device_scope(x):
+            xb = x[order_x[start:start + batch_size]]
+        with device_scope(y):
+            yb = y[order_y[start:start + batch_size]]
+        yield xb, yb
 
 
 def _order_beside(array, order):

@@ -1,5 +1,5 @@
 """What every layer shares: parameters, buffers, train/eval mode, moving between devices."""
-from ..backend import device_of, get_array_module, to_device
+from ..backend import device_of, device_scope, get_array_module, to_device
 from ..parameter import Parameter
 
 __all__ = ["Layer"]
@@ -47,7 +47,8 @@ class Layer:
         """Replace the array called ``name`` (parameter data or buffer), keeping the layer's device."""
         current = getattr(self, name)
         target = current.data if isinstance(current, Parameter) else current
-        value = get_array_module(target).asarray(value, dtype=target.dtype)
+        with device_scope(target):
+            value = get_array_module(target).asarray(value, dtype=target.dtype)
         if isinstance(current, Parameter):
             current.data = value
         else:

@@ -1,0 +1,579 @@
+"""An emulated CUDA device for gpucnn's CuPy path, on a machine without a GPU.
+
+``make_fake_cupy()`` builds a stand-in ``cupy`` module over NumPy whose ``ndarray`` is
+``DeviceArray``, a distinct subclass of ``numpy.ndarray``. ``installed(harness)`` puts it
+in ``sys.modules``, re-probes ``gpucnn.backend`` (which then reports 'cuda:0' usable),
+re-imports the real launchers ``gpucnn.ops.cuda.{loader,conv,pool,update}`` over it, and
+sends every kernel launch to ``FakeKernel`` of tests/kernels/test_host_harness.py, which
+checks the launch and runs the kernel's body on the CPU in the nvcc-built harness.
+
+What the emulation holds gpucnn to, as CuPy would:
+
+- Device arrays stay device arrays: ufuncs, reductions, indexing, methods and the fake
+  module's functions return ``DeviceArray``; reductions to one value and scalar indexing
+  give 0-d device arrays (never NumPy scalars), as in CuPy.
+- Mixing a host ``numpy.ndarray`` with device arrays in a ufunc, a NumPy function or a
+  fake ``cupy`` function raises ``TypeError`` (CuPy: "Unsupported type").
+- Two devices: an array lives on the device that was current when its memory was allocated
+  (views: their base's device); a ufunc, reduction, advanced index, assignment, fill or kernel
+  launch that touches an array of another device than the current one raises ValueError, as
+  CuPy does without peer access (``DEVICE_MISMATCHES``; ``reset(strict=False)`` only records).
+  ``cupy.asarray`` of another device's array copies it to the current device, as CuPy does.
+- Every read-back to the host counts as a synchronisation (``SYNCS``): ``float``, ``int``,
+  ``bool``, ``complex``, ``operator.index``, ``item``, ``tolist``, ``get``, ``repr``/``str``/
+  ``format`` of a device array, ``cupy.asnumpy`` of one and ``Device.synchronize``. Each
+  event keeps the gpucnn source line that caused it.
+
+Known blind spots (an ndarray subclass cannot see them): ``numpy.asarray(device_array)``
+and ``host_array[...] = device_array`` silently work here, where CuPy raises. gpucnn does
+neither on device arrays (checked by reading: backend.asnumpy routes CuPy arrays through
+cupy.asnumpy, losses.py calls numpy.asarray only on objects without a dtype).
+
+The emulation's own plumbing (the harness writing kernel results back, the tests reading
+values to compare them) runs under ``internal()`` and is neither counted nor checked.
+"""
+import contextlib
+import importlib
+import os
+import sys
+import traceback
+import types
+
+import numpy
+
+_HERE = os.path.abspath(__file__)
+_TESTS = os.path.dirname(_HERE)
+
+# ----------------------------------------------------------------------------- bookkeeping
+
+_internal_depth = [0]
+
+
+@contextlib.contextmanager
+def internal():
+    """Emulation plumbing: no sync counting, host arrays may meet device arrays."""
+    _internal_depth[0] += 1
+    try:
+        yield
+    finally:
+        _internal_depth[0] -= 1
+
+
+def _is_internal():
+    return _internal_depth[0] > 0
+
+
+class SyncCounter:
+    """Host read-backs of device memory: ``count`` and ``events`` [(what, 'file:line in function')]."""
+
+    def __init__(self):
+        self.count = 0
+        self.events = []
+
+    def reset(self):
+        self.count = 0
+        self.events = []
+
+    def record(self, what):
+        self.count += 1
+        self.events.append((what, _caller()))
+
+    def since(self, start):
+        return self.events[start:]
+
+
+SYNCS = SyncCounter()
+
+
+def _caller():
+    """The innermost frame outside this file (and outside NumPy): where gpucnn asked for the value."""
+    for frame in reversed(traceback.extract_stack(limit=40)[:-2]):
+        name = os.path.abspath(frame.filename)
+        if name != _HERE and f"{os.sep}numpy{os.sep}" not in name:
+            return f"{os.path.relpath(name, os.path.dirname(_TESTS))}:{frame.lineno} in {frame.name}"
+    return "?"
+
+
+def _sync(what):
+    if not _is_internal():
+        SYNCS.record(what)
+
+
+# ----------------------------------------------------------------------------- the device array
+
+def _plain(a):
+    """A DeviceArray as a plain ndarray view of the same memory (anything else unchanged)."""
+    return a.view(numpy.ndarray) if isinstance(a, DeviceArray) else a
+
+
+def _plain_nested(value):
+    if isinstance(value, DeviceArray):
+        return value.view(numpy.ndarray)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_nested(v) for v in value)
+    return value
+
+
+def _wrap(result):
+    """Results as device arrays: ndarrays viewed as DeviceArray, NumPy scalars as 0-d DeviceArray."""
+    if isinstance(result, DeviceArray):
+        return result
+    if isinstance(result, numpy.ndarray):
+        return result.view(DeviceArray)
+    if isinstance(result, numpy.generic):
+        return numpy.asarray(result).view(DeviceArray)
+    if isinstance(result, tuple):
+        return tuple(_wrap(r) for r in result)
+    if isinstance(result, list):
+        return [_wrap(r) for r in result]
+    return result
+
+
+def _host_arrays(values):
+    found = []
+    for v in values:
+        if isinstance(v, (list, tuple)):
+            found.extend(_host_arrays(v))
+        elif isinstance(v, numpy.ndarray) and not isinstance(v, DeviceArray):
+            found.append(v)
+    return found
+
+
+def _reject_host(values, where):
+    if _is_internal():
+        return
+    host = _host_arrays(values)
+    if host:
+        raise TypeError(f"{where}: Unsupported type {type(host[0])} (a host numpy.ndarray of shape "
+                        f"{host[0].shape} met a device array; CuPy refuses implicit host/device mixing)")
+
+
+def current_device():
+    return Device._stack[-1]
+
+
+def _device_arrays(values):
+    if isinstance(values, DeviceArray):
+        return [values]
+    if isinstance(values, (list, tuple)):
+        return [a for v in values for a in _device_arrays(v)]
+    return []
+
+
+def _has_device_array(values):
+    return bool(_device_arrays(values))
+
+
+class DeviceMismatches:
+    """Kernels (ufuncs, reductions, indexing, copies, our launches) that touched an array on a device
+    other than the current one. CuPy refuses that where the devices have no peer access (ValueError,
+    "... is different from the current device"), and a RawKernel launch would read foreign memory.
+    ``strict``: raise at the first one (as CuPy without peer access); else only record."""
+
+    def __init__(self):
+        self.strict = True
+        self.events = []
+
+    def reset(self, strict=True):
+        self.strict = strict
+        self.events = []
+
+
+DEVICE_MISMATCHES = DeviceMismatches()
+
+
+def check_devices(values, where):
+    if _is_internal():
+        return
+    current = current_device()
+    for a in _device_arrays(values):
+        if a._device_id != current:
+            site = _caller()
+            DEVICE_MISMATCHES.events.append((where, a._device_id, current, site))
+            if DEVICE_MISMATCHES.strict:
+                raise ValueError(f"{where}: the array resides on device {a._device_id}, which is different "
+                                 f"from the current device {current} (as CuPy without peer access); "
+                                 f"at {site}")
+            return
+
+
+class Device:
+    """cupy.cuda.Device: a context manager that makes device ``id`` current."""
+
+    _stack = [0]
+
+    def __init__(self, device=None):
+        self.id = Device._stack[-1] if device is None else int(device)
+        if not 0 <= self.id < DEVICE_COUNT:
+            raise RuntimeError(f"cudaErrorInvalidDevice: invalid device ordinal {self.id}")
+
+    def __enter__(self):
+        Device._stack.append(self.id)
+        return self
+
+    def __exit__(self, *exc):
+        Device._stack.pop()
+        return False
+
+    def synchronize(self):
+        _sync("Device.synchronize")
+
+    def use(self):
+        Device._stack[-1] = self.id
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def __repr__(self):
+        return f"<CUDA Device {self.id}>"
+
+
+DEVICE_COUNT = 2  # two devices, so that 'cuda:1' and device mismatches can be exercised
+
+
+class DeviceArray(numpy.ndarray):
+    """cupy.ndarray, emulated: NumPy memory, CuPy's rules (see the module docstring)."""
+
+    _device_id = 0
+
+    def __array_finalize__(self, obj):
+        # A view stays on the device of its base; new memory is allocated on the current device (CuPy's rule).
+        source = getattr(obj, "_device_id", None) if self.base is not None else None
+        self._device_id = current_device() if source is None else source
+
+    @property
+    def device(self):
+        return Device(self._device_id)
+
+    # --- NumPy protocols: stay on the device, refuse host arrays
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        where = f"cupy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        out = kwargs.get("out")
+        _reject_host(inputs + (tuple(out) if out else ()), where)
+        check_devices(inputs + (tuple(out) if out else ()) + (kwargs.get("where"),), where)
+        if out is not None:
+            kwargs["out"] = tuple(_plain(o) for o in out)
+        if "where" in kwargs:
+            kwargs["where"] = _plain(kwargs["where"])
+        result = getattr(ufunc, method)(*(_plain(a) for a in inputs), **kwargs)
+        if method == "at":
+            return None
+        if out is not None:
+            return out[0] if len(out) == 1 else tuple(out)
+        return _wrap(result)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        _reject_host(list(args) + list(kwargs.values()), f"numpy.{func.__name__} on a device array")
+        check_devices(list(args) + list(kwargs.values()), f"numpy.{func.__name__}")
+        plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
+        return _wrap(func(*_plain_nested(args), **plain_kwargs))
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        return array.view(DeviceArray)  # a 0-d device array, never a scalar
+
+    def __getitem__(self, key):
+        if _has_device_array(key):  # advanced indexing: a gather kernel on the current device
+            check_devices([self, key], "advanced indexing (take)")
+        return _wrap(super().__getitem__(_plain_nested(key)))
+
+    def __setitem__(self, key, value):
+        # CuPy copies a host value in (``a[...] = numpy_array`` works there too); the copy (or scatter) kernel
+        # runs on the current device.
+        check_devices([self, key, value], "assignment into a device array")
+        super().__setitem__(_plain_nested(key), _plain(value))
+
+    def fill(self, value):
+        check_devices([self], "fill")
+        super().fill(value)
+
+    # --- methods NumPy implements without ufuncs that may hand back a scalar
+    def argmax(self, *args, **kwargs):
+        check_devices([self], "argmax")
+        return _wrap(self.view(numpy.ndarray).argmax(*args, **kwargs))
+
+    def argmin(self, *args, **kwargs):
+        check_devices([self], "argmin")
+        return _wrap(self.view(numpy.ndarray).argmin(*args, **kwargs))
+
+    # --- read-backs to the host: each one is a synchronisation
+    def __float__(self):
+        _sync("__float__")
+        return float(self.view(numpy.ndarray))
+
+    def __int__(self):
+        _sync("__int__")
+        return int(self.view(numpy.ndarray))
+
+    def __index__(self):
+        _sync("__index__")
+        return self.view(numpy.ndarray).__index__()
+
+    def __bool__(self):
+        _sync("__bool__")
+        return bool(self.view(numpy.ndarray))
+
+    def __complex__(self):
+        _sync("__complex__")
+        return complex(self.view(numpy.ndarray))
+
+    def item(self, *args):
+        _sync("item")
+        return self.view(numpy.ndarray).item(*args)
+
+    def tolist(self):
+        _sync("tolist")
+        return self.view(numpy.ndarray).tolist()
+
+    def get(self, stream=None, order="C", out=None, blocking=True):
+        _sync("get")
+        host = numpy.array(self.view(numpy.ndarray), copy=True, order=order)
+        if out is not None:
+            out[...] = host
+            return out
+        return host
+
+    def __repr__(self):
+        _sync("__repr__")
+        with internal():
+            return "device:" + repr(self.view(numpy.ndarray))
+
+    def __str__(self):
+        _sync("__str__")
+        with internal():
+            return str(self.view(numpy.ndarray))
+
+    def __format__(self, spec):
+        _sync("__format__")
+        with internal():
+            return format(self.view(numpy.ndarray), spec)
+
+    def __iter__(self):
+        # CuPy yields 0-d / sliced device arrays; NumPy's iterator would bypass __getitem__.
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(self.shape[0]))
+
+
+# ----------------------------------------------------------------------------- the cupy module
+
+def to_host(a):
+    """A NumPy copy of a device (or host) array, without counting a sync: for the tests' own checks."""
+    with internal():
+        return numpy.array(_plain(a), copy=True)
+
+
+def uniform(seed, shape, dtype):
+    """What the emulated ``cupy.random.RandomState(seed).random_sample(shape, dtype)`` draws, on the host."""
+    return numpy.random.default_rng(seed).random(shape).astype(dtype)
+
+
+class RandomState:
+    """cupy.random.RandomState: seedable; ``random_sample`` draws on the device (here: ``uniform``)."""
+
+    def __init__(self, seed=None):
+        self.seed(seed)
+
+    def seed(self, seed=None):
+        self._seed = 0 if seed is None else int(seed)
+        self._calls = 0
+
+    def random_sample(self, size=None, dtype=float):
+        dtype = numpy.dtype(dtype)
+        if dtype not in (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)):
+            raise TypeError(f"cupy.random: dtype must be float32 or float64, got {dtype}")
+        # A reseeded generator draws the same numbers again; a second draw without reseeding continues.
+        values = uniform(self._seed if self._calls == 0 else (self._seed, self._calls), size, dtype)
+        self._calls += 1
+        return values.view(DeviceArray)
+
+    def rand(self, *size, dtype=float):
+        return self.random_sample(size, dtype)
+
+
+def _empty(shape, dtype=float, order="C"):
+    """cupy.empty: uninitialised memory, here NaN (or a large negative int) so unwritten elements show."""
+    a = numpy.empty(shape, dtype=dtype, order=order)
+    a.fill(numpy.nan if a.dtype.kind in "fc" else -123456)
+    return a.view(DeviceArray)
+
+
+def _empty_like(a, dtype=None, order="K", shape=None):
+    a = numpy.empty_like(_plain(a), dtype=dtype, order=order, shape=shape)
+    a.fill(numpy.nan if a.dtype.kind in "fc" else -123456)
+    return a.view(DeviceArray)
+
+
+def _asarray(a, dtype=None, order=None, blocking=False):
+    """cupy.asarray: a device array as it is (cast when asked), anything else copied to the device."""
+    if isinstance(a, DeviceArray):
+        if a._device_id != current_device():  # CuPy copies an array of another device to the current one
+            return numpy.array(_plain(a), dtype=dtype, copy=True).view(DeviceArray)
+        return a if dtype is None or numpy.dtype(dtype) == a.dtype else a.astype(dtype)
+    return numpy.array(a, dtype=dtype, order=order or "K", copy=True).view(DeviceArray)
+
+
+def _array(a, dtype=None, copy=True, order="K", ndmin=0):
+    if isinstance(a, DeviceArray) and not copy:
+        return _asarray(a, dtype)
+    return numpy.array(_plain(a), dtype=dtype, copy=True, order=order, ndmin=ndmin).view(DeviceArray)
+
+
+def _ascontiguousarray(a, dtype=None):
+    """cupy.ascontiguousarray: the very same object when it already is C-contiguous (CuPy's rule)."""
+    if not isinstance(a, DeviceArray):
+        raise TypeError(f"cupy.ascontiguousarray: Unsupported type {type(a)}")
+    if a.flags.c_contiguous and (dtype is None or numpy.dtype(dtype) == a.dtype):
+        return a if a.ndim else a.reshape(1)  # CuPy ravels a 0-d array
+    check_devices([a], "cupy.ascontiguousarray (copy)")
+    return numpy.ascontiguousarray(_plain(a), dtype=dtype).view(DeviceArray)
+
+
+def _asnumpy(a, stream=None, order="C", out=None, blocking=True):
+    if isinstance(a, DeviceArray):
+        _sync("cupy.asnumpy")
+        host = numpy.array(_plain(a), copy=True, order=order)
+    else:
+        host = numpy.asarray(a, order=order)
+    if out is not None:
+        out[...] = host
+        return out
+    return host
+
+
+def _get_array_module(*args):
+    return sys.modules["cupy"] if any(isinstance(a, DeviceArray) for a in args) else numpy
+
+
+# NumPy functions that take host data by design (creating arrays from shapes and Python values).
+_CREATORS = {"zeros", "ones", "full", "arange", "linspace", "eye", "identity", "zeros_like", "ones_like",
+             "full_like", "asanyarray", "fromfunction"}
+
+
+class _Forward:
+    """A NumPy function or ufunc as a fake CuPy one: refuses host arrays, returns device arrays."""
+
+    def __init__(self, name, function):
+        self._name, self._function = name, function
+        self.__name__ = name
+
+    def __call__(self, *args, **kwargs):
+        if self._name not in _CREATORS or self._name.endswith("_like"):
+            _reject_host(list(args) + list(kwargs.values()), f"cupy.{self._name}")
+        check_devices(list(args) + list(kwargs.values()), f"cupy.{self._name}")
+        plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
+        return _wrap(self._function(*_plain_nested(args), **plain_kwargs))
+
+    def __getattr__(self, attr):  # ufunc methods: reduce, accumulate, at, outer, ...
+        method = getattr(self._function, attr)
+        return _Forward(f"{self._name}.{attr}", method) if callable(method) else method
+
+    def __repr__(self):
+        return f"<emulated cupy.{self._name}>"
+
+
+def _refuse_compile(*args, **kwargs):
+    raise RuntimeError("the emulated cupy compiles nothing: kernels go to the host harness "
+                       "(loader.get_kernel is replaced)")
+
+
+def make_fake_cupy():
+    """A fresh stand-in ``cupy`` module (see the module docstring)."""
+    fake = types.ModuleType("cupy")
+    fake.__file__ = _HERE
+    fake.__version__ = "emulated"
+    fake.ndarray = DeviceArray
+    fake.asarray = _asarray
+    fake.array = _array
+    fake.asnumpy = _asnumpy
+    fake.ascontiguousarray = _ascontiguousarray
+    fake.empty = _empty
+    fake.empty_like = _empty_like
+    fake.get_array_module = _get_array_module
+    fake.RawModule = fake.RawKernel = fake.ElementwiseKernel = fake.ReductionKernel = _refuse_compile
+    fake.random = types.SimpleNamespace(RandomState=RandomState)
+    fake.cuda = types.SimpleNamespace(
+        Device=Device,
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: DEVICE_COUNT,
+                                      getDevice=lambda: Device._stack[-1]),
+        get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: _sync("Stream.synchronize")),
+    )
+    for dtype_name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_",
+                       "dtype", "newaxis", "inf", "nan", "pi", "e"):
+        setattr(fake, dtype_name, getattr(numpy, dtype_name))
+
+    def __getattr__(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = getattr(numpy, name, None)
+        if value is None or not callable(value) or isinstance(value, type):
+            raise AttributeError(f"emulated cupy has no attribute {name!r}")
+        forward = _Forward(name, value)
+        setattr(fake, name, forward)
+        return forward
+
+    fake.__getattr__ = __getattr__
+    return fake
+
+
+# ----------------------------------------------------------------------------- installing it
+
+class Emulated(types.SimpleNamespace):
+    """What ``installed`` yields: cupy (the fake), loader/conv/pool/update (the real launchers),
+    launches (every (file, kernel) launched), syncs (the SyncCounter)."""
+
+
+@contextlib.contextmanager
+def installed(harness, kernel_class):
+    """Install the fake CuPy for gpucnn and route kernel launches to ``kernel_class`` (FakeKernel)."""
+    from gpucnn import backend
+    import gpucnn.ops as ops_package
+
+    saved_modules = {name: mod for name, mod in sys.modules.items()
+                     if name == "cupy" or name.startswith("gpucnn.ops.cuda")}
+    had_attr, old_attr = hasattr(ops_package, "cuda"), getattr(ops_package, "cuda", None)
+    saved_stack = list(Device._stack)
+    for name in saved_modules:
+        del sys.modules[name]
+    fake = make_fake_cupy()
+    sys.modules["cupy"] = fake
+    backend._probe_cupy.cache_clear()
+    try:
+        assert backend.gpu_unavailable_reason() is None, backend.gpu_unavailable_reason()
+        assert backend.cupy_or_none() is fake
+        loader = importlib.import_module("gpucnn.ops.cuda.loader")
+        modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
+                   for name in ("conv", "pool", "update")}
+        launches = []
+        real_launch = loader.launch
+
+        def recording_launch(*args, **kwargs):
+            launches.append(args[:2])
+            return real_launch(*args, **kwargs)
+
+        class Kernel(kernel_class):
+            def __call__(self, grid, block, args, *rest, **kwargs):
+                check_devices(list(args), f"kernel {self.name}")  # a RawKernel runs on the current device
+                with internal():  # the harness writes results back with host arrays
+                    return super().__call__(grid, block, args, *rest, **kwargs)
+
+        loader.launch = recording_launch
+        loader.get_kernel = lambda file, expression: Kernel(loader, harness, file, expression)
+        SYNCS.reset()
+        DEVICE_MISMATCHES.reset()
+        yield Emulated(devices=DEVICE_MISMATCHES, cupy=fake, loader=loader, launches=launches, syncs=SYNCS,
+                       **modules)
+    finally:
+        for name in [n for n in sys.modules if n == "cupy" or n.startswith("gpucnn.ops.cuda")]:
+            del sys.modules[name]
+        sys.modules.update(saved_modules)
+        if had_attr:
+            ops_package.cuda = old_attr
+        elif hasattr(ops_package, "cuda"):
+            del ops_package.cuda
+        Device._stack[:] = saved_stack
+        backend._probe_cupy.cache_clear()  # the next probe sees the real CuPy (or its absence) again
+        SYNCS.reset()
+        DEVICE_MISMATCHES.reset()
