@@ -17,7 +17,8 @@ def check_label_range(labels, classes, where):
 
 def _check_pred(pred, loss, ndim=None):
     if not hasattr(pred, "dtype") or pred.dtype.kind != "f":
-        raise TypeError(f"{loss}: expected floating-point predictions, got {getattr(pred, 'dtype', type(pred).__name__)}")
+        got = getattr(pred, "dtype", type(pred).__name__)
+        raise TypeError(f"{loss}: expected floating-point predictions, got {got}")
     if ndim is not None and pred.ndim != ndim:
         raise ValueError(f"{loss}: expected predictions of shape (N, classes), got shape {tuple(pred.shape)}")
     if pred.ndim == 0 or pred.shape[0] == 0:

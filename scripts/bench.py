@@ -216,8 +216,8 @@ def main(argv=None):
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(f"# {report['machine']}, numpy {report['numpy']}" + (f", GPU {report['gpu']}, cupy {report['cupy']}"
-                                                                 if "gpu" in report else ""))
+    gpu = f", GPU {report['gpu']}, cupy {report['cupy']}, driver {report['driver']}" if "gpu" in report else ""
+    print(f"# {report['machine']}, numpy {report['numpy']}{gpu}")
     cpu_rate = {r["batch"]: r["batch"] / r["gpucnn"]["step_s"] for r in report["results"] if r["device"] == "cpu"}
     header = (f"{'device':8} {'batch':>5} {'step ms':>8} {'img/s':>8} {'GFLOP/s':>8} {'% peak':>7} {'vs cpu':>7} "
               f"{'torch img/s':>11} {'ours/torch':>10} {'epoch s':>8}")
@@ -226,15 +226,16 @@ def main(argv=None):
         ours, theirs = r["gpucnn"], r["torch"]
         rate = r["batch"] / ours["step_s"]
         gflops = ours["flops"] / ours["step_s"] / 1e9
-        vs_cpu = f"{rate / cpu_rate[r['batch']]:7.1f}" if r["device"] != "cpu" and r["batch"] in cpu_rate else f"{'-':>7}"
+        on_gpu = r["device"] != "cpu" and r["batch"] in cpu_rate
+        vs_cpu = f"{rate / cpu_rate[r['batch']]:7.1f}" if on_gpu else f"{'-':>7}"
         t_rate = r["batch"] / theirs["step_s"] if theirs else None
         print(f"{r['device']:8} {r['batch']:5d} {1000 * ours['step_s']:8.2f} {rate:8.0f} {gflops:8.1f} "
               f"{100 * gflops / r['peak_gflops']:6.1f}% {vs_cpu} "
               + (f"{t_rate:11.0f} {rate / t_rate:10.2f}" if theirs else f"{'-':>11} {'-':>10}")
               + f" {60000 / rate:8.2f}")
         for layer in ours.get("layers", []):
-            print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} forward {1000 * layer['forward_s']:7.2f} ms"
-                  f"  backward {1000 * layer['backward_s']:7.2f} ms")
+            print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} "
+                  f"forward {1000 * layer['forward_s']:7.2f} ms  backward {1000 * layer['backward_s']:7.2f} ms")
     print("peak = measured float32 matmul GFLOP/s: " + ", ".join(f"{d} {v:.0f}" for d, v in peaks.items()))
     return 0
 

@@ -2,8 +2,8 @@
 
 Max pooling pads with -inf (padding never wins) and records, for every output, which
 element of its window won (``argmax``, row-major in the window, the first of equal
-values; uint8 when the window has at most 255 elements). Backward sends each output gradient to that element only: the argmax mask.
-Overlapping windows add their gradients.
+values; uint8 when the window has at most 255 elements). Backward sends each output
+gradient to that element only: the argmax mask. Overlapping windows add their gradients.
 
 Average pooling pads with zeros and always divides by kh*kw (PyTorch's default,
 count_include_pad=True); backward spreads each output gradient evenly over its window.

@@ -50,7 +50,6 @@ def test_input_untouched_backward_repeatable(rng, device):
     numpy.testing.assert_array_equal(y1, y2)
 
 
-
 # ----------------------------------------------------------------------------------------
 # bad input
 
