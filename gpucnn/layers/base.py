@@ -48,7 +48,7 @@ class Layer:
         current = getattr(self, name)
         target = current.data if isinstance(current, Parameter) else current
         with device_scope(target):
-            value = get_array_module(target).asarray(value, dtype=target.dtype)
+            value = get_array_module(target).array(value, dtype=target.dtype)  # a copy: never alias the source
         if isinstance(current, Parameter):
             current.data = value
         else:
