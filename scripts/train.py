@@ -168,6 +168,11 @@ def main(argv=None):
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
         "gpucnn": gpucnn.__version__, "numpy": numpy.__version__,
     }
+    if device != "cpu":
+        cupy = backend.cupy_or_none()
+        name = cupy.cuda.runtime.getDeviceProperties(int(device.split(":")[1]))["name"]
+        summary["gpu"] = name.decode() if isinstance(name, bytes) else name
+        summary["cupy"] = cupy.__version__
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print(f"test accuracy {100 * final['accuracy']:.2f}%  test loss {final['loss']:.4f}  "
