@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "conv_body.cuh"
-#include "pool_body.cuh"
-#include "update_body.cuh"
+#include "../../gpucnn/kernels/conv_body.cuh"
+#include "../../gpucnn/kernels/pool_body.cuh"
+#include "../../gpucnn/kernels/update_body.cuh"
 
 namespace {
 
