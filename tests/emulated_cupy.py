@@ -526,45 +526,18 @@ class Emulated(types.SimpleNamespace):
 
 
 @contextlib.contextmanager
-def installed(harness, kernel_class):
-    """Install the fake CuPy for gpucnn and route kernel launches to ``kernel_class`` (FakeKernel)."""
-    from gpucnn import backend
+def cupy_replaced_by(fake):
+    """``fake`` as the ``cupy`` module, with gpucnn.ops.cuda re-imported over it; all restored after."""
     import gpucnn.ops as ops_package
 
     saved_modules = {name: mod for name, mod in sys.modules.items()
                      if name == "cupy" or name.startswith("gpucnn.ops.cuda")}
     had_attr, old_attr = hasattr(ops_package, "cuda"), getattr(ops_package, "cuda", None)
-    saved_stack = list(Device._stack)
     for name in saved_modules:
         del sys.modules[name]
-    fake = make_fake_cupy()
     sys.modules["cupy"] = fake
-    backend._probe_cupy.cache_clear()
     try:
-        assert backend.gpu_unavailable_reason() is None, backend.gpu_unavailable_reason()
-        assert backend.cupy_or_none() is fake
-        loader = importlib.import_module("gpucnn.ops.cuda.loader")
-        modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
-                   for name in ("conv", "pool", "update")}
-        launches = []
-        real_launch = loader.launch
-
-        def recording_launch(*args, **kwargs):
-            launches.append(args[:2])
-            return real_launch(*args, **kwargs)
-
-        class Kernel(kernel_class):
-            def __call__(self, grid, block, args, *rest, **kwargs):
-                check_devices(list(args), f"kernel {self.name}")  # a RawKernel runs on the current device
-                with internal():  # the harness writes results back with host arrays
-                    return super().__call__(grid, block, args, *rest, **kwargs)
-
-        loader.launch = recording_launch
-        loader.get_kernel = lambda file, expression: Kernel(loader, harness, file, expression)
-        SYNCS.reset()
-        DEVICE_MISMATCHES.reset()
-        yield Emulated(devices=DEVICE_MISMATCHES, cupy=fake, loader=loader, launches=launches, syncs=SYNCS,
-                       **modules)
+        yield
     finally:
         for name in [n for n in sys.modules if n == "cupy" or n.startswith("gpucnn.ops.cuda")]:
             del sys.modules[name]
@@ -573,7 +546,51 @@ def installed(harness, kernel_class):
             ops_package.cuda = old_attr
         elif hasattr(ops_package, "cuda"):
             del ops_package.cuda
-        Device._stack[:] = saved_stack
-        backend._probe_cupy.cache_clear()  # the next probe sees the real CuPy (or its absence) again
-        SYNCS.reset()
-        DEVICE_MISMATCHES.reset()
+
+
+def record_launches(loader, setattr_=setattr):
+    """Wrap ``loader.launch`` so that every launch appends (file, kernel) to the returned list."""
+    launches = []
+    real_launch = loader.launch
+
+    def recording_launch(*args, **kwargs):
+        launches.append(args[:2])
+        return real_launch(*args, **kwargs)
+
+    setattr_(loader, "launch", recording_launch)
+    return launches
+
+
+@contextlib.contextmanager
+def installed(harness, kernel_class):
+    """Install the fake CuPy for gpucnn and route kernel launches to ``kernel_class`` (FakeKernel)."""
+    from gpucnn import backend
+
+    saved_stack = list(Device._stack)
+    fake = make_fake_cupy()
+    with cupy_replaced_by(fake):
+        backend._probe_cupy.cache_clear()
+        try:
+            assert backend.gpu_unavailable_reason() is None, backend.gpu_unavailable_reason()
+            assert backend.cupy_or_none() is fake
+            loader = importlib.import_module("gpucnn.ops.cuda.loader")
+            modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
+                       for name in ("conv", "pool", "update")}
+            launches = record_launches(loader)
+
+            class Kernel(kernel_class):
+                def __call__(self, grid, block, args, *rest, **kwargs):
+                    check_devices(list(args), f"kernel {self.name}")  # a RawKernel runs on the current device
+                    with internal():  # the harness writes results back with host arrays
+                        return super().__call__(grid, block, args, *rest, **kwargs)
+
+            loader.get_kernel = lambda file, expression: Kernel(loader, harness, file, expression)
+            SYNCS.reset()
+            DEVICE_MISMATCHES.reset()
+            yield Emulated(devices=DEVICE_MISMATCHES, cupy=fake, loader=loader, launches=launches, syncs=SYNCS,
+                           **modules)
+        finally:
+            Device._stack[:] = saved_stack
+            backend._probe_cupy.cache_clear()  # the next probe sees the real CuPy (or its absence) again
+            SYNCS.reset()
+            DEVICE_MISMATCHES.reset()

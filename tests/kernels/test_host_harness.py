@@ -29,6 +29,7 @@ import types
 import numpy
 import pytest
 
+from emulated_cupy import cupy_replaced_by, record_launches
 from gpucnn import backend
 from gpucnn.ops import conv as np_conv
 from gpucnn.ops.cuda import loader as real_loader
@@ -298,39 +299,17 @@ class FakeKernel:
 def emulated(harness, monkeypatch):
     """``dev`` for the parity checks: the real launchers over a NumPy stand-in for CuPy."""
     backend.gpu_unavailable_reason()  # settle backend's CuPy probe before cupy is faked
-    saved_modules = {name: mod for name, mod in sys.modules.items()
-                     if name == "cupy" or name.startswith("gpucnn.ops.cuda")}
-    import gpucnn.ops as ops_package
-    had_attr, old_attr = hasattr(ops_package, "cuda"), getattr(ops_package, "cuda", None)
-    for name in saved_modules:
-        del sys.modules[name]
-    sys.modules["cupy"] = _fake_cupy()
-    try:
+    with cupy_replaced_by(_fake_cupy()):
         loader = importlib.import_module("gpucnn.ops.cuda.loader")
         conv = importlib.import_module("gpucnn.ops.cuda.conv")
         pool = importlib.import_module("gpucnn.ops.cuda.pool")
         update = importlib.import_module("gpucnn.ops.cuda.update")
-        launches = []
-        real_launch = loader.launch
-
-        def recording_launch(*args, **kwargs):
-            launches.append(args[:2])
-            return real_launch(*args, **kwargs)
-
-        monkeypatch.setattr(loader, "launch", recording_launch)
+        launches = record_launches(loader, monkeypatch.setattr)
         monkeypatch.setattr(loader, "get_kernel",
                             lambda file, expression: FakeKernel(loader, harness, file, expression))
         copy = lambda a: numpy.array(a, copy=True)  # noqa: E731
         yield types.SimpleNamespace(asarray=copy, asnumpy=copy, conv=conv, pool=pool, update=update,
                                     loader=loader, launches=launches)
-    finally:
-        for name in [n for n in sys.modules if n == "cupy" or n.startswith("gpucnn.ops.cuda")]:
-            del sys.modules[name]
-        sys.modules.update(saved_modules)
-        if had_attr:
-            ops_package.cuda = old_attr
-        elif hasattr(ops_package, "cuda"):
-            del ops_package.cuda
 
 
 # Every case, dtype and layout, as on the GPU.

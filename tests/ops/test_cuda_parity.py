@@ -22,6 +22,7 @@ import types
 import numpy
 import pytest
 
+from emulated_cupy import record_launches
 from gpucnn.ops import conv as np_conv
 from gpucnn.ops import pool as np_pool
 from gpucnn.ops import update as np_update
@@ -374,14 +375,7 @@ def gpu(monkeypatch):
 
     from gpucnn.ops.cuda import conv, loader, pool, update
 
-    launches = []
-    real_launch = loader.launch
-
-    def recording_launch(*args, **kwargs):
-        launches.append(args[:2])
-        return real_launch(*args, **kwargs)
-
-    monkeypatch.setattr(loader, "launch", recording_launch)
+    launches = record_launches(loader, monkeypatch.setattr)
     return types.SimpleNamespace(asarray=cupy.asarray, asnumpy=cupy.asnumpy, conv=conv, pool=pool,
                                  update=update, loader=loader, launches=launches)
 
