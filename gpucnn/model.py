@@ -1,5 +1,5 @@
 """Sequential: layers applied in order, backward in reverse."""
-from .backend import device_scope
+from .backend import device_of, device_scope
 from .checkpoint import CheckpointError, load_arrays, save_arrays
 from .layers.base import Layer
 
@@ -63,10 +63,19 @@ class Sequential:
         return self.train(False)
 
     def to(self, device):
-        """Move every parameter and buffer to ``device`` ('cpu', 'cuda', 'cuda:N', 'auto'); returns self."""
+        """Move every parameter and buffer to ``device`` ('cpu', 'cuda', 'cuda:N', 'auto'); returns self.
+
+        ``model.device`` then says where it went ('auto' picks the GPU when one is usable).
+        """
         for layer in self.layers:
             layer.to(device)
         return self
+
+    @property
+    def device(self):
+        """'cpu' or 'cuda:N': where the parameters live ('cpu' for a model without any)."""
+        params = self.parameters()
+        return device_of(params[0].data) if params else "cpu"
 
     def named_state(self):
         """{'<index>.<name>': array} for every parameter and buffer."""

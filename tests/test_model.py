@@ -112,8 +112,13 @@ def test_reference_models_shapes():
 def test_model_to_cpu_is_a_no_op_copy_free():
     model = small_model(0)
     w = model.layers[0].weight.data
-    model.to("cpu")
+    assert model.to("cpu").device == "cpu"
     assert model.layers[0].weight.data is w
+
+
+def test_auto_says_where_the_model_went():
+    from gpucnn.backend import gpu_available
+    assert small_model(0).to("auto").device == ("cuda:0" if gpu_available() else "cpu")
 
 
 @pytest.mark.gpu
