@@ -34,8 +34,8 @@ from gpucnn.optim import Adam  # noqa: E402
 def synchronizer(device):
     if device == "cpu":
         return lambda: None
-    cupy = backend.cupy_or_none()
-    return lambda: cupy.cuda.Device().synchronize()
+    gpu = backend.cupy_or_none().cuda.Device(int(device.split(":")[1]))
+    return gpu.synchronize
 
 
 def timed(fn, sync, repeats, warmup):
@@ -69,8 +69,7 @@ def train_step_flops(model, batch):
 
 def matmul_peak(device, sync):
     n = 4096 if device != "cpu" else 1024
-    xp = numpy if device == "cpu" else backend.cupy_or_none()
-    a = xp.ones((n, n), dtype=numpy.float32)
+    a = backend.to_device(numpy.ones((n, n), dtype=numpy.float32), device)
     seconds = timed(lambda: a @ a, sync, 15, 3)
     return 2 * n ** 3 / seconds / 1e9
 
