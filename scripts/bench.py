@@ -70,7 +70,8 @@ def train_step_flops(model, batch):
 def matmul_peak(device, sync):
     n = 4096 if device != "cpu" else 1024
     a = backend.to_device(numpy.ones((n, n), dtype=numpy.float32), device)
-    seconds = timed(lambda: a @ a, sync, 15, 3)
+    with backend.device_scope(a):
+        seconds = timed(lambda: a @ a, sync, 15, 3)
     return 2 * n ** 3 / seconds / 1e9
 
 
@@ -158,7 +159,8 @@ def compare(device, batch, repeats, warmup, per_layer, with_torch):
     if theirs is not None:
         result["torch"] = {"step_s": times["torch_step"], "forward_s": times["torch_forward"], **theirs[2]}
     if per_layer:
-        result["gpucnn"]["layers"] = per_layer_times(model, x, sync, repeats, warmup)
+        with backend.device_scope(x):  # single layers, unlike Sequential, leave the device to the caller
+            result["gpucnn"]["layers"] = per_layer_times(model, x, sync, repeats, warmup)
     return result
 
 
