@@ -1,8 +1,7 @@
 """Training and evaluation loops: fit() and evaluate(), with checkpoints that survive a crash.
 
-A training checkpoint holds the model, the optimizer state, the schedule, the epoch
-and step, the shuffling RNG and every layer's RNG, so that resuming continues exactly
-where training stopped, mid-epoch included. Losses are kept on the device and read
+The checkpoint format is in ``training_checkpoint.py``: resuming continues exactly where
+training stopped, mid-epoch included. Losses are kept on the device and read
 back every ``sync_every`` steps, so the GPU is not stalled once per step.
 """
 import contextlib
@@ -15,14 +14,12 @@ import time
 import numpy
 
 from .backend import asnumpy, device_scope, get_array_module, is_out_of_memory
-from .checkpoint import CheckpointError, load_arrays, save_arrays
 from .data.batches import BatchIterator
 from .losses import check_label_range
 from .progress import ProgressBar
+from .training_checkpoint import load_training_checkpoint, save_training_checkpoint
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "save_training_checkpoint", "load_training_checkpoint"]
-
-_FORMAT = "gpucnn.training/1"
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,62 +49,6 @@ def evaluate(model, loss_fn, x, y, batch_size=1024, progress=False, stream=None)
         return {"loss": loss_sum / total, "accuracy": correct / total}
     finally:
         model.train(was_training)
-
-
-def _layer_rngs(model):
-    """{layer index: numpy Generator} for layers that draw random numbers (Dropout)."""
-    return {i: layer.rng for i, layer in enumerate(model.layers)
-            if isinstance(getattr(layer, "rng", None), numpy.random.Generator)}
-
-
-def _rng_state_to_json(state):
-    return {"bit_generator": state["bit_generator"], "state": {k: str(v) for k, v in state["state"].items()},
-            "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
-
-
-def _rng_state_from_json(data):
-    return {"bit_generator": data["bit_generator"], "state": {k: int(v) for k, v in data["state"].items()},
-            "has_uint32": int(data["has_uint32"]), "uinteger": int(data["uinteger"])}
-
-
-def save_training_checkpoint(path, model, optimizer, scheduler, progress):
-    """Atomically write everything needed to resume: weights, optimizer, schedule, RNGs and ``progress``."""
-    arrays = {f"model.{k}": v for k, v in model.named_state().items()}
-    opt_arrays, opt_scalars = optimizer.state_arrays()
-    arrays.update({f"optimizer.{k}": v for k, v in opt_arrays.items()})
-    meta = {
-        "format": _FORMAT,
-        "optimizer": {"type": type(optimizer).__name__, **opt_scalars},
-        "scheduler": scheduler.state() if scheduler is not None else None,
-        "layer_rngs": {str(i): _rng_state_to_json(rng.bit_generator.state) for i, rng in _layer_rngs(model).items()},
-        **progress,
-    }
-    save_arrays(path, arrays, meta)
-
-
-def load_training_checkpoint(path, model, optimizer, scheduler=None):
-    """Restore a checkpoint written by ``save_training_checkpoint``; returns its progress dict.
-
-    The model is checked against the file before anything changes, so a bad file leaves
-    the weights as they were.
-    """
-    arrays, meta = load_arrays(path)
-    if meta.get("format") != _FORMAT:
-        raise CheckpointError(f"{path}: not a gpucnn training checkpoint (format {meta.get('format')!r})")
-    if meta["optimizer"]["type"] != type(optimizer).__name__:
-        raise CheckpointError(f"{path}: holds {meta['optimizer']['type']} state, the optimizer is "
-                              f"{type(optimizer).__name__}")
-    model_state = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
-    opt_state = {k[len("optimizer."):]: v for k, v in arrays.items() if k.startswith("optimizer.")}
-    model.load_state(model_state, source=str(path))
-    optimizer.load_state_arrays(opt_state, meta["optimizer"])
-    if scheduler is not None and meta.get("scheduler") is not None:
-        scheduler.set_state(meta["scheduler"])
-    rngs = _layer_rngs(model)
-    for key, state in meta.get("layer_rngs", {}).items():
-        if int(key) in rngs:
-            rngs[int(key)].bit_generator.state = _rng_state_from_json(state)
-    return meta
 
 
 @contextlib.contextmanager

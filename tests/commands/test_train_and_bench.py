@@ -1,4 +1,4 @@
-"""scripts/train.py end to end on a tiny IDX data set written into tmp_path."""
+"""The train and bench commands end to end (through the scripts/ wrappers) on a tiny IDX data set."""
 import gzip
 import importlib.util
 import json
@@ -84,3 +84,22 @@ def test_train_script_reports_missing_data_and_devices_without_a_traceback(tmp_p
     assert err.startswith("error: MNIST was not found") and str(tmp_path / "none") in err
     assert train.main(["--device", "tpu"]) == 2
     assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_gpucnn_command_dispatches_and_explains(capsys):
+    from gpucnn.commands import main
+    assert main([]) == 2
+    assert "commands:" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    assert main(["no-such-command"]) == 2
+    assert "unknown command 'no-such-command'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "0"])
+    assert exit_info.value.code == 2
+
+
+def test_python_dash_m_gpucnn_runs_the_same_entry_point():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "gpucnn", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.startswith("gpucnn ")

@@ -1,0 +1,238 @@
+"""Device timings of the reference network (Fashion-MNIST CNN), per layer and per training step.
+
+    gpucnn bench                          # every usable device, batch 64, 128, 256, 1024
+    gpucnn bench --device cpu --batch-sizes 128 --json
+
+Method: warm-up runs first, the device is synchronised around every timed region,
+the figure is the median of --repeats runs, inputs are random; gpucnn and PyTorch run in
+alternating blocks (four rounds), so that drift in the machine's speed hits both. With torch importable,
+the same network runs in PyTorch on the same device in the same process (cuDNN on the
+GPU) and the table gains its columns. "peak" is the achieved GFLOP/s of a large
+single-precision matrix product on that device, measured here, so "% peak" says how
+close a step comes to what the device's matrix unit delivers to NumPy/CuPy.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy
+
+from gpucnn import backend
+from gpucnn.layers import Conv2D, Dense
+from gpucnn.losses import SoftmaxCrossEntropy
+from gpucnn.models import fashion_cnn
+from gpucnn.optim import Adam
+
+
+def synchronizer(device):
+    if device == "cpu":
+        return lambda: None
+    gpu = backend.cupy_or_none().cuda.Device(int(device.split(":")[1]))
+    return gpu.synchronize
+
+
+def timed(fn, sync, repeats, warmup):
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def train_step_flops(model, batch):
+    """Multiply-adds x2 of conv and dense layers: forward once, backward twice (input and weight gradients)."""
+    flops, shape = 0, (batch, 1, 28, 28)
+    for layer in model.layers:
+        if isinstance(layer, Conv2D):
+            oh, ow = layer.window.output_size(*shape[2:])
+            flops += 2 * batch * layer.out_channels * oh * ow * layer.weight.data[0].size
+            shape = (batch, layer.out_channels, oh, ow)
+        elif isinstance(layer, Dense):
+            flops += 2 * batch * layer.in_features * layer.out_features
+        elif hasattr(layer, "window"):
+            shape = shape[:2] + layer.window.output_size(*shape[2:])
+    return 3 * flops
+
+
+def matmul_peak(device, sync):
+    n = 4096 if device != "cpu" else 1024
+    a = backend.to_device(numpy.ones((n, n), dtype=numpy.float32), device)
+    with backend.device_scope(a):
+        seconds = timed(lambda: a @ a, sync, 15, 3)
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def gpucnn_step(device, batch):
+    """(train_step, forward, flops) of the reference network on random data."""
+    rng = numpy.random.default_rng(batch)
+    x = backend.to_device(rng.random((batch, 1, 28, 28), dtype=numpy.float32), device)
+    y = backend.to_device(rng.integers(0, 10, batch), device)
+    model = fashion_cnn(rng=0).to(device)
+    loss_fn = SoftmaxCrossEntropy()
+    opt = Adam(model.parameters())
+
+    def step():
+        loss_fn.forward(model.forward(x), y)
+        opt.zero_grad()
+        model.backward(loss_fn.backward(), need_input_grad=False)  # as fit() does; torch skips it too
+        opt.step()
+
+    return step, lambda: model.forward(x), train_step_flops(model, batch), (model, x)
+
+
+def per_layer_times(model, x, sync, repeats, warmup):
+    layers, h = [], x
+    for layer in model.layers:
+        out = layer.forward(h)
+        grad = out * 0 + 1
+        forward_s = timed(lambda: layer.forward(h), sync, repeats, warmup)
+        both_s = timed(lambda: (layer.forward(h), layer.backward(grad)), sync, repeats, warmup)
+        layers.append({"layer": type(layer).__name__, "shape": list(out.shape), "forward_s": forward_s,
+                       "backward_s": both_s - forward_s})
+        h = out
+    return layers
+
+
+def torch_step(device, batch):
+    """(train_step, forward, info) of the same network in PyTorch, or None without torch (or its GPU)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    dev = "cpu" if device == "cpu" else device
+    if dev != "cpu" and not torch.cuda.is_available():
+        return None
+    torch.backends.cudnn.benchmark = True
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10)).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.rand((batch, 1, 28, 28), generator=gen).to(dev)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(dev)
+
+    def step():
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    return step, forward, {"version": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def compare(device, batch, repeats, warmup, per_layer, with_torch):
+    """Time gpucnn and PyTorch in alternating blocks, so that a machine whose speed drifts during
+    the run slows both sides alike."""
+    sync = synchronizer(device)
+    ours_step, ours_forward, flops, (model, x) = gpucnn_step(device, batch)
+    theirs = torch_step(device, batch) if with_torch else None
+    if theirs is not None and device != "cpu":
+        import torch
+        torch_sync = torch.cuda.synchronize
+        both_sync = lambda: (sync(), torch_sync())  # noqa: E731
+    else:
+        both_sync = sync
+    fns = {"step": ours_step, "forward": ours_forward}
+    if theirs is not None:
+        fns.update({"torch_step": theirs[0], "torch_forward": theirs[1]})
+    times = timed_alternating(fns, both_sync, repeats, warmup)
+    result = {"gpucnn": {"step_s": times["step"], "forward_s": times["forward"], "flops": flops},
+              "torch": None}
+    if theirs is not None:
+        result["torch"] = {"step_s": times["torch_step"], "forward_s": times["torch_forward"], **theirs[2]}
+    if per_layer:
+        with backend.device_scope(x):  # single layers, unlike Sequential, leave the device to the caller
+            result["gpucnn"]["layers"] = per_layer_times(model, x, sync, repeats, warmup)
+    return result
+
+
+def timed_alternating(fns, sync, repeats, warmup, rounds=4):
+    """{name: median seconds}. Rounds of blocks, each function in turn running one untimed call then
+    repeats/rounds timed ones: drift in the machine's speed hits every function alike. Blocks, and
+    a pause before each, because one library's idle worker threads (OpenMP and OpenBLAS spin a
+    while after work) otherwise compete with the other's timed calls."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    per_block = max(1, repeats // rounds)
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(0.3)  # let the previous block's spinning worker threads go to sleep
+            fn()
+            for _ in range(per_block):
+                sync()
+                start = time.perf_counter()
+                fn()
+                sync()
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main(argv=None, prog=None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", action="append", help="cpu, cuda or cuda:N (repeatable; default: every usable one)")
+    p.add_argument("--batch-sizes", default="64,128,256,1024")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args(argv)
+    devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
+    devices = [backend.resolve_device(d) for d in devices]
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+
+    report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus",
+              "numpy": numpy.__version__, "results": []}
+    if backend.gpu_available():
+        cupy = backend.cupy_or_none()
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        report["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        report["cupy"] = cupy.__version__
+        report["driver"] = cupy.cuda.runtime.driverGetVersion()
+    peaks = {d: matmul_peak(d, synchronizer(d)) for d in devices}
+    for device in devices:
+        for batch in batches:
+            result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch)
+            report["results"].append({"device": device, "batch": batch, **result, "peak_gflops": peaks[device]})
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    gpu = f", GPU {report['gpu']}, cupy {report['cupy']}, driver {report['driver']}" if "gpu" in report else ""
+    print(f"# {report['machine']}, numpy {report['numpy']}{gpu}")
+    cpu_rate = {r["batch"]: r["batch"] / r["gpucnn"]["step_s"] for r in report["results"] if r["device"] == "cpu"}
+    header = (f"{'device':8} {'batch':>5} {'step ms':>8} {'img/s':>8} {'GFLOP/s':>8} {'% peak':>7} {'vs cpu':>7} "
+              f"{'torch img/s':>11} {'ours/torch':>10} {'epoch s':>8}")
+    print(header)
+    for r in report["results"]:
+        ours, theirs = r["gpucnn"], r["torch"]
+        rate = r["batch"] / ours["step_s"]
+        gflops = ours["flops"] / ours["step_s"] / 1e9
+        on_gpu = r["device"] != "cpu" and r["batch"] in cpu_rate
+        vs_cpu = f"{rate / cpu_rate[r['batch']]:7.1f}" if on_gpu else f"{'-':>7}"
+        t_rate = r["batch"] / theirs["step_s"] if theirs else None
+        print(f"{r['device']:8} {r['batch']:5d} {1000 * ours['step_s']:8.2f} {rate:8.0f} {gflops:8.1f} "
+              f"{100 * gflops / r['peak_gflops']:6.1f}% {vs_cpu} "
+              + (f"{t_rate:11.0f} {rate / t_rate:10.2f}" if theirs else f"{'-':>11} {'-':>10}")
+              + f" {60000 / rate:8.2f}")
+        for layer in ours.get("layers", []):
+            print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} "
+                  f"forward {1000 * layer['forward_s']:7.2f} ms  backward {1000 * layer['backward_s']:7.2f} ms")
+    print("peak = measured float32 matmul GFLOP/s: " + ", ".join(f"{d} {v:.0f}" for d, v in peaks.items()))
+    return 0
