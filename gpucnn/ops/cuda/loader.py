@@ -14,8 +14,11 @@ for every kernel, the C type of each parameter in order. From it come
 tests/kernels/test_compile.py holds this table equal to the signatures the compilers
 actually produce (the mangled kernel names), so the two cannot drift apart.
 
-Modules are compiled lazily and cached per (file, device id); CuPy also keeps the
-compiled binary in its on-disk cache. This module imports without CuPy (CuPy is imported
+Modules are compiled lazily, for the one float type in use, and cached per (file, float
+type, device id): a float32 run never waits for the float64 instantiations. CuPy also keeps
+the compiled binary in its on-disk cache (``kernel_cache_dir()``), so a second process
+loads instead of compiling; ``compile_all`` builds every file up front (the warm-up before
+training, the cold-compile figure of the benchmark, the doctor's compile check). This module imports without CuPy (CuPy is imported
 at the first compile), so the tables are usable on a machine without it.
 """
 import contextlib
@@ -29,7 +32,7 @@ import numpy
 
 __all__ = ["KERNELS_DIR", "BLOCK", "MAX_BLOCKS", "SIGNATURES", "FLOAT_TYPES", "name_expressions",
            "name_expression", "kernel_source", "compile_options", "get_module", "get_kernel", "pack_args",
-           "grid_for", "launch", "on_device_of_first_argument"]
+           "grid_for", "launch", "on_device_of_first_argument", "compile_all", "kernel_cache_dir"]
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "kernels")
@@ -81,9 +84,16 @@ def name_expression(name, dtype):
     return f"{name}<{FLOAT_TYPES[numpy.dtype(dtype)]}>"
 
 
-def name_expressions(file):
-    """Every instantiation that ``file`` provides, in a fixed order."""
-    return [f"{name}<{ctype}>" for name in SIGNATURES[file] for ctype in FLOAT_TYPES.values()]
+def name_expressions(file, ctype=None):
+    """Every instantiation that ``file`` provides, in a fixed order; only those for the C float type
+    ``ctype`` ('float' or 'double') when it is given."""
+    ctypes = FLOAT_TYPES.values() if ctype is None else (ctype,)
+    return [f"{name}<{c}>" for name in SIGNATURES[file] for c in ctypes]
+
+
+def _template_argument(expression):
+    """'float' from 'im2col<float>'."""
+    return expression[expression.index("<") + 1:expression.rindex(">")]
 
 
 def _local_headers(text, seen=None):
@@ -119,18 +129,22 @@ def compile_options():
     return ("-std=c++17", "-I" + KERNELS_DIR)
 
 
-def get_module(file):
-    """The ``cupy.RawModule`` of ``file`` for the current device (built once per device)."""
+def get_module(file, ctype):
+    """The ``cupy.RawModule`` of ``file``'s ``ctype`` ('float' or 'double') instantiations for the
+    current device (built once per device)."""
     import cupy
 
-    key = (file, cupy.cuda.runtime.getDevice())
+    key = (file, ctype, cupy.cuda.runtime.getDevice())
     module = _modules.get(key)
     if module is None:
         with _lock:
             module = _modules.get(key)
             if module is None:
                 module = cupy.RawModule(code=kernel_source(file), options=compile_options(),
-                                        name_expressions=name_expressions(file))
+                                        name_expressions=name_expressions(file, ctype))
+                # RawModule compiles lazily; ask for one kernel so the compile (or the load from
+                # CuPy's disk cache) happens here, where compile_all can time it.
+                module.get_function(name_expressions(file, ctype)[0])
                 _modules[key] = module
     return module
 
@@ -142,7 +156,7 @@ def get_kernel(file, expression):
     key = (file, expression, cupy.cuda.runtime.getDevice())
     kernel = _kernels.get(key)
     if kernel is None:
-        module = get_module(file)
+        module = get_module(file, _template_argument(expression))
         with _lock:
             kernel = _kernels.get(key)
             if kernel is None:
@@ -242,3 +256,25 @@ def on_device_of_first_argument(func):
         with device if hasattr(device, "__enter__") else contextlib.nullcontext():
             return func(first, *args, **kwargs)
     return wrapper
+
+
+def compile_all(dtype, device=None):
+    """Build (or load from CuPy's disk cache) every kernel file's ``dtype`` instantiations on ``device``
+    (a CUDA device index; default the current one). Returns {file: seconds}."""
+    import time
+
+    import cupy
+
+    ctype = FLOAT_TYPES[numpy.dtype(dtype)]
+    seconds = {}
+    with cupy.cuda.Device(device) if device is not None else contextlib.nullcontext():
+        for file in SIGNATURES:
+            start = time.perf_counter()
+            get_module(file, ctype)
+            seconds[file] = time.perf_counter() - start
+    return seconds
+
+
+def kernel_cache_dir():
+    """Where CuPy keeps compiled kernels on disk: $CUPY_CACHE_DIR, else ~/.cupy/kernel_cache."""
+    return os.environ.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
