@@ -18,8 +18,9 @@ Modules are compiled lazily, for the one float type in use, and cached per (file
 type, device id): a float32 run never waits for the float64 instantiations. CuPy also keeps
 the compiled binary in its on-disk cache (``kernel_cache_dir()``), so a second process
 loads instead of compiling; ``compile_all`` builds every file up front (the warm-up before
-training, the cold-compile figure of the benchmark, the doctor's compile check). This module imports without CuPy (CuPy is imported
-at the first compile), so the tables are usable on a machine without it.
+training, the cold-compile figure of the benchmark, the doctor's compile check).
+This module imports without CuPy (CuPy is imported at the first compile), so the tables are
+usable on a machine without it.
 """
 import contextlib
 import functools
