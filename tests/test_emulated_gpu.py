@@ -88,7 +88,8 @@ def mirror_device_dropout(model):
 
 
 def build_model(dtype, seed=0):
-    """Every layer kind; both conv paths (direct kernel for K <= 32, im2col + GEMM above)."""
+    """Every layer kind; both conv paths (direct kernel for K <= 32, im2col + GEMM above), dilated and
+    grouped convolutions on both."""
     rng = numpy.random.default_rng(seed)
     return gpucnn.Sequential([
         # no bias before BatchNorm: its gradient is zero up to rounding, which Adam would blow up to +-lr
@@ -99,6 +100,8 @@ def build_model(dtype, seed=0):
         Conv2D(3, 4, (3, 4), stride=(1, 2), padding=(1, 2), dtype=dtype, rng=rng),  # K=36: GEMM, (3,4,5,3)
         ReLU(),
         Conv2D(4, 4, 2, padding="same", dtype=dtype, rng=rng),                      # even kernel: pads 0/1
+        Conv2D(4, 4, 3, padding="same", dilation=2, groups=4, dtype=dtype, rng=rng),  # depthwise, dilated: direct
+        Conv2D(4, 4, (4, 5), padding="same", dilation=(1, 2), groups=2, dtype=dtype, rng=rng),  # K/group=40: GEMM
         Tanh(),
         AvgPool2D(2, stride=1, padding=1),                                          # (3,4,6,4)
         Flatten(),
