@@ -13,7 +13,7 @@ import numpy
 
 __all__ = ["get_array_module", "to_device", "asnumpy", "gpu_available",
            "resolve_device", "device_of", "gpu_unavailable_reason", "cupy_or_none", "is_out_of_memory",
-           "device_scope", "nvidia_driver_cuda_version", "install_command", "describe_auto_choice"]
+           "device_scope", "nvidia_driver_cuda_version", "install_command", "describe_auto_choice", "set_tf32"]
 
 # The smallest kernel that proves NVRTC loads, compiles for this device and the driver runs its code.
 _PROBE_KERNEL = 'extern "C" __global__ void gpucnn_probe(float* x) { x[threadIdx.x] += 1.0f; }'
@@ -203,3 +203,22 @@ def device_scope(x):
     if cupy is not None and isinstance(x, cupy.ndarray):
         return x.device
     return contextlib.nullcontext()
+
+
+def set_tf32(enabled):
+    """CuPy's float32 matrix products on TF32 tensor cores (``enabled``) or in strict FP32.
+
+    Sets ``CUPY_TF32`` (read by CuPy at its first matrix product) and, where CuPy is already
+    loaded, its float32 compute type directly. Our own kernels always compute in FP32.
+    """
+    import os
+
+    os.environ["CUPY_TF32"] = "1" if enabled else "0"
+    if not gpu_available():
+        return
+    try:
+        from cupy._core import _routines_linalg as linalg
+    except ImportError:  # a CuPy without this switch: the variable decides
+        return
+    linalg.set_compute_type(numpy.dtype(numpy.float32),
+                            linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_FP32)
