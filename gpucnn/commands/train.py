@@ -128,8 +128,7 @@ def main(argv=None, prog=None):
     try:
         device = backend.resolve_device(args.device)
         if args.device == "auto":
-            why = "" if device != "cpu" else f" ({backend.gpu_unavailable_reason()})"
-            print(f"device auto -> {device}{why}")
+            print(backend.describe_auto_choice(device))
         (x_train, y_train), (x_test, y_test) = DATASETS[args.dataset](args.data_dir)
     except (RuntimeError, ValueError, DataNotFoundError, CorruptDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
