@@ -8,8 +8,18 @@ from gpucnn.ops.cuda import loader
 def test_name_expressions_of_one_float_type():
     for file in loader.SIGNATURES:
         floats = loader.name_expressions(file, "float")
-        assert floats and all(e.endswith("<float>") for e in floats)
+        assert floats and all(e.endswith(("<float>", "<float, int>", "<float, long long>")) for e in floats)
         assert sorted(floats + loader.name_expressions(file, "double")) == sorted(loader.name_expressions(file))
+
+
+def test_name_expressions_of_one_index_type():
+    """The 32-bit module holds the kernels without an index type too; the 64-bit one only 64-bit kernels."""
+    for file in loader.SIGNATURES:
+        narrow = loader.name_expressions(file, "float", "int")
+        wide = loader.name_expressions(file, "float", "long long")
+        assert sorted(narrow + wide) == sorted(loader.name_expressions(file, "float"))
+        assert all(e.endswith(", long long>") for e in wide)
+        assert not any(e.endswith(", long long>") for e in narrow)
 
 
 def test_modules_are_built_per_float_type_and_device(monkeypatch):
@@ -28,10 +38,13 @@ def test_modules_are_built_per_float_type_and_device(monkeypatch):
     monkeypatch.setattr(loader, "_modules", {})
     monkeypatch.setattr(loader, "_kernels", {})
     file = next(iter(loader.SIGNATURES))
-    expression = loader.name_expressions(file, "float")[0]
+    expression = loader.name_expressions(file, "float", "int")[0]
     assert loader.get_kernel(file, expression) == expression
     assert loader.get_kernel(file, expression) == expression  # cached: built once
-    assert built == [tuple(loader.name_expressions(file, "float"))]
+    assert built == [tuple(loader.name_expressions(file, "float", "int"))]
+    wide = loader.name_expressions(file, "float", "long long")[0]  # the 64-bit module: built on first need
+    assert loader.get_kernel(file, wide) == wide
+    assert built[1:] == [tuple(loader.name_expressions(file, "float", "long long"))]
 
 
 def test_compile_all_builds_every_file_for_one_dtype(monkeypatch):
@@ -39,8 +52,18 @@ def test_compile_all_builds_every_file_for_one_dtype(monkeypatch):
     asked = []
     monkeypatch.setattr(loader, "get_module", lambda file, ctype: asked.append((file, ctype)))
     seconds = loader.compile_all(numpy.float32)
-    assert asked == [(file, "float") for file in loader.SIGNATURES]
+    assert asked == [(file, "float") for file in loader.SIGNATURES]  # the 32-bit modules only
     assert set(seconds) == set(loader.SIGNATURES) and all(s >= 0 for s in seconds.values())
+
+
+def test_compile_all_builds_the_64_bit_modules_on_request(monkeypatch):
+    pytest.importorskip("cupy")
+    asked = []
+    monkeypatch.setattr(loader, "get_module", lambda file, ctype, index="int": asked.append((file, index)))
+    loader.compile_all(numpy.float64, index_types=loader.INDEX_TYPES)
+    wide = [file for file in loader.SIGNATURES if loader.name_expressions(file, "double", "long long")]
+    assert "conv.cu" in wide and "pool.cu" in wide
+    assert sorted(asked) == sorted([(file, "int") for file in loader.SIGNATURES] + [(f, "long long") for f in wide])
 
 
 def test_kernel_cache_dir_follows_cupy(monkeypatch, tmp_path):
