@@ -193,7 +193,13 @@ def main(argv=None, prog=None):
     p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--distributed", action="store_true",
+                   help="under mpirun: data-parallel steps against one process, same global batch "
+                        "(gpucnn/commands/bench_distributed.py)")
     args = p.parse_args(argv)
+    if args.distributed:
+        from gpucnn.commands import bench_distributed
+        return bench_distributed.main(args)
     devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
     devices = [backend.resolve_device(d) for d in devices]
     batches = [int(b) for b in args.batch_sizes.split(",")]

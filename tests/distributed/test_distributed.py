@@ -9,6 +9,8 @@ oversubscribed on a small machine) and skip with the reason where mpirun or mpi4
 - resume: one epoch, then fresh objects resuming to three, equal bitwise to three straight
   (with BatchNorm, whose running statistics are averaged over ranks each epoch);
 - a rank that is killed, hangs or raises ends the job with an error within a bounded time;
+- ``gpucnn train --distributed``: one log, files from rank 0, resume;
+- ``gpucnn bench --distributed`` reports images/s and scaling efficiency from rank 0;
 - the NCCL path on the emulated GPUs (tests/emulated_cupy.py), NCCL faked at its calls;
   on two real GPUs it runs for real (skipped elsewhere, with the reason).
 In-process: the error outside mpirun, and the choice of each rank's GPU.
@@ -49,15 +51,15 @@ def _mpi_missing():
 needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
 
 
-def mpirun(*args, timeout=90, env=None):
-    """Run the worker on 2 ranks; returns (CompletedProcess, seconds)."""
+def mpirun(*args, timeout=90, env=None, program=(WORKER,)):
+    """Run the worker (or ``program``) on 2 ranks; returns (CompletedProcess, seconds)."""
     cmd = ["mpirun", "--oversubscribe", "-np", "2"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.insert(1, "--allow-run-as-root")
     full_env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                     OMPI_MCA_btl_vader_single_copy_mechanism="none", **(env or {}))
     started = time.monotonic()
-    result = subprocess.run(cmd + [sys.executable, WORKER, *args], cwd=ROOT, env=full_env, capture_output=True,
+    result = subprocess.run(cmd + [sys.executable, *program, *args], cwd=ROOT, env=full_env, capture_output=True,
                             text=True, timeout=timeout)
     return result, time.monotonic() - started
 
@@ -143,6 +145,36 @@ def test_nccl_path_on_emulated_gpus(tmp_path):
             numpy.testing.assert_allclose(arrays[f"grad{i}"], p.grad, rtol=1e-12, atol=1e-14,
                                           err_msg=f"rank {rank}: averaged gradient {i}")
             numpy.testing.assert_array_equal(arrays[f"grad{i}"], ranks[0][f"grad{i}"])
+
+
+@needs_mpi
+def test_train_command_distributed_writes_from_rank0_and_resumes(tmp_path):
+    from commands.test_train_and_bench import write_idx
+    rng = numpy.random.default_rng(0)
+    for prefix, count in (("train", 64), ("t10k", 32)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (count, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, count))
+    out = tmp_path / "run"
+    result, _ = mpirun("cli", str(tmp_path), "--out", str(out), "--epochs", "1")
+    check_ok(result)
+    assert result.stdout.count("test accuracy") == 1, result.stdout  # rank 0 alone logs
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == [1]
+    result, _ = mpirun("cli", str(tmp_path), "--out", str(out), "--epochs", "2", "--resume")
+    check_ok(result)
+    history = json.loads((out / "metrics.json").read_text())
+    assert history["epoch"] == [1, 2] and len(history["val_accuracy"]) == 2
+
+
+@needs_mpi
+def test_bench_distributed_reports_scaling():
+    result, _ = mpirun("bench", "--distributed", "--device", "cpu", "--batch-sizes", "8", "--repeats", "2",
+                       "--warmup", "1", "--json", program=("-m", "gpucnn"))
+    check_ok(result)
+    report = json.loads(result.stdout)  # rank 1's stdout is silenced: one report
+    assert report["ranks"] == 2 and [r["batch"] for r in report["results"]] == [8]
+    row = report["results"][0]
+    assert row["one_process_img_s"] > 0 and row["distributed_img_s"] > 0
+    assert row["efficiency"] == pytest.approx(row["distributed_img_s"] / row["one_process_img_s"] / 2)
 
 
 def _gpu_count():

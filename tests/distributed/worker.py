@@ -4,6 +4,7 @@
     mpirun -np 2 python tests/distributed/worker.py fault MODE       # rank 1 dies (kill), hangs or raises
     mpirun -np 2 python tests/distributed/worker.py nccl OUT         # emulated GPUs, NCCL faked over MPI
     mpirun -np 2 python tests/distributed/worker.py nccl-real OUT    # real GPUs and NCCL
+    mpirun -np 2 python tests/distributed/worker.py cli DATA --out OUT --epochs 2   # gpucnn train --distributed
 
 The models and data are built here, so that the test can train the single-process reference
 from the same functions.
@@ -220,7 +221,18 @@ def run_nccl_real(out):
                 **{k: backend.asnumpy(v) for k, v in net.named_state().items()})
 
 
+def run_cli(data_dir, *argv):
+    """``gpucnn train --distributed`` on the tiny IDX data set the test wrote (its sample counts patched in)."""
+    from gpucnn.commands import train as train_command
+    from gpucnn.data import datasets
+    datasets._NUM_SAMPLES.update(train=64, test=32)
+    return train_command.main(["--data-dir", data_dir, "--device", "cpu", "--batch-size", "16", "--no-progress",
+                               "--distributed", *argv])
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "cli":
+        sys.exit(run_cli(*sys.argv[2:]))
     scenario, arg = sys.argv[1], sys.argv[2]
     if scenario in ("train", "fault", "nccl-real"):  # these call gpucnn.distributed.init(): errors end the job
         {"train": run_train, "fault": run_fault, "nccl-real": run_nccl_real}[scenario](arg)
