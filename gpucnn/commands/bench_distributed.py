@@ -3,12 +3,12 @@
     mpirun -np 2 python -m gpucnn bench --distributed --device cpu --batch-sizes 128,256
 
 Every rank builds the reference network (Fashion-MNIST CNN) with Adam on random data. For each
-global batch B: rank 0 first times a single-process step on all B images while the other ranks
-wait (sleeping, not spinning: gpucnn's collectives poll with pauses); then every rank times
-distributed steps on its B/N images, the gradient all-reduce included. Each figure is the
-median of --repeats steps after --warmup, every step started together (a barrier outside the
-timed region) and the device synchronised. Scaling efficiency = N-rank images/s / (N x one-process
-images/s).
+global batch B: rank 0 times single-process steps on all B images while the other ranks
+wait (sleeping, not spinning: gpucnn's collectives poll with pauses), and every rank times
+distributed steps on its B/N images, the gradient all-reduce included; the two alternate in
+four rounds. Each figure is the median of --repeats steps after --warmup, every distributed step
+started together (a barrier outside the timed region) and the device synchronised.
+Scaling efficiency = N-rank images/s / (N x one-process images/s).
 """
 import json
 import os
@@ -46,18 +46,16 @@ def _step(model, x, y, dp=None):
     return step
 
 
-def _median_step(comm, step, sync, repeats, warmup):
-    for _ in range(warmup):
-        step()
-    sync()
+def _time_steps(comm, step, sync, count):
+    """``count`` step times, each step started together on every rank (a barrier outside the timed region)."""
     times = []
-    for _ in range(repeats):
+    for _ in range(count):
         comm.barrier()
         start = time.perf_counter()
         step()
         sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def _bench(args):
@@ -70,18 +68,27 @@ def _bench(args):
         rng = numpy.random.default_rng(batch)
         x = backend.to_device(rng.random((batch, 1, 28, 28), dtype=numpy.float32), device)
         y = backend.to_device(rng.integers(0, 10, batch), device)
-        single_s = None
-        if comm.is_root:
-            with backend.device_scope(x):
-                single = _step(fashion_cnn(rng=0).to(device), x, y)
-                single_s = _median_step(_Alone(), single, sync, args.repeats, args.warmup)
-        comm.barrier()  # the others wait here, sleeping, while rank 0 runs alone
         model = fashion_cnn(rng=0).to(device)
         dp = distributed.DataParallel(comm, model, batch, batch)
         dp.start(0, 0)
         xs, ys = dp.shard(x, y)
         with backend.device_scope(x):
-            parallel_s = _median_step(comm, _step(model, xs, ys, dp), sync, args.repeats, args.warmup)
+            single = _step(fashion_cnn(rng=0).to(device), x, y) if comm.is_root else None
+            parallel = _step(model, xs, ys, dp)
+            for _ in range(args.warmup):
+                if single is not None:
+                    single()
+                parallel()
+            sync()
+            # alternating rounds: drift in a loaded machine's speed hits both sides alike
+            rounds, single_times, parallel_times = 4, [], []
+            for _ in range(rounds):
+                if single is not None:
+                    single_times += _time_steps(_Alone(), single, sync, max(1, args.repeats // rounds))
+                comm.barrier()  # the other ranks wait here, sleeping, while rank 0 runs alone
+                parallel_times += _time_steps(comm, parallel, sync, max(1, args.repeats // rounds))
+        single_s = statistics.median(single_times) if single_times else None
+        parallel_s = statistics.median(parallel_times)
         if comm.is_root:
             rows.append({"batch": batch, "one_process_s": single_s, "distributed_s": parallel_s,
                          "one_process_img_s": batch / single_s, "distributed_img_s": batch / parallel_s,
