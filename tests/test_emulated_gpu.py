@@ -572,3 +572,23 @@ def test_fit_on_the_second_device_matches_cpu(gpu, tmp_path):
     numpy.testing.assert_allclose(gpu_history["loss"], cpu_history["loss"], rtol=1e-4)
     assert all(backend.device_of(p.data) == "cuda:1" for p in gpu_model.parameters())
     assert gpu.devices.events == []
+
+
+def test_fit_compiles_the_kernels_of_its_float_type_before_the_first_step(gpu, monkeypatch):
+    import io
+    calls = []
+    real_compile_all = gpu.loader.compile_all
+
+    def recording_compile_all(dtype, device=None):
+        calls.append((numpy.dtype(dtype), device, len(gpu.launches)))
+        return real_compile_all(dtype, device)
+
+    monkeypatch.setattr(gpu.loader, "compile_all", recording_compile_all)
+    x, y = fit_data()
+    model = fit_model().to("cuda:1")
+    log = io.StringIO()
+    train.fit(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=0.1), backend.to_device(x, "cuda:1"),
+              backend.to_device(y, "cuda:1"), 1, batch_size=16, stream=log)
+    assert calls == [(numpy.dtype(F32), 1, 0)]  # float32 only, on the model's device, before any launch
+    assert "CUDA kernels ready in" in log.getvalue()
+    assert len(gpu.launches) > 0

@@ -139,8 +139,7 @@ def run(args):
     try:
         device = _device(args)
         if args.device == "auto":
-            why = "" if device != "cpu" else f" ({backend.gpu_unavailable_reason()})"
-            print(f"device auto -> {device}{why}")
+            print(backend.describe_auto_choice(device))
         (x_train, y_train), (x_test, y_test) = DATASETS[args.dataset](args.data_dir)
     except (RuntimeError, ValueError, DataNotFoundError, CorruptDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -166,7 +165,7 @@ def run(args):
     except KeyboardInterrupt as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 130
-    if args.distributed and not distributed_root():
+    if args.distributed and not _distributed_root():
         return 0  # rank 0 evaluates and writes the files
     final = evaluate(model, losses.SoftmaxCrossEntropy(), x_test, y_test)
     model.save(os.path.join(out, "model.npz"))
@@ -200,6 +199,6 @@ def _device(args):
     return distributed.local_device(args.device, comm.local_rank, comm.local_size)
 
 
-def distributed_root():
+def _distributed_root():
     from gpucnn import distributed
     return distributed.init().is_root
