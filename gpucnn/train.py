@@ -71,7 +71,8 @@ def _deferred_interrupt():
 
 
 def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
-        checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None):
+        checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None,
+        distributed=False):
     """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
 
     Args:
@@ -85,6 +86,9 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         resume: continue from ``checkpoint`` when it exists.
         progress: show a progress bar per epoch. sync_every: read losses back every this many steps.
         on_epoch_end: optional callable(history) after each epoch (for tables, plots).
+        distributed: train data-parallel over the ranks of an MPI job (True, or a gpucnn.distributed
+            Communicator): each rank takes its shard of every batch of ``batch_size``, gradients are
+            averaged; only rank 0 writes ``checkpoint`` and shows progress (see gpucnn/distributed/).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (the last checkpoint on disk is kept).
@@ -105,6 +109,14 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             batches.set_state(meta["batches"])
             history = meta["history"]
             partial = meta.get("partial")
+    dp = None
+    if distributed:
+        from .distributed import data_parallel
+        dp = data_parallel(distributed, model, batch_size, len(x))
+        dp.start(start_epoch, skip_steps)
+        validation = dp.shard_validation(validation)
+        if not dp.is_root:  # rank 0 alone writes the checkpoint and keeps the partial epoch's totals
+            checkpoint, progress, partial = None, False, None
 
     model.train()
     _warm_up_kernels(model, (stream or sys.stderr) if progress else None)
@@ -119,11 +131,15 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             for step, (xb, yb) in enumerate(batches):
                 if step < skip_steps:
                     continue
+                if dp is not None:
+                    xb, yb = dp.shard(xb, yb)
                 try:
                     logits = model.forward(xb)
                     loss = loss_fn.forward(logits, yb)
                     optimizer.zero_grad()
                     model.backward(loss_fn.backward(), need_input_grad=False)
+                    if dp is not None:
+                        dp.average_gradients()
                     optimizer.step()
                 except Exception as exc:
                     if is_out_of_memory(exc):
@@ -161,6 +177,9 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             bar.close()
             skip_steps, partial = 0, None
             seconds = time.perf_counter() - started
+            if dp is not None:
+                totals = dp.end_epoch(stats.loss_sum, stats.correct_sum, stats.seen, stats.seen_now)
+                stats.loss_sum, stats.correct_sum, stats.seen, stats.seen_now = totals
             history["epoch"].append(epoch + 1)
             history["loss"].append(stats.mean_loss)
             history["accuracy"].append(stats.accuracy)
@@ -169,6 +188,8 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             history["images_per_second"].append(stats.seen_now / max(seconds, 1e-9))
             if validation is not None:
                 result = evaluate(model, loss_fn, validation[0], validation[1], batch_size=max(batch_size, 1000))
+                if dp is not None:
+                    result = dp.reduce_evaluation(result, len(validation[0]))
                 history["val_loss"].append(result["loss"])
                 history["val_accuracy"].append(result["accuracy"])
             if scheduler is not None:

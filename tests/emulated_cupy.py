@@ -359,6 +359,24 @@ class DeviceArray(numpy.ndarray):
 
 # ----------------------------------------------------------------------------- the cupy module
 
+class Event:
+    """``cupy.cuda.Event``: the emulation finishes every launch when it is made, so an event is done as soon
+    as it is recorded (``done`` is a query, not a read-back; ``synchronize`` counts as one)."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.recorded = False
+
+    def record(self, stream=None):
+        self.recorded = True
+
+    @property
+    def done(self):
+        return True
+
+    def synchronize(self):
+        _sync("Event.synchronize")
+
+
 def to_host(a):
     """A NumPy copy of a device (or host) array, without counting a sync: for the tests' own checks."""
     with internal():
@@ -524,6 +542,7 @@ def make_fake_cupy():
     fake.random = types.SimpleNamespace(RandomState=RandomState)
     fake.cuda = types.SimpleNamespace(
         Device=Device,
+        Event=Event,
         runtime=types.SimpleNamespace(getDeviceCount=lambda: DEVICE_COUNT,
                                       getDevice=lambda: Device._stack[-1],
                                       runtimeGetVersion=lambda: CUDA_VERSION,

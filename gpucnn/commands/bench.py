@@ -232,8 +232,14 @@ def main(argv=None, prog=None):
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--tf32", action="store_true",
                    help="both sides use TF32 tensor-core matrix products (default: strict FP32 on both sides)")
+    p.add_argument("--distributed", action="store_true",
+                   help="under mpirun: data-parallel steps against one process, same global batch "
+                        "(gpucnn/commands/bench_distributed.py)")
     args = p.parse_args(argv)
     backend.set_tf32(args.tf32)  # before any CuPy matrix product
+    if args.distributed:
+        from gpucnn.commands import bench_distributed
+        return bench_distributed.main(args)
     precision = ("TF32 matrix products on both sides (CUPY_TF32=1; torch allow_tf32 flags on)" if args.tf32 else
                  "strict FP32 on both sides (CuPy compute type FP32; torch allow_tf32 flags off)")
     devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
