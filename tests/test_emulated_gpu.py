@@ -328,7 +328,7 @@ class FitTrace:
                                 (optimizer, "zero_grad", "optimizer.zero_grad"),
                                 (optimizer, "step", "optimizer.step"),
                                 (train, "check_label_range", "fit label check"),
-                                (train, "evaluate", "evaluate"),
+                                (train, "_evaluate", "evaluate"),  # fit validates through _evaluate
                                 (train, "save_training_checkpoint", "checkpoint"),
                                 (train._EpochStats, "record", "stats.record"),
                                 (train._EpochStats, "sync", "stats.sync")):

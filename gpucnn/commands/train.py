@@ -155,7 +155,7 @@ def main(argv=None, prog=None):
     except KeyboardInterrupt as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 130
-    final = evaluate(model, losses.SoftmaxCrossEntropy(), x_test, y_test)
+    final = evaluate(model, x_test, y_test, losses.SoftmaxCrossEntropy(), progress=not args.no_progress)
     model.save(os.path.join(out, "model.npz"))
     write_metrics(out, history)
     plot = plot_curves(out, history)
