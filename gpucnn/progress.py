@@ -58,6 +58,7 @@ class ProgressBar:
         self._last_milestone = 0
         self._line = ""
         self._drawn_width = 0
+        self._drawn_line = ""
 
     def update(self, done, **stats):
         """Show ``done`` of ``total`` with named stats (floats get 4 digits, 'acc'/'val_acc' a percentage)."""
@@ -84,19 +85,27 @@ class ProgressBar:
         if not self._line:
             self._line = self._format(0, {}, time.perf_counter() - self.started)
         if self.interactive and not self.leave:
-            self.stream.write("\r" + " " * self._drawn_width + "\r")
+            self.clear()
         elif self.interactive:
-            self._draw(self._line)
+            if self._line != self._drawn_line:
+                self._draw(self._line)
             self.stream.write("\n")
         else:
             self.stream.write(self._line + "\n")
         self.stream.flush()
 
+    def clear(self):
+        """On a terminal, erase the bar's line (for another bar to use it); the next update draws it again."""
+        if self.interactive and self._drawn_width:
+            self.stream.write("\r" + " " * self._drawn_width + "\r")
+            self.stream.flush()
+            self._drawn_width, self._drawn_line = 0, ""
+
     def _draw(self, line):
         # Pad with spaces so that a shorter line fully covers the one it replaces.
         self.stream.write("\r" + line + " " * max(self._drawn_width - len(line), 0))
         self.stream.flush()
-        self._drawn_width = len(line)
+        self._drawn_width, self._drawn_line = len(line), line
 
     def _format(self, done, stats, elapsed):
         filled = int(self.width * min(done, self.total) / self.total)

@@ -13,6 +13,8 @@ from collections import namedtuple
 
 import numpy
 
+from .backend import device_of, to_device
+
 __all__ = ["IncompatibleKeys", "load_state_dict"]
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -57,5 +59,6 @@ def load_state_dict(model, state_dict, strict=True):
         checked[key] = value
     for key, value in checked.items():
         index, name = key.split(".", 1)
-        model.layers[int(index)].set_state(name, value)
+        # CuPy refuses implicit copies between host and device: move each array to its target's device first.
+        model.layers[int(index)].set_state(name, to_device(value, device_of(own[key])))
     return IncompatibleKeys(missing, unexpected)

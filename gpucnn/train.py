@@ -192,6 +192,7 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                 # On a terminal the validation pass shows its own bar, erased when done; elsewhere it stays quiet.
                 val_bar = ProgressBar(math.ceil(len(validation[0]) / val_batch), f"epoch {epoch + 1}/{epochs} "
                                       f"validating ", stream, enabled=bar.interactive, leave=False)
+                bar.clear()
                 result = _evaluate(model, validation[0], validation[1], loss_fn, val_batch, val_bar)
                 history["val_loss"].append(result["loss"])
                 history["val_accuracy"].append(result["accuracy"])

@@ -572,3 +572,37 @@ def test_fit_on_the_second_device_matches_cpu(gpu, tmp_path):
     numpy.testing.assert_allclose(gpu_history["loss"], cpu_history["loss"], rtol=1e-4)
     assert all(backend.device_of(p.data) == "cuda:1" for p in gpu_model.parameters())
     assert gpu.devices.events == []
+
+
+def test_predict_summary_state_dict_and_export_of_a_device_model(gpu, tmp_path):
+    def make():
+        return gpucnn.Sequential([Conv2D(1, 3, 3, padding="same", rng=0), BatchNorm2D(3), ReLU(), MaxPool2D(2),
+                                  Flatten(), Dropout(0.5, rng=0), Dense(3 * 4 * 4, 5, rng=1)])
+
+    cpu_model, gpu_model = make(), make().to("cuda")
+    x = numpy.random.default_rng(0).random((7, 1, 8, 8), dtype=F32)
+    out = gpu_model.predict(x, batch_size=3)  # host inputs, moved batch by batch
+    assert isinstance(out, DeviceArray) and gpu_model.training
+    assert_close(out, cpu_model.predict(x), F32, "predict")
+    assert gpu_model.summary((1, 8, 8), print_fn=None).total_params == cpu_model.summary((1, 8, 8),
+                                                                                         print_fn=None).total_params
+    gpu_model.forward(backend.to_device(x, "cuda"))  # running statistics move on the device
+    state = gpu_model.state_dict()
+    assert all(isinstance(v, DeviceArray) for v in state.values())
+    cpu_model.load_state_dict(state)  # device arrays into a host model ...
+    assert all(type(v) is numpy.ndarray for v in cpu_model.state_dict().values())
+    make().to("cuda").load_state_dict(cpu_model.state_dict())  # ... and host arrays into a device model
+    assert_close(gpu_model.predict(x), cpu_model.predict(x), F32, "after load_state_dict")
+    if _onnx_runtime() is not None:  # the export copies the device weights to the host
+        gpucnn.onnx.export(gpu_model, tmp_path / "m.onnx", (1, 8, 8))
+        session = _onnx_runtime().InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+        assert_close(session.run(None, {"input": x})[0], cpu_model.predict(x), F32, "onnx")
+
+
+def _onnx_runtime():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
