@@ -31,11 +31,12 @@ class Sequential:
         self.input_shape = None  # of one sample, remembered from the first forward (for summary, save, export)
 
     def forward(self, x):
-        if self.input_shape is None and hasattr(x, "shape"):
-            self.input_shape = tuple(int(d) for d in x.shape[1:])
+        sample_shape = tuple(int(d) for d in x.shape[1:]) if hasattr(x, "shape") else None
         with device_scope(x):
             for layer in self.layers:
                 x = layer.forward(x)
+        if self.input_shape is None:  # only a shape the model took
+            self.input_shape = sample_shape
         return x
 
     __call__ = forward
@@ -177,6 +178,9 @@ class Sequential:
         if meta.get("format") != _FORMAT:
             raise CheckpointError(f"{path}: not a saved Sequential (format {meta.get('format')!r})")
         self.load_state(arrays, source=str(path))
+        recorded = (meta.get("architecture") or {}).get("input_shape")
+        if self.input_shape is None and recorded:
+            self.input_shape = tuple(recorded)
         return self
 
     def __repr__(self):

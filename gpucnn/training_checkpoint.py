@@ -27,7 +27,7 @@ def save_training_checkpoint(path, model, optimizer, scheduler, progress):
     arrays.update({f"optimizer.{k}": v for k, v in opt_arrays.items()})
     meta = {
         "format": FORMAT,
-        "architecture": describe(model, model.input_shape),  # lets `gpucnn export` rebuild the model
+        "architecture": describe(model, getattr(model, "input_shape", None)),  # lets `gpucnn export` rebuild the model
         "optimizer": {"type": type(optimizer).__name__, **opt_scalars},
         "scheduler": scheduler.state() if scheduler is not None else None,
         "layer_rngs": {str(i): generator_state_to_json(rng.bit_generator.state)

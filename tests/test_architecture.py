@@ -53,3 +53,12 @@ def test_save_records_the_architecture_and_the_input_shape(tmp_path, rng):
     _, meta = gpucnn.checkpoint.load_arrays(tmp_path / "m.npz")
     assert meta["architecture"]["input_shape"] == [1, 28, 28]
     assert build(meta["architecture"]).summary((1, 28, 28), print_fn=None).total_params == 61_706
+
+
+def test_load_remembers_the_recorded_input_shape(tmp_path, rng):
+    model = gpucnn.models.lenet5(rng=0)
+    model.forward(rng.random((2, 1, 28, 28), dtype=numpy.float32))
+    model.save(tmp_path / "m.npz")
+    other = gpucnn.models.lenet5(rng=1).load(tmp_path / "m.npz")
+    assert other.input_shape == (1, 28, 28)
+    assert other.summary(print_fn=None).total_params == 61_706

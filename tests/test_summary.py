@@ -49,3 +49,10 @@ def test_summary_changes_nothing(rng):
 def test_a_shape_the_model_cannot_take_names_the_layer():
     with pytest.raises(ValueError, match="Dense: expected 3136 input features"):
         gpucnn.models.fashion_cnn().summary((1, 32, 32))
+
+
+def test_a_refused_first_input_is_not_remembered():
+    model = gpucnn.models.fashion_cnn()
+    with pytest.raises(ValueError):
+        model.forward(numpy.zeros((1, 1, 32, 32), numpy.float32))
+    assert model.input_shape is None
