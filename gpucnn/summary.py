@@ -8,6 +8,11 @@ from .backend import device_scope, get_array_module
 __all__ = ["Summary", "SummaryRow", "summarize", "output_shapes"]
 
 
+def _batch_shape(shape):
+    """(None, 32, 28, 28): Keras's way of saying that the batch can be any size."""
+    return "(" + ", ".join(["None"] + [str(d) for d in shape]) + ")"
+
+
 @dataclass(frozen=True)
 class SummaryRow:
     index: int
@@ -30,15 +35,17 @@ class Summary:
     param_bytes: int
 
     def __str__(self):
-        shape = lambda s: "(" + ", ".join(["None"] + [str(d) for d in s]) + ")"  # noqa: E731
         table = [("Layer", "Output shape", "Params")]
-        table += [(f"{r.index}: {r.layer}", shape(r.output_shape), f"{r.params:,}") for r in self.rows]
+        table += [(f"{r.index}: {r.layer}", _batch_shape(r.output_shape), f"{r.params:,}") for r in self.rows]
         widths = [max(len(row[k]) for row in table) for k in range(3)]
-        width = sum(widths) + 4
-        fmt = lambda row: f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"  # noqa: E731
-        lines = [f"Sequential, input {shape(self.input_shape)}", "=" * width, fmt(table[0]), "=" * width]
-        lines += [fmt(row) for row in table[1:]]
-        lines += ["=" * width, f"Total params: {self.total_params:,} ({self.param_bytes / 2 ** 20:.2f} MiB)"]
+        rule = "=" * (sum(widths) + 4)
+
+        def line(row):
+            return f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"
+
+        lines = [f"Sequential, input {_batch_shape(self.input_shape)}", rule, line(table[0]), rule]
+        lines += [line(row) for row in table[1:]]
+        lines += [rule, f"Total params: {self.total_params:,} ({self.param_bytes / 2 ** 20:.2f} MiB)"]
         if self.buffer_values:
             lines.append(f"Buffers (not trained): {self.buffer_values:,} values")
         return "\n".join(lines)
