@@ -22,7 +22,7 @@ from . import layers
 from .backend import asnumpy
 from .summary import output_shapes
 
-__all__ = ["export", "ExportError", "OPSET"]
+__all__ = ["export", "to_onnx", "ExportError", "OPSET"]
 
 OPSET = 17
 _IR_VERSION = 8  # the IR version of opset 17: readable by every onnxruntime that runs opset 17
@@ -129,6 +129,8 @@ def to_onnx(model, input_shape):
     """The ``onnx.ModelProto`` of ``model`` for inputs of shape (batch, *input_shape); see ``export``."""
     onnx = _import_onnx()
     input_shape = tuple(int(d) for d in input_shape)
+    if not model.layers:
+        raise ExportError("gpucnn.onnx.export: the model has no layers")
     emitters = [_exporter(layer, i) for i, layer in enumerate(model.layers)]  # every layer checked first
     try:
         shapes = output_shapes(model, input_shape)
@@ -142,8 +144,7 @@ def to_onnx(model, input_shape):
     for i, (layer, emit) in enumerate(zip(model.layers, emitters)):
         if emit is not None:
             x = emit(g, layer, x, f"{i}.{type(layer).__name__}", i)
-    if x == "input":  # nothing but Dropouts: the graph still needs one node
-        x = g.node("Identity", [x], "identity")
+    # A fixed output name (runtimes optimise the Identity away); it also gives a graph of Dropouts alone a node.
     g.nodes.append(onnx.helper.make_node("Identity", [x], ["output"], name="output"))
     graph = onnx.helper.make_graph(
         g.nodes, "gpucnn.Sequential",

@@ -107,3 +107,8 @@ def test_float64_models_export_in_float32(tmp_path, rng):
     got = run_onnx(tmp_path / "m.onnx", x.astype(numpy.float32))
     assert got.dtype == numpy.float32
     numpy.testing.assert_allclose(got, model.predict(x), rtol=1e-4, atol=1e-5)
+
+
+def test_an_empty_model_is_refused(tmp_path):
+    with pytest.raises(gpucnn.onnx.ExportError, match="no layers"):
+        gpucnn.onnx.export(gpucnn.Sequential([]), tmp_path / "m.onnx", (3,))
