@@ -34,6 +34,8 @@ class ProgressBar:
             (for a bar shown inside another loop's line).
         lines_per_loop: on a stream that is not a terminal, how many plain lines a whole loop writes
             before its end (10: one every 10%).
+        initial: steps already done before this bar started (a resumed epoch): the ETA counts only the
+            steps timed here.
 
     Example:
         >>> bar = ProgressBar(len(batches), "epoch 1/10 ")
@@ -43,7 +45,7 @@ class ProgressBar:
     """
 
     def __init__(self, total, prefix="", stream=None, enabled=True, width=24, min_interval=0.1, leave=True,
-                 lines_per_loop=10):
+                 lines_per_loop=10, initial=0):
         self.total = max(int(total), 1)
         self.prefix = prefix
         self.stream = stream if stream is not None else sys.stderr
@@ -52,10 +54,11 @@ class ProgressBar:
         self.min_interval = min_interval
         self.leave = leave
         self.lines_per_loop = lines_per_loop
+        self.initial = int(initial)
         self.interactive = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.started = time.perf_counter()
         self._last_draw = 0.0
-        self._last_milestone = 0
+        self._last_milestone = self.lines_per_loop * min(self.initial, self.total) // self.total
         self._line = ""
         self._drawn_width = 0
         self._drawn_line = ""
@@ -110,10 +113,11 @@ class ProgressBar:
     def _format(self, done, stats, elapsed):
         filled = int(self.width * min(done, self.total) / self.total)
         bar = "#" * filled + "." * (self.width - filled)
-        if done >= self.total or done <= 0:
+        timed = done - self.initial
+        if done >= self.total or timed <= 0:
             clock = format_seconds(elapsed)
         else:
-            clock = f"{format_seconds(elapsed)}<{format_seconds(elapsed / done * (self.total - done))}"
+            clock = f"{format_seconds(elapsed)}<{format_seconds(elapsed / timed * (self.total - done))}"
         parts = [f"{self.prefix}[{bar}] {done}/{self.total}", clock]
         for key, value in stats.items():
             if key in ("acc", "val_acc"):

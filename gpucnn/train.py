@@ -135,7 +135,8 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         for epoch in range(start_epoch, epochs):
             epoch_start_state = batches.state()
             stats = _EpochStats(steps_per_epoch, partial)
-            bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress)
+            bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress,
+                              initial=skip_steps)
             started = time.perf_counter()
             for step, (xb, yb) in enumerate(batches):
                 if step < skip_steps:

@@ -47,6 +47,15 @@ def test_eta_is_shown_while_running(monkeypatch):
     assert "10s<40s" in stream.getvalue()
 
 
+def test_a_resumed_loop_times_only_its_own_steps(monkeypatch):
+    clock = iter([0.0, 10.0])
+    monkeypatch.setattr("gpucnn.progress.time.perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    bar = ProgressBar(10, stream=stream, initial=5)
+    bar.update(6)  # 1 step in 10 s since the resume: 4 more take 40 s
+    assert "10s<40s" in stream.getvalue() and " 6/10 " in stream.getvalue()
+
+
 def test_terminal_redraws_in_place_and_final_stats_stay():
     stream = Terminal()
     bar = ProgressBar(4, "eval ", stream, min_interval=0.0)
