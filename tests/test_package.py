@@ -1,5 +1,6 @@
 """What `import gpucnn` gives: the subpackages on first use, one version."""
 import configparser
+import fnmatch
 import os
 import subprocess
 import sys
@@ -23,3 +24,14 @@ def test_the_version_is_written_once():
     config.read(os.path.join(ROOT, "setup.cfg"))
     assert config["metadata"]["version"] == "attr: gpucnn.__version__"
     assert gpucnn.__version__.count(".") == 2
+
+
+def test_every_kernel_file_is_declared_package_data():
+    """A non-editable install (pip install .) carries only the files that setup.cfg declares."""
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    patterns = [p.strip() for p in config["options.package_data"]["gpucnn"].split(",")]
+    kernels = os.listdir(os.path.join(ROOT, "gpucnn", "kernels"))
+    assert kernels
+    for name in kernels:
+        assert any(fnmatch.fnmatch(f"kernels/{name}", pattern) for pattern in patterns), name
