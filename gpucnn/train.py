@@ -27,27 +27,48 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def evaluate(model, loss_fn, x, y, batch_size=1024, progress=False, stream=None):
-    """Mean loss and accuracy of ``model`` on (x, y), in eval mode (restored after).
+def evaluate(model, x, y, loss_fn=None, batch_size=1024, progress=False, stream=None):
+    """Accuracy of ``model`` on (x, y), and the mean loss when ``loss_fn`` is given; in eval mode (restored after).
+
+    Args:
+        model: a Sequential. x, y: inputs and integer labels (NumPy or CuPy).
+        loss_fn: optional, e.g. SoftmaxCrossEntropy(); without it only the accuracy is computed.
+        batch_size: samples per forward pass. progress: show a bar ("eval [###...]"). stream: default stderr.
 
     Returns:
-        {'loss': float, 'accuracy': float}
+        {'accuracy': float}, plus 'loss' when ``loss_fn`` is given.
+
+    Example:
+        >>> evaluate(model, x_test, y_test)["accuracy"]
+        0.9187
     """
+    bar = ProgressBar(math.ceil(len(x) / batch_size), "eval ", stream, enabled=progress)
+    return _evaluate(model, x, y, loss_fn, batch_size, bar)
+
+
+def _evaluate(model, x, y, loss_fn, batch_size, bar):
     was_training = model.training
     model.eval()
     try:
         total = len(x)
+        if total == 0:
+            raise ValueError("evaluate: got no samples (len(x) == 0)")
+        if len(y) != total:
+            raise ValueError(f"evaluate: {total} inputs but {len(y)} labels")
         loss_sum, correct = 0.0, 0
-        bar = ProgressBar(math.ceil(total / batch_size), "eval ", stream, enabled=progress)
         for i, start in enumerate(range(0, total, batch_size)):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             logits = model.forward(xb)
-            loss_sum += float(loss_fn.forward(logits, yb)) * len(xb)
+            if loss_fn is not None:
+                loss_sum += float(loss_fn.forward(logits, yb)) * len(xb)
             with device_scope(logits):
                 correct += int((logits.argmax(axis=1) == get_array_module(logits).asarray(yb)).sum())
             bar.update(i + 1)
         bar.close()
-        return {"loss": loss_sum / total, "accuracy": correct / total}
+        result = {"accuracy": correct / total}
+        if loss_fn is not None:
+            result["loss"] = loss_sum / total
+        return result
     finally:
         model.train(was_training)
 
@@ -84,7 +105,9 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         seed: seed of the shuffling.
         checkpoint: path of a training checkpoint, written atomically after every epoch and on Ctrl-C.
         resume: continue from ``checkpoint`` when it exists.
-        progress: show a progress bar per epoch. sync_every: read losses back every this many steps.
+        progress: show a progress bar per epoch (elapsed time and ETA; where the output is not a terminal, one
+            line per tenth of an epoch); its last line gives the validation loss and accuracy when there is
+            validation data. sync_every: read losses back every this many steps.
         on_epoch_end: optional callable(history) after each epoch (for tables, plots).
         distributed: train data-parallel over the ranks of an MPI job (True, or a gpucnn.distributed
             Communicator): each rank takes its shard of every batch of ``batch_size``, gradients are
@@ -126,7 +149,8 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         for epoch in range(start_epoch, epochs):
             epoch_start_state = batches.state()
             stats = _EpochStats(steps_per_epoch, partial)
-            bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress)
+            bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress,
+                              initial=skip_steps)
             started = time.perf_counter()
             for step, (xb, yb) in enumerate(batches):
                 if step < skip_steps:
@@ -174,7 +198,6 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                     raise KeyboardInterrupt(
                         f"training interrupted at epoch {epoch + 1}, step {step + 1}"
                         + (f"; checkpoint written to {checkpoint} (resume to continue exactly)" if checkpoint else ""))
-            bar.close()
             skip_steps, partial = 0, None
             seconds = time.perf_counter() - started
             if dp is not None:
@@ -187,11 +210,20 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             history["seconds"].append(seconds)
             history["images_per_second"].append(stats.seen_now / max(seconds, 1e-9))
             if validation is not None:
-                result = evaluate(model, loss_fn, validation[0], validation[1], batch_size=max(batch_size, 1000))
+                val_batch = max(batch_size, 1000)
+                # On a terminal the validation pass shows its own bar, erased when done; elsewhere it stays quiet.
+                val_bar = ProgressBar(math.ceil(len(validation[0]) / val_batch), f"epoch {epoch + 1}/{epochs} "
+                                      f"validating ", stream, enabled=bar.interactive, leave=False)
+                bar.clear()
+                result = _evaluate(model, validation[0], validation[1], loss_fn, val_batch, val_bar)
                 if dp is not None:
                     result = dp.reduce_evaluation(result, len(validation[0]))
                 history["val_loss"].append(result["loss"])
                 history["val_accuracy"].append(result["accuracy"])
+                bar.update(steps_per_epoch, loss=stats.mean_loss, acc=stats.accuracy,
+                           img_s=stats.seen_now / max(seconds, 1e-9), val_loss=result["loss"],
+                           val_acc=result["accuracy"])
+            bar.close()
             if scheduler is not None:
                 scheduler.step()
             if checkpoint is not None:

@@ -167,7 +167,7 @@ def run(args):
         return 130
     if args.distributed and not _distributed_root():
         return 0  # rank 0 evaluates and writes the files
-    final = evaluate(model, losses.SoftmaxCrossEntropy(), x_test, y_test)
+    final = evaluate(model, x_test, y_test, losses.SoftmaxCrossEntropy(), progress=not args.no_progress)
     model.save(os.path.join(out, "model.npz"))
     write_metrics(out, history)
     plot = plot_curves(out, history)
