@@ -127,7 +127,9 @@ def _check_progress(meta, path, scheduler, model):
         if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                    for v in values):
             raise bad(f"progress: history[{key!r}] is not a list of numbers")
-        if len(values) != meta["epoch"] and (key in ("epoch", "loss") or values):
+        # every epoch appends the training figures; validation ones only for epochs run with validation
+        every_epoch = key in ("epoch", "loss", "accuracy", "lr", "seconds", "images_per_second")
+        if len(values) != meta["epoch"] if every_epoch else len(values) > meta["epoch"]:
             raise bad(f"progress: history[{key!r}] has {len(values)} entries for {meta['epoch']} epochs")
     partial = meta.get("partial")
     if partial is not None:
