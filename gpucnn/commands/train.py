@@ -188,6 +188,9 @@ def main(argv=None, prog=None):
         print(f"error: {_out_of_memory(exc, args.batch_size)}", file=sys.stderr)
     except OSError as exc:
         print(f"error: {_os_error(exc)}", file=sys.stderr)
+    except KeyboardInterrupt:  # before training started (fit turns Ctrl-C during training into a checkpoint)
+        print("\ninterrupted before training started; nothing was written", file=sys.stderr)
+        return 130
     finally:
         for directory in reversed(created):  # a run that failed before writing anything leaves no directory
             try:
@@ -220,7 +223,7 @@ def _run(args, out, checkpoint, created):
     schedule = make_schedule(args, optimizer)
     print(f"{args.model} on {args.dataset}: {len(x_train)} training images, {len(x_test)} test images, "
           f"{sum(p.data.size for p in model.parameters())} parameters, device {device}")
-    resume, keep, done = _resume_plan(args, checkpoint, optimizer, schedule)
+    resume, keep, done = _resume_plan(args, checkpoint, optimizer, schedule, len(x_train))
 
     def on_epoch_end(history):
         done["history"] = history
@@ -285,7 +288,7 @@ def _prepare_directory(directory, created, option):
         raise CommandError(f"{option} {directory}: cannot write there ({exc.strerror or exc})") from None
 
 
-def _resume_plan(args, checkpoint, optimizer, schedule):
+def _resume_plan(args, checkpoint, optimizer, schedule, num_samples):
     """(resume?, optimizer settings kept from the command line, {'history': what is done so far})."""
     if not (args.resume or args.resume_or_start):
         return False, (), {"history": None}
@@ -297,10 +300,12 @@ def _resume_plan(args, checkpoint, optimizer, schedule):
         return False, (), {"history": None}
     meta = read_training_meta(checkpoint)
     info = meta.get("info") or {}
-    for key, ours in (("dataset", args.dataset), ("limit", args.limit)):
-        if key in info and info[key] != ours:
-            raise CommandError(f"{checkpoint}: was written with --{key} {_shown(info[key])}, this run has "
-                               f"--{key} {_shown(ours)}; refusing to resume on other terms")
+    terms = [("--dataset", info, "dataset", args.dataset), ("--limit", info, "limit", args.limit),
+             ("--batch-size", meta, "batch_size", args.batch_size), ("data-set size", meta, "num_samples", num_samples)]
+    for what, held, key, ours in terms:
+        if key in held and held[key] != ours:
+            raise CommandError(f"{checkpoint}: was written with {what} {_shown(held[key])}, this run has "
+                               f"{what} {_shown(ours)}; refusing to resume on other terms")
     print(f"resuming from epoch {meta['epoch'] + 1}, step {meta['step']} of {checkpoint}")
     keep = []
     held = dict(meta["optimizer"].get("hyper") or {}, lr=meta["optimizer"].get("lr"))

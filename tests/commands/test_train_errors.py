@@ -86,7 +86,7 @@ def test_resume_says_what_it_does_and_refuses_other_terms(capsys, common, tmp_pa
     assert status == 0 and "starting a new run" in out and f"data: fashion-mnist from {common[1]}" in out
 
     status, _, err = run(capsys, *common, "--epochs", "2", "--resume", "--batch-size", "32")
-    assert status == 2 and "batch size 16, this run has 32" in err
+    assert status == 2 and "was written with --batch-size 16, this run has --batch-size 32" in err
     status, _, err = run(capsys, *common, "--epochs", "2", "--resume", "--limit", "48")
     assert status == 2 and "was written with --limit none, this run has --limit 48" in err
 
@@ -158,3 +158,13 @@ def test_ctrl_c_writes_metrics_for_the_epochs_done(capsys, common, tmp_path, mon
     assert status == 130 and "for the 1 epochs done" in err
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epoch"] == [1]
     assert (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_ctrl_c_before_training_is_one_line_and_leaves_nothing(capsys, common, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "find_dataset", interrupted)
+    status, _, err = run(capsys, *common)
+    assert status == 130 and "interrupted before training started" in err
+    assert not (tmp_path / "run").exists()
