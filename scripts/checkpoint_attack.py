@@ -2,7 +2,7 @@
 """Attack a real training checkpoint and count what gpucnn does with each bad file.
 
     python scripts/checkpoint_attack.py            # every byte flipped, every crafted case
-    python scripts/checkpoint_attack.py --stride 7 # every 7th byte (what the tests run)
+    python scripts/checkpoint_attack.py --stride 13 # every 13th byte (what the tests run)
 
 A small model (conv, dropout, dense; Adam and StepLR) trains one epoch and writes a
 checkpoint. Each attack writes a damaged or crafted copy and loads it into a fresh model

@@ -1,7 +1,7 @@
 """Bad training checkpoints: every one refused with a CheckpointError naming the file, nothing half-loaded.
 
 The attacks live in scripts/checkpoint_attack.py (which also runs them over every byte and
-prints the figures); here they run over every 7th byte, with a smaller inflating member.
+prints the figures); here they run over every 13th byte, with a smaller inflating member.
 """
 import importlib.util
 import os
@@ -38,11 +38,11 @@ def good(tmp_path):
 
 
 def test_every_attack_is_refused_clearly_and_changes_nothing(tmp_path):
-    tallies, problems = attack.attack(str(tmp_path), stride=7, bomb_mib=64)
+    tallies, problems = attack.attack(str(tmp_path), stride=13, bomb_mib=64)
     assert problems == []
     assert tallies["refused clearly"] == tallies["unchanged after refusal"]
     assert tallies["refused clearly"] + tallies["loaded intact"] == tallies["tried"]
-    assert tallies["crafted cases"] >= 60 and tallies["refused clearly"] > 1000
+    assert tallies["crafted cases"] >= 60 and tallies["refused clearly"] > 500
 
 
 def test_crafted_cases_each_give_their_true_reason(good, tmp_path):

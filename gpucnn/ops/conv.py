@@ -43,9 +43,10 @@ def conv2d_forward(x, weight, bias, window):
     oh, ow = window.output_size(h, w)
     grid_w = _grid_width(window, w, ow, c, out_c)
     cols = _im2col_grid(x, window, oh, grid_w)
-    if grid_w != ow:
-        # The spare grid columns read input wrapped around from the next row; zero them, or an inf
-        # or NaN there would turn dW = dY @ cols.T into NaN (0 * inf) where PyTorch's is finite.
+    if grid_w != ow and not numpy.isfinite(x).all():
+        # The spare grid columns read input wrapped around from the next row; an inf or NaN there
+        # would turn dW = dY @ cols.T into NaN (0 * inf) where PyTorch's is finite, so zero them.
+        # Finite values need nothing (0 * finite = 0), and checking x costs far less than the zeroing.
         cols.reshape(-1, n, oh, grid_w)[:, :, :, ow:] = 0
     y = (weight.reshape(out_c, -1) @ cols).reshape(out_c, n, oh, grid_w)
     if bias is not None:
