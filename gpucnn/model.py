@@ -1,7 +1,7 @@
 """Sequential: layers applied in order, backward in reverse."""
 from . import architecture
-from .backend import device_of, device_scope
-from .checkpoint import CheckpointError, load_arrays, save_arrays
+from .backend import asnumpy, device_of, device_scope
+from .checkpoint import CheckpointError, CheckpointReader, check_cast, save_arrays
 from .layers.base import Layer
 from .predict import predict
 from .state_dict import load_state_dict
@@ -93,8 +93,12 @@ class Sequential:
                 state[f"{i}.{name}"] = value
         return state
 
-    def load_state(self, state, source="state"):
-        """Set every parameter and buffer from ``state``; checks everything first, so a mismatch changes nothing."""
+    def expected_state(self):
+        """{'<index>.<name>': (shape, None)}: what a file must hold to load into this model."""
+        return {key: (tuple(value.shape), None) for key, value in self.named_state().items()}
+
+    def check_state(self, state, source="state"):
+        """CheckpointError unless ``state`` fits: the same names and shapes, finite values, no lossy dtype change."""
         own = self.named_state()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -106,9 +110,32 @@ class Sequential:
                                       f"the model expects {tuple(value.shape)}")
             if state[key].dtype.kind != "f":
                 raise CheckpointError(f"{source}: {key} has dtype {state[key].dtype}, expected floats")
-        for key in own:
+            try:
+                check_cast(asnumpy(state[key]), value.dtype, key)
+            except ValueError as exc:
+                raise CheckpointError(f"{source}: {exc}") from None
+
+    def load_state(self, state, source="state"):
+        """Set every parameter and buffer from ``state``; checks everything first, so a mismatch changes nothing."""
+        self.check_state(state, source)
+        own = self.named_state()
+        try:
+            for key in own:
+                index, name = key.split(".", 1)
+                self.layers[int(index)].set_state(name, state[key])
+        except BaseException:
+            self._restore(own)  # set_state replaces arrays, so the old ones are intact: put them back
+            raise
+
+    def _restore(self, saved):
+        for key, value in saved.items():
             index, name = key.split(".", 1)
-            self.layers[int(index)].set_state(name, state[key])
+            layer = self.layers[int(index)]
+            current = getattr(layer, name)
+            if hasattr(current, "grad"):
+                current.data = value
+            else:
+                setattr(layer, name, value)
 
     def state_dict(self):
         """{'<index>.<name>': array} of every parameter and buffer, keyed as PyTorch keys an nn.Sequential
@@ -173,10 +200,16 @@ class Sequential:
                                                "architecture": architecture.describe(self, self.input_shape)})
 
     def load(self, path):
-        """Read weights written by ``save``; on any error the model's weights are left as they were."""
-        arrays, meta = load_arrays(path)
-        if meta.get("format") != _FORMAT:
-            raise CheckpointError(f"{path}: not a saved Sequential (format {meta.get('format')!r})")
+        """Read weights written by ``save``; on any error the model's weights are left as they were.
+
+        The file's names and array shapes are checked against the model before any data is read.
+        """
+        with CheckpointReader(path) as reader:
+            if reader.meta.get("format") != _FORMAT:
+                raise CheckpointError(f"{path}: not a saved Sequential (format {reader.meta.get('format')!r})")
+            reader.check_members(self.expected_state())
+            arrays = reader.read_all()
+            meta = reader.meta
         self.load_state(arrays, source=str(path))
         recorded = (meta.get("architecture") or {}).get("input_shape")
         if self.input_shape is None and recorded:

@@ -18,6 +18,7 @@ from .backend import asnumpy, device_scope, get_array_module, is_out_of_memory
 from .data.batches import BatchIterator
 from .losses import check_label_range
 from .progress import ProgressBar
+from .checkpoint import CheckpointError
 from .training_checkpoint import load_training_checkpoint, save_training_checkpoint
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "save_training_checkpoint", "load_training_checkpoint"]
@@ -93,7 +94,7 @@ def _deferred_interrupt():
 
 def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
         checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None,
-        distributed=False):
+        keep_optimizer_settings=(), checkpoint_info=None, distributed=False):
     """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
 
     Args:
@@ -112,9 +113,16 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         distributed: train data-parallel over the ranks of an MPI job (True, or a gpucnn.distributed
             Communicator): each rank takes its shard of every batch of ``batch_size``, gradients are
             averaged; only rank 0 writes ``checkpoint`` and shows progress (see gpucnn/distributed/).
+        keep_optimizer_settings: on resume, the optimizer settings ('lr', 'betas', ...) whose current values
+            win over the checkpoint's (by default the checkpoint's win, for an exact resume).
+        checkpoint_info: optional JSON-able dict stored in every checkpoint under "info" (e.g. the data set).
+
+    A checkpoint is written only while the weights and the epoch's losses are finite. Resuming
+    refuses (CheckpointError, nothing changed) a checkpoint taken with another batch size or data-set size.
 
     Raises:
-        TrainingDiverged: the loss became NaN or infinite (the last checkpoint on disk is kept).
+        TrainingDiverged: the training or validation loss, or a weight, became NaN or infinite; the message
+            says whether a good checkpoint exists and where.
         KeyboardInterrupt: after Ctrl-C, once a checkpoint of the exact position is written.
 
     Example:
@@ -125,10 +133,14 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
     history = {key: [] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
                                    "images_per_second")}
     start_epoch, skip_steps, partial = 0, 0, None
+    good = _GoodCheckpoint(checkpoint)
     if resume and checkpoint is not None:
         if os.path.exists(checkpoint):
-            meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler)
+            meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler,
+                                            check=_same_run(checkpoint, batch_size, len(batches), batches),
+                                            keep=keep_optimizer_settings)
             start_epoch, skip_steps = meta["epoch"], meta["step"]
+            good.written(start_epoch, skip_steps)
             batches.set_state(meta["batches"])
             history = meta["history"]
             partial = meta.get("partial")
@@ -184,20 +196,24 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                         bar.close()
                         raise TrainingDiverged(
                             f"loss became {bad[1]} at epoch {epoch + 1}, step {bad[0] + 1} of {steps_per_epoch}; "
-                            f"training stopped" + (f", the last good checkpoint {checkpoint} is kept"
-                                                   if checkpoint else ""))
+                            f"training stopped; {good.describe()}")
                     elapsed = time.perf_counter() - started
                     bar.update(step + 1, loss=stats.mean_loss, acc=stats.accuracy,
                                img_s=stats.seen_now / max(elapsed, 1e-9))
                 if interrupt["hit"]:
                     bar.close()
-                    if checkpoint is not None:
+                    saved = checkpoint is not None and _all_finite(model)
+                    if saved:
                         save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
                             "epoch": epoch, "step": step + 1, "batches": epoch_start_state,
-                            "history": history, "partial": stats.as_partial()})
+                            "history": history, "partial": stats.as_partial(), "batch_size": batch_size,
+                            "num_samples": batches.num_samples, "info": checkpoint_info})
+                        good.written(epoch, step + 1)
                     raise KeyboardInterrupt(
                         f"training interrupted at epoch {epoch + 1}, step {step + 1}"
-                        + (f"; checkpoint written to {checkpoint} (resume to continue exactly)" if checkpoint else ""))
+                        + (f"; checkpoint written to {checkpoint} (resume to continue exactly)" if saved else
+                           f"; the weights are not finite, so no checkpoint was written; {good.describe()}"
+                           if checkpoint else ""))
             skip_steps, partial = 0, None
             seconds = time.perf_counter() - started
             if dp is not None:
@@ -220,16 +236,25 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                     result = dp.reduce_evaluation(result, len(validation[0]))
                 history["val_loss"].append(result["loss"])
                 history["val_accuracy"].append(result["accuracy"])
+                if not math.isfinite(result["loss"]):
+                    bar.close()
+                    raise TrainingDiverged(f"validation loss became {result['loss']} after epoch {epoch + 1}; "
+                                           f"training stopped; {good.describe()}")
                 bar.update(steps_per_epoch, loss=stats.mean_loss, acc=stats.accuracy,
                            img_s=stats.seen_now / max(seconds, 1e-9), val_loss=result["loss"],
                            val_acc=result["accuracy"])
             bar.close()
+            if not _all_finite(model):
+                raise TrainingDiverged(f"a weight became NaN or infinite in epoch {epoch + 1}; training stopped; "
+                                       f"{good.describe()}")
             if scheduler is not None:
                 scheduler.step()
             if checkpoint is not None:
                 save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
                     "epoch": epoch + 1, "step": 0, "batches": batches.state(), "history": history,
-                    "partial": None})
+                    "partial": None, "batch_size": batch_size, "num_samples": batches.num_samples,
+                    "info": checkpoint_info})
+                good.written(epoch + 1, 0)
             if on_epoch_end is not None:
                 on_epoch_end(history)
     return history
@@ -252,6 +277,50 @@ def _warm_up_kernels(model, stream=None):
         print(f"CUDA kernels ready in {seconds:.1f} s (compiled once, then cached in {loader.kernel_cache_dir()})",
               file=stream, flush=True)
     return seconds
+
+
+def _all_finite(model):
+    """True when every parameter and buffer is finite: one read-back per epoch, of one flag."""
+    values = list(model.named_state().values())
+    if not values:
+        return True
+    with device_scope(values[0]):
+        xp = get_array_module(values[0])
+        return bool(xp.stack([xp.isfinite(v).all() for v in values]).all())
+
+
+class _GoodCheckpoint:
+    """Where the last checkpoint with finite weights and losses is, to say so truthfully when training stops."""
+
+    def __init__(self, path):
+        self.path, self.position = path, None
+
+    def written(self, epoch, step):
+        self.position = (epoch, step)
+
+    def describe(self):
+        if self.path is None:
+            return "no checkpoint was asked for"
+        if self.position is None:
+            earlier = (f"; {self.path} is from an earlier run, not this one" if os.path.exists(self.path) else "")
+            return f"no good checkpoint was written{earlier}"
+        epoch, step = self.position
+        where = f"after epoch {epoch}" if step == 0 else f"at epoch {epoch + 1}, step {step}"
+        return f"the last good checkpoint ({where}) is {self.path}"
+
+
+def _same_run(path, batch_size, steps_per_epoch, batches):
+    """A check for load_training_checkpoint: the checkpoint's batch size, data-set size and step fit this run."""
+    def check(meta):
+        for key, ours in (("batch_size", batch_size), ("num_samples", batches.num_samples)):
+            theirs = meta.get(key)
+            if theirs is not None and theirs != ours:
+                what = key.replace("_", " ").replace("num samples", "data-set size")
+                raise CheckpointError(f"{path}: was written with {what} {theirs}, this run has {ours}; "
+                                      f"refusing to resume on other terms")
+        if meta["step"] > steps_per_epoch:
+            raise CheckpointError(f"{path}: step {meta['step']} is past the {steps_per_epoch} steps of an epoch")
+    return check
 
 
 @contextlib.contextmanager

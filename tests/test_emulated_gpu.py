@@ -333,6 +333,7 @@ class FitTrace:
                                 (train, "check_label_range", "fit label check"),
                                 (train, "_evaluate", "evaluate"),  # fit validates through _evaluate
                                 (train, "save_training_checkpoint", "checkpoint"),
+                                (train, "_all_finite", "finite weights"),
                                 (train._EpochStats, "record", "stats.record"),
                                 (train._EpochStats, "sync", "stats.sync")):
             monkeypatch.setattr(obj, attr, self.wrap(name, getattr(obj, attr)))
@@ -391,6 +392,7 @@ def test_fit_on_device_matches_cpu_and_syncs_only_on_purpose(gpu, tmp_path, monk
         at_epoch_end = step + 1 == STEPS_PER_EPOCH
         assert len(by_name.get("evaluate", [])) == int(at_epoch_end), index
         assert len(by_name.get("checkpoint", [])) == int(at_epoch_end), index
+        assert [c for c, _ in by_name.get("finite weights", [])] == ([1] if at_epoch_end else []), index
 
     # (c) the CPU run's history, to float32 tolerance; the same learning rates, the same accuracies
     assert gpu_history["epoch"] == cpu_history["epoch"] == [1, 2]

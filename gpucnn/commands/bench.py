@@ -220,13 +220,27 @@ def timed_alternating(fns, sync, repeats, warmup, rounds=4):
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def main(argv=None, prog=None):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", action="append", help="cpu, cuda or cuda:N (repeatable; default: every usable one)")
-    p.add_argument("--batch-sizes", default="64,128,256,1024")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default in --help."""
+
+
+def _batch_sizes(text):
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"every batch size must be >= 1, got {text!r}")
+    return sizes
+
+
+def _parser(prog):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=_HelpFormatter)
+    p.add_argument("--device", action="append",
+                   help="cpu, cuda or cuda:N (repeatable); None means every usable one")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default="64,128,256,1024", help="comma-separated")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per figure (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -235,17 +249,40 @@ def main(argv=None, prog=None):
     p.add_argument("--distributed", action="store_true",
                    help="under mpirun: data-parallel steps against one process, same global batch "
                         "(gpucnn/commands/bench_distributed.py)")
+    return p
+
+
+def main(argv=None, prog=None):
+    p = _parser(prog)
     args = p.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        p.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     backend.set_tf32(args.tf32)  # before any CuPy matrix product
     if args.distributed:
         from gpucnn.commands import bench_distributed
         return bench_distributed.main(args)
+    try:
+        devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
+        devices = [backend.resolve_device(d) for d in devices]
+    except (RuntimeError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _bench(args, devices, args.batch_sizes)
+    except MemoryError as exc:
+        batch = getattr(exc, "batch", None)
+        print(f"error: out of memory at batch size {batch}; try smaller batch sizes, e.g. --batch-sizes "
+              f"{max((batch or 2) // 2, 1)} ({exc})", file=sys.stderr)
+    except OSError as exc:  # e.g. a kernel cache that cannot be written
+        print(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+    except RuntimeError as exc:  # e.g. the kernels failed to compile in the cold-compile process
+        print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _bench(args, devices, batches):
     precision = ("TF32 matrix products on both sides (CUPY_TF32=1; torch allow_tf32 flags on)" if args.tf32 else
                  "strict FP32 on both sides (CuPy compute type FP32; torch allow_tf32 flags off)")
-    devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
-    devices = [backend.resolve_device(d) for d in devices]
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-
     report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus",
               "numpy": numpy.__version__, "precision": precision, "results": [], "compile": {}}
     if backend.gpu_available():
@@ -261,7 +298,14 @@ def main(argv=None, prog=None):
     peaks = {d: matmul_peak(d, synchronizer(d)) for d in devices}
     for device in devices:
         for batch in batches:
-            result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch, args.tf32)
+            try:
+                result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch, args.tf32)
+            except Exception as exc:
+                if isinstance(exc, MemoryError) or backend.is_out_of_memory(exc):
+                    error = MemoryError(str(exc))
+                    error.batch = batch
+                    raise error from exc
+                raise
             report["results"].append({"device": device, "batch": batch, **result, "peak_gflops": peaks[device]})
     if args.json:
         print(json.dumps(report, indent=1))

@@ -65,7 +65,7 @@ def _bench(args):
     device = distributed.local_device(requested, comm.local_rank, comm.local_size)
     sync = synchronizer(device)
     rows = []
-    for batch in (int(b) for b in args.batch_sizes.split(",")):
+    for batch in args.batch_sizes:
         rng = numpy.random.default_rng(batch)
         x = backend.to_device(rng.random((batch, 1, 28, 28), dtype=numpy.float32), device)
         y = backend.to_device(rng.integers(0, 10, batch), device)

@@ -49,6 +49,11 @@ def conv2d_forward(x, weight, bias, window, groups=1):
     oh, ow = window.output_size(h, w)
     grid_w = _grid_width(window, w, ow, c // groups, out_c // groups)
     cols = _im2col_grid(x, window, oh, grid_w)
+    if grid_w != ow and not numpy.isfinite(x).all():
+        # The spare grid columns read input wrapped around from the next row; an inf or NaN there
+        # would turn dW = dY @ cols.T into NaN (0 * inf) where PyTorch's is finite, so zero them.
+        # Finite values need nothing (0 * finite = 0), and checking x costs far less than the zeroing.
+        cols.reshape(-1, n, oh, grid_w)[:, :, :, ow:] = 0
     length = cols.shape[1]
     y = grouped_matmul(weight.reshape(groups, out_c // groups, -1), cols.reshape(groups, -1, length))
     y = y.reshape(out_c, n, oh, grid_w)

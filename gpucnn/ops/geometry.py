@@ -165,5 +165,8 @@ def check_input(x, layer, ndim, channels=None, axis=1, what="channels"):
         raise ValueError(f"{layer}: expected a {ndim}-D input {layout}, got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{layer}: got an empty batch (shape {tuple(x.shape)})")
+    if 0 in x.shape:
+        raise ValueError(f"{layer}: got an input with a zero-size axis (shape {tuple(x.shape)}); PyTorch refuses "
+                         f"it too")
     if channels is not None and x.shape[axis] != channels:
         raise ValueError(f"{layer}: expected {channels} {what}, got {x.shape[axis]} (input shape {tuple(x.shape)})")
