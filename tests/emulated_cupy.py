@@ -24,6 +24,11 @@ What the emulation holds gpucnn to, as CuPy would:
   ``format`` of a device array, ``cupy.asnumpy`` of one and ``Device.synchronize``. Each
   event keeps the gpucnn source line that caused it.
 
+- Streams, the memory pool, stream capture and graphs (``cupy.cuda.Stream``, ``begin_capture``,
+  ``end_capture``, ``Graph.launch``, ``cupy.cuda.MemoryPool``, ``using_allocator``) are in
+  tests/emulated_streams.py: every operation that enqueues device work goes through ``_enqueue``,
+  which records it while a stream captures; what CuPy refuses during capture raises here too.
+
 Known blind spots (an ndarray subclass cannot see them): ``numpy.asarray(device_array)``
 and ``host_array[...] = device_array`` silently work here, where CuPy raises. gpucnn does
 neither on device arrays (checked by reading: backend.asnumpy routes CuPy arrays through
@@ -40,6 +45,8 @@ import traceback
 import types
 
 import numpy
+
+import emulated_streams as streams
 
 _HERE = os.path.abspath(__file__)
 _TESTS = os.path.dirname(_HERE)
@@ -96,7 +103,33 @@ def _caller():
 
 def _sync(what):
     if not _is_internal():
+        streams.host_read(what)  # refused while a stream captures
         SYNCS.record(what)
+
+
+def _enqueue(what, replay):
+    """Device work on the current stream: recorded (``replay`` redoes it in place) while a stream captures."""
+    if not _is_internal():
+        streams.on_stream(what, replay)
+
+
+def _copy_into(dest, new):
+    """Replay helper: write a recomputed result into the memory the captured result lives in."""
+    if isinstance(dest, numpy.ndarray):
+        numpy.copyto(_plain(dest), _plain(new))
+    elif isinstance(dest, (tuple, list)):
+        for d, n in zip(dest, new):
+            _copy_into(d, n)
+
+
+def _replay(records):
+    with internal():
+        for _, replay in records:
+            replay()
+
+
+streams._sync_hook[0] = _sync
+streams._replay_hook[0] = _replay
 
 
 # ----------------------------------------------------------------------------- the device array
@@ -216,6 +249,8 @@ class Device:
         return False
 
     def synchronize(self):
+        if not _is_internal():
+            streams.device_synchronize()
         _sync("Device.synchronize")
 
     def use(self):
@@ -243,6 +278,8 @@ class DeviceArray(numpy.ndarray):
         # A view stays on the device of its base; new memory is allocated on the current device (CuPy's rule).
         source = getattr(obj, "_device_id", None) if self.base is not None else None
         self._device_id = current_device() if source is None else source
+        if not _is_internal():
+            streams.note_memory(self)  # new memory comes from the pool (refused in a capture if it must grow)
 
     @property
     def device(self):
@@ -258,18 +295,24 @@ class DeviceArray(numpy.ndarray):
             kwargs["out"] = tuple(_plain(o) for o in out)
         if "where" in kwargs:
             kwargs["where"] = _plain(kwargs["where"])
-        result = getattr(ufunc, method)(*(_plain(a) for a in inputs), **kwargs)
-        if method == "at":
-            return None
-        if out is not None:
+        if ufunc.__name__ in streams.CUBLAS_FUNCTIONS and not _is_internal():
+            streams.cublas(where)
+        plain_inputs = tuple(_plain(a) for a in inputs)
+        result = getattr(ufunc, method)(*plain_inputs, **kwargs)
+        if method == "at" or out is not None:
+            _enqueue(where, lambda: getattr(ufunc, method)(*plain_inputs, **kwargs))
+            if method == "at":
+                return None
             return out[0] if len(out) == 1 else tuple(out)
-        return _wrap(result)
+        wrapped = _wrap(result)
+        dest = _plain_nested(wrapped)  # replays hold memory, not device arrays (those free their pool block)
+        _enqueue(where, lambda: _copy_into(dest, getattr(ufunc, method)(*plain_inputs, **kwargs)))
+        return wrapped
 
     def __array_function__(self, func, types_, args, kwargs):
         _reject_host(list(args) + list(kwargs.values()), f"numpy.{func.__name__} on a device array")
         check_devices(list(args) + list(kwargs.values()), f"numpy.{func.__name__}")
-        plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
-        return _wrap(func(*_plain_nested(args), **plain_kwargs))
+        return _computed(f"cupy.{func.__name__}", func, args, kwargs)
 
     def __array_wrap__(self, array, context=None, return_scalar=False):
         return array.view(DeviceArray)  # a 0-d device array, never a scalar
@@ -277,26 +320,64 @@ class DeviceArray(numpy.ndarray):
     def __getitem__(self, key):
         if _has_device_array(key):  # advanced indexing: a gather kernel on the current device
             check_devices([self, key], "advanced indexing (take)")
-        return _wrap(super().__getitem__(_plain_nested(key)))
+        if _host_arrays(key if isinstance(key, tuple) else (key,)) and not _is_internal():
+            streams.host_write("a host index array")  # CuPy copies it to the device first
+        before = streams.ALLOCATIONS[0]
+        plain_self, plain_key = self.view(numpy.ndarray), _plain_nested(key)
+        result = _wrap(super().__getitem__(plain_key))
+        if streams.ALLOCATIONS[0] != before:  # a gather (or a scalar copy), not a view
+            dest = _plain(result)
+            _enqueue("advanced indexing (take)", lambda: _copy_into(dest, plain_self[plain_key]))
+        return result
 
     def __setitem__(self, key, value):
         # CuPy copies a host value in (``a[...] = numpy_array`` works there too); the copy (or scatter) kernel
         # runs on the current device.
         check_devices([self, key, value], "assignment into a device array")
-        super().__setitem__(_plain_nested(key), _plain(value))
+        if isinstance(value, numpy.ndarray) and not isinstance(value, DeviceArray) and not _is_internal():
+            streams.host_write("assigning a host array into a device array")
+        plain_self, plain_key, plain_value = self.view(numpy.ndarray), _plain_nested(key), _plain(value)
+        plain_self[plain_key] = plain_value
+        _enqueue("assignment into a device array", lambda: plain_self.__setitem__(plain_key, plain_value))
 
     def fill(self, value):
         check_devices([self], "fill")
-        super().fill(value)
+        plain_self = self.view(numpy.ndarray)
+        plain_self.fill(value)
+        _enqueue("fill", lambda: plain_self.fill(value))
 
-    # --- methods NumPy implements without ufuncs that may hand back a scalar
+    # --- methods NumPy implements without ufuncs (CuPy: kernels; dot: cuBLAS)
     def argmax(self, *args, **kwargs):
         check_devices([self], "argmax")
-        return _wrap(self.view(numpy.ndarray).argmax(*args, **kwargs))
+        return _computed("argmax", numpy.ndarray.argmax, (self,) + args, kwargs)
 
     def argmin(self, *args, **kwargs):
         check_devices([self], "argmin")
-        return _wrap(self.view(numpy.ndarray).argmin(*args, **kwargs))
+        return _computed("argmin", numpy.ndarray.argmin, (self,) + args, kwargs)
+
+    def astype(self, *args, **kwargs):
+        return _computed("astype", numpy.ndarray.astype, (self,) + args, kwargs)
+
+    def copy(self, *args, **kwargs):
+        return _computed("copy", numpy.ndarray.copy, (self,) + args, kwargs)
+
+    def flatten(self, *args, **kwargs):
+        return _computed("flatten", numpy.ndarray.flatten, (self,) + args, kwargs)
+
+    def ravel(self, *args, **kwargs):
+        return _computed("ravel", numpy.ndarray.ravel, (self,) + args, kwargs)
+
+    def reshape(self, *args, **kwargs):
+        return _computed("reshape", numpy.ndarray.reshape, (self,) + args, kwargs)
+
+    def take(self, *args, **kwargs):
+        check_devices([self] + list(args), "take")
+        return _computed("take", numpy.ndarray.take, (self,) + args, kwargs)
+
+    def dot(self, *args, **kwargs):
+        if not _is_internal():
+            streams.cublas("ndarray.dot")
+        return _computed("dot", numpy.ndarray.dot, (self,) + args, kwargs)
 
     # --- read-backs to the host: each one is a synchronisation
     def __float__(self):
@@ -357,6 +438,23 @@ class DeviceArray(numpy.ndarray):
         return (self[i] for i in range(self.shape[0]))
 
 
+def _computed(where, func, args, kwargs):
+    """``func`` on the plain memory of ``args``, its result as device arrays; work that wrote memory (new
+    memory, or in place when the result is None) is enqueued on the current stream for capture."""
+    if func.__name__ in streams.CUBLAS_FUNCTIONS and not _is_internal():
+        streams.cublas(where)
+    plain_args = _plain_nested(tuple(args))
+    plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
+    before = streams.ALLOCATIONS[0]
+    result = _wrap(func(*plain_args, **plain_kwargs))
+    if result is None:
+        _enqueue(where, lambda: func(*plain_args, **plain_kwargs))
+    elif streams.ALLOCATIONS[0] != before:
+        dest = _plain_nested(result)
+        _enqueue(where, lambda: _copy_into(dest, func(*plain_args, **plain_kwargs)))
+    return result
+
+
 # ----------------------------------------------------------------------------- the cupy module
 
 def to_host(a):
@@ -412,13 +510,19 @@ def _asarray(a, dtype=None, order=None, blocking=False):
         if a._device_id != current_device():  # CuPy copies an array of another device to the current one
             return numpy.array(_plain(a), dtype=dtype, copy=True).view(DeviceArray)
         return a if dtype is None or numpy.dtype(dtype) == a.dtype else a.astype(dtype)
+    if not _is_internal():
+        streams.host_write("cupy.asarray of host data")
     return numpy.array(a, dtype=dtype, order=order or "K", copy=True).view(DeviceArray)
 
 
 def _array(a, dtype=None, copy=True, order="K", ndmin=0):
     if isinstance(a, DeviceArray) and not copy:
         return _asarray(a, dtype)
-    return numpy.array(_plain(a), dtype=dtype, copy=True, order=order, ndmin=ndmin).view(DeviceArray)
+    if isinstance(a, DeviceArray):
+        return _computed("cupy.array", numpy.array, (a,), dict(dtype=dtype, copy=True, order=order, ndmin=ndmin))
+    if not _is_internal():
+        streams.host_write("cupy.array of host data")
+    return numpy.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin).view(DeviceArray)
 
 
 def _ascontiguousarray(a, dtype=None):
@@ -428,7 +532,7 @@ def _ascontiguousarray(a, dtype=None):
     if a.flags.c_contiguous and (dtype is None or numpy.dtype(dtype) == a.dtype):
         return a if a.ndim else a.reshape(1)  # CuPy ravels a 0-d array
     check_devices([a], "cupy.ascontiguousarray (copy)")
-    return numpy.ascontiguousarray(_plain(a), dtype=dtype).view(DeviceArray)
+    return _computed("cupy.ascontiguousarray", numpy.ascontiguousarray, (a,), dict(dtype=dtype))
 
 
 def _asnumpy(a, stream=None, order="C", out=None, blocking=True):
@@ -463,8 +567,7 @@ class _Forward:
         if self._name not in _CREATORS or self._name.endswith("_like"):
             _reject_host(list(args) + list(kwargs.values()), f"cupy.{self._name}")
         check_devices(list(args) + list(kwargs.values()), f"cupy.{self._name}")
-        plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
-        return _wrap(self._function(*_plain_nested(args), **plain_kwargs))
+        return _computed(f"cupy.{self._name}", self._function, args, kwargs)
 
     def __getattr__(self, attr):  # ufunc methods: reduce, accumulate, at, outer, ...
         method = getattr(self._function, attr)
@@ -497,9 +600,16 @@ def make_fake_cupy():
     fake.cuda = types.SimpleNamespace(
         Device=Device,
         runtime=types.SimpleNamespace(getDeviceCount=lambda: DEVICE_COUNT,
-                                      getDevice=lambda: Device._stack[-1]),
-        get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: _sync("Stream.synchronize")),
+                                      getDevice=lambda: Device._stack[-1],
+                                      CUDARuntimeError=streams.CUDARuntimeError),
+        Stream=streams.Stream,
+        Graph=streams.Graph,
+        get_current_stream=streams.get_current_stream,
+        MemoryPool=streams.MemoryPool,
+        using_allocator=streams.using_allocator,
+        memory=types.SimpleNamespace(MemoryPool=streams.MemoryPool, using_allocator=streams.using_allocator),
     )
+    fake.get_default_memory_pool = streams.get_default_memory_pool
     for dtype_name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_",
                        "dtype", "newaxis", "inf", "nan", "pi", "e"):
         setattr(fake, dtype_name, getattr(numpy, dtype_name))
@@ -581,16 +691,23 @@ def installed(harness, kernel_class):
             class Kernel(kernel_class):
                 def __call__(self, grid, block, args, *rest, **kwargs):
                     check_devices(list(args), f"kernel {self.name}")  # a RawKernel runs on the current device
+                    run = super().__call__
                     with internal():  # the harness writes results back with host arrays
-                        return super().__call__(grid, block, args, *rest, **kwargs)
+                        result = run(grid, block, args, *rest, **kwargs)
+                    views = {id(a): _plain(a) for a in args}  # one view per array: the harness dedups by identity
+                    plain_args = tuple(views[id(a)] for a in args)
+                    _enqueue(f"kernel {self.name}", lambda: run(grid, block, plain_args, *rest, **kwargs))
+                    return result
 
             loader.get_kernel = lambda file, expression: Kernel(loader, harness, file, expression)
             SYNCS.reset()
             DEVICE_MISMATCHES.reset()
+            streams.reset()
             yield Emulated(devices=DEVICE_MISMATCHES, cupy=fake, loader=loader, launches=launches, syncs=SYNCS,
-                           **modules)
+                           streams=streams, **modules)
         finally:
             Device._stack[:] = saved_stack
             backend._probe_cupy.cache_clear()  # the next probe sees the real CuPy (or its absence) again
+            streams.reset()
             SYNCS.reset()
             DEVICE_MISMATCHES.reset()
