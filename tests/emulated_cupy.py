@@ -3,7 +3,7 @@
 ``make_fake_cupy()`` builds a stand-in ``cupy`` module over NumPy whose ``ndarray`` is
 ``DeviceArray``, a distinct subclass of ``numpy.ndarray``. ``installed(harness)`` puts it
 in ``sys.modules``, re-probes ``gpucnn.backend`` (which then reports 'cuda:0' usable),
-re-imports the real launchers ``gpucnn.ops.cuda.{loader,conv,pool,update}`` over it, and
+re-imports the real launchers ``gpucnn.ops.cuda.{loader,conv,pool,update,fused}`` over it, and
 sends every kernel launch to ``FakeKernel`` of tests/kernels/test_host_harness.py, which
 checks the launch and runs the kernel's body on the CPU in the nvcc-built harness.
 
@@ -494,13 +494,13 @@ class RandomState:
 def _empty(shape, dtype=float, order="C"):
     """cupy.empty: uninitialised memory, here NaN (or a large negative int) so unwritten elements show."""
     a = numpy.empty(shape, dtype=dtype, order=order)
-    a.fill(numpy.nan if a.dtype.kind in "fc" else -123456)
+    a.fill(numpy.nan if a.dtype.kind in "fc" else (-123456 if a.dtype.itemsize >= 4 else 0xAB))
     return a.view(DeviceArray)
 
 
 def _empty_like(a, dtype=None, order="K", shape=None):
     a = numpy.empty_like(_plain(a), dtype=dtype, order=order, shape=shape)
-    a.fill(numpy.nan if a.dtype.kind in "fc" else -123456)
+    a.fill(numpy.nan if a.dtype.kind in "fc" else (-123456 if a.dtype.itemsize >= 4 else 0xAB))
     return a.view(DeviceArray)
 
 
@@ -685,7 +685,7 @@ def installed(harness, kernel_class):
             assert backend.cupy_or_none() is fake
             loader = importlib.import_module("gpucnn.ops.cuda.loader")
             modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
-                       for name in ("conv", "pool", "update")}
+                       for name in ("conv", "pool", "update", "fused")}
             launches = record_launches(loader)
 
             class Kernel(kernel_class):
