@@ -113,6 +113,24 @@ def _enqueue(what, replay):
         streams.on_stream(what, replay)
 
 
+def _capturing():
+    """A stream captures: work is recorded, not run (a real capture executes nothing)."""
+    return streams.CAPTURE.active is not None and not _is_internal()
+
+
+def _poison(result):
+    """New memory written by work that a capture only recorded: garbage, as on a GPU until the graph runs."""
+    if isinstance(result, numpy.ndarray):
+        plain = _plain(result)
+        if plain.dtype.kind in "fc":
+            plain.fill(numpy.nan)
+        elif plain.dtype.kind in "iu":
+            plain.fill(-123456 if plain.dtype.itemsize >= 4 and plain.dtype.kind == "i" else 0xAB)
+    elif isinstance(result, (tuple, list)):
+        for r in result:
+            _poison(r)
+
+
 def _copy_into(dest, new):
     """Replay helper: write a recomputed result into the memory the captured result lives in."""
     if isinstance(dest, numpy.ndarray):
@@ -298,13 +316,18 @@ class DeviceArray(numpy.ndarray):
         if ufunc.__name__ in streams.CUBLAS_FUNCTIONS and not _is_internal():
             streams.cublas(where)
         plain_inputs = tuple(_plain(a) for a in inputs)
-        result = getattr(ufunc, method)(*plain_inputs, **kwargs)
-        if method == "at" or out is not None:
+        if method == "at" or out is not None:  # in place: a capture records it and runs nothing
+            if not _capturing():
+                getattr(ufunc, method)(*plain_inputs, **kwargs)
             _enqueue(where, lambda: getattr(ufunc, method)(*plain_inputs, **kwargs))
             if method == "at":
                 return None
             return out[0] if len(out) == 1 else tuple(out)
+        with numpy.errstate(all="ignore") if _capturing() else contextlib.nullcontext():
+            result = getattr(ufunc, method)(*plain_inputs, **kwargs)
         wrapped = _wrap(result)
+        if _capturing():
+            _poison(wrapped)
         dest = _plain_nested(wrapped)  # replays hold memory, not device arrays (those free their pool block)
         _enqueue(where, lambda: _copy_into(dest, getattr(ufunc, method)(*plain_inputs, **kwargs)))
         return wrapped
@@ -326,6 +349,8 @@ class DeviceArray(numpy.ndarray):
         plain_self, plain_key = self.view(numpy.ndarray), _plain_nested(key)
         result = _wrap(super().__getitem__(plain_key))
         if streams.ALLOCATIONS[0] != before:  # a gather (or a scalar copy), not a view
+            if _capturing():
+                _poison(result)
             dest = _plain(result)
             _enqueue("advanced indexing (take)", lambda: _copy_into(dest, plain_self[plain_key]))
         return result
@@ -337,13 +362,15 @@ class DeviceArray(numpy.ndarray):
         if isinstance(value, numpy.ndarray) and not isinstance(value, DeviceArray) and not _is_internal():
             streams.host_write("assigning a host array into a device array")
         plain_self, plain_key, plain_value = self.view(numpy.ndarray), _plain_nested(key), _plain(value)
-        plain_self[plain_key] = plain_value
+        if not _capturing():
+            plain_self[plain_key] = plain_value
         _enqueue("assignment into a device array", lambda: plain_self.__setitem__(plain_key, plain_value))
 
     def fill(self, value):
         check_devices([self], "fill")
         plain_self = self.view(numpy.ndarray)
-        plain_self.fill(value)
+        if not _capturing():
+            plain_self.fill(value)
         _enqueue("fill", lambda: plain_self.fill(value))
 
     # --- methods NumPy implements without ufuncs (CuPy: kernels; dot: cuBLAS)
@@ -438,6 +465,10 @@ class DeviceArray(numpy.ndarray):
         return (self[i] for i in range(self.shape[0]))
 
 
+# NumPy functions that write into their arguments (a capture must not run them).
+_IN_PLACE = frozenset({"copyto", "put", "place", "putmask", "fill_diagonal", "put_along_axis"})
+
+
 def _computed(where, func, args, kwargs):
     """``func`` on the plain memory of ``args``, its result as device arrays; work that wrote memory (new
     memory, or in place when the result is None) is enqueued on the current stream for capture."""
@@ -445,8 +476,14 @@ def _computed(where, func, args, kwargs):
         streams.cublas(where)
     plain_args = _plain_nested(tuple(args))
     plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
+    if _capturing() and (func.__name__ in _IN_PLACE or plain_kwargs.get("out") is not None):
+        _enqueue(where, lambda: func(*plain_args, **plain_kwargs))  # a capture records it and runs nothing
+        return kwargs.get("out")
     before = streams.ALLOCATIONS[0]
-    result = _wrap(func(*plain_args, **plain_kwargs))
+    with numpy.errstate(all="ignore") if _capturing() else contextlib.nullcontext():
+        result = _wrap(func(*plain_args, **plain_kwargs))
+    if _capturing() and streams.ALLOCATIONS[0] != before:
+        _poison(result)
     if result is None:
         _enqueue(where, lambda: func(*plain_args, **plain_kwargs))
     elif streams.ALLOCATIONS[0] != before:
@@ -692,8 +729,10 @@ def installed(harness, kernel_class):
                 def __call__(self, grid, block, args, *rest, **kwargs):
                     check_devices(list(args), f"kernel {self.name}")  # a RawKernel runs on the current device
                     run = super().__call__
-                    with internal():  # the harness writes results back with host arrays
-                        result = run(grid, block, args, *rest, **kwargs)
+                    result = None
+                    if not _capturing():  # a capture records the launch and runs nothing
+                        with internal():  # the harness writes results back with host arrays
+                            result = run(grid, block, args, *rest, **kwargs)
                     views = {id(a): _plain(a) for a in args}  # one view per array: the harness dedups by identity
                     plain_args = tuple(views[id(a)] for a in args)
                     _enqueue(f"kernel {self.name}", lambda: run(grid, block, plain_args, *rest, **kwargs))

@@ -7,10 +7,11 @@ graph needs to be checked without a GPU:
   ``Stream.null`` is the legacy default stream. ``begin_capture()`` / ``end_capture()`` /
   ``is_capturing()`` / ``synchronize()`` as in CuPy; ``end_capture`` returns a ``Graph``.
 - While a stream captures, every device operation that would enqueue work (our kernel
-  launches, CuPy elementwise and reduction kernels, copies, fills, gathers) still runs
-  at once, and is also recorded as a replay closure over the same memory: ``Graph.launch``
-  runs the recorded closures again, in order, against whatever the buffers hold then,
-  as a real graph does with its fixed addresses.
+  launches, CuPy elementwise and reduction kernels, copies, fills, gathers) is recorded as
+  a replay closure over the same memory, and, as in a real capture, not run: in-place work
+  leaves its buffers untouched, and new results hold garbage (NaN, or -123456 / 0xAB for
+  integers) until the graph runs. ``Graph.launch`` runs the recorded closures, in order,
+  against whatever the buffers hold then, as a real graph does with its fixed addresses.
 - What CuPy (14.x) or the CUDA runtime refuses during capture raises here too:
     * a device-to-host read (``.get()``, ``cupy.asnumpy``, ``float``/``int``/``bool``/
       ``item``/``tolist``/``repr`` of a device array) and a host-to-device copy
