@@ -10,10 +10,12 @@ Example:
 """
 from . import backend, gradcheck, layers, losses, models, optim
 from .config import config, seed
+from .fused.step import compile_step
 from .model import Sequential
 from .parameter import Parameter
 
 __version__ = "0.1.0"
 
-__all__ = ["Parameter", "Sequential", "backend", "config", "seed", "gradcheck", "layers", "losses", "models",
+__all__ = ["Parameter", "Sequential", "backend", "compile_step", "config", "seed", "gradcheck", "layers", "losses",
+           "models",
            "optim", "__version__"]

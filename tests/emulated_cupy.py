@@ -131,6 +131,24 @@ def _poison(result):
             _poison(r)
 
 
+def _zeroed_indices(value):
+    """For a capture's shape-only run: integer arrays as zeros (garbage values would be out-of-range indices)."""
+    if isinstance(value, numpy.ndarray) and value.dtype.kind in "iu":
+        return numpy.zeros_like(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_zeroed_indices(v) for v in value)
+    return value
+
+
+def _run_for_shape(func, args, kwargs):
+    """``func`` during a capture, whose inputs may hold garbage: only the result's shape and dtype matter."""
+    with numpy.errstate(all="ignore"):
+        try:
+            return func(*args, **kwargs)
+        except (IndexError, ValueError):
+            return func(*_zeroed_indices(args), **{k: _zeroed_indices(v) for k, v in kwargs.items()})
+
+
 def _copy_into(dest, new):
     """Replay helper: write a recomputed result into the memory the captured result lives in."""
     if isinstance(dest, numpy.ndarray):
@@ -347,7 +365,10 @@ class DeviceArray(numpy.ndarray):
             streams.host_write("a host index array")  # CuPy copies it to the device first
         before = streams.ALLOCATIONS[0]
         plain_self, plain_key = self.view(numpy.ndarray), _plain_nested(key)
-        result = _wrap(super().__getitem__(plain_key))
+        if _capturing():
+            result = _wrap(_run_for_shape(plain_self.__getitem__, (plain_key,), {}))
+        else:
+            result = _wrap(super().__getitem__(plain_key))
         if streams.ALLOCATIONS[0] != before:  # a gather (or a scalar copy), not a view
             if _capturing():
                 _poison(result)
@@ -480,7 +501,9 @@ def _computed(where, func, args, kwargs):
         _enqueue(where, lambda: func(*plain_args, **plain_kwargs))  # a capture records it and runs nothing
         return kwargs.get("out")
     before = streams.ALLOCATIONS[0]
-    with numpy.errstate(all="ignore") if _capturing() else contextlib.nullcontext():
+    if _capturing():
+        result = _wrap(_run_for_shape(func, plain_args, plain_kwargs))
+    else:
         result = _wrap(func(*plain_args, **plain_kwargs))
     if _capturing() and streams.ALLOCATIONS[0] != before:
         _poison(result)
@@ -640,6 +663,7 @@ def make_fake_cupy():
                                       getDevice=lambda: Device._stack[-1],
                                       CUDARuntimeError=streams.CUDARuntimeError),
         Stream=streams.Stream,
+        Event=streams.Event,
         Graph=streams.Graph,
         get_current_stream=streams.get_current_stream,
         MemoryPool=streams.MemoryPool,

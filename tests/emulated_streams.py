@@ -81,7 +81,7 @@ class MemoryPool:
                 self._free.append(best - size)
         else:
             if CAPTURE.active is not None:
-                CAPTURE.active.invalidate()
+                CAPTURE.active.invalidate(f"an allocation of {nbytes} bytes")
                 raise CaptureAllocationError(
                     f"an allocation of {nbytes} bytes during stream capture, which the memory pool cannot serve "
                     f"from its free blocks ({sorted(self._free)}): warm the pool with one eager step before "
@@ -186,6 +186,17 @@ class Stream:
         _streams[-1] = self
         return self
 
+    def record(self, event=None):
+        """Record ``event`` (a new one when None) on this stream; the emulation runs in order, so it only marks."""
+        event = Event() if event is None else event
+        event.stream = self
+        return event
+
+    def wait_event(self, event):
+        """Later work on this stream waits for ``event`` (in order here anyway)."""
+        if not isinstance(event, Event):
+            raise TypeError(f"wait_event takes a cupy.cuda.Event, got {type(event).__name__}")
+
     def is_capturing(self):
         return CAPTURE.active is not None and CAPTURE.active.stream is self
 
@@ -216,6 +227,23 @@ class Stream:
 
     def __repr__(self):
         return f"<emulated Stream {self.ptr}>"
+
+
+class Event:
+    """cupy.cuda.Event: a marker in a stream (ordering only; the emulation runs everything in order)."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.stream = None
+
+    def record(self, stream=None):
+        (get_current_stream() if stream is None else stream).record(self)
+
+    def synchronize(self):
+        if CAPTURE.active is not None:
+            CAPTURE.active.invalidate("Event.synchronize")
+            raise CUDARuntimeError("cudaErrorStreamCaptureUnsupported: operation not permitted when stream is "
+                                   "capturing")
+        _sync_hook[0]("Event.synchronize")
 
 
 Stream.null = Stream(null=True)
