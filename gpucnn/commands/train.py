@@ -46,6 +46,8 @@ def parse_args(argv=None, prog=None):
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default <out>/checkpoint.npz)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--graph", action="store_true",
+                   help="run each training step as one captured CUDA graph on the fused kernels (CUDA only)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
@@ -130,6 +132,9 @@ def main(argv=None, prog=None):
         if args.device == "auto":
             why = "" if device != "cpu" else f" ({backend.gpu_unavailable_reason()})"
             print(f"device auto -> {device}{why}")
+        if args.graph and device == "cpu":
+            raise ValueError("--graph needs a CUDA device (the captured step runs on the GPU); drop --graph on "
+                             "the CPU")
         (x_train, y_train), (x_test, y_test) = DATASETS[args.dataset](args.data_dir)
     except (RuntimeError, ValueError, DataNotFoundError, CorruptDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -148,8 +153,8 @@ def main(argv=None, prog=None):
         history = fit(model, losses.SoftmaxCrossEntropy(), optimizer, x_train, y_train, args.epochs,
                       batch_size=args.batch_size, validation=(x_test, y_test), scheduler=schedule, seed=args.seed,
                       checkpoint=checkpoint, resume=args.resume, progress=not args.no_progress,
-                      on_epoch_end=print_row)
-    except (TrainingDiverged, MemoryError) as exc:
+                      on_epoch_end=print_row, graph=args.graph)
+    except (TrainingDiverged, MemoryError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
