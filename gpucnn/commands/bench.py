@@ -193,6 +193,9 @@ def main(argv=None, prog=None):
     p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--graph", action="store_true",
+                   help="add the graph rows on CUDA devices: gpucnn graph, PyTorch eager, PyTorch CUDA graph "
+                        "(gpucnn/commands/bench_graph.py)")
     args = p.parse_args(argv)
     devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
     devices = [backend.resolve_device(d) for d in devices]
@@ -210,6 +213,9 @@ def main(argv=None, prog=None):
     for device in devices:
         for batch in batches:
             result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch)
+            if args.graph:
+                from .bench_graph import graph_rows
+                result["graph"] = graph_rows(device, batch, args.repeats, args.warmup, not args.no_torch)
             report["results"].append({"device": device, "batch": batch, **result, "peak_gflops": peaks[device]})
     if args.json:
         print(json.dumps(report, indent=1))
@@ -234,5 +240,8 @@ def main(argv=None, prog=None):
         for layer in ours.get("layers", []):
             print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} "
                   f"forward {1000 * layer['forward_s']:7.2f} ms  backward {1000 * layer['backward_s']:7.2f} ms")
+    if args.graph:
+        from .bench_graph import print_graph_rows
+        print_graph_rows(report)
     print("peak = measured float32 matmul GFLOP/s: " + ", ".join(f"{d} {v:.0f}" for d, v in peaks.items()))
     return 0

@@ -120,6 +120,7 @@ class GraphStep:
         self.steps_done = 0  # graph steps over the lifetime (verify_every counts them)
         self.graph_launches = 0
         self.mismatch = None
+        self._position = 0
         self._pool = cupy.cuda.MemoryPool()
         self._stream = cupy.cuda.Stream(non_blocking=True)
 
@@ -207,6 +208,34 @@ class GraphStep:
                 graph = self._stream.end_capture()
         self.graph = graph
         return graph
+
+    def launch(self):
+        """One graph step on the next batch of the current order (after ``run_epoch`` or ``start``); after the
+        last full batch it starts over at the first (a device fill, outside the graph). For benchmarks."""
+        if self.graph is None:
+            raise RuntimeError("GraphStep.launch: nothing captured yet (call start(order) or run_epoch first)")
+        with self.params[0].data.device, self._stream:
+            if self._position >= self.num_samples // self.batch_size:
+                self.counter.fill(0)
+                self._position = 0
+            self.graph.launch(self._stream)
+        self._position += 1
+        self.graph_launches += 1
+
+    def start(self, order):
+        """Capture if needed and load ``order`` without training: for ``launch`` (benchmarks)."""
+        order = numpy.asarray(order, dtype=numpy.int64)
+        if self.graph is None:
+            self.capture()
+        with self.params[0].data.device, self._stream:
+            self._stream.wait_event(self.cupy.cuda.Stream.null.record())
+            self.order[...] = order
+            self.counter.fill(0)
+        self._position = 0
+
+    def synchronize(self):
+        """Wait for the step's stream (benchmarks time whole launches with it)."""
+        self._stream.synchronize()
 
     @property
     def captured(self):
