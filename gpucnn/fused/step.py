@@ -194,8 +194,8 @@ class GraphStep:
                     self._graph_body()
                     self._restore(saved)
                     self._drop_intermediates()  # their blocks go back to the pool, for the capture to take
-                self.counter.fill(0)
-                self.stats.fill(0)
+                    self.counter.fill(0)  # each run gathers the first batch: never past the order's end
+                    self.stats.fill(0)
                 self._stream.begin_capture()
                 try:
                     self._graph_body()
