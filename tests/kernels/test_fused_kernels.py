@@ -11,6 +11,9 @@ The fused kernels sum in a different order than NumPy's GEMM: float32 is held to
 float64 to 1e-10 relative to the largest magnitude (test_cuda_parity.assert_close).
 """
 import importlib
+import os
+import pathlib
+import subprocess
 
 import numpy
 import pytest
@@ -168,6 +171,32 @@ def test_fused_gemm_is_bitwise_repeatable(harness):  # noqa: F811
                    (grad_y, x, grad_w, grad_b) + geometry + (1,))
         results.append((grad_w.tobytes(), grad_b.tobytes()))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("kernel", ["conv_fwd_fused", "conv_dgrad_fused", "conv_wgrad_fused"])
+def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel):  # noqa: F811
+    """The replay's premise: running each phase's threads in reverse order gives the same bits."""
+    case = ("tiles", 2, 3, 9, 9, 70, conv_window(3, 2, 1), True)
+    _, n, c, h, w, o, window, _ = case
+    rng, x, weight, bias = _conv_data(case, numpy.float32)
+    geometry, oh, ow = _conv_geometry(n, c, h, w, o, window)
+    grad_y = rng.standard_normal((n, o, oh, ow)).astype(numpy.float32)
+    arrays = {"conv_fwd_fused": [x, weight, bias, numpy.zeros((n, o, oh, ow), numpy.float32)],
+              "conv_dgrad_fused": [grad_y, weight, x, numpy.zeros(x.shape, numpy.float32)],
+              "conv_wgrad_fused": [grad_y, x, numpy.zeros(weight.shape, numpy.float32), numpy.zeros(o, numpy.float32)]}
+    outputs = {}
+    for order in ("forward", "reverse"):
+        paths = []
+        for i, a in enumerate(arrays[kernel]):
+            path = tmp_path / f"{order}{i}.bin"
+            a.tofile(path)
+            paths.append(str(path))
+        argv = [harness.exe, kernel, "f32"] + paths + [str(v) for v in geometry] + ["7"]
+        env = dict(os.environ, GPUCNN_HARNESS_THREAD_ORDER=order)
+        subprocess.run(argv, check=True, capture_output=True, env=env)
+        outputs[order] = [pathlib.Path(p).read_bytes() for p in paths[-2:]]
+    assert outputs["forward"] == outputs["reverse"]
+    assert any(numpy.frombuffer(b, numpy.float32).any() for b in outputs["forward"])
 
 
 # ----------------------------------------------------------------------------- launchers, over a NumPy CuPy
