@@ -19,6 +19,12 @@ What the emulation holds gpucnn to, as CuPy would:
   launch that touches an array of another device than the current one raises ValueError, as
   CuPy does without peer access (``DEVICE_MISMATCHES``; ``reset(strict=False)`` only records).
   ``cupy.asarray`` of another device's array copies it to the current device, as CuPy does.
+- Every operation that would put work on the GPU counts as one launch (``DEVICE_OPS``): a ufunc
+  or reduction (NumPy's ``mean`` is two: a sum and a division; CuPy's is one kernel, so the count
+  errs high there), a NumPy or fake ``cupy`` function that computes or copies, an advanced index,
+  an assignment, ``fill``, ``astype``/``copy``, ``argmax``/``argmin``, a host<->device copy, a
+  random draw, and every RawKernel launch of gpucnn's launchers. Views (reshape, transpose,
+  basic slicing) and ``cupy.empty`` count nothing, as on the GPU.
 - Every read-back to the host counts as a synchronisation (``SYNCS``): ``float``, ``int``,
   ``bool``, ``complex``, ``operator.index``, ``item``, ``tolist``, ``get``, ``repr``/``str``/
   ``format`` of a device array, ``cupy.asnumpy`` of one and ``Device.synchronize``. Each
@@ -83,6 +89,31 @@ class SyncCounter:
 
 
 SYNCS = SyncCounter()
+
+
+class DeviceOps:
+    """Work put on the emulated GPU (see the module docstring): ``count`` and ``names``; with
+    ``trace`` on, ``events`` also keeps the gpucnn source line of each."""
+
+    def __init__(self):
+        self.trace = False
+        self.reset()
+
+    def reset(self):
+        self.count = 0
+        self.names = []
+        self.events = []
+
+    def record(self, what):
+        if _is_internal():
+            return
+        self.count += 1
+        self.names.append(what)
+        if self.trace:
+            self.events.append((what, _caller()))
+
+
+DEVICE_OPS = DeviceOps()
 
 
 def _caller():
@@ -258,6 +289,7 @@ class DeviceArray(numpy.ndarray):
             kwargs["out"] = tuple(_plain(o) for o in out)
         if "where" in kwargs:
             kwargs["where"] = _plain(kwargs["where"])
+        DEVICE_OPS.record(where)
         result = getattr(ufunc, method)(*(_plain(a) for a in inputs), **kwargs)
         if method == "at":
             return None
@@ -268,6 +300,8 @@ class DeviceArray(numpy.ndarray):
     def __array_function__(self, func, types_, args, kwargs):
         _reject_host(list(args) + list(kwargs.values()), f"numpy.{func.__name__} on a device array")
         check_devices(list(args) + list(kwargs.values()), f"numpy.{func.__name__}")
+        if func.__name__ not in _VIEWS:
+            DEVICE_OPS.record(f"numpy.{func.__name__}")
         plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
         return _wrap(func(*_plain_nested(args), **plain_kwargs))
 
@@ -277,25 +311,42 @@ class DeviceArray(numpy.ndarray):
     def __getitem__(self, key):
         if _has_device_array(key):  # advanced indexing: a gather kernel on the current device
             check_devices([self, key], "advanced indexing (take)")
+            DEVICE_OPS.record("advanced indexing (take)")
         return _wrap(super().__getitem__(_plain_nested(key)))
 
     def __setitem__(self, key, value):
         # CuPy copies a host value in (``a[...] = numpy_array`` works there too); the copy (or scatter) kernel
         # runs on the current device.
         check_devices([self, key, value], "assignment into a device array")
+        DEVICE_OPS.record("assignment")
         super().__setitem__(_plain_nested(key), _plain(value))
 
     def fill(self, value):
         check_devices([self], "fill")
+        DEVICE_OPS.record("fill")
         super().fill(value)
+
+    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
+        result = super().astype(dtype, order=order, casting=casting, subok=subok, copy=copy)
+        if result is not self:
+            check_devices([self], "astype")
+            DEVICE_OPS.record("astype")
+        return result
+
+    def copy(self, order="C"):
+        check_devices([self], "copy")
+        DEVICE_OPS.record("copy")
+        return super().copy(order=order)
 
     # --- methods NumPy implements without ufuncs that may hand back a scalar
     def argmax(self, *args, **kwargs):
         check_devices([self], "argmax")
+        DEVICE_OPS.record("argmax")
         return _wrap(self.view(numpy.ndarray).argmax(*args, **kwargs))
 
     def argmin(self, *args, **kwargs):
         check_devices([self], "argmin")
+        DEVICE_OPS.record("argmin")
         return _wrap(self.view(numpy.ndarray).argmin(*args, **kwargs))
 
     # --- read-backs to the host: each one is a synchronisation
@@ -384,6 +435,7 @@ class RandomState:
         dtype = numpy.dtype(dtype)
         if dtype not in (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)):
             raise TypeError(f"cupy.random: dtype must be float32 or float64, got {dtype}")
+        DEVICE_OPS.record("cupy.random")
         # A reseeded generator draws the same numbers again; a second draw without reseeding continues.
         values = uniform(self._seed if self._calls == 0 else (self._seed, self._calls), size, dtype)
         self._calls += 1
@@ -410,14 +462,17 @@ def _asarray(a, dtype=None, order=None, blocking=False):
     """cupy.asarray: a device array as it is (cast when asked), anything else copied to the device."""
     if isinstance(a, DeviceArray):
         if a._device_id != current_device():  # CuPy copies an array of another device to the current one
+            DEVICE_OPS.record("cupy.asarray (copy between devices)")
             return numpy.array(_plain(a), dtype=dtype, copy=True).view(DeviceArray)
         return a if dtype is None or numpy.dtype(dtype) == a.dtype else a.astype(dtype)
+    DEVICE_OPS.record("cupy.asarray (copy to the device)")
     return numpy.array(a, dtype=dtype, order=order or "K", copy=True).view(DeviceArray)
 
 
 def _array(a, dtype=None, copy=True, order="K", ndmin=0):
     if isinstance(a, DeviceArray) and not copy:
         return _asarray(a, dtype)
+    DEVICE_OPS.record("cupy.array (copy)")
     return numpy.array(_plain(a), dtype=dtype, copy=True, order=order, ndmin=ndmin).view(DeviceArray)
 
 
@@ -428,12 +483,14 @@ def _ascontiguousarray(a, dtype=None):
     if a.flags.c_contiguous and (dtype is None or numpy.dtype(dtype) == a.dtype):
         return a if a.ndim else a.reshape(1)  # CuPy ravels a 0-d array
     check_devices([a], "cupy.ascontiguousarray (copy)")
+    DEVICE_OPS.record("cupy.ascontiguousarray (copy)")
     return numpy.ascontiguousarray(_plain(a), dtype=dtype).view(DeviceArray)
 
 
 def _asnumpy(a, stream=None, order="C", out=None, blocking=True):
     if isinstance(a, DeviceArray):
         _sync("cupy.asnumpy")
+        DEVICE_OPS.record("cupy.asnumpy (copy to the host)")
         host = numpy.array(_plain(a), copy=True, order=order)
     else:
         host = numpy.asarray(a, order=order)
@@ -448,6 +505,10 @@ def _get_array_module(*args):
 
 
 # NumPy functions that take host data by design (creating arrays from shapes and Python values).
+# NumPy functions that only make views: no work on the device.
+_VIEWS = {"reshape", "transpose", "swapaxes", "moveaxis", "expand_dims", "squeeze", "broadcast_to", "shape", "ndim",
+          "size", "result_type", "may_share_memory", "shares_memory", "iscomplexobj", "isrealobj"}
+
 _CREATORS = {"zeros", "ones", "full", "arange", "linspace", "eye", "identity", "zeros_like", "ones_like",
              "full_like", "asanyarray", "fromfunction"}
 
@@ -463,6 +524,8 @@ class _Forward:
         if self._name not in _CREATORS or self._name.endswith("_like"):
             _reject_host(list(args) + list(kwargs.values()), f"cupy.{self._name}")
         check_devices(list(args) + list(kwargs.values()), f"cupy.{self._name}")
+        if self._name not in _VIEWS:
+            DEVICE_OPS.record(f"cupy.{self._name}")
         plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
         return _wrap(self._function(*_plain_nested(args), **plain_kwargs))
 
@@ -522,7 +585,8 @@ def make_fake_cupy():
 
 class Emulated(types.SimpleNamespace):
     """What ``installed`` yields: cupy (the fake), loader/conv/pool/update (the real launchers),
-    launches (every (file, kernel) launched), syncs (the SyncCounter)."""
+    launches (every (file, kernel) launched), syncs (the SyncCounter), device_ops (DeviceOps: every
+    launch, CuPy's included)."""
 
 
 @contextlib.contextmanager
@@ -581,13 +645,16 @@ def installed(harness, kernel_class):
             class Kernel(kernel_class):
                 def __call__(self, grid, block, args, *rest, **kwargs):
                     check_devices(list(args), f"kernel {self.name}")  # a RawKernel runs on the current device
+                    DEVICE_OPS.record(f"kernel {self.name}")
                     with internal():  # the harness writes results back with host arrays
                         return super().__call__(grid, block, args, *rest, **kwargs)
 
             loader.get_kernel = lambda file, expression: Kernel(loader, harness, file, expression)
             SYNCS.reset()
             DEVICE_MISMATCHES.reset()
-            yield Emulated(devices=DEVICE_MISMATCHES, cupy=fake, loader=loader, launches=launches, syncs=SYNCS,
+            DEVICE_OPS.reset()
+            yield Emulated(devices=DEVICE_MISMATCHES, device_ops=DEVICE_OPS, cupy=fake,
+                           loader=loader, launches=launches, syncs=SYNCS,
                            **modules)
         finally:
             Device._stack[:] = saved_stack
