@@ -246,6 +246,34 @@ def test_max_pool_rule_nan_ties_and_padding(harness):
     numpy.testing.assert_array_equal(argmax[defined], argmax_ref[defined])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_all_minus_inf_window_picks_its_first_real_element(harness, dtype):
+    """Windows of only -inf and padding: argmax names the first real element (PyTorch), never padding,
+    and the gradient lands there; the kernel equals the NumPy op."""
+    from gpucnn.ops import pool as np_pool
+    from gpucnn.ops.geometry import pool_window
+
+    x = numpy.full((1, 2, 4, 5), -numpy.inf, dtype=dtype)
+    x[0, 1, 2:, 3:] = 1.0
+    window = pool_window(3, 2, 1)
+    oh, ow = window.output_size(4, 5)
+    y = numpy.zeros((1, 2, oh, ow), dtype=dtype)
+    argmax = numpy.zeros((1, 2, oh, ow), dtype=numpy.int32)
+    run_kernel(harness, "pool.cu", "max_pool_fwd", dtype, (x, y, argmax, 4, 5) + _window_args(window, oh, ow)
+               + (y.size,))
+    # window (0, 0) covers padded rows/columns 0..2: its first real element is tap (1, 1) = 4
+    numpy.testing.assert_array_equal(argmax[0, 0], [[4, 3, 3], [1, 0, 0]])
+    y_ref, (argmax_ref, _, _) = np_pool.max_pool2d_forward(x, window)
+    numpy.testing.assert_array_equal(y, y_ref)
+    numpy.testing.assert_array_equal(argmax, argmax_ref)
+    grad_y = numpy.arange(1, y.size + 1, dtype=dtype).reshape(y.shape)
+    grad_x = numpy.full(x.shape, numpy.nan, dtype=dtype)
+    run_kernel(harness, "pool.cu", "max_pool_bwd", dtype, (grad_y, argmax, grad_x, 4, 5)
+               + _window_args(window, oh, ow) + (grad_x.size,))
+    numpy.testing.assert_array_equal(grad_x, np_pool.max_pool2d_backward(grad_y, (argmax_ref, x.shape, window)))
+    assert grad_x.sum() == grad_y.sum()  # nothing lost to padding
+
+
 # ----------------------------------------------------------------------------- launchers, emulated
 
 def _fake_empty(shape, dtype=numpy.float64):
