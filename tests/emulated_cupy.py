@@ -312,7 +312,11 @@ class DeviceArray(numpy.ndarray):
         if _has_device_array(key):  # advanced indexing: a gather kernel on the current device
             check_devices([self, key], "advanced indexing (take)")
             DEVICE_OPS.record("advanced indexing (take)")
-        return _wrap(super().__getitem__(_plain_nested(key)))
+        result = super().__getitem__(_plain_nested(key))
+        if isinstance(result, numpy.generic):  # CuPy: a 0-d view, on this array's device
+            with Device(self._device_id):
+                return _wrap(result)
+        return _wrap(result)
 
     def __setitem__(self, key, value):
         # CuPy copies a host value in (``a[...] = numpy_array`` works there too); the copy (or scatter) kernel
@@ -584,7 +588,7 @@ def make_fake_cupy():
 # ----------------------------------------------------------------------------- installing it
 
 class Emulated(types.SimpleNamespace):
-    """What ``installed`` yields: cupy (the fake), loader/conv/pool/update (the real launchers),
+    """What ``installed`` yields: cupy (the fake), loader/conv/pool/update/loss (the real launchers),
     launches (every (file, kernel) launched), syncs (the SyncCounter), device_ops (DeviceOps: every
     launch, CuPy's included)."""
 
@@ -639,7 +643,7 @@ def installed(harness, kernel_class):
             assert backend.cupy_or_none() is fake
             loader = importlib.import_module("gpucnn.ops.cuda.loader")
             modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
-                       for name in ("conv", "pool", "update")}
+                       for name in ("conv", "pool", "update", "loss")}
             launches = record_launches(loader)
 
             class Kernel(kernel_class):

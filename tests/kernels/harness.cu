@@ -6,7 +6,7 @@
 //
 // ARGs follow the kernel's parameters in order (gpucnn/ops/cuda/loader.py: SIGNATURES):
 // a pointer parameter is the path of a raw little-endian binary file of T (or int32 for
-// int pointers) that is read in and, for a non-const pointer, written back afterwards;
+// int pointers, int64 for long long pointers) that is read in and, for a non-const pointer, written back afterwards;
 // `int` and `long long` are decimal; `T` is a C99 float literal (Python's float.hex()
 // round-trips exactly). The grid-stride kernels take their element count last; the
 // harness visits every index in [0, count) once, in order. row_sum replays the block
@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../../gpucnn/kernels/conv_body.cuh"
+#include "../../gpucnn/kernels/loss_body.cuh"
 #include "../../gpucnn/kernels/pool_body.cuh"
 #include "../../gpucnn/kernels/update_body.cuh"
 
@@ -74,11 +75,13 @@ struct Args {
     int next;
     std::vector<Buffer<T>*> floats;
     std::vector<Buffer<int>*> ints;
+    std::vector<Buffer<long long>*> longs;
 
     Args(int c, char** v, int first) : argc(c), argv(v), next(first) {}
     ~Args() {
         for (auto* b : floats) delete b;
         for (auto* b : ints) delete b;
+        for (auto* b : longs) delete b;
     }
     const char* take() {
         if (next >= argc) die("too few arguments");
@@ -91,6 +94,10 @@ struct Args {
     int* int_array(bool writable) {
         ints.push_back(new Buffer<int>(take(), writable));
         return ints.back()->ptr();
+    }
+    long long* long_array(bool writable) {
+        longs.push_back(new Buffer<long long>(take(), writable));
+        return longs.back()->ptr();
     }
     long long integer(long long low, long long high) {
         const char* s = take();
@@ -113,6 +120,7 @@ struct Args {
         if (next != argc) die("too many arguments");
         for (auto* b : floats) b->flush();
         for (auto* b : ints) b->flush();
+        for (auto* b : longs) b->flush();
     }
 };
 
@@ -194,6 +202,24 @@ void run(const std::string& kernel, Args<T>& a) {
             if (kernel == "avg_pool_fwd") avg_pool_fwd_body<T>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
             else avg_pool_bwd_body<T>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
         }
+    } else if (kernel == "softmax_xent") {
+        // One block (grid (1,)), replayed phase by phase: every thread's rows, then the tree, then thread 0.
+        const T* logits = a.array(false);
+        const long long* labels = a.long_array(false);
+        T* grad = a.array(true);
+        T* loss = a.array(true);
+        int* counts = a.int_array(true);
+        int N = a.i32(), K = a.i32(), accumulate = a.i32();
+        std::vector<T> part_loss(GPUCNN_BLOCK);
+        std::vector<int> part_correct(GPUCNN_BLOCK), part_invalid(GPUCNN_BLOCK);
+        for (int t = 0; t < GPUCNN_BLOCK; ++t)
+            softmax_xent_rows<T>(t, logits, labels, grad, N, K, part_loss.data(), part_correct.data(),
+                                 part_invalid.data());
+        for (int stride = GPUCNN_BLOCK / 2; stride > 0; stride /= 2)
+            for (int t = 0; t < GPUCNN_BLOCK; ++t)
+                softmax_xent_tree_step<T>(t, stride, part_loss.data(), part_correct.data(), part_invalid.data());
+        softmax_xent_finish<T>(part_loss.data(), part_correct.data(), part_invalid.data(), N, loss, counts,
+                               accumulate);
     } else if (kernel == "sgd_update") {
         T* p = a.array(true);
         const T* g = a.array(false);

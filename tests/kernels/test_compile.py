@@ -36,7 +36,8 @@ CXXFILT = shutil.which("c++filt")
 
 _C_TYPES = {"float": {"const T*": "float const*", "T*": "float*", "T": "float"},
             "double": {"const T*": "double const*", "T*": "double*", "T": "double"}}
-_C_TYPES_COMMON = {"const int*": "int const*", "int*": "int*", "int": "int", "long long": "long long"}
+_C_TYPES_COMMON = {"const int*": "int const*", "int*": "int*", "int": "int", "long long": "long long",
+                   "const long long*": "long long const*", "double*": "double*"}
 
 
 def expected_demangled(file):

@@ -274,6 +274,54 @@ def test_max_pool_all_minus_inf_window_picks_its_first_real_element(harness, dty
     assert grad_x.sum() == grad_y.sum()  # nothing lost to padding
 
 
+def _softmax_xent_logits(n, k, dtype, seed):
+    """Random logits with ties, a NaN row, an all -inf row and huge values, and labels with two bad ones."""
+    rng = numpy.random.default_rng(seed)
+    logits = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    labels = rng.integers(0, k, n).astype(numpy.int64)
+    if n >= 6 and k >= 3:
+        logits[0, :] = 1.0                  # all tied: argmax 0
+        logits[1, 1] = numpy.nan            # NaN row
+        logits[2, :] = -numpy.inf           # NaN after the shift
+        logits[3, :] = [1e30] * 2 + [0] * (k - 2)     # finite after the shift
+        labels[4], labels[5] = -1, k        # out of range
+    return logits, labels
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", [(1, 1), (1, 10), (6, 3), (37, 10), (256, 7), (257, 10), (600, 37)])
+def test_softmax_xent_phases_match_numpy(harness, n, k, dtype):
+    """Every thread's rows, the block tree and thread 0's totals equal gpucnn.ops.loss's NumPy code."""
+    from gpucnn.ops import loss as np_loss
+
+    logits, labels = _softmax_xent_logits(n, k, dtype, seed=n * k)
+    with numpy.errstate(invalid="ignore"):  # the NaN and -inf rows
+        want_loss, want_grad, want_counts = np_loss.softmax_cross_entropy(logits, labels)
+    grad = numpy.full((n, k), 12345.0, dtype=dtype)
+    loss = numpy.full(1, 12345.0, dtype=dtype)
+    counts = numpy.full(2, -7, dtype=numpy.int32)
+    run_kernel(harness, "loss.cu", "softmax_xent", dtype, (logits, labels, grad, loss, counts, n, k, 0))
+    numpy.testing.assert_array_equal(counts, want_counts)
+    numpy.testing.assert_array_equal(numpy.isnan(grad), numpy.isnan(want_grad))
+    parity.assert_close(grad, want_grad, dtype, "grad")
+    parity.assert_close(loss, want_loss, dtype, "loss")
+    if n >= 6 and k >= 3:
+        assert numpy.isnan(loss[0]) and counts[1] == 2
+        good = numpy.ones(n, bool)
+        good[[1, 2, 4, 5]] = False
+        finite = np_loss.softmax_cross_entropy(logits[good], labels[good])[0]
+        run_kernel(harness, "loss.cu", "softmax_xent", dtype,
+                   (logits[good].copy(), labels[good].copy(), grad[good].copy(), loss, counts, int(good.sum()), k, 0))
+        parity.assert_close(loss, finite, dtype, "loss of the good rows")
+        assert numpy.isfinite(loss[0])
+    # accumulate: loss and counts add up, the gradient is rewritten
+    before_loss, before_counts = loss.copy(), counts.copy()
+    run_kernel(harness, "loss.cu", "softmax_xent", dtype, (logits, labels, grad, loss, counts, n, k, 1))
+    numpy.testing.assert_array_equal(counts, before_counts + want_counts)
+    parity.assert_close(loss, before_loss + want_loss, dtype, "accumulated loss")
+    parity.assert_close(grad, want_grad, dtype, "grad, accumulate mode")
+
+
 # ----------------------------------------------------------------------------- launchers, emulated
 
 def _fake_empty(shape, dtype=numpy.float64):
@@ -312,11 +360,14 @@ class FakeKernel:
         exact = {"int": numpy.int32, "long long": numpy.int64, "T": self.dtype}
         for position, (ctype, value) in enumerate(zip(signature, args)):
             if ctype.endswith("*"):
-                want = numpy.int32 if "int" in ctype else self.dtype
+                want = {"int": numpy.int32, "long": numpy.int64, "double": numpy.float64}.get(
+                    ctype.rstrip("*").split()[-1], self.dtype)
                 assert isinstance(value, numpy.ndarray) and value.flags.c_contiguous, (self.name, position)
                 assert value.dtype == want, (self.name, position, value.dtype)
             else:
                 assert type(value) is exact[ctype], (self.name, position, ctype, type(value))
+        if self.name == "softmax_xent":  # one block: the harness replays its phases
+            assert grid == (1,), grid
         if self.name == "row_sum":  # grid (rows, chunks); the harness replays exactly that grid
             length, chunk = int(args[3]), int(args[4])
             assert grid == (int(args[2]), max(1, -(-length // chunk))) and grid[1] <= 65535, grid

@@ -65,6 +65,9 @@ SIGNATURES = {
         "avg_pool_fwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _L),
         "avg_pool_bwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _L),
     },
+    "loss.cu": {
+        "softmax_xent": ("const T*", "const long long*", "T*", "T*", "int*", _I, _I, _I),
+    },
     "update.cu": {
         "sgd_update": ("T*", "const T*", "T*", _T, _T, _T, _T, _I, _L),
         "adam_update": ("T*", "const T*", "T*", "T*") + (_T,) * 9 + (_I, _L),
@@ -74,6 +77,8 @@ SIGNATURES = {
 _INT32 = numpy.dtype(numpy.int32)
 _INT_RANGE = {"int": (-2 ** 31, 2 ** 31 - 1), "long long": (-2 ** 63, 2 ** 63 - 1)}
 _INT_TYPES = {"int": numpy.int32, "long long": numpy.int64}
+# Element types of pointer parameters that are not T ("const long long*" ends in "long").
+_POINTEE = {"int": _INT32, "long": numpy.dtype(numpy.int64), "double": numpy.dtype(numpy.float64)}
 
 _lock = threading.Lock()
 _modules = {}
@@ -171,7 +176,7 @@ def _plan(signature, dtype):
     plan = []
     for ctype in signature:
         if ctype.endswith("*"):
-            plan.append(("p", _INT32 if ctype.rstrip("*").split()[-1] == "int" else dtype, 0, 0))
+            plan.append(("p", _POINTEE.get(ctype.rstrip("*").split()[-1], dtype), 0, 0))
         elif ctype == "T":
             plan.append(("s", dtype.type, 0, 0))
         else:
