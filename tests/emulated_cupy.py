@@ -531,7 +531,10 @@ class _Forward:
         if self._name not in _VIEWS:
             DEVICE_OPS.record(f"cupy.{self._name}")
         plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
-        return _wrap(self._function(*_plain_nested(args), **plain_kwargs))
+        result = self._function(*_plain_nested(args), **plain_kwargs)
+        if isinstance(kwargs.get("out"), DeviceArray):
+            return kwargs["out"]  # CuPy returns the very ``out`` array
+        return _wrap(result)
 
     def __getattr__(self, attr):  # ufunc methods: reduce, accumulate, at, outer, ...
         method = getattr(self._function, attr)

@@ -50,15 +50,18 @@ def conv2d_forward(x, weight, bias, window):
     return y, (cols, x.shape, weight, window, grid_w)
 
 
-def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
+def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True, grad_weight_out=None,
+                    grad_bias_out=None):
     """Gradients (dx, dweight, dbias) of ``conv2d_forward`` given dL/dy.
 
     dbias is None unless ``need_bias``; dx is None unless ``need_input_grad`` (the first
-    layer of a network needs no gradient with respect to the data).
+    layer of a network needs no gradient with respect to the data). ``grad_weight_out`` /
+    ``grad_bias_out``: optional C-contiguous arrays that dweight / dbias are written into
+    (and returned), instead of new ones.
     """
     if get_array_module(grad_y) is not numpy:
         from .cuda import conv as cuda_conv
-        return cuda_conv.conv2d_backward(grad_y, saved, need_bias, need_input_grad)
+        return cuda_conv.conv2d_backward(grad_y, saved, need_bias, need_input_grad, grad_weight_out, grad_bias_out)
     cols, x_shape, weight, window, grid_w = saved
     out_c = weight.shape[0]
     n, _, oh, ow = grad_y.shape
@@ -67,8 +70,9 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
         numpy.empty((out_c, n, oh, grid_w), dtype=grad_y.dtype)
     gy_grid[:, :, :, :ow] = grad_y.transpose(1, 0, 2, 3)
     gy_mat = gy_grid.reshape(out_c, -1)
-    grad_w = (gy_mat @ cols.T).reshape(weight.shape)
-    grad_b = gy_mat.sum(axis=1) if need_bias else None  # the spare grid columns hold zeros
+    w_out = grad_weight_out.reshape(out_c, -1) if grad_weight_out is not None else None
+    grad_w = numpy.matmul(gy_mat, cols.T, out=w_out).reshape(weight.shape)
+    grad_b = gy_mat.sum(axis=1, out=grad_bias_out) if need_bias else None  # the spare grid columns hold zeros
     if not need_input_grad:
         return None, grad_w, grad_b
     grad_cols = weight.reshape(out_c, -1).T @ gy_mat
