@@ -6,14 +6,24 @@ keeps the per-parameter state and calls them. Semantics follow torch.optim.
 import math
 
 from .backend import device_of, device_scope, get_array_module, to_device
+from .config import config
+from .ops.multi_update import multi_adam_update, multi_sgd_update
 from .ops.update import adam_update, sgd_update
+from .optim_flat import flat_groups
 from .parameter import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR"]
 
 
 class Optimizer:
-    """Base class: holds the parameters, the learning rate ``lr`` and per-parameter state arrays."""
+    """Base class: holds the parameters, the learning rate ``lr`` and per-parameter state arrays.
+
+    On the GPU (with ``gpucnn.config.multi_tensor_optimizer``, the default) the first step
+    gathers the parameters of each device and dtype into flat buffers and points every
+    Parameter's ``data`` and ``grad`` (and the state arrays) at views of them, so that one
+    launch steps them all (``gpucnn.optim_flat``). Arrays taken from a parameter before its
+    first step are copies from then on: read ``param.data`` again after stepping.
+    """
 
     #: names of the per-parameter state arrays, created lazily as zeros like the parameter
     state_names = ()
@@ -29,17 +39,36 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr!r}")
         self.lr = float(lr)
         self.state = [{} for _ in self.params]
+        self._groups = None
 
     def zero_grad(self):
         for p in self.params:
             p.zero_grad()
 
     def step(self):
+        if config.multi_tensor_optimizer and self._multi_tensor_step():
+            return
         for i, p in enumerate(self.params):
             with device_scope(p.data):
                 self._update(p, self._state_of(i, p))
 
+    def _multi_tensor_step(self):
+        """One launch per (device, dtype) group (gpucnn.optim_flat); False where that path does not apply."""
+        groups = self._groups
+        if groups is None or not all(g.is_current(self) for g in groups):
+            groups = self._groups = flat_groups(self)
+            if groups is None:
+                return False
+        for group in groups:
+            group.prepare(self.lr)
+            self._multi_update(group)
+            group.advance_host_state(self)
+        return True
+
     def _update(self, param, state):
+        raise NotImplementedError
+
+    def _multi_update(self, group):
         raise NotImplementedError
 
     def _state_of(self, i, param):
@@ -104,6 +133,10 @@ class SGD(Optimizer):
                    self.nesterov, self.weight_decay, state["step"] == 0)
         state["step"] += 1
 
+    def _multi_update(self, group):
+        multi_sgd_update(group.data, group.grad, group.states.get("momentum_buffer"), group.hyper, self.momentum,
+                         self.dampening, self.nesterov, self.weight_decay)
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction; ``weight_decay`` adds L2 to the gradient, as in torch.optim.Adam."""
@@ -126,6 +159,10 @@ class Adam(Optimizer):
         state["step"] += 1
         adam_update(param.data, param.grad, state["exp_avg"], state["exp_avg_sq"], self.lr, self.betas[0],
                     self.betas[1], self.eps, self.weight_decay, state["step"], self.decoupled)
+
+    def _multi_update(self, group):
+        multi_adam_update(group.data, group.grad, group.states["exp_avg"], group.states["exp_avg_sq"], group.hyper,
+                          self.betas[0], self.betas[1], self.eps, self.weight_decay, self.decoupled)
 
 
 class AdamW(Adam):

@@ -71,6 +71,12 @@ class Parameter:
             else:
                 self._grad += value
 
+    def rebind(self, data, grad):
+        """Point ``data`` and ``grad`` at other arrays holding the same values (views of an optimizer's
+        flat buffers), keeping whether the gradient is marked cleared."""
+        self.data = data
+        self._grad = grad
+
     def to(self, device):
         """Move data and gradient to ``device`` (the cleared mark moves along, nothing is filled)."""
         self.data = to_device(self.data, device)

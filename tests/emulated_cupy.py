@@ -591,7 +591,7 @@ def make_fake_cupy():
 # ----------------------------------------------------------------------------- installing it
 
 class Emulated(types.SimpleNamespace):
-    """What ``installed`` yields: cupy (the fake), loader/conv/pool/update/loss (the real launchers),
+    """What ``installed`` yields: cupy (the fake), loader/conv/pool/update/loss/multi_update (the real launchers),
     launches (every (file, kernel) launched), syncs (the SyncCounter), device_ops (DeviceOps: every
     launch, CuPy's included)."""
 
@@ -646,7 +646,7 @@ def installed(harness, kernel_class):
             assert backend.cupy_or_none() is fake
             loader = importlib.import_module("gpucnn.ops.cuda.loader")
             modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
-                       for name in ("conv", "pool", "update", "loss")}
+                       for name in ("conv", "pool", "update", "loss", "multi_update")}
             launches = record_launches(loader)
 
             class Kernel(kernel_class):

@@ -6,8 +6,8 @@
 //
 // ARGs follow the kernel's parameters in order (gpucnn/ops/cuda/loader.py: SIGNATURES):
 // a pointer parameter is the path of a raw little-endian binary file of T (or int32 for
-// int pointers, int64 for long long pointers) that is read in and, for a non-const pointer, written back afterwards;
-// `int` and `long long` are decimal; `T` is a C99 float literal (Python's float.hex()
+// int pointers, int64 for long long pointers, float64 for double pointers) that is read in and, for a non-const pointer, written back afterwards;
+// `int` and `long long` are decimal; `T` and `double` are C99 float literals (Python's float.hex()
 // round-trips exactly). The grid-stride kernels take their element count last; the
 // harness visits every index in [0, count) once, in order. row_sum replays the block
 // reduction of conv.cu block by block, with the same GPUCNN_BLOCK partial sums and tree.
@@ -23,6 +23,7 @@
 
 #include "../../gpucnn/kernels/conv_body.cuh"
 #include "../../gpucnn/kernels/loss_body.cuh"
+#include "../../gpucnn/kernels/multi_update_body.cuh"
 #include "../../gpucnn/kernels/pool_body.cuh"
 #include "../../gpucnn/kernels/update_body.cuh"
 
@@ -76,12 +77,14 @@ struct Args {
     std::vector<Buffer<T>*> floats;
     std::vector<Buffer<int>*> ints;
     std::vector<Buffer<long long>*> longs;
+    std::vector<Buffer<double>*> doubles;
 
     Args(int c, char** v, int first) : argc(c), argv(v), next(first) {}
     ~Args() {
         for (auto* b : floats) delete b;
         for (auto* b : ints) delete b;
         for (auto* b : longs) delete b;
+        for (auto* b : doubles) delete b;
     }
     const char* take() {
         if (next >= argc) die("too few arguments");
@@ -99,6 +102,10 @@ struct Args {
         longs.push_back(new Buffer<long long>(take(), writable));
         return longs.back()->ptr();
     }
+    double* double_array(bool writable) {
+        doubles.push_back(new Buffer<double>(take(), writable));
+        return doubles.back()->ptr();
+    }
     long long integer(long long low, long long high) {
         const char* s = take();
         char* end = nullptr;
@@ -109,18 +116,20 @@ struct Args {
     }
     int i32() { return (int)integer(-2147483647LL - 1, 2147483647LL); }
     long long i64() { return integer(-9223372036854775807LL - 1, 9223372036854775807LL); }
-    T real() {
+    double f64() {
         const char* s = take();
         char* end = nullptr;
         double v = std::strtod(s, &end);
         if (*end || end == s) die(std::string("bad number ") + s);
-        return (T)v;
+        return v;
     }
+    T real() { return (T)f64(); }
     void done() {
         if (next != argc) die("too many arguments");
         for (auto* b : floats) b->flush();
         for (auto* b : ints) b->flush();
         for (auto* b : longs) b->flush();
+        for (auto* b : doubles) b->flush();
     }
 };
 
@@ -220,6 +229,35 @@ void run(const std::string& kernel, Args<T>& a) {
                 softmax_xent_tree_step<T>(t, stride, part_loss.data(), part_correct.data(), part_invalid.data());
         softmax_xent_finish<T>(part_loss.data(), part_correct.data(), part_invalid.data(), N, loss, counts,
                                accumulate);
+    } else if (kernel == "step_scalars") {
+        double* hyper = a.double_array(true);
+        double beta1 = a.f64(), beta2 = a.f64(), wd = a.f64();
+        step_scalars_body(hyper, beta1, beta2, wd);
+    } else if (kernel == "multi_sgd_update") {
+        // The kernel's prologue (scalars read from hyper), then every element.
+        T* p = a.array(true);
+        const T* g = a.array(false);
+        T* buf = a.array(true);
+        const double* hyper = a.double_array(false);
+        T momentum = a.real(), omd = a.real(), wd = a.real();
+        int flags = a.i32();
+        long long n = a.i64();
+        const T lr = sgd_lr<T>(hyper);
+        const int all_flags = sgd_step_flags(hyper, flags, GPUCNN_SGD_FIRST_STEP);
+        for (long long i = 0; i < n; ++i) sgd_body<T>(i, p, g, buf, lr, momentum, omd, wd, all_flags);
+    } else if (kernel == "multi_adam_update") {
+        T* p = a.array(true);
+        const T* g = a.array(false);
+        T* m = a.array(true);
+        T* v = a.array(true);
+        const double* hyper = a.double_array(false);
+        T b1 = a.real(), omb1 = a.real(), b2 = a.real(), omb2 = a.real(), eps = a.real(), wd = a.real();
+        int mode = a.i32();
+        long long n = a.i64();
+        const AdamScalars<T> sc = adam_scalars<T>(hyper);
+        for (long long i = 0; i < n; ++i)
+            adam_body<T>(i, p, g, m, v, b1, omb1, b2, omb2, sc.step_size, sc.bias2_sqrt, eps, wd, sc.decay_factor,
+                         mode);
     } else if (kernel == "sgd_update") {
         T* p = a.array(true);
         const T* g = a.array(false);

@@ -37,7 +37,8 @@ CXXFILT = shutil.which("c++filt")
 _C_TYPES = {"float": {"const T*": "float const*", "T*": "float*", "T": "float"},
             "double": {"const T*": "double const*", "T*": "double*", "T": "double"}}
 _C_TYPES_COMMON = {"const int*": "int const*", "int*": "int*", "int": "int", "long long": "long long",
-                   "const long long*": "long long const*", "double*": "double*"}
+                   "const long long*": "long long const*", "double*": "double*", "const double*": "double const*",
+                   "double": "double"}
 
 
 def expected_demangled(file):
@@ -181,6 +182,12 @@ def test_constants_shared_with_python_agree():
     for name in ("SGD_WEIGHT_DECAY", "SGD_MOMENTUM", "SGD_NESTEROV", "SGD_FIRST_STEP",
                  "ADAM_NO_DECAY", "ADAM_L2", "ADAM_DECOUPLED"):
         assert body["GPUCNN_" + name] == launcher[name], name
+    hyper = _defines(KERNELS / "multi_update_body.cuh")
+    twin = _module_constants(ROOT / "gpucnn" / "ops" / "multi_update.py")
+    for name in ("HYPER_LR", "HYPER_STEP", "HYPER_STEP_SIZE", "HYPER_BIAS2_SQRT", "HYPER_DECAY", "HYPER_FIRST",
+                 "HYPER_SIZE"):
+        assert hyper["GPUCNN_" + name] == twin[name], name
+    assert _module_constants(ROOT / "gpucnn" / "ops" / "cuda" / "multi_update.py")["HYPER_SIZE"] == twin["HYPER_SIZE"]
 
 
 def test_kernel_source_key_changes_with_headers(tmp_path, monkeypatch):

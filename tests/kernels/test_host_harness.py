@@ -120,7 +120,7 @@ def run_kernel(harness, file, name, dtype, args):
             argv.append(str(paths[id(value)]))
             if not ctype.startswith("const"):
                 outputs.append((value, paths[id(value)]))
-        elif ctype == "T":
+        elif ctype in ("T", "double"):
             argv.append(float(value).hex())
         else:
             argv.append(str(int(value)))
@@ -322,6 +322,47 @@ def test_softmax_xent_phases_match_numpy(harness, n, k, dtype):
     parity.assert_close(grad, want_grad, dtype, "grad, accumulate mode")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rule", ["sgd", "sgd_nesterov_decay", "adam", "adam_l2", "adamw"])
+def test_multi_update_steps_match_numpy(harness, rule, dtype):
+    """step_scalars then the flat update, three steps with a learning-rate change, against the NumPy twin
+    (gpucnn.ops.multi_update, itself the per-parameter rules of gpucnn.ops.update)."""
+    from gpucnn.ops import multi_update as np_multi
+
+    rng = numpy.random.default_rng(len(rule))
+    n = 1000
+    param, grads = rng.standard_normal(n).astype(dtype), rng.standard_normal((3, n)).astype(dtype)
+    states = [numpy.zeros(n, dtype=dtype), numpy.zeros(n, dtype=dtype)]
+    ref_param, ref_states = param.copy(), [s.copy() for s in states]
+    hyper, ref_hyper = np_multi.make_hyper(0.1, 0), np_multi.make_hyper(0.1, 0)
+    sgd = {"sgd": (0.9, 0.0, False, 0.0), "sgd_nesterov_decay": (0.9, 0.0, True, 1e-2)}
+    adam = {"adam": (0.0, False), "adam_l2": (1e-2, False), "adamw": (1e-2, True)}
+    for step in range(3):
+        if step == 2:
+            hyper[np_multi.HYPER_LR] = ref_hyper[np_multi.HYPER_LR] = 0.03
+        grad = grads[step]
+        if rule in sgd:
+            momentum, dampening, nesterov, wd = sgd[rule]
+            flags = 1 * bool(wd) | 2 | 4 * nesterov
+            run_kernel(harness, "multi_update.cu", "step_scalars", dtype, (hyper, 0.0, 0.0, wd))
+            run_kernel(harness, "multi_update.cu", "multi_sgd_update", dtype,
+                       (param, grad, states[0], hyper, momentum, 1.0 - dampening, wd, flags, n))
+            np_multi.multi_sgd_update(ref_param, grad, ref_states[0], ref_hyper, momentum, dampening, nesterov, wd)
+        else:
+            wd, decoupled = adam[rule]
+            mode = 0 if not wd else (2 if decoupled else 1)
+            run_kernel(harness, "multi_update.cu", "step_scalars", dtype, (hyper, 0.9, 0.999, wd))
+            run_kernel(harness, "multi_update.cu", "multi_adam_update", dtype,
+                       (param, grad, states[0], states[1], hyper, 0.9, 0.1, 0.999, 1.0 - 0.999, 1e-8, wd, mode, n))
+            np_multi.multi_adam_update(ref_param, grad, ref_states[0], ref_states[1], ref_hyper, 0.9, 0.999, 1e-8,
+                                       wd, decoupled)
+        numpy.testing.assert_array_equal(hyper, ref_hyper)  # the same double arithmetic, bit for bit
+        parity.assert_close(param, ref_param, dtype, f"param after step {step + 1}")
+        for got, want in zip(states, ref_states):
+            parity.assert_close(got, want, dtype, f"state after step {step + 1}")
+    assert hyper[np_multi.HYPER_STEP] == 3
+
+
 # ----------------------------------------------------------------------------- launchers, emulated
 
 def _fake_empty(shape, dtype=numpy.float64):
@@ -357,7 +398,7 @@ class FakeKernel:
         assert shared_mem == 0
         signature = self.loader.SIGNATURES[self.file][self.name]
         assert len(args) == len(signature)
-        exact = {"int": numpy.int32, "long long": numpy.int64, "T": self.dtype}
+        exact = {"int": numpy.int32, "long long": numpy.int64, "T": self.dtype, "double": numpy.float64}
         for position, (ctype, value) in enumerate(zip(signature, args)):
             if ctype.endswith("*"):
                 want = {"int": numpy.int32, "long": numpy.int64, "double": numpy.float64}.get(
@@ -366,7 +407,7 @@ class FakeKernel:
                 assert value.dtype == want, (self.name, position, value.dtype)
             else:
                 assert type(value) is exact[ctype], (self.name, position, ctype, type(value))
-        if self.name == "softmax_xent":  # one block: the harness replays its phases
+        if self.name in ("softmax_xent", "step_scalars"):  # one block: the harness replays its phases
             assert grid == (1,), grid
         if self.name == "row_sum":  # grid (rows, chunks); the harness replays exactly that grid
             length, chunk = int(args[3]), int(args[4])

@@ -68,6 +68,11 @@ SIGNATURES = {
     "loss.cu": {
         "softmax_xent": ("const T*", "const long long*", "T*", "T*", "int*", _I, _I, _I),
     },
+    "multi_update.cu": {
+        "step_scalars": ("double*", "double", "double", "double"),
+        "multi_sgd_update": ("T*", "const T*", "T*", "const double*", _T, _T, _T, _I, _L),
+        "multi_adam_update": ("T*", "const T*", "T*", "T*", "const double*") + (_T,) * 6 + (_I, _L),
+    },
     "update.cu": {
         "sgd_update": ("T*", "const T*", "T*", _T, _T, _T, _T, _I, _L),
         "adam_update": ("T*", "const T*", "T*", "T*") + (_T,) * 9 + (_I, _L),
@@ -179,6 +184,8 @@ def _plan(signature, dtype):
             plan.append(("p", _POINTEE.get(ctype.rstrip("*").split()[-1], dtype), 0, 0))
         elif ctype == "T":
             plan.append(("s", dtype.type, 0, 0))
+        elif ctype == "double":
+            plan.append(("s", numpy.float64, 0, 0))
         else:
             plan.append(("i", _INT_TYPES[ctype]) + _INT_RANGE[ctype])
     return tuple(plan)
