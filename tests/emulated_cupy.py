@@ -426,9 +426,14 @@ def uniform(seed, shape, dtype):
 
 
 class RandomState:
-    """cupy.random.RandomState: seedable; ``random_sample`` draws on the device (here: ``uniform``)."""
+    """cupy.random.RandomState: seedable; ``random_sample`` draws on the device (here: ``uniform``).
+
+    Bound to the device that was current when it was made, as CuPy's cuRAND generator is:
+    drawing while another device is current raises (CuPy would hand device-0 work to memory
+    of device 1)."""
 
     def __init__(self, seed=None):
+        self._device_id = current_device()
         self.seed(seed)
 
     def seed(self, seed=None):
@@ -439,6 +444,10 @@ class RandomState:
         dtype = numpy.dtype(dtype)
         if dtype not in (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)):
             raise TypeError(f"cupy.random: dtype must be float32 or float64, got {dtype}")
+        if self._device_id != current_device():
+            raise ValueError(f"cupy.random: a generator made on device {self._device_id} drew while device "
+                             f"{current_device()} is current (its cuRAND generator belongs to device "
+                             f"{self._device_id}); at {_caller()}")
         DEVICE_OPS.record("cupy.random")
         # A reseeded generator draws the same numbers again; a second draw without reseeding continues.
         values = uniform(self._seed if self._calls == 0 else (self._seed, self._calls), size, dtype)
