@@ -77,7 +77,7 @@ def gpucnn_step(device, batch):
     x = backend.to_device(rng.random((batch, 1, 28, 28), dtype=numpy.float32), device)
     y = backend.to_device(rng.integers(0, 10, batch), device)
     model = fashion_cnn(rng=0).to(device)
-    loss_fn = SoftmaxCrossEntropy()
+    loss_fn = SoftmaxCrossEntropy(check_labels=False)  # labels made in range here; as in fit, no read-back per step
     opt = Adam(model.parameters())
 
     def step():
@@ -154,6 +154,10 @@ def compare(device, batch, repeats, warmup, per_layer, with_torch):
               "torch": None}
     if theirs is not None:
         result["torch"] = {"step_s": times["torch_step"], "forward_s": times["torch_forward"], **theirs[2]}
+    if device != "cpu":
+        from .launch_count import count_launches
+        result["gpucnn"]["launches_per_step"], result["gpucnn"]["launches_counted_by"] = \
+            count_launches(ours_step, sync)
     if per_layer:
         with backend.device_scope(x):  # single layers, unlike Sequential, leave the device to the caller
             result["gpucnn"]["layers"] = per_layer_times(model, x, sync, repeats, warmup)
@@ -231,6 +235,8 @@ def main(argv=None, prog=None):
               f"{100 * gflops / r['peak_gflops']:6.1f}% {vs_cpu} "
               + (f"{t_rate:11.0f} {rate / t_rate:10.2f}" if theirs else f"{'-':>11} {'-':>10}")
               + f" {60000 / rate:8.2f}")
+        if ours.get("launches_per_step") is not None:
+            print(f"    launches per eager step: {ours['launches_per_step']} ({ours['launches_counted_by']})")
         for layer in ours.get("layers", []):
             print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} "
                   f"forward {1000 * layer['forward_s']:7.2f} ms  backward {1000 * layer['backward_s']:7.2f} ms")
