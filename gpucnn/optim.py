@@ -52,23 +52,36 @@ class Optimizer:
             with device_scope(p.data):
                 self._update(p, self._state_of(i, p))
 
+    def multi_tensor_groups(self):
+        """The current FlatGroups (``gpucnn.optim_flat``), built or rebuilt from the parameters' current
+        arrays when needed; None where the multi-tensor path does not apply (parameters on the CPU)."""
+        if self._groups is None or not all(g.is_current(self) for g in self._groups):
+            self._groups = flat_groups(self)
+        return self._groups
+
     def _multi_tensor_step(self):
-        """One launch per (device, dtype) group (gpucnn.optim_flat); False where that path does not apply."""
-        groups = self._groups
-        if groups is None or not all(g.is_current(self) for g in groups):
-            groups = self._groups = flat_groups(self)
-            if groups is None:
-                return False
+        """One update launch per (device, dtype) group; False where that path does not apply.
+
+        A step is, per group: ``group.prepare(lr)`` (host side: zero gradients still marked
+        cleared, write a changed lr into ``hyper``), ``update_group(group)`` (device work only,
+        no host read, no allocation: what a captured CUDA graph replays), then
+        ``group.advance_host_state(self)`` (the host's step counts).
+        """
+        groups = self.multi_tensor_groups()
+        if groups is None:
+            return False
         for group in groups:
             group.prepare(self.lr)
-            self._multi_update(group)
+            self.update_group(group)
             group.advance_host_state(self)
         return True
 
     def _update(self, param, state):
         raise NotImplementedError
 
-    def _multi_update(self, group):
+    def update_group(self, group):
+        """Launch this optimizer's multi-tensor update of ``group`` (gpucnn.ops.multi_update): two kernels,
+        reading lr and the step count from ``group.hyper`` on the device."""
         raise NotImplementedError
 
     def _state_of(self, i, param):
@@ -133,7 +146,7 @@ class SGD(Optimizer):
                    self.nesterov, self.weight_decay, state["step"] == 0)
         state["step"] += 1
 
-    def _multi_update(self, group):
+    def update_group(self, group):
         multi_sgd_update(group.data, group.grad, group.states.get("momentum_buffer"), group.hyper, self.momentum,
                          self.dampening, self.nesterov, self.weight_decay)
 
@@ -160,7 +173,7 @@ class Adam(Optimizer):
         adam_update(param.data, param.grad, state["exp_avg"], state["exp_avg_sq"], self.lr, self.betas[0],
                     self.betas[1], self.eps, self.weight_decay, state["step"], self.decoupled)
 
-    def _multi_update(self, group):
+    def update_group(self, group):
         multi_adam_update(group.data, group.grad, group.states["exp_avg"], group.states["exp_avg_sq"], group.hyper,
                           self.betas[0], self.betas[1], self.eps, self.weight_decay, self.decoupled)
 
