@@ -1,7 +1,11 @@
 """Sequential: layers applied in order, backward in reverse."""
+from . import architecture
 from .backend import device_of, device_scope
 from .checkpoint import CheckpointError, load_arrays, save_arrays
 from .layers.base import Layer
+from .predict import predict
+from .state_dict import load_state_dict
+from .summary import summarize
 
 __all__ = ["Sequential"]
 
@@ -24,11 +28,15 @@ class Sequential:
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a gpucnn layer")
         self.layers = layers
         self.training = True
+        self.input_shape = None  # of one sample, remembered from the first forward (for summary, save, export)
 
     def forward(self, x):
+        sample_shape = tuple(int(d) for d in x.shape[1:]) if hasattr(x, "shape") else None
         with device_scope(x):
             for layer in self.layers:
                 x = layer.forward(x)
+        if self.input_shape is None:  # only a shape the model took
+            self.input_shape = sample_shape
         return x
 
     __call__ = forward
@@ -102,9 +110,67 @@ class Sequential:
             index, name = key.split(".", 1)
             self.layers[int(index)].set_state(name, state[key])
 
+    def state_dict(self):
+        """{'<index>.<name>': array} of every parameter and buffer, keyed as PyTorch keys an nn.Sequential
+        ("0.weight", "3.running_mean"). The arrays are the model's own, not copies (as in PyTorch).
+
+        Example:
+            >>> torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+        """
+        return dict(self.named_state())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy ``state_dict``'s arrays (NumPy, CuPy, CPU torch tensors) into the model, cast to its dtype, on
+        its device.
+
+        strict=True: the keys must be exactly the model's (ValueError otherwise). strict=False loads the
+        keys both have. Either way a wrong shape (ValueError) or a non-float array (TypeError) changes
+        nothing. Returns (missing_keys, unexpected_keys), as PyTorch does.
+
+        Example:
+            >>> model.load_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()})
+        """
+        return load_state_dict(self, state_dict, strict)
+
+    def summary(self, input_shape=None, print_fn=print):
+        """Print and return a table of the layers, their output shapes and parameter counts, with totals.
+
+        Args:
+            input_shape: one sample's shape, e.g. (1, 28, 28); default: the shape of the first forward's input.
+            print_fn: where the table goes (None: nowhere).
+
+        Returns:
+            a ``gpucnn.summary.Summary``: ``.rows``, ``.total_params``; ``str()`` gives the table.
+
+        Example:
+            >>> gpucnn.models.fashion_cnn().summary((1, 28, 28)).total_params
+            421642
+        """
+        input_shape = self.input_shape if input_shape is None else tuple(input_shape)
+        if input_shape is None:
+            raise ValueError("summary: give input_shape (one sample's shape, e.g. (1, 28, 28)), or run a forward "
+                             "pass first so that the model knows it")
+        result = summarize(self, input_shape)
+        if print_fn is not None:
+            print_fn(str(result))
+        return result
+
+    def predict(self, x, batch_size=256):
+        """The outputs (logits) for ``x``, in eval mode (restored after), ``batch_size`` samples at a time, on
+        the model's device (inputs elsewhere are moved batch by batch).
+
+        For probabilities: ``gpucnn.functional.softmax(model.predict(x))``; for classes: ``.argmax(axis=1)``.
+        """
+        return predict(self, x, batch_size)
+
     def save(self, path):
-        """Write the weights to ``path`` (.npz, atomically, no pickle); the model stays on its device."""
-        save_arrays(path, self.named_state(), {"format": _FORMAT, "layers": [repr(layer) for layer in self.layers]})
+        """Write the weights to ``path`` (.npz, atomically, no pickle); the model stays on its device.
+
+        The file also records the architecture when every layer is one of gpucnn's own, so that
+        ``gpucnn export`` (or ``gpucnn.architecture.build``) can rebuild the model from the file alone.
+        """
+        save_arrays(path, self.named_state(), {"format": _FORMAT, "layers": [repr(layer) for layer in self.layers],
+                                               "architecture": architecture.describe(self, self.input_shape)})
 
     def load(self, path):
         """Read weights written by ``save``; on any error the model's weights are left as they were."""
@@ -112,6 +178,9 @@ class Sequential:
         if meta.get("format") != _FORMAT:
             raise CheckpointError(f"{path}: not a saved Sequential (format {meta.get('format')!r})")
         self.load_state(arrays, source=str(path))
+        recorded = (meta.get("architecture") or {}).get("input_shape")
+        if self.input_shape is None and recorded:
+            self.input_shape = tuple(recorded)
         return self
 
     def __repr__(self):

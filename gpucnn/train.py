@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -26,30 +27,52 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def evaluate(model, loss_fn, x, y, batch_size=1024, progress=False, stream=None):
-    """Mean loss and accuracy of ``model`` on (x, y), in eval mode (restored after).
+def evaluate(model, x, y, loss_fn=None, batch_size=1024, progress=False, stream=None):
+    """Accuracy of ``model`` on (x, y), and the mean loss when ``loss_fn`` is given; in eval mode (restored after).
+
+    Args:
+        model: a Sequential. x, y: inputs and integer labels (NumPy or CuPy).
+        loss_fn: optional, e.g. SoftmaxCrossEntropy(); without it only the accuracy is computed.
+        batch_size: samples per forward pass. progress: show a bar ("eval [###...]"). stream: default stderr.
 
     Returns:
-        {'loss': float, 'accuracy': float}
+        {'accuracy': float}, plus 'loss' when ``loss_fn`` is given.
+
+    Example:
+        >>> evaluate(model, x_test, y_test)["accuracy"]
+        0.9187
     """
+    bar = ProgressBar(math.ceil(len(x) / batch_size), "eval ", stream, enabled=progress)
+    return _evaluate(model, x, y, loss_fn, batch_size, bar)
+
+
+def _evaluate(model, x, y, loss_fn, batch_size, bar):
     was_training = model.training
     model.eval()
     try:
         total = len(x)
+        if total == 0:
+            raise ValueError("evaluate: got no samples (len(x) == 0)")
+        if len(y) != total:
+            raise ValueError(f"evaluate: {total} inputs but {len(y)} labels")
         loss_sum, correct = 0.0, 0
-        bar = ProgressBar(math.ceil(total / batch_size), "eval ", stream, enabled=progress)
         for i, start in enumerate(range(0, total, batch_size)):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             logits = model.forward(xb)
-            loss_sum += float(loss_fn.forward(logits, yb)) * len(xb)
-            batch_correct = getattr(loss_fn, "correct", None)  # the loss's own count, when it makes one
+            batch_correct = None
+            if loss_fn is not None:
+                loss_sum += float(loss_fn.forward(logits, yb)) * len(xb)
+                batch_correct = getattr(loss_fn, "correct", None)  # the loss's own count, when it makes one
             if batch_correct is None:
                 with device_scope(logits):
                     batch_correct = (logits.argmax(axis=1) == get_array_module(logits).asarray(yb)).sum()
             correct += int(batch_correct)
             bar.update(i + 1)
         bar.close()
-        return {"loss": loss_sum / total, "accuracy": correct / total}
+        result = {"accuracy": correct / total}
+        if loss_fn is not None:
+            result["loss"] = loss_sum / total
+        return result
     finally:
         model.train(was_training)
 
@@ -73,7 +96,8 @@ def _deferred_interrupt():
 
 
 def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
-        checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None):
+        checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None,
+        distributed=False):
     """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
 
     Args:
@@ -85,8 +109,13 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         seed: seed of the shuffling.
         checkpoint: path of a training checkpoint, written atomically after every epoch and on Ctrl-C.
         resume: continue from ``checkpoint`` when it exists.
-        progress: show a progress bar per epoch. sync_every: read losses back every this many steps.
+        progress: show a progress bar per epoch (elapsed time and ETA; where the output is not a terminal, one
+            line per tenth of an epoch); its last line gives the validation loss and accuracy when there is
+            validation data. sync_every: read losses back every this many steps.
         on_epoch_end: optional callable(history) after each epoch (for tables, plots).
+        distributed: train data-parallel over the ranks of an MPI job (True, or a gpucnn.distributed
+            Communicator): each rank takes its shard of every batch of ``batch_size``, gradients are
+            averaged; only rank 0 writes ``checkpoint`` and shows progress (see gpucnn/distributed/).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (the last checkpoint on disk is kept).
@@ -107,24 +136,38 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             batches.set_state(meta["batches"])
             history = meta["history"]
             partial = meta.get("partial")
+    dp = None
+    if distributed:
+        from .distributed import data_parallel
+        dp = data_parallel(distributed, model, batch_size, len(x))
+        dp.start(start_epoch, skip_steps)
+        validation = dp.shard_validation(validation)
+        if not dp.is_root:  # rank 0 alone writes the checkpoint and keeps the partial epoch's totals
+            checkpoint, progress, partial = None, False, None
 
     model.train()
+    _warm_up_kernels(model, (stream or sys.stderr) if progress else None)
     steps_per_epoch = len(batches)
     label_check_pending = getattr(loss_fn, "check_labels", False) and get_array_module(y) is not numpy
     with _deferred_interrupt() as interrupt, _restored_label_check(loss_fn):
         for epoch in range(start_epoch, epochs):
             epoch_start_state = batches.state()
             stats = _EpochStats(steps_per_epoch, partial)
-            bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress)
+            bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress,
+                              initial=skip_steps)
             started = time.perf_counter()
             for step, (xb, yb) in enumerate(batches):
                 if step < skip_steps:
                     continue
+                if dp is not None:
+                    xb, yb = dp.shard(xb, yb)
                 try:
                     logits = model.forward(xb)
                     loss = loss_fn.forward(logits, yb)
                     optimizer.zero_grad()
                     model.backward(loss_fn.backward(), need_input_grad=False)
+                    if dp is not None:
+                        dp.average_gradients()
                     optimizer.step()
                 except Exception as exc:
                     if is_out_of_memory(exc):
@@ -159,9 +202,11 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                     raise KeyboardInterrupt(
                         f"training interrupted at epoch {epoch + 1}, step {step + 1}"
                         + (f"; checkpoint written to {checkpoint} (resume to continue exactly)" if checkpoint else ""))
-            bar.close()
             skip_steps, partial = 0, None
             seconds = time.perf_counter() - started
+            if dp is not None:
+                totals = dp.end_epoch(stats.loss_sum, stats.correct_sum, stats.seen, stats.seen_now)
+                stats.loss_sum, stats.correct_sum, stats.seen, stats.seen_now = totals
             history["epoch"].append(epoch + 1)
             history["loss"].append(stats.mean_loss)
             history["accuracy"].append(stats.accuracy)
@@ -169,9 +214,20 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             history["seconds"].append(seconds)
             history["images_per_second"].append(stats.seen_now / max(seconds, 1e-9))
             if validation is not None:
-                result = evaluate(model, loss_fn, validation[0], validation[1], batch_size=max(batch_size, 1000))
+                val_batch = max(batch_size, 1000)
+                # On a terminal the validation pass shows its own bar, erased when done; elsewhere it stays quiet.
+                val_bar = ProgressBar(math.ceil(len(validation[0]) / val_batch), f"epoch {epoch + 1}/{epochs} "
+                                      f"validating ", stream, enabled=bar.interactive, leave=False)
+                bar.clear()
+                result = _evaluate(model, validation[0], validation[1], loss_fn, val_batch, val_bar)
+                if dp is not None:
+                    result = dp.reduce_evaluation(result, len(validation[0]))
                 history["val_loss"].append(result["loss"])
                 history["val_accuracy"].append(result["accuracy"])
+                bar.update(steps_per_epoch, loss=stats.mean_loss, acc=stats.accuracy,
+                           img_s=stats.seen_now / max(seconds, 1e-9), val_loss=result["loss"],
+                           val_acc=result["accuracy"])
+            bar.close()
             if scheduler is not None:
                 scheduler.step()
             if checkpoint is not None:
@@ -181,6 +237,25 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             if on_epoch_end is not None:
                 on_epoch_end(history)
     return history
+
+
+def _warm_up_kernels(model, stream=None):
+    """Compile (or load from CuPy's disk cache) the CUDA kernels of the model's float type before the
+    first epoch's timer starts, so that epoch 1 reports training speed, not compile time. Returns the
+    seconds it took (0.0 on the CPU); says so on ``stream`` when given."""
+    params = model.parameters()
+    if not params or get_array_module(params[0].data) is numpy:
+        return 0.0
+    from .ops.cuda import loader
+
+    data = params[0].data
+    started = time.perf_counter()
+    loader.compile_all(data.dtype, data.device.id)
+    seconds = time.perf_counter() - started
+    if stream is not None:
+        print(f"CUDA kernels ready in {seconds:.1f} s (compiled once, then cached in {loader.kernel_cache_dir()})",
+              file=stream, flush=True)
+    return seconds
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ RNG and every layer's RNG, in one file written atomically by ``checkpoint.save_a
 """
 import numpy
 
+from .architecture import describe
 from .checkpoint import CheckpointError, load_arrays, save_arrays
 from .rng_state import generator_state_from_json, generator_state_to_json
 
@@ -26,6 +27,7 @@ def save_training_checkpoint(path, model, optimizer, scheduler, progress):
     arrays.update({f"optimizer.{k}": v for k, v in opt_arrays.items()})
     meta = {
         "format": FORMAT,
+        "architecture": describe(model, getattr(model, "input_shape", None)),  # lets `gpucnn export` rebuild the model
         "optimizer": {"type": type(optimizer).__name__, **opt_scalars},
         "scheduler": scheduler.state() if scheduler is not None else None,
         "layer_rngs": {str(i): generator_state_to_json(rng.bit_generator.state)

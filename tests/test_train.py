@@ -1,3 +1,4 @@
+import io
 import os
 import signal
 
@@ -47,7 +48,7 @@ def test_fit_learns_and_reports_history():
 def test_evaluate_restores_mode():
     model = toy_model()
     x, y = toy_data()
-    result = evaluate(model, SoftmaxCrossEntropy(), x, y, batch_size=10)
+    result = evaluate(model, x, y, SoftmaxCrossEntropy(), batch_size=10)
     assert 0 <= result["accuracy"] <= 1 and result["loss"] > 0
     assert model.training
 
@@ -140,3 +141,40 @@ def test_out_of_gpu_memory_names_the_batch_size():
     model = toy_model()
     with pytest.raises(MemoryError, match=r"batch size 32.*e\.g\. 16"):
         fit(model, Exploding(), Adam(model.parameters()), x, y, 1, batch_size=32, progress=False)
+
+
+def test_evaluate_without_a_loss_gives_accuracy_alone():
+    model = toy_model()
+    x, y = toy_data()
+    with_loss = evaluate(model, x, y, SoftmaxCrossEntropy(), batch_size=10)
+    alone = evaluate(model, x, y, batch_size=7)
+    assert set(alone) == {"accuracy"}
+    assert alone["accuracy"] == with_loss["accuracy"]
+
+
+def test_evaluate_refuses_mismatched_labels():
+    x, y = toy_data()
+    with pytest.raises(ValueError, match="96 inputs but 95 labels"):
+        evaluate(toy_model(), x, y[:-1])
+
+
+def test_evaluate_progress_writes_its_own_bar():
+    stream = io.StringIO()
+    x, y = toy_data()
+    evaluate(toy_model(), x, y, batch_size=10, progress=True, stream=stream)
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].startswith("eval [") and " 10/10 " in lines[-1]
+
+
+def test_fit_prints_validation_metrics_per_epoch_in_a_log():
+    stream = io.StringIO()
+    x, y = toy_data()
+    model = toy_model()
+    fit(model, SoftmaxCrossEntropy(), Adam(model.parameters(), lr=1e-2), x, y, 2, batch_size=8,
+        validation=(x, y), seed=3, sync_every=1, stream=stream)
+    lines = stream.getvalue().splitlines()
+    ends = [line for line in lines if " 12/12 " in line]
+    assert [line.split(" [")[0] for line in ends] == ["epoch 1/2", "epoch 2/2"]
+    assert all("val_loss " in line and "val_acc " in line for line in ends)
+    assert len(lines) == 2 * 10  # 9 lines at the tenths of 12 steps, one at the end, per epoch
+    assert "validating" not in stream.getvalue()  # the validation bar shows on terminals only

@@ -10,19 +10,29 @@ the same network runs in PyTorch on the same device in the same process (cuDNN o
 GPU) and the table gains its columns. "peak" is the achieved GFLOP/s of a large
 single-precision matrix product on that device, measured here, so "% peak" says how
 close a step comes to what the device's matrix unit delivers to NumPy/CuPy.
+
+Precision is like for like: by default both sides compute in strict FP32 (CuPy's float32
+compute type FP32; PyTorch's allow_tf32 flags off, for cuBLAS and cuDNN). ``--tf32`` runs both
+sides with TF32 tensor-core matrix products, and the rows say so. No timed gpucnn step reads
+back to the host: the labels are checked once, before timing, as fit does. On a GPU the
+cold compile (every kernel file, empty cache, in a fresh process) and the load from CuPy's
+disk cache are timed apart from the warm steps.
 """
 import argparse
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy
 
 from gpucnn import backend
 from gpucnn.layers import Conv2D, Dense
-from gpucnn.losses import SoftmaxCrossEntropy
+from gpucnn.losses import SoftmaxCrossEntropy, check_label_range
 from gpucnn.models import fashion_cnn
 from gpucnn.optim import Adam
 
@@ -77,7 +87,8 @@ def gpucnn_step(device, batch):
     x = backend.to_device(rng.random((batch, 1, 28, 28), dtype=numpy.float32), device)
     y = backend.to_device(rng.integers(0, 10, batch), device)
     model = fashion_cnn(rng=0).to(device)
-    loss_fn = SoftmaxCrossEntropy(check_labels=False)  # labels made in range here; as in fit, no read-back per step
+    check_label_range(y, 10, "bench labels")  # once, before timing: no read-back inside a timed step
+    loss_fn = SoftmaxCrossEntropy(check_labels=False)
     opt = Adam(model.parameters())
 
     def step():
@@ -102,7 +113,7 @@ def per_layer_times(model, x, sync, repeats, warmup):
     return layers
 
 
-def torch_step(device, batch):
+def torch_step(device, batch, tf32=False):
     """(train_step, forward, info) of the same network in PyTorch, or None without torch (or its GPU)."""
     try:
         import torch
@@ -112,6 +123,8 @@ def torch_step(device, batch):
     if dev != "cpu" and not torch.cuda.is_available():
         return None
     torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = tf32  # like for like with gpucnn's precision
+    torch.backends.cudnn.allow_tf32 = tf32
     nn = torch.nn
     model = nn.Sequential(nn.Conv2d(1, 32, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
@@ -134,12 +147,12 @@ def torch_step(device, batch):
     return step, forward, {"version": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def compare(device, batch, repeats, warmup, per_layer, with_torch):
+def compare(device, batch, repeats, warmup, per_layer, with_torch, tf32=False):
     """Time gpucnn and PyTorch in alternating blocks, so that a machine whose speed drifts during
     the run slows both sides alike."""
     sync = synchronizer(device)
     ours_step, ours_forward, flops, (model, x) = gpucnn_step(device, batch)
-    theirs = torch_step(device, batch) if with_torch else None
+    theirs = torch_step(device, batch, tf32) if with_torch else None
     if theirs is not None and device != "cpu":
         import torch
         torch_sync = torch.cuda.synchronize
@@ -161,6 +174,30 @@ def compare(device, batch, repeats, warmup, per_layer, with_torch):
     if per_layer:
         with backend.device_scope(x):  # single layers, unlike Sequential, leave the device to the caller
             result["gpucnn"]["layers"] = per_layer_times(model, x, sync, repeats, warmup)
+    return result
+
+
+def cold_compile_seconds(device, dtype="float32"):
+    """{'cold_s': compile of every kernel file with an empty kernel cache, 'cached_s': the same from
+    the disk cache}, each in a fresh process (CUDA context and CuPy import excluded), or None on the CPU."""
+    if device == "cpu":
+        return None
+    code = ("import json, sys, time\n"
+            "from gpucnn.ops.cuda import loader\n"
+            "import cupy\n"
+            f"cupy.cuda.Device({int(device.split(':')[1])}).use(); cupy.zeros(1)\n"
+            "start = time.perf_counter()\n"
+            f"loader.compile_all({dtype!r})\n"
+            "print(json.dumps(time.perf_counter() - start))\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="gpucnn-kernel-cache-") as cache:
+        env = dict(os.environ, CUPY_CACHE_DIR=cache, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        for key in ("cold_s", "cached_s"):
+            done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"compiling the kernels in a fresh process failed: {done.stderr.strip()[-400:]}")
+            result[key] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -197,32 +234,52 @@ def main(argv=None, prog=None):
     p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--tf32", action="store_true",
+                   help="both sides use TF32 tensor-core matrix products (default: strict FP32 on both sides)")
+    p.add_argument("--distributed", action="store_true",
+                   help="under mpirun: data-parallel steps against one process, same global batch "
+                        "(gpucnn/commands/bench_distributed.py)")
     args = p.parse_args(argv)
+    backend.set_tf32(args.tf32)  # before any CuPy matrix product
+    if args.distributed:
+        from gpucnn.commands import bench_distributed
+        return bench_distributed.main(args)
+    precision = ("TF32 matrix products on both sides (CUPY_TF32=1; torch allow_tf32 flags on)" if args.tf32 else
+                 "strict FP32 on both sides (CuPy compute type FP32; torch allow_tf32 flags off)")
     devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
     devices = [backend.resolve_device(d) for d in devices]
     batches = [int(b) for b in args.batch_sizes.split(",")]
 
     report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus",
-              "numpy": numpy.__version__, "results": []}
+              "numpy": numpy.__version__, "precision": precision, "results": [], "compile": {}}
     if backend.gpu_available():
         cupy = backend.cupy_or_none()
         props = cupy.cuda.runtime.getDeviceProperties(0)
         report["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         report["cupy"] = cupy.__version__
         report["driver"] = cupy.cuda.runtime.driverGetVersion()
+    for device in devices:
+        compile_times = cold_compile_seconds(device)
+        if compile_times is not None:
+            report["compile"][device] = compile_times
     peaks = {d: matmul_peak(d, synchronizer(d)) for d in devices}
     for device in devices:
         for batch in batches:
-            result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch)
+            result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch, args.tf32)
             report["results"].append({"device": device, "batch": batch, **result, "peak_gflops": peaks[device]})
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
     gpu = f", GPU {report['gpu']}, cupy {report['cupy']}, driver {report['driver']}" if "gpu" in report else ""
     print(f"# {report['machine']}, numpy {report['numpy']}{gpu}")
+    print(f"# precision: {precision}")
+    for device, times in report["compile"].items():
+        print(f"# {device}: cold compile of every kernel file {times['cold_s']:.2f} s (empty cache, fresh process); "
+              f"load from the disk cache {times['cached_s']:.2f} s")
     cpu_rate = {r["batch"]: r["batch"] / r["gpucnn"]["step_s"] for r in report["results"] if r["device"] == "cpu"}
-    header = (f"{'device':8} {'batch':>5} {'step ms':>8} {'img/s':>8} {'GFLOP/s':>8} {'% peak':>7} {'vs cpu':>7} "
-              f"{'torch img/s':>11} {'ours/torch':>10} {'epoch s':>8}")
+    tag = "tf32" if args.tf32 else "fp32"
+    header = (f"{'device':8} {'prec':>4} {'batch':>5} {'step ms':>8} {'img/s':>8} {'GFLOP/s':>8} {'% peak':>7} "
+              f"{'vs cpu':>7} {'torch img/s':>11} {'ours/torch':>10} {'epoch s':>8}")
     print(header)
     for r in report["results"]:
         ours, theirs = r["gpucnn"], r["torch"]
@@ -231,7 +288,7 @@ def main(argv=None, prog=None):
         on_gpu = r["device"] != "cpu" and r["batch"] in cpu_rate
         vs_cpu = f"{rate / cpu_rate[r['batch']]:7.1f}" if on_gpu else f"{'-':>7}"
         t_rate = r["batch"] / theirs["step_s"] if theirs else None
-        print(f"{r['device']:8} {r['batch']:5d} {1000 * ours['step_s']:8.2f} {rate:8.0f} {gflops:8.1f} "
+        print(f"{r['device']:8} {tag:>4} {r['batch']:5d} {1000 * ours['step_s']:8.2f} {rate:8.0f} {gflops:8.1f} "
               f"{100 * gflops / r['peak_gflops']:6.1f}% {vs_cpu} "
               + (f"{t_rate:11.0f} {rate / t_rate:10.2f}" if theirs else f"{'-':>11} {'-':>10}")
               + f" {60000 / rate:8.2f}")

@@ -3,6 +3,7 @@
     gpucnn train                       # 10 epochs of Adam, lr 1e-3, batch 128, device auto
     gpucnn train --device cuda --epochs 20 --out runs/gpu
     gpucnn train --resume              # continue runs/fashion_cnn/checkpoint.npz exactly
+    mpirun -np 2 gpucnn train --distributed   # data-parallel over 2 processes (one GPU each, or the CPU)
 
 Writes to --out: metrics.csv, metrics.json, curves.png (when matplotlib is installed),
 model.npz (the final weights) and checkpoint.npz (updated after every epoch and on Ctrl-C).
@@ -46,6 +47,9 @@ def parse_args(argv=None, prog=None):
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default <out>/checkpoint.npz)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI job (start with mpirun -np N); "
+                        "--batch-size is the global batch, shared among them")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
@@ -122,14 +126,20 @@ def print_row(history):
 
 def main(argv=None, prog=None):
     args = parse_args(argv, prog)
+    if args.distributed:
+        from gpucnn import distributed
+        return distributed.run_job(run, args)  # every rank; a rank that fails ends the job
+    return run(args)
+
+
+def run(args):
     out = args.out or os.path.join("runs", args.model)
     os.makedirs(out, exist_ok=True)
     checkpoint = args.checkpoint or os.path.join(out, "checkpoint.npz")
     try:
-        device = backend.resolve_device(args.device)
+        device = _device(args)
         if args.device == "auto":
-            why = "" if device != "cpu" else f" ({backend.gpu_unavailable_reason()})"
-            print(f"device auto -> {device}{why}")
+            print(backend.describe_auto_choice(device))
         (x_train, y_train), (x_test, y_test) = DATASETS[args.dataset](args.data_dir)
     except (RuntimeError, ValueError, DataNotFoundError, CorruptDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -148,14 +158,16 @@ def main(argv=None, prog=None):
         history = fit(model, losses.SoftmaxCrossEntropy(), optimizer, x_train, y_train, args.epochs,
                       batch_size=args.batch_size, validation=(x_test, y_test), scheduler=schedule, seed=args.seed,
                       checkpoint=checkpoint, resume=args.resume, progress=not args.no_progress,
-                      on_epoch_end=print_row)
+                      on_epoch_end=print_row, distributed=args.distributed)
     except (TrainingDiverged, MemoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 130
-    final = evaluate(model, losses.SoftmaxCrossEntropy(), x_test, y_test)
+    if args.distributed and not _distributed_root():
+        return 0  # rank 0 evaluates and writes the files
+    final = evaluate(model, x_test, y_test, losses.SoftmaxCrossEntropy(), progress=not args.no_progress)
     model.save(os.path.join(out, "model.npz"))
     write_metrics(out, history)
     plot = plot_curves(out, history)
@@ -177,3 +189,16 @@ def main(argv=None, prog=None):
           f"({summary['wall_seconds']:.0f} s); wrote {out}/metrics.csv, metrics.json, model.npz"
           + (f", {os.path.basename(plot)}" if plot else " (install matplotlib for curves.png)"))
     return 0
+
+
+def _device(args):
+    if not args.distributed:
+        return backend.resolve_device(args.device)
+    from gpucnn import distributed
+    comm = distributed.init()
+    return distributed.local_device(args.device, comm.local_rank, comm.local_size)
+
+
+def _distributed_root():
+    from gpucnn import distributed
+    return distributed.init().is_root
