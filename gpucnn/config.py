@@ -5,10 +5,16 @@ __all__ = ["config", "seed"]
 
 
 class Config:
-    """``rng``: the generator that layers draw their initial weights from when given no ``rng``."""
+    """``rng``: the generator that layers draw their initial weights from when given no ``rng``.
+
+    ``multi_tensor_optimizer``: on the GPU, optimizers gather the parameters of one device and
+    dtype into flat buffers and step them all with one update launch (``gpucnn.optim_flat``);
+    False steps each parameter with its own launch (the per-parameter path, always used on the CPU).
+    """
 
     def __init__(self):
         self.rng = numpy.random.default_rng()
+        self.multi_tensor_optimizer = True
 
 
 config = Config()

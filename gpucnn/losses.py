@@ -2,6 +2,7 @@
 import numpy
 
 from .backend import device_scope, get_array_module
+from .ops.loss import softmax_cross_entropy
 
 __all__ = ["SoftmaxCrossEntropy", "MSE", "check_label_range"]
 
@@ -38,6 +39,14 @@ class SoftmaxCrossEntropy:
     Labels out of [0, classes) raise ValueError. For labels on the GPU that check reads a
     value back to the host, once per call; ``check_labels=False`` skips it where the labels
     are known to be good (``fit`` checks a whole data set once and skips it per step).
+    Without the check a bad label still shows, on the device and without a read-back: its
+    row's loss and gradient are NaN (so the loss is NaN) and ``invalid_labels`` counts it.
+
+    Forward computes the gradient too (``gpucnn.ops.loss.softmax_cross_entropy``: one
+    kernel on the GPU); ``backward()`` returns it, the same array until the next forward.
+    After forward, ``correct`` is the number of rows whose largest logit is the label and
+    ``invalid_labels`` the number of labels outside [0, classes), both 0-d integer arrays on
+    the logits' device.
 
     Example:
         >>> loss_fn = SoftmaxCrossEntropy()
@@ -48,6 +57,7 @@ class SoftmaxCrossEntropy:
     def __init__(self, check_labels=True):
         self.check_labels = check_labels
         self._cache = None
+        self.correct = self.invalid_labels = None
 
     def forward(self, logits, labels):
         _check_pred(logits, "SoftmaxCrossEntropy", ndim=2)
@@ -63,23 +73,15 @@ class SoftmaxCrossEntropy:
             check_label_range(labels, classes, "SoftmaxCrossEntropy")
         xp = get_array_module(logits)
         with device_scope(logits):
-            labels = xp.asarray(labels)
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-            rows = xp.arange(n)
-            self._cache = (log_probs, labels, rows)
-            return -log_probs[rows, labels].mean()
+            loss, grad, counts = softmax_cross_entropy(logits, xp.asarray(labels))
+        self._cache = grad
+        self.correct, self.invalid_labels = counts[0], counts[1]
+        return loss[0]
 
     def backward(self):
         if self._cache is None:
             raise RuntimeError("SoftmaxCrossEntropy: backward() called before forward()")
-        log_probs, labels, rows = self._cache
-        xp = get_array_module(log_probs)
-        with device_scope(log_probs):
-            grad = xp.exp(log_probs)
-            grad[rows, labels] -= 1
-            grad /= log_probs.shape[0]
-        return grad
+        return self._cache
 
 
 class MSE:

@@ -7,14 +7,24 @@ import math
 
 from .backend import device_of, device_scope, get_array_module, to_device
 from .checkpoint import check_cast
+from .config import config
+from .ops.multi_update import multi_adam_update, multi_sgd_update
 from .ops.update import adam_update, sgd_update
+from .optim_flat import flat_groups
 from .parameter import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR"]
 
 
 class Optimizer:
-    """Base class: holds the parameters, the learning rate ``lr`` and per-parameter state arrays."""
+    """Base class: holds the parameters, the learning rate ``lr`` and per-parameter state arrays.
+
+    On the GPU (with ``gpucnn.config.multi_tensor_optimizer``, the default) the first step
+    gathers the parameters of each device and dtype into flat buffers and points every
+    Parameter's ``data`` and ``grad`` (and the state arrays) at views of them, so that one
+    launch steps them all (``gpucnn.optim_flat``). Arrays taken from a parameter before its
+    first step are copies from then on: read ``param.data`` again after stepping.
+    """
 
     #: names of the per-parameter state arrays, created lazily as zeros like the parameter
     state_names = ()
@@ -30,17 +40,49 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr!r}")
         self.lr = float(lr)
         self.state = [{} for _ in self.params]
+        self._groups = None
 
     def zero_grad(self):
         for p in self.params:
             p.zero_grad()
 
     def step(self):
+        if config.multi_tensor_optimizer and self._multi_tensor_step():
+            return
         for i, p in enumerate(self.params):
             with device_scope(p.data):
                 self._update(p, self._state_of(i, p))
 
+    def multi_tensor_groups(self):
+        """The current FlatGroups (``gpucnn.optim_flat``), built or rebuilt from the parameters' current
+        arrays when needed; None where the multi-tensor path does not apply (parameters on the CPU)."""
+        if self._groups is None or not all(g.is_current(self) for g in self._groups):
+            self._groups = flat_groups(self)
+        return self._groups
+
+    def _multi_tensor_step(self):
+        """One update launch per (device, dtype) group; False where that path does not apply.
+
+        A step is, per group: ``group.prepare(lr)`` (host side: zero gradients still marked
+        cleared, write a changed lr into ``hyper``), ``update_group(group)`` (device work only,
+        no host read, no allocation: what a captured CUDA graph replays), then
+        ``group.advance_host_state(self)`` (the host's step counts).
+        """
+        groups = self.multi_tensor_groups()
+        if groups is None:
+            return False
+        for group in groups:
+            group.prepare(self.lr)
+            self.update_group(group)
+            group.advance_host_state(self)
+        return True
+
     def _update(self, param, state):
+        raise NotImplementedError
+
+    def update_group(self, group):
+        """Launch this optimizer's multi-tensor update of ``group`` (gpucnn.ops.multi_update): two kernels,
+        reading lr and the step count from ``group.hyper`` on the device."""
         raise NotImplementedError
 
     def _state_of(self, i, param):
@@ -194,6 +236,10 @@ class SGD(Optimizer):
                    self.nesterov, self.weight_decay, state["step"] == 0)
         state["step"] += 1
 
+    def update_group(self, group):
+        multi_sgd_update(group.data, group.grad, group.states.get("momentum_buffer"), group.hyper, self.momentum,
+                         self.dampening, self.nesterov, self.weight_decay)
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction; ``weight_decay`` adds L2 to the gradient, as in torch.optim.Adam."""
@@ -218,6 +264,10 @@ class Adam(Optimizer):
         state["step"] += 1
         adam_update(param.data, param.grad, state["exp_avg"], state["exp_avg_sq"], self.lr, self.betas[0],
                     self.betas[1], self.eps, self.weight_decay, state["step"], self.decoupled)
+
+    def update_group(self, group):
+        multi_adam_update(group.data, group.grad, group.states["exp_avg"], group.states["exp_avg_sq"], group.hyper,
+                          self.betas[0], self.betas[1], self.eps, self.weight_decay, self.decoupled)
 
 
 class AdamW(Adam):

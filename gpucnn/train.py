@@ -60,10 +60,14 @@ def _evaluate(model, x, y, loss_fn, batch_size, bar):
         for i, start in enumerate(range(0, total, batch_size)):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             logits = model.forward(xb)
+            batch_correct = None
             if loss_fn is not None:
                 loss_sum += float(loss_fn.forward(logits, yb)) * len(xb)
-            with device_scope(logits):
-                correct += int((logits.argmax(axis=1) == get_array_module(logits).asarray(yb)).sum())
+                batch_correct = getattr(loss_fn, "correct", None)  # the loss's own count, when it makes one
+            if batch_correct is None:
+                with device_scope(logits):
+                    batch_correct = (logits.argmax(axis=1) == get_array_module(logits).asarray(yb)).sum()
+            correct += int(batch_correct)
             bar.update(i + 1)
         bar.close()
         result = {"accuracy": correct / total}
@@ -193,7 +197,7 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                                           f"{step + 1}); try a smaller batch, e.g. {max(batch_size // 2, 1)}: {exc}"
                                           ) from exc
                     raise
-                stats.record(step, loss, logits, yb)
+                stats.record(step, loss, logits, yb, getattr(loss_fn, "correct", None))
                 if label_check_pending:
                     # Labels on the GPU: check whole data sets once, then spare the loss a read-back per step.
                     check_label_range(y, logits.shape[1], "fit (training labels)")
@@ -354,14 +358,17 @@ class _EpochStats:
         if partial:
             self.loss_sum, self.correct_sum, self.seen = partial["loss_sum"], partial["correct"], partial["seen"]
 
-    def record(self, step, loss, logits, labels):
+    def record(self, step, loss, logits, labels, correct=None):
+        """Keep step ``step``'s loss and correct count (``correct``: the loss's own count, when it made one)."""
         xp = get_array_module(logits)
         with device_scope(logits):
             if self.losses is None:  # on the device of the logits, created at the first step
                 self.losses = xp.zeros(self.steps, dtype=numpy.float64)
                 self.correct = xp.zeros(self.steps, dtype=numpy.int64)
             self.losses[step] = loss
-            self.correct[step] = (logits.argmax(axis=1) == xp.asarray(labels)).sum()
+            if correct is None:
+                correct = (logits.argmax(axis=1) == xp.asarray(labels)).sum()
+            self.correct[step] = correct
         self.sizes[step] = len(labels)
 
     def sync(self, upto):

@@ -19,6 +19,12 @@ What the emulation holds gpucnn to, as CuPy would:
   launch that touches an array of another device than the current one raises ValueError, as
   CuPy does without peer access (``DEVICE_MISMATCHES``; ``reset(strict=False)`` only records).
   ``cupy.asarray`` of another device's array copies it to the current device, as CuPy does.
+- Every operation that would put work on the GPU counts as one launch (``DEVICE_OPS``): a ufunc
+  or reduction (NumPy's ``mean`` is two: a sum and a division; CuPy's is one kernel, so the count
+  errs high there), a NumPy or fake ``cupy`` function that computes or copies, an advanced index,
+  an assignment, ``fill``, ``astype``/``copy``, ``argmax``/``argmin``, a host<->device copy, a
+  random draw, and every RawKernel launch of gpucnn's launchers. Views (reshape, transpose,
+  basic slicing) and ``cupy.empty`` count nothing, as on the GPU.
 - Every read-back to the host counts as a synchronisation (``SYNCS``): ``float``, ``int``,
   ``bool``, ``complex``, ``operator.index``, ``item``, ``tolist``, ``get``, ``repr``/``str``/
   ``format`` of a device array, ``cupy.asnumpy`` of one and ``Device.synchronize``. Each
@@ -92,6 +98,31 @@ class SyncCounter:
 SYNCS = SyncCounter()
 
 
+class DeviceOps:
+    """Work put on the emulated GPU (see the module docstring): ``count`` and ``names``; with
+    ``trace`` on, ``events`` also keeps the gpucnn source line of each."""
+
+    def __init__(self):
+        self.trace = False
+        self.reset()
+
+    def reset(self):
+        self.count = 0
+        self.names = []
+        self.events = []
+
+    def record(self, what):
+        if _is_internal():
+            return
+        self.count += 1
+        self.names.append(what)
+        if self.trace:
+            self.events.append((what, _caller()))
+
+
+DEVICE_OPS = DeviceOps()
+
+
 def _caller():
     """The innermost frame outside this file (and outside NumPy): where gpucnn asked for the value."""
     for frame in reversed(traceback.extract_stack(limit=40)[:-2]):
@@ -107,9 +138,12 @@ def _sync(what):
         SYNCS.record(what)
 
 
-def _enqueue(what, replay):
-    """Device work on the current stream: recorded (``replay`` redoes it in place) while a stream captures."""
+def _enqueue(what, replay, counted=True):
+    """Device work on the current stream: counted (DEVICE_OPS) unless CuPy would launch nothing for it, and
+    recorded (``replay`` redoes it in place) while a stream captures."""
     if not _is_internal():
+        if counted:
+            DEVICE_OPS.record(what)
         streams.on_stream(what, replay)
 
 
@@ -365,15 +399,18 @@ class DeviceArray(numpy.ndarray):
             streams.host_write("a host index array")  # CuPy copies it to the device first
         before = streams.ALLOCATIONS[0]
         plain_self, plain_key = self.view(numpy.ndarray), _plain_nested(key)
-        if _capturing():
-            result = _wrap(_run_for_shape(plain_self.__getitem__, (plain_key,), {}))
-        else:
-            result = _wrap(super().__getitem__(plain_key))
+        with Device(self._device_id):  # a scalar index is a 0-d view in CuPy: on this array's device
+            if _capturing():
+                result = _wrap(_run_for_shape(plain_self.__getitem__, (plain_key,), {}))
+            else:
+                result = _wrap(super().__getitem__(plain_key))
         if streams.ALLOCATIONS[0] != before:  # a gather (or a scalar copy), not a view
             if _capturing():
                 _poison(result)
             dest = _plain(result)
-            _enqueue("advanced indexing (take)", lambda: _copy_into(dest, plain_self[plain_key]))
+            # A scalar index is a 0-d view in CuPy (no kernel), a 0-d copy here: replayed, not counted.
+            _enqueue("advanced indexing (take)", lambda: _copy_into(dest, plain_self[plain_key]),
+                     counted=_has_device_array(key) or _host_arrays(key if isinstance(key, tuple) else (key,)))
         return result
 
     def __setitem__(self, key, value):
@@ -509,6 +546,10 @@ def _computed(where, func, args, kwargs):
         _poison(result)
     if result is None:
         _enqueue(where, lambda: func(*plain_args, **plain_kwargs))
+    elif plain_kwargs.get("out") is not None:  # in place into ``out``: device work, nothing to replay
+        DEVICE_OPS.record(where)
+        if isinstance(kwargs["out"], DeviceArray):
+            return kwargs["out"]  # CuPy returns the very ``out`` array
     elif streams.ALLOCATIONS[0] != before:
         dest = _plain_nested(result)
         _enqueue(where, lambda: _copy_into(dest, func(*plain_args, **plain_kwargs)))
@@ -529,9 +570,14 @@ def uniform(seed, shape, dtype):
 
 
 class RandomState:
-    """cupy.random.RandomState: seedable; ``random_sample`` draws on the device (here: ``uniform``)."""
+    """cupy.random.RandomState: seedable; ``random_sample`` draws on the device (here: ``uniform``).
+
+    Bound to the device that was current when it was made, as CuPy's cuRAND generator is:
+    drawing while another device is current raises (CuPy would hand device-0 work to memory
+    of device 1)."""
 
     def __init__(self, seed=None):
+        self._device_id = current_device()
         self.seed(seed)
 
     def seed(self, seed=None):
@@ -542,6 +588,11 @@ class RandomState:
         dtype = numpy.dtype(dtype)
         if dtype not in (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)):
             raise TypeError(f"cupy.random: dtype must be float32 or float64, got {dtype}")
+        if self._device_id != current_device():
+            raise ValueError(f"cupy.random: a generator made on device {self._device_id} drew while device "
+                             f"{current_device()} is current (its cuRAND generator belongs to device "
+                             f"{self._device_id}); at {_caller()}")
+        DEVICE_OPS.record("cupy.random")
         # A reseeded generator draws the same numbers again; a second draw without reseeding continues.
         values = uniform(self._seed if self._calls == 0 else (self._seed, self._calls), size, dtype)
         self._calls += 1
@@ -568,10 +619,12 @@ def _asarray(a, dtype=None, order=None, blocking=False):
     """cupy.asarray: a device array as it is (cast when asked), anything else copied to the device."""
     if isinstance(a, DeviceArray):
         if a._device_id != current_device():  # CuPy copies an array of another device to the current one
+            DEVICE_OPS.record("cupy.asarray (copy between devices)")
             return numpy.array(_plain(a), dtype=dtype, copy=True).view(DeviceArray)
         return a if dtype is None or numpy.dtype(dtype) == a.dtype else a.astype(dtype)
     if not _is_internal():
         streams.host_write("cupy.asarray of host data")
+    DEVICE_OPS.record("cupy.asarray (copy to the device)")
     return numpy.array(a, dtype=dtype, order=order or "K", copy=True).view(DeviceArray)
 
 
@@ -582,6 +635,7 @@ def _array(a, dtype=None, copy=True, order="K", ndmin=0):
         return _computed("cupy.array", numpy.array, (a,), dict(dtype=dtype, copy=True, order=order, ndmin=ndmin))
     if not _is_internal():
         streams.host_write("cupy.array of host data")
+    DEVICE_OPS.record("cupy.array (copy)")
     return numpy.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin).view(DeviceArray)
 
 
@@ -598,6 +652,7 @@ def _ascontiguousarray(a, dtype=None):
 def _asnumpy(a, stream=None, order="C", out=None, blocking=True):
     if isinstance(a, DeviceArray):
         _sync("cupy.asnumpy")
+        DEVICE_OPS.record("cupy.asnumpy (copy to the host)")
         host = numpy.array(_plain(a), copy=True, order=order)
     else:
         host = numpy.asarray(a, order=order)
@@ -612,6 +667,10 @@ def _get_array_module(*args):
 
 
 # NumPy functions that take host data by design (creating arrays from shapes and Python values).
+# NumPy functions that only make views: no work on the device.
+_VIEWS = {"reshape", "transpose", "swapaxes", "moveaxis", "expand_dims", "squeeze", "broadcast_to", "shape", "ndim",
+          "size", "result_type", "may_share_memory", "shares_memory", "iscomplexobj", "isrealobj"}
+
 _CREATORS = {"zeros", "ones", "full", "arange", "linspace", "eye", "identity", "zeros_like", "ones_like",
              "full_like", "asanyarray", "fromfunction"}
 
@@ -727,8 +786,9 @@ def make_fake_cupy():
 # ----------------------------------------------------------------------------- installing it
 
 class Emulated(types.SimpleNamespace):
-    """What ``installed`` yields: cupy (the fake), loader/conv/pool/update (the real launchers),
-    launches (every (file, kernel) launched), syncs (the SyncCounter)."""
+    """What ``installed`` yields: cupy (the fake), loader/conv/pool/update/loss/multi_update (the real launchers),
+    launches (every (file, kernel) launched), syncs (the SyncCounter), device_ops (DeviceOps: every
+    launch, CuPy's included)."""
 
 
 @contextlib.contextmanager
@@ -781,7 +841,7 @@ def installed(harness, kernel_class):
             assert backend.cupy_or_none() is fake
             loader = importlib.import_module("gpucnn.ops.cuda.loader")
             modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
-                       for name in ("conv", "pool", "update", "fused")}
+                       for name in ("conv", "pool", "update", "fused", "loss", "multi_update")}
             launches = record_launches(loader)
 
             class Kernel(kernel_class):
@@ -803,8 +863,9 @@ def installed(harness, kernel_class):
             SYNCS.reset()
             DEVICE_MISMATCHES.reset()
             streams.reset()
-            yield Emulated(devices=DEVICE_MISMATCHES, cupy=fake, loader=loader, launches=launches, syncs=SYNCS,
-                           streams=streams, **modules)
+            DEVICE_OPS.reset()
+            yield Emulated(devices=DEVICE_MISMATCHES, device_ops=DEVICE_OPS, cupy=fake, loader=loader,
+                           launches=launches, syncs=SYNCS, streams=streams, **modules)
         finally:
             Device._stack[:] = saved_stack
             backend._probe_cupy.cache_clear()  # the next probe sees the real CuPy (or its absence) again

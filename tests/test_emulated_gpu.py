@@ -197,9 +197,11 @@ def _train(model, optimizer, x, y, steps, probe=None):
     return record
 
 
+@pytest.mark.parametrize("multi_tensor", [True, False], ids=["multi-tensor", "per-parameter"])
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
-def test_model_on_device_matches_cpu(gpu, dtype, opt_name):
+def test_model_on_device_matches_cpu(gpu, dtype, opt_name, multi_tensor, monkeypatch):
+    monkeypatch.setattr(gpucnn.config, "multi_tensor_optimizer", multi_tensor)
     data = numpy.random.default_rng(7)
     x = data.standard_normal((3, 2, 9, 9)).astype(dtype)
     y = numpy.array([0, 2, 1])
@@ -263,7 +265,8 @@ def test_model_on_device_matches_cpu(gpu, dtype, opt_name):
     launched = {name for _, name in gpu.launches}
     assert {"conv_direct", "im2col", "transpose01", "row_sum", "col2im", "max_pool_fwd", "max_pool_bwd",
             "avg_pool_fwd", "avg_pool_bwd"} <= launched
-    assert ("sgd_update" if opt_name.startswith("sgd") else "adam_update") in launched
+    update = "sgd_update" if opt_name.startswith("sgd") else "adam_update"
+    assert ({"step_scalars", "multi_" + update} if multi_tensor else {update}) <= launched
 
 
 def test_host_input_to_a_device_model_is_refused(gpu):

@@ -95,6 +95,25 @@ def test_pool(cfg, kind, rng, device):
     assert_close(dx, xt.grad.numpy(), what="dx")
 
 
+@pytest.mark.parametrize("k, s, p", [(3, 1, 1), (2, 2, 1), ((3, 2), (2, 1), (1, 1))], ids=str)
+def test_max_pool_all_minus_inf_windows_send_the_gradient_to_the_first_real_element(k, s, p, rng, device):
+    """PyTorch starts each window's search at its first real element: a window of only -inf
+    (and padding) gives that element the gradient, never the padding."""
+    x = rng.standard_normal((2, 2, 6, 5))
+    x[0, 0] = -numpy.inf                      # every window of this plane is all -inf
+    x[1, 1, :2, :] = -numpy.inf               # the top windows of this one
+    x[1, 0, :, 0] = -numpy.inf                # the left column
+    xt = T(x, True)
+    yt = F.max_pool2d(xt, k, stride=s, padding=p)
+    g = rng.standard_normal(tuple(yt.shape))
+    yt.backward(T(g))
+    layer = MaxPool2D(k, stride=s, padding=p)
+    y = layer.forward(dev(x, device))
+    dx = layer.backward(dev(g, device))
+    numpy.testing.assert_array_equal(to_numpy(y), yt.detach().numpy())
+    assert_close(dx, xt.grad.numpy(), what="dx")
+
+
 @pytest.mark.parametrize("n, i, o", [(4, 6, 3), (1, 10, 1), (5, 3, 8)])
 def test_dense(n, i, o, rng, device):
     layer = Dense(i, o, dtype=F64)

@@ -167,6 +167,10 @@ def compare(device, batch, repeats, warmup, per_layer, with_torch, tf32=False):
               "torch": None}
     if theirs is not None:
         result["torch"] = {"step_s": times["torch_step"], "forward_s": times["torch_forward"], **theirs[2]}
+    if device != "cpu":
+        from .launch_count import count_launches
+        result["gpucnn"]["launches_per_step"], result["gpucnn"]["launches_counted_by"] = \
+            count_launches(ours_step, sync)
     if per_layer:
         with backend.device_scope(x):  # single layers, unlike Sequential, leave the device to the caller
             result["gpucnn"]["layers"] = per_layer_times(model, x, sync, repeats, warmup)
@@ -338,6 +342,8 @@ def _bench(args, devices, batches):
               f"{100 * gflops / r['peak_gflops']:6.1f}% {vs_cpu} "
               + (f"{t_rate:11.0f} {rate / t_rate:10.2f}" if theirs else f"{'-':>11} {'-':>10}")
               + f" {60000 / rate:8.2f}")
+        if ours.get("launches_per_step") is not None:
+            print(f"    launches per eager step: {ours['launches_per_step']} ({ours['launches_counted_by']})")
         for layer in ours.get("layers", []):
             print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} "
                   f"forward {1000 * layer['forward_s']:7.2f} ms  backward {1000 * layer['backward_s']:7.2f} ms")

@@ -102,6 +102,10 @@ class GraphStep:
             raise ValueError(f"compile_step: batch_size must be >= 1, got {batch_size!r}")
         if verify_every is not None and int(verify_every) < 1:
             raise ValueError(f"compile_step: verify_every must be >= 1 or None, got {verify_every!r}")
+        if hasattr(optimizer, "multi_tensor_groups"):
+            # The multi-tensor optimizer moves parameters and gradients into flat buffers at its first step;
+            # do it now, so that the addresses the graph captures are the ones every later step uses.
+            optimizer.multi_tensor_groups()
         self.cupy = cupy
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.batch_size = int(batch_size)

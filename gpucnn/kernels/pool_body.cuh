@@ -12,10 +12,12 @@
 
 namespace gpucnn {
 
-// One output of max pooling: idx in [0, NC*oh*ow). The window is scanned row-major;
-// padding counts as -inf. Element k (k = i*kw + j) replaces the running maximum when it
-// is strictly greater or is NaN (PyTorch's rule: first maximum kept, NaN propagates);
-// argmax records k of the winner.
+// One output of max pooling: idx in [0, NC*oh*ow). The window's real elements are scanned
+// row-major (padding, -inf, never wins). Element k (k = i*kw + j) replaces the running
+// maximum when it is strictly greater or is NaN (PyTorch's rule: first maximum kept, NaN
+// propagates); argmax records k of the winner. The running maximum starts at -inf on the
+// window's first real element, so a window whose real values are all -inf sends its
+// gradient there, as PyTorch does, never to padding.
 template <typename T, typename I>
 __host__ __device__ inline void max_pool_fwd_body(I idx, const T* __restrict__ x, T* __restrict__ y,
                                                   int* __restrict__ argmax, int H, int W, int kh, int kw,
@@ -28,14 +30,19 @@ __host__ __device__ inline void max_pool_fwd_body(I idx, const T* __restrict__ x
     const int h0 = oy * sy - pt;
     const int w0 = ox * sx - pl;
     T best = neg_inf<T>();
-    int best_k = 0;
+    // The first real element; a window without one (more padding than PyTorch allows) keeps k = 0.
+    const int i0 = h0 < 0 ? -h0 : 0;
+    const int j0 = w0 < 0 ? -w0 : 0;
+    int best_k = (i0 < kh && h0 + i0 < H && j0 < kw && w0 + j0 < W) ? i0 * kw + j0 : 0;
     for (int i = 0; i < kh; ++i) {
         const int ih = h0 + i;
+        if (ih < 0 || ih >= H) continue;
         for (int j = 0; j < kw; ++j) {
             const int iw = w0 + j;
-            const T v = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? plane[(I)ih * W + iw] : neg_inf<T>();
+            if (iw < 0 || iw >= W) continue;
+            const T v = plane[(I)ih * W + iw];
             const int k = i * kw + j;
-            if (k == 0 || v > best || is_nan(v)) {
+            if (v > best || is_nan(v)) {
                 best = v;
                 best_k = k;
             }

@@ -1,5 +1,5 @@
 """Activation layers: ReLU, LeakyReLU, Sigmoid, Tanh, Dropout."""
-from ..backend import get_array_module
+from ..backend import device_scope, get_array_module
 from ..config import make_rng
 from ..ops import activation as act
 from .base import Layer, check_grad_array
@@ -89,6 +89,11 @@ class Dropout(Layer):
     """Inverted dropout: in training, zero each value with probability p and scale the rest by 1/(1-p).
 
     In eval mode it is the identity. Args: p in [0, 1); rng: numpy Generator or int seed.
+
+    On the GPU the mask is drawn on the input's own device, by a CuPy generator made on that
+    device (one per device, so a model moved to 'cuda:1' draws there) and seeded from ``rng``
+    at every call: ``rng``, which training checkpoints save, alone decides every mask, so a
+    resumed run draws the masks the uninterrupted one would have drawn.
     """
 
     def __init__(self, p=0.5, rng=None):
@@ -97,19 +102,20 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
         self.p = float(p)
         self.rng = make_rng(rng)
-        self._device_rng = None
+        self._device_rngs = {}  # CUDA device id -> cupy.random.RandomState made on that device
 
     def _uniform(self, xp, shape, dtype):
+        """Uniform [0, 1) numbers on the current device (the forward pass enters the input's device)."""
         if xp.__name__ == "numpy":
             return self.rng.random(shape, dtype=dtype)
-        # CuPy draws on the device, re-seeded from our host generator at every call, so the
-        # host generator alone (which checkpoints save) decides every mask.
         seed = int(self.rng.integers(2 ** 62))
-        if self._device_rng is None:
-            self._device_rng = xp.random.RandomState(seed)
+        device = xp.cuda.Device().id
+        generator = self._device_rngs.get(device)
+        if generator is None:
+            generator = self._device_rngs[device] = xp.random.RandomState(seed)
         else:
-            self._device_rng.seed(seed)
-        return self._device_rng.random_sample(shape, dtype=dtype)
+            generator.seed(seed)
+        return generator.random_sample(shape, dtype=dtype)
 
     def forward(self, x):
         _check_float(x, "Dropout")
@@ -117,6 +123,10 @@ class Dropout(Layer):
             self._cache = None
             return x
         xp = get_array_module(x)
+        with device_scope(x):
+            return self._forward_on_device(xp, x)
+
+    def _forward_on_device(self, xp, x):
         keep = self._uniform(xp, x.shape, x.dtype) >= self.p
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
         self._cache = mask
@@ -127,7 +137,8 @@ class Dropout(Layer):
         if self._cache is None:
             return grad_out
         self._check_grad(grad_out, self._cache.shape, "Dropout")
-        return grad_out * self._cache
+        with device_scope(grad_out):
+            return grad_out * self._cache
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -77,8 +77,7 @@ class Layer:
     def to(self, device):
         """Move parameters (with their gradients) and buffers to ``device``; returns self."""
         for p in self.parameters():
-            p.data = to_device(p.data, device)
-            p.grad = to_device(p.grad, device)
+            p.to(device)
         for k in self.buffer_names:
             setattr(self, k, to_device(getattr(self, k), device))
         return self
@@ -101,10 +100,16 @@ class Layer:
         return saved
 
     def _accumulate(self, grad_weight, grad_bias):
-        """Add parameter gradients into .grad (backward accumulates, as in every framework)."""
-        self.weight.grad += grad_weight
+        """Add parameter gradients into .grad (backward accumulates, as in every framework); the first
+        gradient after zero_grad() is written instead (see Parameter)."""
+        self.weight.accumulate_grad(grad_weight)
         if self.bias is not None:
-            self.bias.grad += grad_bias
+            self.bias.accumulate_grad(grad_bias)
+
+    def _grad_outs(self):
+        """(weight, bias) gradient buffers that backward may write straight into, or None each
+        (``Parameter.grad_out``)."""
+        return self.weight.grad_out(), (self.bias.grad_out() if self.bias is not None else None)
 
     @staticmethod
     def _check_grad(grad_out, shape, layer):

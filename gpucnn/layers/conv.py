@@ -70,8 +70,10 @@ class Conv2D(Layer):
     def backward(self, grad_out, need_input_grad=True):
         saved, y_shape = self._saved()
         self._check_grad(grad_out, y_shape, "Conv2D")
+        w_out, b_out = self._grad_outs()
         grad_x, grad_w, grad_b = conv2d_backward(grad_out.astype(self.weight.dtype, copy=False), saved,
-                                                 need_bias=self.bias is not None, need_input_grad=need_input_grad)
+                                                 need_bias=self.bias is not None, need_input_grad=need_input_grad,
+                                                 grad_weight_out=w_out, grad_bias_out=b_out)
         self._accumulate(grad_w, grad_b)
         return grad_x
 

@@ -47,9 +47,11 @@ class Dense(Layer):
     def backward(self, grad_out, need_input_grad=True):
         x, y_shape = self._saved()
         self._check_grad(grad_out, y_shape, "Dense")
+        w_out, b_out = self._grad_outs()
         grad_x, grad_w, grad_b = linear_backward(grad_out.astype(self.weight.dtype, copy=False), x,
                                                  self.weight.data, need_bias=self.bias is not None,
-                                                 need_input_grad=need_input_grad)
+                                                 need_input_grad=need_input_grad,
+                                                 grad_weight_out=w_out, grad_bias_out=b_out)
         self._accumulate(grad_w, grad_b)
         return grad_x
 

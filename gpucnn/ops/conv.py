@@ -63,15 +63,18 @@ def conv2d_forward(x, weight, bias, window, groups=1):
     return y, (cols, x.shape, weight, window, grid_w, groups)
 
 
-def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
+def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True, grad_weight_out=None,
+                    grad_bias_out=None):
     """Gradients (dx, dweight, dbias) of ``conv2d_forward`` given dL/dy.
 
     dbias is None unless ``need_bias``; dx is None unless ``need_input_grad`` (the first
-    layer of a network needs no gradient with respect to the data).
+    layer of a network needs no gradient with respect to the data). ``grad_weight_out`` /
+    ``grad_bias_out``: optional C-contiguous arrays that dweight / dbias are written into
+    (and returned), instead of new ones.
     """
     if get_array_module(grad_y) is not numpy:
         from .cuda import conv as cuda_conv
-        return cuda_conv.conv2d_backward(grad_y, saved, need_bias, need_input_grad)
+        return cuda_conv.conv2d_backward(grad_y, saved, need_bias, need_input_grad, grad_weight_out, grad_bias_out)
     cols, x_shape, weight, window, grid_w, groups = saved
     out_c = weight.shape[0]
     n, _, oh, ow = grad_y.shape
@@ -82,8 +85,10 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
     gy_mat = gy_grid.reshape(out_c, -1)
     gy_groups = gy_mat.reshape(groups, out_c // groups, -1)
     cols_groups = cols.reshape(groups, -1, cols.shape[1])
-    grad_w = grouped_matmul(gy_groups, cols_groups.transpose(0, 2, 1)).reshape(weight.shape)
-    grad_b = gy_mat.sum(axis=1) if need_bias else None  # the spare grid columns hold zeros
+    grad_w = grouped_matmul(gy_groups, cols_groups.transpose(0, 2, 1), out=grad_weight_out).reshape(weight.shape)
+    if grad_weight_out is not None:
+        grad_w = grad_weight_out
+    grad_b = gy_mat.sum(axis=1, out=grad_bias_out) if need_bias else None  # the spare grid columns hold zeros
     if not need_input_grad:
         return None, grad_w, grad_b
     grad_cols = grouped_matmul(weight.reshape(groups, out_c // groups, -1).transpose(0, 2, 1), gy_groups)
@@ -91,14 +96,17 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
     return grad_x, grad_w, grad_b
 
 
-def grouped_matmul(a, b):
+def grouped_matmul(a, b, out=None):
     """One matrix product per group, stacked: a (G, m, k) and b (G, k, n) give (G*m, n), rows (g, m).
 
     Works on NumPy and CuPy arrays alike (views are fine); one group is the plain 2-D ``a[0] @ b[0]``.
+    ``out``: an optional C-contiguous array of G*m*n elements (any shape) written instead of a new one.
     """
-    if a.shape[0] == 1:
-        return a[0] @ b[0]
-    return (a @ b).reshape(-1, b.shape[2])
+    xp = get_array_module(a)
+    g, m, n = a.shape[0], a.shape[1], b.shape[2]
+    if g == 1:
+        return xp.matmul(a[0], b[0], out=None if out is None else out.reshape(m, n))
+    return xp.matmul(a, b, out=None if out is None else out.reshape(g, m, n)).reshape(-1, n)
 
 
 def im2col(x, window, oh, ow):

@@ -2,7 +2,8 @@
 
 Max pooling pads with -inf (padding never wins) and records, for every output, which
 element of its window won (``argmax``, row-major in the window, the first of equal
-values; uint8 when the window has at most 255 elements). Backward sends each output
+values; uint8 when the window has at most 255 elements). Only real elements win: a window
+whose real values are all -inf names its first real element, as PyTorch does. Backward sends each output
 gradient to that element only: the argmax mask. Overlapping windows add their gradients.
 
 Average pooling pads with zeros and always divides by kh*kw (PyTorch's default,
@@ -51,6 +52,13 @@ def _tiles_exactly(x_shape, window, oh, ow):
             and oh * window.kh == h and ow * window.kw == w)
 
 
+def _real_taps(x_shape, window, oh, ow):
+    """(kh*kw, 1, 1, oh, ow) booleans: True where tap k of a window is an input element, not padding."""
+    inside = _pad(numpy.ones((1, 1) + tuple(x_shape[2:]), dtype=bool), window, False)
+    return numpy.stack([_tap(inside, window, k // window.kw, k % window.kw, oh, ow)
+                        for k in range(window.kh * window.kw)])
+
+
 def max_pool2d_forward(x, window):
     """Max over each window. Returns (y, saved); saved holds the argmax (index i*kw + j in the window).
 
@@ -67,9 +75,10 @@ def max_pool2d_forward(x, window):
     y = taps.max(axis=0)
     # argmax = the first k whose tap equals the max; boolean arithmetic beats numpy.argmax(axis=0) here.
     argmax = numpy.zeros(y.shape, dtype=_argmax_dtype(window))
-    not_found = taps[0] != y
+    real = _real_taps(x.shape, window, oh, ow)
+    not_found = (taps[0] != y) | ~real[0]
     for k in range(1, len(taps)):
-        hit = not_found & (taps[k] == y)
+        hit = not_found & (taps[k] == y) & real[k]
         argmax += hit * argmax.dtype.type(k)
         not_found &= ~hit
     nan_windows = numpy.isnan(y)

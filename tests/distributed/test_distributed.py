@@ -31,6 +31,7 @@ from gpucnn import backend
 from gpucnn.commands import train as train_command
 from gpucnn.distributed import Communicator, DataParallel, DistributedError, local_device
 from gpucnn.losses import SoftmaxCrossEntropy
+from kernels.test_host_harness import harness  # noqa: F401  (the session fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -125,8 +126,9 @@ def test_a_rank_that_dies_ends_the_job(mode):
 
 
 @needs_mpi
-def test_nccl_path_on_emulated_gpus(tmp_path):
-    result, _ = mpirun("nccl", str(tmp_path))
+def test_nccl_path_on_emulated_gpus(tmp_path, harness):  # noqa: F811
+    # the loss is a CUDA kernel: each rank runs it in the host harness built here
+    result, _ = mpirun("nccl", str(tmp_path), env={"GPUCNN_TEST_HARNESS": harness.exe})
     check_ok(result)
     ranks = [dict(numpy.load(tmp_path / f"nccl{r}.npz")) for r in range(2)]
     infos = [json.loads((tmp_path / f"nccl{r}.json").read_text()) for r in range(2)]

@@ -45,7 +45,7 @@ def model(batchnorm=False, extra=()):
 
 
 def dense_model():
-    """Matrix products only: no CUDA kernel, so that it runs on the emulated GPU without the host harness."""
+    """Matrix products and the loss's kernel only (the NCCL scenario runs that kernel in the host harness)."""
     return gpucnn.Sequential([Flatten(), Dense(64, 8, dtype=F64, rng=1), ReLU(), Dense(8, 3, dtype=F64, rng=2)])
 
 
@@ -156,6 +156,18 @@ class NcclOverMpi:
         pass
 
 
+def _kernels_to_the_host_harness():
+    """Our kernel launches (the loss is one) run in the host harness the test built ($GPUCNN_TEST_HARNESS)."""
+    import importlib
+    import tempfile
+
+    from kernels.test_host_harness import FakeKernel, Harness
+
+    harness = Harness(os.environ["GPUCNN_TEST_HARNESS"], tempfile.mkdtemp(prefix="gpucnn-harness-rank"))
+    loader = importlib.import_module("gpucnn.ops.cuda.loader")
+    loader.get_kernel = lambda file, expression: FakeKernel(loader, harness, file, expression)
+
+
 def run_nccl(out):
     """Emulated GPUs (this rank's own, cuda:<local rank>), NCCL faked at its calls: gradients of shards
     averaged on the device, against the full batch's gradient on the CPU."""
@@ -180,6 +192,7 @@ def run_nccl(out):
     with emulated_cupy.cupy_replaced_by(emulated_cupy.make_fake_cupy()):
         backend._probe_cupy.cache_clear()
         try:
+            _kernels_to_the_host_harness()
             comm = Communicator(mpi, local_rank=mpi.rank, local_size=mpi.size, nccl_opener=opener)
             device = local_device("cuda", comm.local_rank, comm.local_size)
             net = dense_model().to(device)

@@ -7,13 +7,14 @@
 //
 // ARGs follow the kernel's parameters in order (gpucnn/ops/cuda/loader.py: SIGNATURES):
 // a pointer parameter is the path of a raw little-endian binary file of T (or int32 for
-// int pointers) that is read in and, for a non-const pointer, written back afterwards;
-// `int`, `long long` and `I` are decimal (an `I` must fit the index type); `T` is a C99
-// float literal (Python's float.hex() round-trips exactly). The grid-stride kernels take
-// their count of work items last; the harness visits every index in [0, count) once, in
+// int pointers, int64 for long long pointers, float64 for double pointers) that is read in
+// and, for a non-const pointer, written back afterwards;
+// `int`, `long long` and `I` are decimal (an `I` must fit the index type); `T` and `double`
+// are C99 float literals (Python's float.hex() round-trips exactly). The grid-stride kernels
+// take their count of work items last; the harness visits every index in [0, count) once, in
 // order, with the body instantiated for the index type given (i32: int, i64: long long),
 // as the GPU kernel is. row_sum replays the block reduction of conv.cu block by block,
-// with the same GPUCNN_BLOCK partial sums and tree.
+// with the same GPUCNN_BLOCK partial sums and tree; softmax_xent the phases of its block.
 // The tiled fused kernels are replayed block by block, phase by phase, every thread of
 // the block in turn within a phase (harness_fused.cuh; the convention: fused_common.cuh).
 //
@@ -27,6 +28,8 @@
 #include <vector>
 
 #include "../../gpucnn/kernels/conv_body.cuh"
+#include "../../gpucnn/kernels/loss_body.cuh"
+#include "../../gpucnn/kernels/multi_update_body.cuh"
 #include "../../gpucnn/kernels/pool_body.cuh"
 #include "../../gpucnn/kernels/update_body.cuh"
 
@@ -80,12 +83,16 @@ struct Args {
     std::vector<Buffer<T>*> floats;
     std::vector<Buffer<int>*> ints;
     std::vector<Buffer<unsigned char>*> bytes;
+    std::vector<Buffer<long long>*> longs;
+    std::vector<Buffer<double>*> doubles;
 
     Args(int c, char** v, int first) : argc(c), argv(v), next(first) {}
     ~Args() {
         for (auto* b : floats) delete b;
         for (auto* b : ints) delete b;
         for (auto* b : bytes) delete b;
+        for (auto* b : longs) delete b;
+        for (auto* b : doubles) delete b;
     }
     const char* take() {
         if (next >= argc) die("too few arguments");
@@ -103,6 +110,14 @@ struct Args {
         bytes.push_back(new Buffer<unsigned char>(take(), writable));
         return bytes.back()->ptr();
     }
+    long long* long_array(bool writable) {
+        longs.push_back(new Buffer<long long>(take(), writable));
+        return longs.back()->ptr();
+    }
+    double* double_array(bool writable) {
+        doubles.push_back(new Buffer<double>(take(), writable));
+        return doubles.back()->ptr();
+    }
     long long integer(long long low, long long high) {
         const char* s = take();
         char* end = nullptr;
@@ -116,18 +131,21 @@ struct Args {
     // A value of the index type I (int or long long).
     template <typename I>
     I index() { return sizeof(I) == 4 ? (I)i32() : (I)i64(); }
-    T real() {
+    double f64() {
         const char* s = take();
         char* end = nullptr;
         double v = std::strtod(s, &end);
         if (*end || end == s) die(std::string("bad number ") + s);
-        return (T)v;
+        return v;
     }
+    T real() { return (T)f64(); }
     void done() {
         if (next != argc) die("too many arguments");
         for (auto* b : floats) b->flush();
         for (auto* b : ints) b->flush();
         for (auto* b : bytes) b->flush();
+        for (auto* b : longs) b->flush();
+        for (auto* b : doubles) b->flush();
     }
 };
 
@@ -226,6 +244,53 @@ void run(const std::string& kernel, Args<T>& a) {
             if (kernel == "avg_pool_fwd") avg_pool_fwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
             else avg_pool_bwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
         }
+    } else if (kernel == "softmax_xent") {
+        // One block (grid (1,)), replayed phase by phase: every thread's rows, then the tree, then thread 0.
+        const T* logits = a.array(false);
+        const long long* labels = a.long_array(false);
+        T* grad = a.array(true);
+        T* loss = a.array(true);
+        int* counts = a.int_array(true);
+        int N = a.i32(), K = a.i32(), accumulate = a.i32();
+        std::vector<T> part_loss(GPUCNN_BLOCK);
+        std::vector<int> part_correct(GPUCNN_BLOCK), part_invalid(GPUCNN_BLOCK);
+        for (int t = 0; t < GPUCNN_BLOCK; ++t)
+            softmax_xent_rows<T>(t, logits, labels, grad, N, K, part_loss.data(), part_correct.data(),
+                                 part_invalid.data());
+        for (int stride = GPUCNN_BLOCK / 2; stride > 0; stride /= 2)
+            for (int t = 0; t < GPUCNN_BLOCK; ++t)
+                softmax_xent_tree_step<T>(t, stride, part_loss.data(), part_correct.data(), part_invalid.data());
+        softmax_xent_finish<T>(part_loss.data(), part_correct.data(), part_invalid.data(), N, loss, counts,
+                               accumulate);
+    } else if (kernel == "step_scalars") {
+        double* hyper = a.double_array(true);
+        double beta1 = a.f64(), beta2 = a.f64(), wd = a.f64();
+        step_scalars_body(hyper, beta1, beta2, wd);
+    } else if (kernel == "multi_sgd_update") {
+        // The kernel's prologue (scalars read from hyper), then every element.
+        T* p = a.array(true);
+        const T* g = a.array(false);
+        T* buf = a.array(true);
+        const double* hyper = a.double_array(false);
+        T momentum = a.real(), omd = a.real(), wd = a.real();
+        int flags = a.i32();
+        long long n = a.i64();
+        const T lr = sgd_lr<T>(hyper);
+        const int all_flags = sgd_step_flags(hyper, flags, GPUCNN_SGD_FIRST_STEP);
+        for (long long i = 0; i < n; ++i) sgd_body<T>(i, p, g, buf, lr, momentum, omd, wd, all_flags);
+    } else if (kernel == "multi_adam_update") {
+        T* p = a.array(true);
+        const T* g = a.array(false);
+        T* m = a.array(true);
+        T* v = a.array(true);
+        const double* hyper = a.double_array(false);
+        T b1 = a.real(), omb1 = a.real(), b2 = a.real(), omb2 = a.real(), eps = a.real(), wd = a.real();
+        int mode = a.i32();
+        long long n = a.i64();
+        const AdamScalars<T> sc = adam_scalars<T>(hyper);
+        for (long long i = 0; i < n; ++i)
+            adam_body<T>(i, p, g, m, v, b1, omb1, b2, omb2, sc.step_size, sc.bias2_sqrt, eps, wd, sc.decay_factor,
+                         mode);
     } else if (kernel == "sgd_update") {
         T* p = a.array(true);
         const T* g = a.array(false);

@@ -37,7 +37,9 @@ CXXFILT = shutil.which("c++filt")
 _C_TYPES = {"float": {"const T*": "float const*", "T*": "float*", "T": "float"},
             "double": {"const T*": "double const*", "T*": "double*", "T": "double"}}
 _C_TYPES_COMMON = {"const int*": "int const*", "int*": "int*", "int": "int", "long long": "long long",
-                   "const unsigned char*": "unsigned char const*", "unsigned char*": "unsigned char*"}
+                   "const unsigned char*": "unsigned char const*", "unsigned char*": "unsigned char*",
+                   "const long long*": "long long const*", "double*": "double*", "const double*": "double const*",
+                   "double": "double"}
 # (the index type "I" is replaced by 'int' or 'long long' first: loader.resolved_signature)
 
 
@@ -205,6 +207,12 @@ def test_constants_shared_with_python_agree():
     fused_launcher = _module_constants(ROOT / "gpucnn" / "ops" / "cuda" / "fused.py")
     for name in ("GEMM_TM", "GEMM_TN", "GEMM_TK", "FUSED_BIAS", "FUSED_RELU", "FUSED_MASK"):
         assert fused["GPUCNN_" + name] == fused_launcher[name.replace("FUSED_", "")], name
+    hyper = _defines(KERNELS / "multi_update_body.cuh")
+    twin = _module_constants(ROOT / "gpucnn" / "ops" / "multi_update.py")
+    for name in ("HYPER_LR", "HYPER_STEP", "HYPER_STEP_SIZE", "HYPER_BIAS2_SQRT", "HYPER_DECAY", "HYPER_FIRST",
+                 "HYPER_SIZE"):
+        assert hyper["GPUCNN_" + name] == twin[name], name
+    assert _module_constants(ROOT / "gpucnn" / "ops" / "cuda" / "multi_update.py")["HYPER_SIZE"] == twin["HYPER_SIZE"]
 
 
 def test_kernel_source_key_changes_with_headers(tmp_path, monkeypatch):

@@ -127,7 +127,7 @@ def run_kernel(harness, file, name, dtype, args, index=None):
             argv.append(str(paths[id(value)]))
             if not ctype.startswith("const"):
                 outputs.append((value, paths[id(value)]))
-        elif ctype == "T":
+        elif ctype in ("T", "double"):
             argv.append(float(value).hex())
         else:
             argv.append(str(int(value)))
@@ -307,6 +307,123 @@ def test_max_pool_rule_nan_ties_and_padding(harness):
     numpy.testing.assert_array_equal(argmax[defined], argmax_ref[defined])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_all_minus_inf_window_picks_its_first_real_element(harness, dtype):
+    """Windows of only -inf and padding: argmax names the first real element (PyTorch), never padding,
+    and the gradient lands there; the kernel equals the NumPy op."""
+    from gpucnn.ops import pool as np_pool
+    from gpucnn.ops.geometry import pool_window
+
+    x = numpy.full((1, 2, 4, 5), -numpy.inf, dtype=dtype)
+    x[0, 1, 2:, 3:] = 1.0
+    window = pool_window(3, 2, 1)
+    oh, ow = window.output_size(4, 5)
+    y = numpy.zeros((1, 2, oh, ow), dtype=dtype)
+    argmax = numpy.zeros((1, 2, oh, ow), dtype=numpy.int32)
+    run_kernel(harness, "pool.cu", "max_pool_fwd", dtype, (x, y, argmax, 4, 5) + _window_args(window, oh, ow)
+               + (y.size,), "int")
+    # window (0, 0) covers padded rows/columns 0..2: its first real element is tap (1, 1) = 4
+    numpy.testing.assert_array_equal(argmax[0, 0], [[4, 3, 3], [1, 0, 0]])
+    y_ref, (argmax_ref, _, _) = np_pool.max_pool2d_forward(x, window)
+    numpy.testing.assert_array_equal(y, y_ref)
+    numpy.testing.assert_array_equal(argmax, argmax_ref)
+    grad_y = numpy.arange(1, y.size + 1, dtype=dtype).reshape(y.shape)
+    grad_x = numpy.full(x.shape, numpy.nan, dtype=dtype)
+    run_kernel(harness, "pool.cu", "max_pool_bwd", dtype, (grad_y, argmax, grad_x, 4, 5)
+               + _window_args(window, oh, ow) + (grad_x.size,), "long long")
+    numpy.testing.assert_array_equal(grad_x, np_pool.max_pool2d_backward(grad_y, (argmax_ref, x.shape, window)))
+    assert grad_x.sum() == grad_y.sum()  # nothing lost to padding
+
+
+def _softmax_xent_logits(n, k, dtype, seed):
+    """Random logits with ties, a NaN row, an all -inf row and huge values, and labels with two bad ones."""
+    rng = numpy.random.default_rng(seed)
+    logits = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    labels = rng.integers(0, k, n).astype(numpy.int64)
+    if n >= 6 and k >= 3:
+        logits[0, :] = 1.0                  # all tied: argmax 0
+        logits[1, 1] = numpy.nan            # NaN row
+        logits[2, :] = -numpy.inf           # NaN after the shift
+        logits[3, :] = [1e30] * 2 + [0] * (k - 2)     # finite after the shift
+        labels[4], labels[5] = -1, k        # out of range
+    return logits, labels
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k", [(1, 1), (1, 10), (6, 3), (37, 10), (256, 7), (257, 10), (600, 37)])
+def test_softmax_xent_phases_match_numpy(harness, n, k, dtype):
+    """Every thread's rows, the block tree and thread 0's totals equal gpucnn.ops.loss's NumPy code."""
+    from gpucnn.ops import loss as np_loss
+
+    logits, labels = _softmax_xent_logits(n, k, dtype, seed=n * k)
+    with numpy.errstate(invalid="ignore"):  # the NaN and -inf rows
+        want_loss, want_grad, want_counts = np_loss.softmax_cross_entropy(logits, labels)
+    grad = numpy.full((n, k), 12345.0, dtype=dtype)
+    loss = numpy.full(1, 12345.0, dtype=dtype)
+    counts = numpy.full(2, -7, dtype=numpy.int32)
+    run_kernel(harness, "loss.cu", "softmax_xent", dtype, (logits, labels, grad, loss, counts, n, k, 0))
+    numpy.testing.assert_array_equal(counts, want_counts)
+    numpy.testing.assert_array_equal(numpy.isnan(grad), numpy.isnan(want_grad))
+    parity.assert_close(grad, want_grad, dtype, "grad")
+    parity.assert_close(loss, want_loss, dtype, "loss")
+    if n >= 6 and k >= 3:
+        assert numpy.isnan(loss[0]) and counts[1] == 2
+        good = numpy.ones(n, bool)
+        good[[1, 2, 4, 5]] = False
+        finite = np_loss.softmax_cross_entropy(logits[good], labels[good])[0]
+        run_kernel(harness, "loss.cu", "softmax_xent", dtype,
+                   (logits[good].copy(), labels[good].copy(), grad[good].copy(), loss, counts, int(good.sum()), k, 0))
+        parity.assert_close(loss, finite, dtype, "loss of the good rows")
+        assert numpy.isfinite(loss[0])
+    # accumulate: loss and counts add up, the gradient is rewritten
+    before_loss, before_counts = loss.copy(), counts.copy()
+    run_kernel(harness, "loss.cu", "softmax_xent", dtype, (logits, labels, grad, loss, counts, n, k, 1))
+    numpy.testing.assert_array_equal(counts, before_counts + want_counts)
+    parity.assert_close(loss, before_loss + want_loss, dtype, "accumulated loss")
+    parity.assert_close(grad, want_grad, dtype, "grad, accumulate mode")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rule", ["sgd", "sgd_nesterov_decay", "adam", "adam_l2", "adamw"])
+def test_multi_update_steps_match_numpy(harness, rule, dtype):
+    """step_scalars then the flat update, three steps with a learning-rate change, against the NumPy twin
+    (gpucnn.ops.multi_update, itself the per-parameter rules of gpucnn.ops.update)."""
+    from gpucnn.ops import multi_update as np_multi
+
+    rng = numpy.random.default_rng(len(rule))
+    n = 1000
+    param, grads = rng.standard_normal(n).astype(dtype), rng.standard_normal((3, n)).astype(dtype)
+    states = [numpy.zeros(n, dtype=dtype), numpy.zeros(n, dtype=dtype)]
+    ref_param, ref_states = param.copy(), [s.copy() for s in states]
+    hyper, ref_hyper = np_multi.make_hyper(0.1, 0), np_multi.make_hyper(0.1, 0)
+    sgd = {"sgd": (0.9, 0.0, False, 0.0), "sgd_nesterov_decay": (0.9, 0.0, True, 1e-2)}
+    adam = {"adam": (0.0, False), "adam_l2": (1e-2, False), "adamw": (1e-2, True)}
+    for step in range(3):
+        if step == 2:
+            hyper[np_multi.HYPER_LR] = ref_hyper[np_multi.HYPER_LR] = 0.03
+        grad = grads[step]
+        if rule in sgd:
+            momentum, dampening, nesterov, wd = sgd[rule]
+            flags = 1 * bool(wd) | 2 | 4 * nesterov
+            run_kernel(harness, "multi_update.cu", "step_scalars", dtype, (hyper, 0.0, 0.0, wd))
+            run_kernel(harness, "multi_update.cu", "multi_sgd_update", dtype,
+                       (param, grad, states[0], hyper, momentum, 1.0 - dampening, wd, flags, n))
+            np_multi.multi_sgd_update(ref_param, grad, ref_states[0], ref_hyper, momentum, dampening, nesterov, wd)
+        else:
+            wd, decoupled = adam[rule]
+            mode = 0 if not wd else (2 if decoupled else 1)
+            run_kernel(harness, "multi_update.cu", "step_scalars", dtype, (hyper, 0.9, 0.999, wd))
+            run_kernel(harness, "multi_update.cu", "multi_adam_update", dtype,
+                       (param, grad, states[0], states[1], hyper, 0.9, 0.1, 0.999, 1.0 - 0.999, 1e-8, wd, mode, n))
+            np_multi.multi_adam_update(ref_param, grad, ref_states[0], ref_states[1], ref_hyper, 0.9, 0.999, 1e-8,
+                                       wd, decoupled)
+        numpy.testing.assert_array_equal(hyper, ref_hyper)  # the same double arithmetic, bit for bit
+        parity.assert_close(param, ref_param, dtype, f"param after step {step + 1}")
+        for got, want in zip(states, ref_states):
+            parity.assert_close(got, want, dtype, f"state after step {step + 1}")
+    assert hyper[np_multi.HYPER_STEP] == 3
+
+
 # ----------------------------------------------------------------------------- launchers, emulated
 
 def _fake_empty(shape, dtype=numpy.float64):
@@ -344,7 +461,7 @@ class FakeKernel:
         assert shared_mem == 0
         signature = self.loader.resolved_signature(self.file, self.name, self.index)
         assert len(args) == len(signature)
-        exact = {"int": numpy.int32, "long long": numpy.int64, "T": self.dtype}
+        exact = {"int": numpy.int32, "long long": numpy.int64, "T": self.dtype, "double": numpy.float64}
         for position, (ctype, value) in enumerate(zip(signature, args)):
             if ctype.endswith("*"):
                 want = self.loader.POINTER_DTYPES.get(ctype.rstrip("*").replace("const ", "").strip(), self.dtype)
@@ -352,6 +469,8 @@ class FakeKernel:
                 assert value.dtype == want, (self.name, position, value.dtype)
             else:
                 assert type(value) is exact[ctype], (self.name, position, ctype, type(value))
+        if self.name in ("softmax_xent", "step_scalars"):  # one block: the harness replays its phases
+            assert grid == (1,), grid
         if self.name == "row_sum":  # grid (rows, chunks); the harness replays exactly that grid
             length, chunk = int(args[3]), int(args[4])
             assert grid == (int(args[2]), max(1, -(-length // chunk))) and grid[1] <= 65535, grid

@@ -5,6 +5,7 @@ import pytest
 from helpers import F64, accepts, assert_bad_input, dev, run, to_numpy
 from gpucnn.gradcheck import check_layer
 from gpucnn.layers import Dropout
+from kernels.test_host_harness import harness  # noqa: F401  (the session fixture)
 
 
 def _positive(rng, shape, dtype=F64):
@@ -102,3 +103,47 @@ def test_probability_out_of_range(p):
 
 def test_non_float_input():
     assert_bad_input(lambda: Dropout(0.5).forward(numpy.ones((2, 3), numpy.int32)), "Dropout", "int32")
+
+
+@pytest.fixture
+def gpu(harness):  # noqa: F811
+    import emulated_cupy
+    from kernels.test_host_harness import FakeKernel
+
+    with emulated_cupy.installed(harness, FakeKernel) as emulated:
+        yield emulated
+
+
+@pytest.mark.kernels
+def test_emulated_masks_are_drawn_on_the_inputs_device_after_a_move(gpu):
+    """Forward on 'cuda:0', then the model moves to 'cuda:1' (device 0 still current): the mask is drawn by a
+    generator of device 1, and the host generator alone decides it (the same mask on either device)."""
+    import gpucnn
+    from gpucnn import backend
+
+    x = _positive(numpy.random.default_rng(0), (6, 40))
+    model = gpucnn.Sequential([Dropout(0.5, rng=3)]).to("cuda")
+    a = to_numpy(model.forward(dev(x, "cuda:0")))
+    model.to("cuda:1")
+    state = model.layers[0].rng.bit_generator.state
+    y = model.forward(dev(x, "cuda:1"))
+    assert backend.device_of(y) == "cuda:1" and backend.device_of(model.layers[0]._cache) == "cuda:1"
+    g = model.backward(dev(numpy.ones_like(x), "cuda:1"))
+    assert backend.device_of(g) == "cuda:1"
+    b = to_numpy(y)
+    assert not numpy.array_equal(a != 0, b != 0)
+    # exact resume: restoring the host generator's state draws the same mask again, on either device
+    for device in ("cuda:1", "cuda:0"):
+        model.layers[0].rng.bit_generator.state = state
+        numpy.testing.assert_array_equal(to_numpy(model.layers[0].forward(dev(x, device))), b)
+    assert sorted(model.layers[0]._device_rngs) == [0, 1]
+    assert gpu.syncs.count == 0
+
+
+@pytest.mark.kernels
+def test_emulated_generator_is_bound_to_its_device(gpu):
+    """The emulation refuses a generator of device 0 drawing for device 1, as CuPy's cuRAND would fail."""
+    with gpu.cupy.cuda.Device(0):
+        generator = gpu.cupy.random.RandomState(1)
+    with gpu.cupy.cuda.Device(1), pytest.raises(ValueError, match="made on device 0"):
+        generator.random_sample((3,), dtype=numpy.float32)

@@ -130,7 +130,7 @@ def _im2col(x, window, oh, ow, dtype):
     return cols
 
 
-def _row_sums(mat, dtype):
+def _row_sums(mat, dtype, out=None):
     """Sums of the rows of a C-contiguous (rows, L) matrix, deterministically.
 
     Block (r, s) of the row_sum kernel sums chunk s of row r; when a row needs several
@@ -139,17 +139,27 @@ def _row_sums(mat, dtype):
     """
     rows, length = (int(v) for v in mat.shape)
     if length == 0:
-        return cupy.zeros((rows,), dtype=dtype)
+        if out is None:
+            return cupy.zeros((rows,), dtype=dtype)
+        out.fill(0)
+        return out
     chunk = max(ROW_SUM_CHUNK, -(-length // _MAX_GRID_Y))
     chunks = -(-length // chunk)
-    out = cupy.empty((rows, chunks), dtype=dtype)
-    loader.launch(_FILE, "row_sum", dtype, (mat, out, rows, length, chunk), grid=(rows, chunks))
-    return out.reshape(rows) if chunks == 1 else _row_sums(out, dtype)
+    sums = cupy.empty((rows, chunks), dtype=dtype) if chunks > 1 or out is None else out.reshape(rows, 1)
+    loader.launch(_FILE, "row_sum", dtype, (mat, sums, rows, length, chunk), grid=(rows, chunks))
+    if chunks > 1:
+        return _row_sums(sums, dtype, out)
+    return out if out is not None else sums.reshape(rows)
 
 
 @loader.on_device_of_first_argument
-def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
-    """(grad_x, grad_w, grad_b) for CuPy arrays; see ``gpucnn.ops.conv.conv2d_backward``."""
+def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True, grad_weight_out=None,
+                    grad_bias_out=None):
+    """(grad_x, grad_w, grad_b) for CuPy arrays; see ``gpucnn.ops.conv.conv2d_backward``.
+
+    With ``grad_weight_out`` / ``grad_bias_out`` (C-contiguous, of the weight's / bias's shape
+    and dtype) the GEMM and the last row-sum pass write there: no temporary, no copy.
+    """
     cols, x, x_shape, weight, window, groups = saved
     _check_device([grad_y], ["grad_y"])
     dtype = _check_float([grad_y, weight], ["grad_y", "weight"])
@@ -162,18 +172,34 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
     grad_y = cupy.ascontiguousarray(grad_y)
     k = c // groups * window.kh * window.kw
     p = oh * ow
+    for name, out, shape in (("grad_weight_out", grad_weight_out, tuple(weight.shape)),
+                             ("grad_bias_out", grad_bias_out, (out_c,))):
+        if out is not None and (not isinstance(out, cupy.ndarray) or tuple(out.shape) != shape
+                                or out.dtype != dtype or not out.flags.c_contiguous):
+            raise ValueError(f"{window.layer}: {name} must be a C-contiguous {dtype} CuPy array of shape {shape}")
     if grad_y.size == 0:
         grad_x = cupy.zeros((n, c, h, w), dtype=dtype)
         grad_w = cupy.zeros(weight.shape, dtype=dtype)
-        return grad_x, grad_w, (cupy.zeros((out_c,), dtype=dtype) if need_bias else None)
+        if grad_weight_out is not None:
+            grad_weight_out.fill(0)
+            grad_w = grad_weight_out
+        grad_b = None
+        if need_bias:
+            grad_b = cupy.zeros((out_c,), dtype=dtype) if grad_bias_out is None else grad_bias_out
+            grad_b.fill(0)
+        return grad_x, grad_w, grad_b
     if cols is None:  # direct forward path: the columns are needed now
         cols = _im2col(x, window, oh, ow, dtype)
     gy_mat = cupy.empty((out_c, n * p), dtype=dtype)
     _launch("transpose01", dtype, (grad_y, grad_y, gy_mat, n, out_c, p, 0, gy_mat.size), (gy_mat.size,))
-    grad_b = _row_sums(gy_mat, dtype) if need_bias else None
+    grad_b = _row_sums(gy_mat, dtype, grad_bias_out) if need_bias else None
     gy_groups = gy_mat.reshape(groups, out_c // groups, n * p)
     cols_groups = cols.reshape(groups, k, n * p)
-    grad_w = cupy.ascontiguousarray(grouped_matmul(gy_groups, cols_groups.transpose(0, 2, 1))).reshape(weight.shape)
+    if grad_weight_out is not None:
+        grouped_matmul(gy_groups, cols_groups.transpose(0, 2, 1), out=grad_weight_out)
+        grad_w = grad_weight_out
+    else:
+        grad_w = cupy.ascontiguousarray(grouped_matmul(gy_groups, cols_groups.transpose(0, 2, 1))).reshape(weight.shape)
     if not need_input_grad:
         return None, grad_w, grad_b
     weight_groups = weight.reshape(groups, out_c // groups, k)

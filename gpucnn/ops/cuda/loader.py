@@ -87,6 +87,14 @@ SIGNATURES = {
         "avg_pool_fwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _X),
         "avg_pool_bwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _X),
     },
+    "loss.cu": {
+        "softmax_xent": ("const T*", "const long long*", "T*", "T*", "int*", _I, _I, _I),
+    },
+    "multi_update.cu": {
+        "step_scalars": ("double*", "double", "double", "double"),
+        "multi_sgd_update": ("T*", "const T*", "T*", "const double*", _T, _T, _T, _I, _L),
+        "multi_adam_update": ("T*", "const T*", "T*", "T*", "const double*") + (_T,) * 6 + (_I, _L),
+    },
     "update.cu": {
         "sgd_update": ("T*", "const T*", "T*", _T, _T, _T, _T, _I, _L),
         "adam_update": ("T*", "const T*", "T*", "T*") + (_T,) * 9 + (_I, _L),
@@ -110,7 +118,9 @@ SIGNATURES = {
 
 _INT32 = numpy.dtype(numpy.int32)
 # Element types of the pointer parameters that are not the template float type.
-POINTER_DTYPES = {"int": _INT32, "unsigned char": numpy.dtype(numpy.uint8)}
+# Element types of pointer parameters that are not T, by the C type they point to.
+POINTER_DTYPES = {"int": _INT32, "unsigned char": numpy.dtype(numpy.uint8), "long long": numpy.dtype(numpy.int64),
+                  "double": numpy.dtype(numpy.float64)}
 _INT_RANGE = {"int": (-2 ** 31, 2 ** 31 - 1), "long long": (-2 ** 63, 2 ** 63 - 1)}
 _INT_TYPES = {"int": numpy.int32, "long long": numpy.int64}
 
@@ -243,6 +253,8 @@ def _plan(signature, dtype):
             plan.append(("p", POINTER_DTYPES.get(element, dtype), 0, 0))
         elif ctype == "T":
             plan.append(("s", dtype.type, 0, 0))
+        elif ctype == "double":
+            plan.append(("s", numpy.float64, 0, 0))
         else:
             plan.append(("i", _INT_TYPES[ctype]) + _INT_RANGE[ctype])
     return tuple(plan)
