@@ -1,7 +1,7 @@
 """Losses: forward(pred, target) returns the scalar loss, backward() returns dL/dpred."""
 import numpy
 
-from .backend import device_scope, get_array_module
+from .backend import device_of, device_scope, get_array_module
 from .ops.loss import softmax_cross_entropy
 
 __all__ = ["SoftmaxCrossEntropy", "MSE", "check_label_range"]
@@ -58,6 +58,29 @@ class SoftmaxCrossEntropy:
         self.check_labels = check_labels
         self._cache = None
         self.correct = self.invalid_labels = None
+        self._fused_out = {}
+
+    def fused(self, logits, labels):
+        """(mean loss, dL/dlogits, correct count) in one launch, for the graph-captured step (gpucnn.compile_step).
+
+        Capture-safe: no label check and no host read (a label outside [0, classes) makes the loss NaN),
+        and, for int64 labels and C-contiguous logits, no allocation after the first call of a shape:
+        the results are views of buffers kept per (shape, dtype, device) and overwritten by the next
+        call of that shape. The loss and the count are 0-d arrays on the logits' device.
+
+        Example:
+            >>> loss, grad_logits, correct = loss_fn.fused(logits, labels)   # labels: int64, same device
+        """
+        xp = get_array_module(logits)
+        key = (tuple(logits.shape), str(logits.dtype), device_of(logits))
+        with device_scope(logits):
+            out = self._fused_out.get(key)
+            if out is None:
+                out = (xp.empty((1,), dtype=logits.dtype), xp.empty(logits.shape, dtype=logits.dtype),
+                       xp.empty((2,), dtype=numpy.int32))
+                self._fused_out[key] = out
+            loss, grad, counts = softmax_cross_entropy(logits, labels, out=out)
+        return loss[0], grad, counts[0]
 
     def forward(self, logits, labels):
         _check_pred(logits, "SoftmaxCrossEntropy", ndim=2)

@@ -23,20 +23,27 @@ second capture, still one host read per epoch.
 Pluggable, capture-safe pieces (they must not read device memory back, call cuBLAS or
 synchronise):
 - ``loss(logits, labels) -> (mean loss: 0-d array, dL/dlogits, correct count: 0-d array)``;
-  by default ``loss_fn.fused`` (the fused softmax cross-entropy kernel provides it);
+  by default ``loss_fn.fused`` (``SoftmaxCrossEntropy.fused``: the one-launch softmax
+  cross-entropy kernel into buffers it keeps);
 - ``update(params, grads)``, updating the parameter arrays in place; by default
-  ``optimizer.fused_step`` (the multi-tensor optimizer with its step count and lr on the
-  device provides it). If the update object has ``sync_from(optimizer)``, it is called
-  before every epoch, outside the graph (a new learning rate from a scheduler, say).
+  ``optimizer.fused_step`` where the optimizer has one, else, for gpucnn's SGD, Adam and
+  AdamW, ``MultiTensorUpdate(optimizer)`` (gpucnn/fused/update.py: the multi-tensor
+  launch with the step count and lr on the device). Optional hooks of the update object,
+  all called outside the graph: ``sync_from(optimizer)`` before every epoch (a new learning
+  rate from a scheduler, say), ``after_step()`` after every step it ran (the host's step
+  counts), ``is_current()`` (False: the buffers it captured were replaced, capture again)
+  and ``refresh()`` before a capture.
 
 Verify mode (``verify=True``): before the first replay, one step is run on the eager
 path (model.forward, loss_fn, model.backward, optimizer.step) and the captured step
-replays on the same batch and parameters; the loss, every gradient and every updated
-parameter must agree to a relative tolerance of 1e-4 (float32) or 1e-10 (float64) of
-the tensor's largest magnitude (the fused kernels sum in another order than cuBLAS). On
-disagreement a ``GraphMismatchWarning`` names the first tensor that differs, the
-parameters are restored, and training continues on the eager path. ``verify_every=N``
-repeats the check every N graph steps.
+replays on the same batch, parameters and optimizer state; the loss, every gradient and
+every updated parameter must agree to a relative tolerance of 1e-4 (float32) or 1e-10
+(float64) of the tensor's largest magnitude (the fused kernels sum in another order than
+cuBLAS). Between the two, the parameters and the optimizer's state (its state arrays, step
+counts and device scalars) are restored in place, so that every address the graph holds
+stays valid. On disagreement a ``GraphMismatchWarning`` names the first tensor that
+differs, the parameters and the optimizer are restored, and training continues on the
+eager path. ``verify_every=N`` repeats the check every N graph steps.
 """
 import warnings
 
@@ -44,6 +51,7 @@ import numpy
 
 from ..backend import cupy_or_none
 from .plan import build_stages
+from .update import MultiTensorUpdate
 
 __all__ = ["compile_step", "GraphStep", "GraphMismatchWarning", "TOLERANCES"]
 
@@ -115,9 +123,9 @@ class GraphStep:
         self.loss = loss if loss is not None else getattr(loss_fn, "fused", None)
         if self.loss is None:
             raise _missing("loss", "loss whose .fused(logits, labels) returns (loss, dlogits, correct)")
-        self.update = update if update is not None else getattr(optimizer, "fused_step", None)
+        self.update = update if update is not None else _default_update(optimizer)
         if self.update is None:
-            raise _missing("update", "optimizer with .fused_step(params, grads)")
+            raise _missing("update", "optimizer with .fused_step(params, grads) (or gpucnn's SGD, Adam, AdamW)")
         self.verify_first, self.verify_every = bool(verify), (int(verify_every) if verify_every else None)
         self.eager = False  # True after a failed verification: every later step runs on the eager path
         self.graph = None
@@ -177,17 +185,35 @@ class GraphStep:
             stage.grads = []
 
     def _snapshot(self):
-        return [p.data.copy() for p in self.params]
+        """The parameters and the optimizer's state, to restore in place (every address stays valid)."""
+        return [p.data.copy() for p in self.params], _OptimizerSnapshot(self.optimizer)
 
     def _restore(self, snapshot):
-        for p, saved in zip(self.params, snapshot):
+        params, optimizer = snapshot
+        for p, saved in zip(self.params, params):
             p.data[...] = saved
+        optimizer.restore()
+
+    def _hook(self, name, *args):
+        hook = getattr(self.update, name, None)
+        return hook(*args) if hook is not None else None
+
+    def _replay(self):
+        self.graph.launch(self._stream)
+        self.graph_launches += 1
+        self._hook("after_step")
+
+    def _ensure_current(self):
+        """Capture again when the update's captured buffers were replaced (a checkpoint loaded, say)."""
+        if self.graph is not None and self._hook("is_current") is False:
+            self.graph = None
 
     def capture(self):
         """Warm the private pool with WARMUP_RUNS uncaptured steps (then undone) and capture the step."""
         if self.num_samples < self.batch_size:
             raise ValueError(f"compile_step: {self.num_samples} samples do not fill one batch of {self.batch_size}")
         cp = self.cupy
+        self._hook("refresh")  # the buffers the update will capture are the current ones
         with self.params[0].data.device, self._stream:
             self._stream.wait_event(cp.cuda.Stream.null.record())
             saved = self._snapshot()
@@ -222,15 +248,16 @@ class GraphStep:
             if self._position >= self.num_samples // self.batch_size:
                 self.counter.fill(0)
                 self._position = 0
-            self.graph.launch(self._stream)
+            self._replay()
         self._position += 1
-        self.graph_launches += 1
 
     def start(self, order):
         """Capture if needed and load ``order`` without training: for ``launch`` (benchmarks)."""
         order = numpy.asarray(order, dtype=numpy.int64)
+        self._ensure_current()
         if self.graph is None:
             self.capture()
+        self._hook("sync_from", self.optimizer)
         with self.params[0].data.device, self._stream:
             self._stream.wait_event(self.cupy.cuda.Stream.null.record())
             self.order[...] = order
@@ -255,11 +282,11 @@ class GraphStep:
         order = numpy.asarray(order, dtype=numpy.int64)
         if order.shape != (self.num_samples,):
             raise ValueError(f"run_epoch: order must have {self.num_samples} entries, got shape {order.shape}")
+        self._ensure_current()
         if self.graph is None and not self.eager:
             self.capture()
-        sync_from = getattr(self.update, "sync_from", None)
-        if sync_from is not None:
-            sync_from(self.optimizer)
+        if not self.eager:
+            self._hook("sync_from", self.optimizer)
         full = self.num_samples // self.batch_size
         with self.params[0].data.device, self._stream:
             self._stream.wait_event(cp.cuda.Stream.null.record())
@@ -278,11 +305,13 @@ class GraphStep:
                         self._eager_step(step * self.batch_size, (step + 1) * self.batch_size)
                         continue
                 else:
-                    self.graph.launch(self._stream)
-                    self.graph_launches += 1
+                    self._replay()
                 self.steps_done += 1
             if full * self.batch_size < self.num_samples:
-                self._partial_step(full * self.batch_size)
+                if self.eager:
+                    self._eager_step(full * self.batch_size, self.num_samples)
+                else:
+                    self._partial_step(full * self.batch_size)
             loss_sum, correct = (float(v) for v in cp.asnumpy(self.stats))  # the one host read of the epoch
         return {"loss": loss_sum / self.num_samples, "accuracy": correct / self.num_samples,
                 "seen": self.num_samples}
@@ -291,6 +320,7 @@ class GraphStep:
         """The last, smaller batch: the same fused step, outside the graph (default allocator)."""
         idx = self.order[start:]
         loss, correct, _ = self._train_on(self.x[idx], self.y[idx])
+        self._hook("after_step")
         self.stats[0:1] += loss * (self.num_samples - start)
         self.stats[1:2] += correct
 
@@ -313,7 +343,6 @@ class GraphStep:
         cp = self.cupy
         start, stop = step * self.batch_size, (step + 1) * self.batch_size
         saved = self._snapshot()
-        optimizer_state = _copy_state(self.optimizer)
         stats_before = cp.asnumpy(self.stats)
         self._eager_step(start, stop)
         stats_eager = cp.asnumpy(self.stats)
@@ -321,11 +350,9 @@ class GraphStep:
         eager += [(f"{_param_name(self.model, p)}.grad", cp.asnumpy(p.grad)) for p in self.params]
         eager += [(_param_name(self.model, p), cp.asnumpy(p.data)) for p in self.params]
         self._restore(saved)
-        self.optimizer.state = optimizer_state
         self.stats[...] = cp.asarray(stats_before)
         self.counter.fill(step)
-        self.graph.launch(self._stream)
-        self.graph_launches += 1
+        self._replay()
         stats_graph = cp.asnumpy(self.stats)
         graph = [numpy.array((stats_graph[0] - stats_before[0]) / self.batch_size)]
         graph += [cp.asnumpy(g) for g in self.grads] + [cp.asnumpy(p.data) for p in self.params]
@@ -339,7 +366,6 @@ class GraphStep:
                     f"epoch: first differing tensor {name!r} (relative error {error:.3g} > {tolerance:g} of its "
                     f"largest magnitude); training continues on the eager path"), stacklevel=3)
                 self._restore(saved)
-                self.optimizer.state = optimizer_state
                 self.stats[...] = cp.asarray(stats_before)
                 self.eager = True
                 return False
@@ -367,6 +393,42 @@ def _param_name(model, param):
     return "parameter"
 
 
-def _copy_state(optimizer):
-    return [{k: (v.copy() if hasattr(v, "copy") and not isinstance(v, (int, float)) else v) for k, v in s.items()}
-            for s in optimizer.state]
+def _default_update(optimizer):
+    fused_step = getattr(optimizer, "fused_step", None)
+    if fused_step is not None:
+        return fused_step
+    if hasattr(optimizer, "multi_tensor_groups") and hasattr(optimizer, "update_group"):
+        return MultiTensorUpdate(optimizer)
+    return None
+
+
+def _is_array(value):
+    return hasattr(value, "shape") and hasattr(value, "copy") and not isinstance(value, (int, float))
+
+
+class _OptimizerSnapshot:
+    """The optimizer's state (arrays, step counts, lr, the flat groups' device scalars), restored in place:
+    the state dicts and arrays stay the same objects, so the flat groups stay current and the graph's
+    addresses valid. Device copies only, no host read."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.lr = optimizer.lr
+        self.states = [(s, {k: (v.copy() if _is_array(v) else v) for k, v in s.items()}) for s in optimizer.state]
+        # the flat groups built so far (gpucnn/optim_flat.py); their device scalars advance with each update
+        self.groups = [(g, g.hyper.copy(), g.steps, g.lr) for g in (getattr(optimizer, "_groups", None) or ())]
+
+    def restore(self):
+        for state, saved in self.states:
+            for key in set(state) - set(saved):
+                del state[key]
+            for key, value in saved.items():
+                current = state.get(key)
+                if _is_array(value) and _is_array(current) and current.shape == value.shape:
+                    current[...] = value
+                else:
+                    state[key] = value.copy() if _is_array(value) else value
+        for group, hyper, steps, lr in self.groups:
+            group.hyper[...] = hyper
+            group.steps, group.lr = steps, lr
+        self.optimizer.lr = self.lr
