@@ -55,7 +55,8 @@ def test_fit_graph_matches_the_eager_fit(gpu, optimizer):
                    scheduler=StepLR(ref_opt, step_size=1, gamma=0.5), progress=False)
     numpy.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-4)
     assert history["accuracy"] == expected["accuracy"] and history["lr"] == expected["lr"]
-    assert opt.lr == ref_opt.lr and [s["step"] for s in opt.state] == [s["step"] for s in ref_opt.state] == [6] * len(opt.state)
+    steps = [s["step"] for s in opt.state]
+    assert opt.lr == ref_opt.lr and steps == [s["step"] for s in ref_opt.state] == [6] * len(opt.state)
     for p, q in zip(model.parameters(), reference.parameters()):
         numpy.testing.assert_allclose(to_host(p.data), q.data, rtol=0, atol=1e-4 * max(1.0, numpy.abs(q.data).max()))
     for state, expected_state in zip(opt.state, ref_opt.state):
