@@ -142,7 +142,8 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         from .fused.fit import fit_graph
         with _deferred_interrupt() as interrupt:
             return fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size, validation, scheduler, seed,
-                             checkpoint, resume, progress, stream, on_epoch_end, graph_options, interrupt)
+                             checkpoint, resume, progress, stream, on_epoch_end, graph_options, interrupt,
+                             keep_optimizer_settings, checkpoint_info)
     batches = BatchIterator(x, y, batch_size, shuffle=True, seed=seed)
     history = {key: [] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
                                    "images_per_second")}

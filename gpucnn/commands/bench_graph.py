@@ -2,7 +2,9 @@
 
 For each CUDA device and batch size, run in the same process and timed in alternating
 blocks (``bench.timed_alternating``):
-- gpucnn graph: ``gpucnn.compile_step`` of the reference network (one graph launch per step);
+- gpucnn graph: ``gpucnn.compile_step`` of the reference network with SoftmaxCrossEntropy and
+  Adam (one graph launch per step: fused layers, the one-launch loss kernel, the
+  multi-tensor Adam update);
 - PyTorch eager (cuDNN): the same network and Adam, as ``bench.torch_step``;
 - PyTorch graph: the same step captured by hand in a ``torch.cuda.CUDAGraph`` (PyTorch's
   recipe: static input tensors, three warm-up steps on a side stream, Adam(capturable=True)).
@@ -37,7 +39,10 @@ def gpucnn_graph_step(device, batch, images=None, graph_options=None):
     """(launch, synchronize, info) of the captured reference step on ``device``; info holds 'launches'
     (kernel nodes, or None where CuPy cannot say) and 'epoch_s' (a warm epoch over ``images`` samples).
 
-    Raises NotImplementedError until a capture-safe loss and optimizer exist (see gpucnn.compile_step)."""
+    The step is the one ``gpucnn train --graph`` runs: SoftmaxCrossEntropy's one-launch kernel and Adam's
+    multi-tensor update, captured with the fused layers; ``graph_options`` (compile_step's loss, update,
+    verify, verify_every) can replace them. NotImplementedError where compile_step cannot capture them.
+    """
     from gpucnn.fused.step import compile_step
 
     images = EPOCH_IMAGES if images is None else int(images)

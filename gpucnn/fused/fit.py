@@ -23,10 +23,12 @@ __all__ = ["fit_graph"]
 
 def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
               checkpoint=None, resume=False, progress=True, stream=None, on_epoch_end=None, graph_options=None,
-              interrupt=None):
+              interrupt=None, keep_optimizer_settings=(), checkpoint_info=None):
     """The body of ``fit(..., graph=True)``; ``graph_options`` go to ``compile_step`` (loss, update, verify,
-    verify_every). ``interrupt``: a dict whose 'hit' turns true on Ctrl-C (train.py's deferred interrupt)."""
-    from ..train import TrainingDiverged, evaluate  # train imports this module lazily: no cycle at import
+    verify_every). ``interrupt``: a dict whose 'hit' turns true on Ctrl-C (train.py's deferred interrupt).
+    Checkpoints carry what the eager loop's do (batch size, data-set size, ``checkpoint_info``), and resuming
+    checks them and keeps ``keep_optimizer_settings`` as it does."""
+    from ..train import TrainingDiverged, _same_run, evaluate  # train imports this module lazily: no cycle
 
     step = compile_step(model, loss_fn, optimizer, batch_size, **(graph_options or {}))
     if scheduler is not None and not hasattr(step.update, "sync_from"):
@@ -39,7 +41,9 @@ def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validatio
     if resume and checkpoint is not None:
         import os
         if os.path.exists(checkpoint):
-            meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler)
+            meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler,
+                                            check=_same_run(checkpoint, batch_size, len(batches), batches),
+                                            keep=keep_optimizer_settings)
             if meta["step"] != 0:
                 raise ValueError(f"fit(graph=True): {checkpoint} was written in the middle of epoch "
                                  f"{meta['epoch'] + 1}; resume it with graph=False (the graph path resumes at "
@@ -74,7 +78,8 @@ def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validatio
             scheduler.step()
         if checkpoint is not None:
             save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
-                "epoch": epoch + 1, "step": 0, "batches": batches.state(), "history": history, "partial": None})
+                "epoch": epoch + 1, "step": 0, "batches": batches.state(), "history": history, "partial": None,
+                "batch_size": batch_size, "num_samples": batches.num_samples, "info": checkpoint_info})
         if on_epoch_end is not None:
             on_epoch_end(history)
         if interrupt is not None and interrupt["hit"]:

@@ -12,6 +12,7 @@ import emulated_cupy
 import gpucnn
 from emulated_cupy import to_host
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
+from gpucnn.checkpoint import CheckpointError
 from gpucnn.losses import SoftmaxCrossEntropy
 from gpucnn.optim import SGD, Adam, StepLR
 from gpucnn.train import fit
@@ -34,12 +35,12 @@ def _data(n=5):
     return rng.standard_normal((n, 1, 28, 28)).astype(numpy.float32), rng.integers(0, 10, n)
 
 
-def _graph_fit(gpu, x, y, epochs, optimizer="adam", graph_options=None, **kwargs):
+def _graph_fit(gpu, x, y, epochs, optimizer="adam", graph_options=None, batch_size=2, **kwargs):
     cp = gpu.cupy
     model = gpucnn.models.fashion_cnn(rng=0).to("cuda")
     opt = OPTIMIZERS[optimizer](model.parameters())
     scheduler = StepLR(opt, step_size=1, gamma=0.5)
-    history = fit(model, SoftmaxCrossEntropy(), opt, cp.asarray(x), cp.asarray(y), epochs, batch_size=2,
+    history = fit(model, SoftmaxCrossEntropy(), opt, cp.asarray(x), cp.asarray(y), epochs, batch_size=batch_size,
                   scheduler=scheduler, progress=False, graph=True,
                   graph_options=graph_options if graph_options is not None else {"verify": False}, **kwargs)
     return model, opt, history
@@ -83,6 +84,8 @@ def test_fit_graph_reads_once_per_epoch_and_resumes_at_epoch_boundaries_exactly(
         assert state["step"] == expected["step"] == 4
         for key in ("exp_avg", "exp_avg_sq"):
             numpy.testing.assert_array_equal(to_host(state[key]), to_host(expected[key]))
+    with pytest.raises(CheckpointError, match="batch size 2, this run has 4"):  # checked as the eager loop does
+        _graph_fit(gpu, x, y, 3, checkpoint=path, resume=True, batch_size=4)
 
 
 def test_fit_graph_with_the_stand_ins(gpu):

@@ -214,3 +214,22 @@ def test_compile_step_needs_a_gpu():
     model = gpucnn.models.fashion_cnn(rng=0)
     with pytest.raises((RuntimeError, ValueError), match="CUDA"):
         gpucnn.compile_step(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=0.1), 2)
+
+
+def test_a_state_loaded_between_epochs_is_captured_again(gpu):
+    """Loading optimizer state replaces the arrays the graph captured: the next epoch captures again and
+    continues exactly as if nothing had been loaded."""
+    runs = []
+    for reload in (False, True):
+        model, _, opt, step, _, _ = _setup(gpu, "fashion_cnn", F32, n=4, batch=2, verify=False)
+        step.run_epoch(numpy.array([3, 1, 0, 2]))
+        first_graph = step.graph
+        if reload:
+            arrays, scalars = opt.state_arrays()
+            opt.load_state_arrays({k: to_host(v) for k, v in arrays.items()}, scalars)
+            assert not step.update.is_current()
+        step.run_epoch(numpy.array([0, 2, 1, 3]))
+        assert (step.graph is not first_graph) == reload
+        runs.append([to_host(p.data).tobytes() for p in model.parameters()]
+                    + [to_host(s[k]).tobytes() for s in opt.state for k in opt.state_names])
+    assert runs[0] == runs[1]
