@@ -21,6 +21,22 @@ def test_cross_entropy_matches_oracle(n, k, rng, device):
     assert to_numpy(grad).dtype == F64
 
 
+def test_cross_entropy_fused_is_forward_and_backward_in_kept_buffers(rng, device):
+    """The graph step's form: (loss, grad, correct) as forward/backward give them, into the same buffers."""
+    logits = rng.standard_normal((5, 4)) * 3
+    labels = numpy.array([0, 3, 1, 1, 2], dtype=numpy.int64)
+    loss_fn = SoftmaxCrossEntropy()
+    loss, grad, correct = loss_fn.fused(dev(logits, device), dev(labels, device))
+    want_loss, want_grad = oracle.softmax_cross_entropy(logits, labels)
+    assert loss.shape == () and correct.shape == ()
+    assert float(loss) == pytest.approx(want_loss, rel=1e-12)
+    assert_close(grad, want_grad, what="dL/dlogits")
+    assert int(correct) == int((logits.argmax(axis=1) == labels).sum())
+    again = loss_fn.fused(dev(logits[::-1].copy(), device), dev(labels, device))
+    assert again[1] is grad  # the same buffer for the same shape: a captured launch allocates nothing
+    assert len(loss_fn._fused_out) == 1
+
+
 def test_cross_entropy_is_mean_over_batch(rng):
     logits = rng.standard_normal((6, 4))
     labels = rng.integers(0, 4, size=6)

@@ -78,13 +78,16 @@ def compile_step(model, loss_fn, optimizer, batch_size, loss=None, update=None, 
         loss_fn, optimizer: the eager path's loss and optimizer (the reference of verify mode
             and the fallback); their capture-safe forms are ``loss`` and ``update``.
         batch_size: samples per graph step.
-        loss, update: capture-safe callables (default ``loss_fn.fused``, ``optimizer.fused_step``).
+        loss, update: capture-safe callables (default ``loss_fn.fused``, and ``optimizer.fused_step`` or, for
+            gpucnn's SGD, Adam and AdamW, ``MultiTensorUpdate(optimizer)``).
         verify: compare the first replay with an eager step. verify_every: repeat every N steps.
 
     Returns:
         A ``GraphStep``; ``bind(x, y)`` then ``run_epoch(order)`` per epoch.
 
     Example:
+        >>> model = gpucnn.models.fashion_cnn().to('cuda')
+        >>> loss_fn, optimizer = gpucnn.losses.SoftmaxCrossEntropy(), gpucnn.optim.Adam(model.parameters())
         >>> step = gpucnn.compile_step(model, loss_fn, optimizer, 256)
         >>> step.bind(x_train_gpu, y_train_gpu)
         >>> stats = step.run_epoch(numpy.random.default_rng(0).permutation(len(x_train_gpu)))

@@ -1,10 +1,11 @@
 """Capture-safe stand-ins for the two pieces the graph step plugs in (test use only).
 
-The real ones come from the fused softmax cross-entropy kernel (gpucnn/kernels/loss.cu) and
-the multi-tensor optimizer with its step count and lr on the device, built on another
-branch. These are written with CuPy elementwise and reduction kernels only (no cuBLAS, no
-host reads), which capture; their math is the eager path's: gpucnn.losses.SoftmaxCrossEntropy
-and plain SGD (gpucnn.optim.SGD without momentum or weight decay).
+The real ones (``SoftmaxCrossEntropy.fused`` on gpucnn/kernels/loss.cu, and
+gpucnn.fused.update.MultiTensorUpdate over the multi-tensor optimizer) are compile_step's
+defaults; these show that ``loss=`` / ``update=`` still plug in. They are written with
+CuPy elementwise and reduction kernels only (no cuBLAS, no host reads), which capture;
+their math is the eager path's: gpucnn.losses.SoftmaxCrossEntropy and plain SGD
+(gpucnn.optim.SGD without momentum or weight decay).
 """
 import numpy
 
