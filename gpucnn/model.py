@@ -1,6 +1,7 @@
 """Sequential: layers applied in order, backward in reverse."""
 from .backend import device_of, device_scope
 from .checkpoint import CheckpointError, load_arrays, save_arrays
+from .fast import runner_for
 from .layers.base import Layer
 
 __all__ = ["Sequential"]
@@ -26,12 +27,20 @@ class Sequential:
         self.training = True
 
     def forward(self, x):
+        """The model's output; on the CPU through gpucnn.fast unless ``gpucnn.config.path = 'reference'``."""
+        self._fast = runner_for(self, x)  # backward takes the path its forward took
+        if self._fast is not None:
+            return self._fast.forward(x)
+        return self.reference_forward(x)
+
+    __call__ = forward
+
+    def reference_forward(self, x):
+        """The readable path: each layer's forward in turn."""
         with device_scope(x):
             for layer in self.layers:
                 x = layer.forward(x)
         return x
-
-    __call__ = forward
 
     def backward(self, grad_out, need_input_grad=True):
         """Gradient of the loss with respect to the model's input; fills every parameter's .grad on the way.
@@ -39,6 +48,12 @@ class Sequential:
         ``need_input_grad=False`` lets the first layer skip dL/dx (nothing uses the gradient of the data),
         and returns None.
         """
+        if getattr(self, "_fast", None) is not None:
+            return self._fast.backward(grad_out, need_input_grad)
+        return self.reference_backward(grad_out, need_input_grad)
+
+    def reference_backward(self, grad_out, need_input_grad=True):
+        """The readable path: each layer's backward in reverse."""
         with device_scope(grad_out):
             for i in range(len(self.layers) - 1, -1, -1):
                 if i == 0 and not need_input_grad:
