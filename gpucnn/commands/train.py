@@ -19,6 +19,7 @@ import numpy
 
 import gpucnn
 from gpucnn import backend, losses, optim
+from gpucnn.config import PATHS, config
 from gpucnn.data import CorruptDataError, DataNotFoundError, load_fashion_mnist, load_mnist
 from gpucnn.models import MODELS
 from gpucnn.train import TrainingDiverged, evaluate, fit
@@ -46,6 +47,8 @@ def parse_args(argv=None, prog=None):
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default <out>/checkpoint.npz)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--path", choices=PATHS, default=None,
+                   help="CPU path: fast (default) or reference, the readable per-layer ops (gpucnn.config.path)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
@@ -122,6 +125,8 @@ def print_row(history):
 
 def main(argv=None, prog=None):
     args = parse_args(argv, prog)
+    if args.path:
+        config.path = args.path
     out = args.out or os.path.join("runs", args.model)
     os.makedirs(out, exist_ok=True)
     checkpoint = args.checkpoint or os.path.join(out, "checkpoint.npz")
@@ -165,6 +170,7 @@ def main(argv=None, prog=None):
         "test_loss": final["loss"], "test_accuracy": final["accuracy"], "wall_seconds": time.time() - started,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
         "gpucnn": gpucnn.__version__, "numpy": numpy.__version__,
+        "path": config.path if device == "cpu" else "reference",
     }
     if device != "cpu":
         cupy = backend.cupy_or_none()
