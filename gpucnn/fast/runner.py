@@ -27,7 +27,8 @@ __all__ = ["runner_for", "FastRunner", "FastPathMismatch", "Segment"]
 
 _ACTIVATIONS = (ReLU, LeakyReLU, Sigmoid, Tanh)
 _SAME_RANK = (Dropout, BatchNorm1D, BatchNorm2D)  # reference layers after which the rank is still known
-_KEPT_SHAPES = 4  # batch shapes whose buffers a segment keeps (training, last batch, evaluation, ...)
+_KEPT_SHAPES = 2  # batch shapes whose buffers a segment keeps in training (the batch size, the last batch)
+_KEPT_RUNNERS = 4  # input ranks / layer lists a model keeps a runner for
 
 
 class FastPathMismatch(RuntimeError):
@@ -78,10 +79,12 @@ class Segment:
             self._chunks[key] = [_Chunk() for _ in range(count)]
         return self._chunks[key]
 
-    def forward(self, x):
+    def forward(self, x, keep=True):
+        """``keep=False`` (evaluation) uses buffers that go when the next forward comes, so that a large
+        evaluation batch does not stay in memory beside the training buffers."""
         out_shape, out_dtype = self._out_shape(tuple(x.shape), x.dtype)
         bounds = chunk_bounds(x.shape[0], num_threads())
-        chunks = self._chunks_for(x.shape[0], len(bounds))
+        chunks = self._chunks_for(x.shape[0], len(bounds)) if keep else [_Chunk() for _ in bounds]
         out = numpy.empty(out_shape, dtype=out_dtype)
 
         def work(i):
@@ -188,7 +191,7 @@ class FastRunner:
 
     def _run_forward(self, x):
         for part in self.parts:
-            x = part.forward(x)
+            x = part.forward(x, keep=self.model.training) if isinstance(part, Segment) else part.forward(x)
         return x
 
     def _run_backward(self, grad, need_input_grad):
@@ -274,7 +277,7 @@ def runner_for(model, x):
     cache = model.__dict__.setdefault("_fast_runners", {})
     runner = cache.get(key)
     if runner is None:
-        if len(cache) >= _KEPT_SHAPES:
+        if len(cache) >= _KEPT_RUNNERS:
             cache.pop(next(iter(cache)))
         runner = cache[key] = FastRunner(model, x.ndim)
     return runner if runner.segments else None

@@ -190,7 +190,7 @@ def test_verify_catches_a_wrong_fast_path(mode, rng, monkeypatch):
     x = rng.random((4, 1, 28, 28), dtype=numpy.float32)
     model.backward(numpy.ones_like(model.forward(x)))  # a correct fast path passes
     original = Segment.forward
-    monkeypatch.setattr(Segment, "forward", lambda self, x: original(self, x) * 1.01)
+    monkeypatch.setattr(Segment, "forward", lambda self, x, keep=True: original(self, x, keep) * 1.01)
     fresh = fashion_cnn(rng=0)
     if mode == "raise":
         with pytest.raises(FastPathMismatch, match="forward output"):
@@ -248,3 +248,17 @@ def test_blas_threads_are_set_and_restored():
     with control.limited(1):
         assert control.get() == 1
     assert control.get() == before
+
+
+def test_evaluation_buffers_are_not_kept(rng):
+    model = fashion_cnn(rng=0)
+    x = rng.random((6, 1, 28, 28), dtype=numpy.float32)
+    model.forward(x)
+    segment = model._fast.segments[0]
+    kept = dict(segment._chunks)
+    model.eval()
+    y_eval = model.forward(rng.random((10, 1, 28, 28), dtype=numpy.float32))
+    assert segment._chunks.keys() == kept.keys(), "an evaluation batch's buffers were kept"
+    model.train()
+    assert_close(_on_path("reference", model.forward, x), model.forward(x), rtol=1e-5, atol=1e-6, what="logits")
+    assert y_eval.shape == (10, 10)
