@@ -262,3 +262,19 @@ def test_evaluation_buffers_are_not_kept(rng):
     model.train()
     assert_close(_on_path("reference", model.forward, x), model.forward(x), rtol=1e-5, atol=1e-6, what="logits")
     assert y_eval.shape == (10, 10)
+
+
+def test_the_documented_rounding_difference_of_the_rewrite():
+    """gpucnn/fast/stages.py: raw values 0 < 1 whose sums with the bias round to the same float32. The outputs
+    agree; the reference sends the gradient to the first of the two, the fast path to the larger."""
+    x = numpy.array([[[[0.0, 1.0], [-100.0, -100.0]]]], dtype=numpy.float32)
+    results = {}
+    for path in ("reference", "fast"):
+        model = gpucnn.Sequential([Conv2D(1, 1, 1), ReLU(), MaxPool2D(2)])
+        model.layers[0].weight.data[...] = 1.0
+        model.layers[0].bias.data[...] = 1e8
+        y = _on_path(path, model.forward, x)
+        results[path] = (y, _on_path(path, model.backward, numpy.ones_like(y)))
+    numpy.testing.assert_array_equal(results["fast"][0], results["reference"][0])
+    assert results["reference"][1][0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert results["fast"][1][0, 0].tolist() == [[0.0, 1.0], [0.0, 0.0]]
