@@ -278,3 +278,24 @@ def test_the_documented_rounding_difference_of_the_rewrite():
     numpy.testing.assert_array_equal(results["fast"][0], results["reference"][0])
     assert results["reference"][1][0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
     assert results["fast"][1][0, 0].tolist() == [[0.0, 1.0], [0.0, 0.0]]
+
+
+def test_verify_replays_dropout_and_moves_running_statistics_once(rng):
+    """Verify mode runs the reference forward with the same dropout masks and BatchNorm moves its running
+    statistics once, as on a single path."""
+    def build():
+        return gpucnn.Sequential([Conv2D(1, 3, 3, dtype=F64, rng=0), BatchNorm2D(3, dtype=F64), ReLU(),
+                                  Dropout(0.5, rng=4), Flatten(), Dense(3 * 6 * 6, 4, dtype=F64, rng=1)])
+    x = rng.standard_normal((5, 1, 8, 8))
+    g = rng.standard_normal((5, 4))
+    plain = build()
+    _on_path("reference", plain.forward, x)
+    _on_path("reference", plain.backward, g)
+    gpucnn.config.verify = "raise"
+    checked = build()
+    checked.forward(x)
+    checked.backward(g)
+    assert checked._fast.verified == {x.shape}
+    for a, b in zip(checked.named_state().values(), plain.named_state().values()):
+        assert_close(a, b, rtol=1e-12, atol=0, what="state after one verified step")
+    assert checked.layers[3].rng.bit_generator.state == plain.layers[3].rng.bit_generator.state
