@@ -16,6 +16,13 @@ from helpers import F64, assert_close
 MODELS = {"fashion_cnn": fashion_cnn, "lenet5": lenet5}
 
 
+@pytest.fixture(autouse=True)
+def fast_path():
+    """These tests are about the fast path whichever path the run takes (--gpucnn-path); those that compare
+    both name each path."""
+    gpucnn.config.path = "fast"
+
+
 def _on_path(path, fn, *args, **kwargs):
     before, gpucnn.config.path = gpucnn.config.path, path
     try:
