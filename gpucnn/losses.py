@@ -23,6 +23,9 @@ def _check_pred(pred, loss, ndim=None):
         raise ValueError(f"{loss}: expected predictions of shape (N, classes), got shape {tuple(pred.shape)}")
     if pred.ndim == 0 or pred.shape[0] == 0:
         raise ValueError(f"{loss}: got an empty batch (shape {tuple(pred.shape)})")
+    if pred.size == 0:
+        raise ValueError(f"{loss}: got predictions with no elements (shape {tuple(pred.shape)}); the mean of "
+                         f"nothing is undefined")
 
 
 class SoftmaxCrossEntropy:

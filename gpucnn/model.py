@@ -1,8 +1,12 @@
 """Sequential: layers applied in order, backward in reverse."""
-from .backend import device_of, device_scope
-from .checkpoint import CheckpointError, load_arrays, save_arrays
+from . import architecture
+from .backend import asnumpy, device_of, device_scope
+from .checkpoint import CheckpointError, CheckpointReader, check_cast, save_arrays
 from .fast import runner_for
 from .layers.base import Layer
+from .predict import predict
+from .state_dict import load_state_dict
+from .summary import summarize
 
 __all__ = ["Sequential"]
 
@@ -25,13 +29,16 @@ class Sequential:
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a gpucnn layer")
         self.layers = layers
         self.training = True
+        self.input_shape = None  # of one sample, remembered from the first forward (for summary, save, export)
 
     def forward(self, x):
         """The model's output; on the CPU through gpucnn.fast unless ``gpucnn.config.path = 'reference'``."""
+        sample_shape = tuple(int(d) for d in x.shape[1:]) if hasattr(x, "shape") else None
         self._fast = runner_for(self, x)  # backward takes the path its forward took
-        if self._fast is not None:
-            return self._fast.forward(x)
-        return self.reference_forward(x)
+        y = self._fast.forward(x) if self._fast is not None else self.reference_forward(x)
+        if self.input_shape is None:  # only a shape the model took
+            self.input_shape = sample_shape
+        return y
 
     __call__ = forward
 
@@ -100,8 +107,12 @@ class Sequential:
                 state[f"{i}.{name}"] = value
         return state
 
-    def load_state(self, state, source="state"):
-        """Set every parameter and buffer from ``state``; checks everything first, so a mismatch changes nothing."""
+    def expected_state(self):
+        """{'<index>.<name>': (shape, None)}: what a file must hold to load into this model."""
+        return {key: (tuple(value.shape), None) for key, value in self.named_state().items()}
+
+    def check_state(self, state, source="state"):
+        """CheckpointError unless ``state`` fits: the same names and shapes, finite values, no lossy dtype change."""
         own = self.named_state()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -113,20 +124,110 @@ class Sequential:
                                       f"the model expects {tuple(value.shape)}")
             if state[key].dtype.kind != "f":
                 raise CheckpointError(f"{source}: {key} has dtype {state[key].dtype}, expected floats")
-        for key in own:
+            try:
+                check_cast(asnumpy(state[key]), value.dtype, key)
+            except ValueError as exc:
+                raise CheckpointError(f"{source}: {exc}") from None
+
+    def load_state(self, state, source="state"):
+        """Set every parameter and buffer from ``state``; checks everything first, so a mismatch changes nothing."""
+        self.check_state(state, source)
+        own = self.named_state()
+        try:
+            for key in own:
+                index, name = key.split(".", 1)
+                self.layers[int(index)].set_state(name, state[key])
+        except BaseException:
+            self._restore(own)  # set_state replaces arrays, so the old ones are intact: put them back
+            raise
+
+    def _restore(self, saved):
+        for key, value in saved.items():
             index, name = key.split(".", 1)
-            self.layers[int(index)].set_state(name, state[key])
+            layer = self.layers[int(index)]
+            current = getattr(layer, name)
+            if hasattr(current, "grad"):
+                current.data = value
+            else:
+                setattr(layer, name, value)
+
+    def state_dict(self):
+        """{'<index>.<name>': array} of every parameter and buffer, keyed as PyTorch keys an nn.Sequential
+        ("0.weight", "3.running_mean"). The arrays are the model's own, not copies (as in PyTorch).
+
+        Example:
+            >>> torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+        """
+        return dict(self.named_state())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy ``state_dict``'s arrays (NumPy, CuPy, CPU torch tensors) into the model, cast to its dtype, on
+        its device.
+
+        strict=True: the keys must be exactly the model's (ValueError otherwise). strict=False loads the
+        keys both have. Either way a wrong shape (ValueError) or a non-float array (TypeError) changes
+        nothing. Returns (missing_keys, unexpected_keys), as PyTorch does.
+
+        Example:
+            >>> model.load_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()})
+        """
+        return load_state_dict(self, state_dict, strict)
+
+    def summary(self, input_shape=None, print_fn=print):
+        """Print and return a table of the layers, their output shapes and parameter counts, with totals.
+
+        Args:
+            input_shape: one sample's shape, e.g. (1, 28, 28); default: the shape of the first forward's input.
+            print_fn: where the table goes (None: nowhere).
+
+        Returns:
+            a ``gpucnn.summary.Summary``: ``.rows``, ``.total_params``; ``str()`` gives the table.
+
+        Example:
+            >>> gpucnn.models.fashion_cnn().summary((1, 28, 28)).total_params
+            421642
+        """
+        input_shape = self.input_shape if input_shape is None else tuple(input_shape)
+        if input_shape is None:
+            raise ValueError("summary: give input_shape (one sample's shape, e.g. (1, 28, 28)), or run a forward "
+                             "pass first so that the model knows it")
+        result = summarize(self, input_shape)
+        if print_fn is not None:
+            print_fn(str(result))
+        return result
+
+    def predict(self, x, batch_size=256):
+        """The outputs (logits) for ``x``, in eval mode (restored after), ``batch_size`` samples at a time, on
+        the model's device (inputs elsewhere are moved batch by batch).
+
+        For probabilities: ``gpucnn.functional.softmax(model.predict(x))``; for classes: ``.argmax(axis=1)``.
+        """
+        return predict(self, x, batch_size)
 
     def save(self, path):
-        """Write the weights to ``path`` (.npz, atomically, no pickle); the model stays on its device."""
-        save_arrays(path, self.named_state(), {"format": _FORMAT, "layers": [repr(layer) for layer in self.layers]})
+        """Write the weights to ``path`` (.npz, atomically, no pickle); the model stays on its device.
+
+        The file also records the architecture when every layer is one of gpucnn's own, so that
+        ``gpucnn export`` (or ``gpucnn.architecture.build``) can rebuild the model from the file alone.
+        """
+        save_arrays(path, self.named_state(), {"format": _FORMAT, "layers": [repr(layer) for layer in self.layers],
+                                               "architecture": architecture.describe(self, self.input_shape)})
 
     def load(self, path):
-        """Read weights written by ``save``; on any error the model's weights are left as they were."""
-        arrays, meta = load_arrays(path)
-        if meta.get("format") != _FORMAT:
-            raise CheckpointError(f"{path}: not a saved Sequential (format {meta.get('format')!r})")
+        """Read weights written by ``save``; on any error the model's weights are left as they were.
+
+        The file's names and array shapes are checked against the model before any data is read.
+        """
+        with CheckpointReader(path) as reader:
+            if reader.meta.get("format") != _FORMAT:
+                raise CheckpointError(f"{path}: not a saved Sequential (format {reader.meta.get('format')!r})")
+            reader.check_members(self.expected_state())
+            arrays = reader.read_all()
+            meta = reader.meta
         self.load_state(arrays, source=str(path))
+        recorded = (meta.get("architecture") or {}).get("input_shape")
+        if self.input_shape is None and recorded:
+            self.input_shape = tuple(recorded)
         return self
 
     def __repr__(self):

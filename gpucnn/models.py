@@ -5,7 +5,7 @@ from .config import make_rng
 from .layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
 from .model import Sequential
 
-__all__ = ["fashion_cnn", "lenet5", "MODELS"]
+__all__ = ["fashion_cnn", "lenet5", "MODELS", "INPUT_SHAPES"]
 
 
 def fashion_cnn(num_classes=10, dtype=numpy.float32, rng=None):
@@ -37,3 +37,6 @@ def lenet5(num_classes=10, dtype=numpy.float32, rng=None):
 
 
 MODELS = {"fashion_cnn": fashion_cnn, "lenet5": lenet5}
+
+#: the shape of one sample each named model is built for (C, H, W)
+INPUT_SHAPES = {"fashion_cnn": (1, 28, 28), "lenet5": (1, 28, 28)}

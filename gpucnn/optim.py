@@ -6,6 +6,7 @@ keeps the per-parameter state and calls them. Semantics follow torch.optim.
 import math
 
 from .backend import device_of, device_scope, get_array_module, to_device
+from .checkpoint import check_cast
 from .ops.update import adam_update, sgd_update
 from .parameter import Parameter
 
@@ -54,29 +55,108 @@ class Optimizer:
         state.setdefault("step", 0)
         return state
 
-    def state_arrays(self):
-        """({'<i>.<name>': array}, {'lr': ..., 'steps': [...]}) for a checkpoint."""
-        arrays = {f"{i}.{name}": s[name] for i, s in enumerate(self.state) for name in self.state_names if name in s}
-        return arrays, {"lr": self.lr, "steps": [s.get("step", 0) for s in self.state]}
+    #: hyperparameters a checkpoint records and restores (besides lr), each (name, check) with check(value) -> bool
+    hyper_checks = ()
 
-    def load_state_arrays(self, arrays, scalars):
-        """Restore what ``state_arrays`` returned; arrays go to each parameter's device on the next step."""
-        if len(scalars["steps"]) != len(self.params):
-            raise ValueError(f"{type(self).__name__}: state is for {len(scalars['steps'])} parameters, "
-                             f"this optimizer has {len(self.params)}")
+    def state_arrays(self):
+        """({'<i>.<name>': array}, {'lr': ..., 'steps': [...], 'hyper': {...}}) for a checkpoint."""
+        arrays = {f"{i}.{name}": s[name] for i, s in enumerate(self.state) for name in self.state_names if name in s}
+        hyper = {name: _to_json(getattr(self, name)) for name, _ in self.hyper_checks}
+        return arrays, {"lr": self.lr, "steps": [s.get("step", 0) for s in self.state], "hyper": hyper}
+
+    def expected_state(self, scalars, keep=()):
+        """{key: shape} of the arrays a checkpoint with ``scalars`` must hold; ValueError when ``scalars`` is bad.
+
+        Every parameter that has taken a step needs all its state arrays: missing state is refused,
+        never re-created as zeros. ``keep``: hyperparameters whose current value wins over the file's.
+        """
+        name = type(self).__name__
+        if not isinstance(scalars, dict):
+            raise ValueError(f"{name}: optimizer metadata is a {type(scalars).__name__}, expected an object")
+        lr = scalars.get("lr")
+        if not _is_real(lr) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"{name}: learning rate {lr!r} in the checkpoint is not a finite number > 0")
+        steps = scalars.get("steps")
+        if not isinstance(steps, list) or not all(_is_int(s) and s >= 0 for s in steps):
+            raise ValueError(f"{name}: step counts {_short(steps)} are not a list of integers >= 0")
+        if len(steps) != len(self.params):
+            raise ValueError(f"{name}: state is for {len(steps)} parameters, this optimizer has {len(self.params)}")
+        hyper = scalars.get("hyper", {})
+        if not isinstance(hyper, dict) or set(hyper) - {n for n, _ in self.hyper_checks}:
+            raise ValueError(f"{name}: unknown hyperparameters {_short(hyper)} in the checkpoint")
+        for hname, check in self.hyper_checks:
+            if hname in hyper and not check(hyper[hname]):
+                raise ValueError(f"{name}: hyperparameter {hname}={_short(hyper[hname])} in the checkpoint is invalid")
+        state_names = self._state_names_for({k: v for k, v in hyper.items() if k not in keep})
+        return {f"{i}.{sname}": tuple(p.shape) for i, (p, step) in enumerate(zip(self.params, steps)) if step > 0
+                for sname in state_names}
+
+    def _state_names_for(self, hyper):
+        """The state arrays the optimizer keeps once ``hyper`` (from a checkpoint) is applied."""
+        return self.state_names
+
+    def check_state_arrays(self, arrays, scalars, keep=()):
+        """ValueError unless ``arrays`` and ``scalars`` form a usable state: keys, shapes, finite values, dtypes."""
+        expected = self.expected_state(scalars, keep)
+        missing, unexpected = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"{type(self).__name__}: optimizer state does not match (missing {missing}, "
+                             f"unexpected {unexpected})")
         for key, value in arrays.items():
-            i, name = key.split(".", 1)
-            if tuple(value.shape) != tuple(self.params[int(i)].shape):
+            i = int(key.split(".", 1)[0])
+            if tuple(value.shape) != expected[key]:
                 raise ValueError(f"{type(self).__name__}: state {key} has shape {tuple(value.shape)}, "
-                                 f"parameter has {tuple(self.params[int(i)].shape)}")
+                                 f"parameter has {expected[key]}")
+            check_cast(value, self.params[i].dtype, f"optimizer state {key}")
+
+    def load_state_arrays(self, arrays, scalars, keep=()):
+        """Restore what ``state_arrays`` returned; checked in full first, so a bad state changes nothing.
+
+        Arrays go to each parameter's device on the next step. ``keep`` names hyperparameters
+        ('lr', 'betas', ...) whose current values win over the checkpoint's.
+        """
+        self.check_state_arrays(arrays, scalars, keep)
         state = [{} for _ in self.params]
         for key, value in arrays.items():
             i, name = key.split(".", 1)
             state[int(i)][name] = value.astype(self.params[int(i)].dtype)
         for s, step in zip(state, scalars["steps"]):
             s["step"] = int(step)
+        for name, value in scalars.get("hyper", {}).items():
+            if name not in keep:
+                self._set_hyper(name, value)
         self.state = state
-        self.lr = float(scalars["lr"])
+        if "lr" not in keep:
+            self.lr = float(scalars["lr"])
+
+    def _set_hyper(self, name, value):
+        setattr(self, name, tuple(float(v) for v in value) if isinstance(value, list) else type(getattr(self, name))(
+            value))
+
+
+def _is_real(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _to_json(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _unit_interval(value):
+    return _is_real(value) and 0 <= value < 1
+
+
+def _non_negative(value):
+    return _is_real(value) and math.isfinite(value) and value >= 0
 
 
 class SGD(Optimizer):
@@ -99,6 +179,16 @@ class SGD(Optimizer):
         self.dampening = float(dampening)
         self.state_names = ("momentum_buffer",) if self.momentum else ()
 
+    hyper_checks = (("momentum", _non_negative), ("dampening", _non_negative),
+                    ("nesterov", lambda v: isinstance(v, bool)), ("weight_decay", _non_negative))
+
+    def _state_names_for(self, hyper):
+        return ("momentum_buffer",) if hyper.get("momentum", self.momentum) else ()
+
+    def _set_hyper(self, name, value):
+        super()._set_hyper(name, value)
+        self.state_names = ("momentum_buffer",) if self.momentum else ()
+
     def _update(self, param, state):
         sgd_update(param.data, param.grad, state.get("momentum_buffer"), self.lr, self.momentum, self.dampening,
                    self.nesterov, self.weight_decay, state["step"] == 0)
@@ -110,6 +200,8 @@ class Adam(Optimizer):
 
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
+    hyper_checks = (("betas", lambda v: isinstance(v, list) and len(v) == 2 and all(map(_unit_interval, v))),
+                    ("eps", _non_negative), ("weight_decay", _non_negative))
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
@@ -154,9 +246,24 @@ class _Schedule:
         return self.optimizer.lr
 
     def state(self):
-        return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+        return {"type": type(self).__name__, "base_lr": self.base_lr, "last_epoch": self.last_epoch}
+
+    def check_state(self, state):
+        """ValueError unless ``state`` (from ``state()``, e.g. out of a checkpoint) is usable by this schedule."""
+        name = type(self).__name__
+        if not isinstance(state, dict) or not {"base_lr", "last_epoch"} <= set(state):
+            raise ValueError(f"{name}: schedule state {_short(state)} lacks base_lr and last_epoch")
+        if state.get("type", name) != name:
+            raise ValueError(f"{name}: the checkpoint's schedule is {state['type']}, this run uses {name}")
+        base_lr, last_epoch = state["base_lr"], state["last_epoch"]
+        if not _is_real(base_lr) or not math.isfinite(base_lr) or base_lr <= 0:
+            raise ValueError(f"{name}: base_lr {base_lr!r} in the schedule state is not a finite number > 0")
+        if not _is_int(last_epoch) or last_epoch < 0:
+            raise ValueError(f"{name}: last_epoch {last_epoch!r} in the schedule state is not an integer >= 0")
 
     def set_state(self, state):
+        """Restore what ``state()`` returned; checked first, so a bad state changes nothing."""
+        self.check_state(state)
         self.base_lr = float(state["base_lr"])
         self.last_epoch = int(state["last_epoch"])
         self.optimizer.lr = self.lr_at(self.last_epoch)

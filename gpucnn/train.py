@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -17,6 +18,7 @@ from .backend import asnumpy, device_scope, get_array_module, is_out_of_memory
 from .data.batches import BatchIterator
 from .losses import check_label_range
 from .progress import ProgressBar
+from .checkpoint import CheckpointError
 from .training_checkpoint import load_training_checkpoint, save_training_checkpoint
 
 __all__ = ["fit", "evaluate", "TrainingDiverged", "save_training_checkpoint", "load_training_checkpoint"]
@@ -26,27 +28,48 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def evaluate(model, loss_fn, x, y, batch_size=1024, progress=False, stream=None):
-    """Mean loss and accuracy of ``model`` on (x, y), in eval mode (restored after).
+def evaluate(model, x, y, loss_fn=None, batch_size=1024, progress=False, stream=None):
+    """Accuracy of ``model`` on (x, y), and the mean loss when ``loss_fn`` is given; in eval mode (restored after).
+
+    Args:
+        model: a Sequential. x, y: inputs and integer labels (NumPy or CuPy).
+        loss_fn: optional, e.g. SoftmaxCrossEntropy(); without it only the accuracy is computed.
+        batch_size: samples per forward pass. progress: show a bar ("eval [###...]"). stream: default stderr.
 
     Returns:
-        {'loss': float, 'accuracy': float}
+        {'accuracy': float}, plus 'loss' when ``loss_fn`` is given.
+
+    Example:
+        >>> evaluate(model, x_test, y_test)["accuracy"]
+        0.9187
     """
+    bar = ProgressBar(math.ceil(len(x) / batch_size), "eval ", stream, enabled=progress)
+    return _evaluate(model, x, y, loss_fn, batch_size, bar)
+
+
+def _evaluate(model, x, y, loss_fn, batch_size, bar):
     was_training = model.training
     model.eval()
     try:
         total = len(x)
+        if total == 0:
+            raise ValueError("evaluate: got no samples (len(x) == 0)")
+        if len(y) != total:
+            raise ValueError(f"evaluate: {total} inputs but {len(y)} labels")
         loss_sum, correct = 0.0, 0
-        bar = ProgressBar(math.ceil(total / batch_size), "eval ", stream, enabled=progress)
         for i, start in enumerate(range(0, total, batch_size)):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             logits = model.forward(xb)
-            loss_sum += float(loss_fn.forward(logits, yb)) * len(xb)
+            if loss_fn is not None:
+                loss_sum += float(loss_fn.forward(logits, yb)) * len(xb)
             with device_scope(logits):
                 correct += int((logits.argmax(axis=1) == get_array_module(logits).asarray(yb)).sum())
             bar.update(i + 1)
         bar.close()
-        return {"loss": loss_sum / total, "accuracy": correct / total}
+        result = {"accuracy": correct / total}
+        if loss_fn is not None:
+            result["loss"] = loss_sum / total
+        return result
     finally:
         model.train(was_training)
 
@@ -70,7 +93,8 @@ def _deferred_interrupt():
 
 
 def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
-        checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None):
+        checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None,
+        keep_optimizer_settings=(), checkpoint_info=None, distributed=False):
     """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
 
     Args:
@@ -82,11 +106,23 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         seed: seed of the shuffling.
         checkpoint: path of a training checkpoint, written atomically after every epoch and on Ctrl-C.
         resume: continue from ``checkpoint`` when it exists.
-        progress: show a progress bar per epoch. sync_every: read losses back every this many steps.
+        progress: show a progress bar per epoch (elapsed time and ETA; where the output is not a terminal, one
+            line per tenth of an epoch); its last line gives the validation loss and accuracy when there is
+            validation data. sync_every: read losses back every this many steps.
         on_epoch_end: optional callable(history) after each epoch (for tables, plots).
+        distributed: train data-parallel over the ranks of an MPI job (True, or a gpucnn.distributed
+            Communicator): each rank takes its shard of every batch of ``batch_size``, gradients are
+            averaged; only rank 0 writes ``checkpoint`` and shows progress (see gpucnn/distributed/).
+        keep_optimizer_settings: on resume, the optimizer settings ('lr', 'betas', ...) whose current values
+            win over the checkpoint's (by default the checkpoint's win, for an exact resume).
+        checkpoint_info: optional JSON-able dict stored in every checkpoint under "info" (e.g. the data set).
+
+    A checkpoint is written only while the weights and the epoch's losses are finite. Resuming
+    refuses (CheckpointError, nothing changed) a checkpoint taken with another batch size or data-set size.
 
     Raises:
-        TrainingDiverged: the loss became NaN or infinite (the last checkpoint on disk is kept).
+        TrainingDiverged: the training or validation loss, or a weight, became NaN or infinite; the message
+            says whether a good checkpoint exists and where.
         KeyboardInterrupt: after Ctrl-C, once a checkpoint of the exact position is written.
 
     Example:
@@ -97,31 +133,49 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
     history = {key: [] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
                                    "images_per_second")}
     start_epoch, skip_steps, partial = 0, 0, None
+    good = _GoodCheckpoint(checkpoint)
     if resume and checkpoint is not None:
         if os.path.exists(checkpoint):
-            meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler)
+            meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler,
+                                            check=_same_run(checkpoint, batch_size, len(batches), batches),
+                                            keep=keep_optimizer_settings)
             start_epoch, skip_steps = meta["epoch"], meta["step"]
+            good.written(start_epoch, skip_steps)
             batches.set_state(meta["batches"])
             history = meta["history"]
             partial = meta.get("partial")
+    dp = None
+    if distributed:
+        from .distributed import data_parallel
+        dp = data_parallel(distributed, model, batch_size, len(x))
+        dp.start(start_epoch, skip_steps)
+        validation = dp.shard_validation(validation)
+        if not dp.is_root:  # rank 0 alone writes the checkpoint and keeps the partial epoch's totals
+            checkpoint, progress, partial = None, False, None
 
     model.train()
+    _warm_up_kernels(model, (stream or sys.stderr) if progress else None)
     steps_per_epoch = len(batches)
     label_check_pending = getattr(loss_fn, "check_labels", False) and get_array_module(y) is not numpy
     with _deferred_interrupt() as interrupt, _restored_label_check(loss_fn):
         for epoch in range(start_epoch, epochs):
             epoch_start_state = batches.state()
             stats = _EpochStats(steps_per_epoch, partial)
-            bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress)
+            bar = ProgressBar(steps_per_epoch, f"epoch {epoch + 1}/{epochs} ", stream, enabled=progress,
+                              initial=skip_steps)
             started = time.perf_counter()
             for step, (xb, yb) in enumerate(batches):
                 if step < skip_steps:
                     continue
+                if dp is not None:
+                    xb, yb = dp.shard(xb, yb)
                 try:
                     logits = model.forward(xb)
                     loss = loss_fn.forward(logits, yb)
                     optimizer.zero_grad()
                     model.backward(loss_fn.backward(), need_input_grad=False)
+                    if dp is not None:
+                        dp.average_gradients()
                     optimizer.step()
                 except Exception as exc:
                     if is_out_of_memory(exc):
@@ -142,23 +196,29 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                         bar.close()
                         raise TrainingDiverged(
                             f"loss became {bad[1]} at epoch {epoch + 1}, step {bad[0] + 1} of {steps_per_epoch}; "
-                            f"training stopped" + (f", the last good checkpoint {checkpoint} is kept"
-                                                   if checkpoint else ""))
+                            f"training stopped; {good.describe()}")
                     elapsed = time.perf_counter() - started
                     bar.update(step + 1, loss=stats.mean_loss, acc=stats.accuracy,
                                img_s=stats.seen_now / max(elapsed, 1e-9))
                 if interrupt["hit"]:
                     bar.close()
-                    if checkpoint is not None:
+                    saved = checkpoint is not None and _all_finite(model)
+                    if saved:
                         save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
                             "epoch": epoch, "step": step + 1, "batches": epoch_start_state,
-                            "history": history, "partial": stats.as_partial()})
+                            "history": history, "partial": stats.as_partial(), "batch_size": batch_size,
+                            "num_samples": batches.num_samples, "info": checkpoint_info})
+                        good.written(epoch, step + 1)
                     raise KeyboardInterrupt(
                         f"training interrupted at epoch {epoch + 1}, step {step + 1}"
-                        + (f"; checkpoint written to {checkpoint} (resume to continue exactly)" if checkpoint else ""))
-            bar.close()
+                        + (f"; checkpoint written to {checkpoint} (resume to continue exactly)" if saved else
+                           f"; the weights are not finite, so no checkpoint was written; {good.describe()}"
+                           if checkpoint else ""))
             skip_steps, partial = 0, None
             seconds = time.perf_counter() - started
+            if dp is not None:
+                totals = dp.end_epoch(stats.loss_sum, stats.correct_sum, stats.seen, stats.seen_now)
+                stats.loss_sum, stats.correct_sum, stats.seen, stats.seen_now = totals
             history["epoch"].append(epoch + 1)
             history["loss"].append(stats.mean_loss)
             history["accuracy"].append(stats.accuracy)
@@ -166,18 +226,101 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             history["seconds"].append(seconds)
             history["images_per_second"].append(stats.seen_now / max(seconds, 1e-9))
             if validation is not None:
-                result = evaluate(model, loss_fn, validation[0], validation[1], batch_size=max(batch_size, 1000))
+                val_batch = max(batch_size, 1000)
+                # On a terminal the validation pass shows its own bar, erased when done; elsewhere it stays quiet.
+                val_bar = ProgressBar(math.ceil(len(validation[0]) / val_batch), f"epoch {epoch + 1}/{epochs} "
+                                      f"validating ", stream, enabled=bar.interactive, leave=False)
+                bar.clear()
+                result = _evaluate(model, validation[0], validation[1], loss_fn, val_batch, val_bar)
+                if dp is not None:
+                    result = dp.reduce_evaluation(result, len(validation[0]))
                 history["val_loss"].append(result["loss"])
                 history["val_accuracy"].append(result["accuracy"])
+                if not math.isfinite(result["loss"]):
+                    bar.close()
+                    raise TrainingDiverged(f"validation loss became {result['loss']} after epoch {epoch + 1}; "
+                                           f"training stopped; {good.describe()}")
+                bar.update(steps_per_epoch, loss=stats.mean_loss, acc=stats.accuracy,
+                           img_s=stats.seen_now / max(seconds, 1e-9), val_loss=result["loss"],
+                           val_acc=result["accuracy"])
+            bar.close()
+            if not _all_finite(model):
+                raise TrainingDiverged(f"a weight became NaN or infinite in epoch {epoch + 1}; training stopped; "
+                                       f"{good.describe()}")
             if scheduler is not None:
                 scheduler.step()
             if checkpoint is not None:
                 save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
                     "epoch": epoch + 1, "step": 0, "batches": batches.state(), "history": history,
-                    "partial": None})
+                    "partial": None, "batch_size": batch_size, "num_samples": batches.num_samples,
+                    "info": checkpoint_info})
+                good.written(epoch + 1, 0)
             if on_epoch_end is not None:
                 on_epoch_end(history)
     return history
+
+
+def _warm_up_kernels(model, stream=None):
+    """Compile (or load from CuPy's disk cache) the CUDA kernels of the model's float type before the
+    first epoch's timer starts, so that epoch 1 reports training speed, not compile time. Returns the
+    seconds it took (0.0 on the CPU); says so on ``stream`` when given."""
+    params = model.parameters()
+    if not params or get_array_module(params[0].data) is numpy:
+        return 0.0
+    from .ops.cuda import loader
+
+    data = params[0].data
+    started = time.perf_counter()
+    loader.compile_all(data.dtype, data.device.id)
+    seconds = time.perf_counter() - started
+    if stream is not None:
+        print(f"CUDA kernels ready in {seconds:.1f} s (compiled once, then cached in {loader.kernel_cache_dir()})",
+              file=stream, flush=True)
+    return seconds
+
+
+def _all_finite(model):
+    """True when every parameter and buffer is finite: one read-back per epoch, of one flag."""
+    values = list(model.named_state().values())
+    if not values:
+        return True
+    with device_scope(values[0]):
+        xp = get_array_module(values[0])
+        return bool(xp.stack([xp.isfinite(v).all() for v in values]).all())
+
+
+class _GoodCheckpoint:
+    """Where the last checkpoint with finite weights and losses is, to say so truthfully when training stops."""
+
+    def __init__(self, path):
+        self.path, self.position = path, None
+
+    def written(self, epoch, step):
+        self.position = (epoch, step)
+
+    def describe(self):
+        if self.path is None:
+            return "no checkpoint was asked for"
+        if self.position is None:
+            earlier = (f"; {self.path} is from an earlier run, not this one" if os.path.exists(self.path) else "")
+            return f"no good checkpoint was written{earlier}"
+        epoch, step = self.position
+        where = f"after epoch {epoch}" if step == 0 else f"at epoch {epoch + 1}, step {step}"
+        return f"the last good checkpoint ({where}) is {self.path}"
+
+
+def _same_run(path, batch_size, steps_per_epoch, batches):
+    """A check for load_training_checkpoint: the checkpoint's batch size, data-set size and step fit this run."""
+    def check(meta):
+        for key, ours in (("batch_size", batch_size), ("num_samples", batches.num_samples)):
+            theirs = meta.get(key)
+            if theirs is not None and theirs != ours:
+                what = key.replace("_", " ").replace("num samples", "data-set size")
+                raise CheckpointError(f"{path}: was written with {what} {theirs}, this run has {ours}; "
+                                      f"refusing to resume on other terms")
+        if meta["step"] > steps_per_epoch:
+            raise CheckpointError(f"{path}: step {meta['step']} is past the {steps_per_epoch} steps of an epoch")
+    return check
 
 
 @contextlib.contextmanager

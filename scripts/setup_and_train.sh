@@ -8,10 +8,15 @@ python3 -m venv .venv
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e '.[plot]'
 
-# A GPU with a working driver: CuPy for the CUDA major version the driver supports.
+# A GPU with a working driver: gpucnn's extra for the CUDA major version the driver supports, which
+# brings CuPy and CUDA's libraries (runtime, NVRTC, cuBLAS) from pip: the host needs only the driver.
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
   cuda_major=$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n 1)
-  python -m pip install --quiet "cupy-cuda${cuda_major:-12}x" || echo "warning: CuPy did not install; training on the CPU"
+  # A driver for CUDA 14 or later still runs CUDA 13 code; one older than CUDA 12 is not supported.
+  if [ "${cuda_major:-0}" -ge 13 ]; then extra=cuda13; else extra=cuda12; fi
+  [ "${cuda_major:-0}" -ge 12 ] || echo "warning: the driver reports CUDA '${cuda_major:-?}'; gpucnn needs CUDA 12 or 13"
+  python -m pip install --quiet -e ".[plot,${extra}]" || echo "warning: gpucnn[${extra}] did not install; training on the CPU"
+  python -m gpucnn doctor --quick || echo "warning: gpucnn doctor found a problem with the GPU path (see above)"
 fi
 
 # Debian ships Fashion-MNIST as a package; elsewhere the loader downloads the official files

@@ -359,6 +359,24 @@ class DeviceArray(numpy.ndarray):
 
 # ----------------------------------------------------------------------------- the cupy module
 
+class Event:
+    """``cupy.cuda.Event``: the emulation finishes every launch when it is made, so an event is done as soon
+    as it is recorded (``done`` is a query, not a read-back; ``synchronize`` counts as one)."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.recorded = False
+
+    def record(self, stream=None):
+        self.recorded = True
+
+    @property
+    def done(self):
+        return True
+
+    def synchronize(self):
+        _sync("Event.synchronize")
+
+
 def to_host(a):
     """A NumPy copy of a device (or host) array, without counting a sync: for the tests' own checks."""
     with internal():
@@ -479,6 +497,33 @@ def _refuse_compile(*args, **kwargs):
                        "(loader.get_kernel is replaced)")
 
 
+class ProbeRawKernel:
+    """``cupy.RawKernel`` for the backend's usability probe only: ``compile()`` checks that the source
+    declares the named ``extern "C" __global__`` function (the emulation has no NVRTC to run; a
+    blind spot) and raises CuPy's error type for a missing one; a launch is refused, because gpucnn's
+    own kernels go through the loader to the host harness."""
+
+    def __init__(self, code, name, options=(), backend="nvrtc", **kwargs):
+        self.code, self.name, self.options = code, name, options
+
+    def compile(self, log_stream=None):
+        if f"__global__ void {self.name}(" not in self.code:
+            raise CompileException(f"kernel {self.name!r} is not defined in the source")
+
+    def __call__(self, *args, **kwargs):
+        _refuse_compile()
+
+
+class CompileException(Exception):
+    """Stands in for cupy.cuda.compiler.CompileException."""
+
+
+# What the emulated device reports about itself (an H100-like device).
+DEVICE_PROPERTIES = {"name": b"Emulated GPU (host harness)", "totalGlobalMem": 80 * 2 ** 30, "major": 9,
+                     "minor": 0, "multiProcessorCount": 132}
+CUDA_VERSION = 13000
+
+
 def make_fake_cupy():
     """A fresh stand-in ``cupy`` module (see the module docstring)."""
     fake = types.ModuleType("cupy")
@@ -492,12 +537,21 @@ def make_fake_cupy():
     fake.empty = _empty
     fake.empty_like = _empty_like
     fake.get_array_module = _get_array_module
-    fake.RawModule = fake.RawKernel = fake.ElementwiseKernel = fake.ReductionKernel = _refuse_compile
+    fake.RawModule = fake.ElementwiseKernel = fake.ReductionKernel = _refuse_compile
+    fake.RawKernel = ProbeRawKernel
     fake.random = types.SimpleNamespace(RandomState=RandomState)
     fake.cuda = types.SimpleNamespace(
         Device=Device,
+        Event=Event,
         runtime=types.SimpleNamespace(getDeviceCount=lambda: DEVICE_COUNT,
-                                      getDevice=lambda: Device._stack[-1]),
+                                      getDevice=lambda: Device._stack[-1],
+                                      runtimeGetVersion=lambda: CUDA_VERSION,
+                                      driverGetVersion=lambda: CUDA_VERSION,
+                                      getDeviceProperties=lambda index: dict(DEVICE_PROPERTIES)),
+        nvrtc=types.SimpleNamespace(getVersion=lambda: (CUDA_VERSION // 1000, 0)),
+        device=types.SimpleNamespace(get_cublas_handle=lambda: 1),
+        cublas=types.SimpleNamespace(getVersion=lambda handle: 130000),
+        compiler=types.SimpleNamespace(CompileException=CompileException),
         get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: _sync("Stream.synchronize")),
     )
     for dtype_name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_",
@@ -585,6 +639,8 @@ def installed(harness, kernel_class):
                         return super().__call__(grid, block, args, *rest, **kwargs)
 
             loader.get_kernel = lambda file, expression: Kernel(loader, harness, file, expression)
+            # "Compiling" a kernel file means the harness holds it: nvcc built the harness from the same headers.
+            loader.get_module = lambda file, ctype: harness
             SYNCS.reset()
             DEVICE_MISMATCHES.reset()
             yield Emulated(devices=DEVICE_MISMATCHES, cupy=fake, loader=loader, launches=launches, syncs=SYNCS,

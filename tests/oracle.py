@@ -8,7 +8,7 @@ reference: ``assert_close``.
 """
 import numpy
 
-__all__ = ["resolve_conv_padding", "pad2d", "conv2d_forward", "conv2d_backward",
+__all__ = ["resolve_conv_padding", "pad2d", "dilate_kernel", "conv2d_forward", "conv2d_backward",
            "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "dense_forward", "dense_backward",
            "softmax_cross_entropy", "assert_close", "to_numpy", "pair"]
@@ -24,17 +24,18 @@ def pair(v):
     return int(v), int(v)
 
 
-def resolve_conv_padding(kernel_size, padding):
+def resolve_conv_padding(kernel_size, padding, dilation=1):
     """(top, bottom, left, right) for a conv padding argument (int, (h, w), 'valid', 'same').
 
-    'same' (stride 1): total padding k - 1 per axis; an odd total puts the extra zero
-    at the bottom/right, as PyTorch does.
+    'same' (stride 1): total padding d*(k - 1) per axis (the dilated kernel's extent
+    minus one); an odd total puts the extra zero at the bottom/right, as PyTorch does.
     """
     kh, kw = pair(kernel_size)
+    dy, dx = pair(dilation)
     if padding == "valid":
         return 0, 0, 0, 0
     if padding == "same":
-        th, tw = kh - 1, kw - 1
+        th, tw = dy * (kh - 1), dx * (kw - 1)
         return th // 2, th - th // 2, tw // 2, tw - tw // 2
     ph, pw = pair(padding)
     return ph, ph, pw, pw
@@ -59,21 +60,41 @@ def output_size(h, w, kernel, stride, pad):
 # ----------------------------------------------------------------------------------------
 # convolution (cross-correlation, as every framework computes it)
 
-def conv2d_forward(x, w, b, stride, pad):
-    """y[n, o, oy, ox] = b[o] + sum over the window of x_pad * w[o]."""
+def dilate_kernel(w, dilation):
+    """Spread a (O, C, kh, kw) kernel out: (d - 1) zeros between neighbouring taps.
+
+    A dilated convolution is the plain convolution with this bigger, mostly-zero kernel.
+    """
+    dy, dx = pair(dilation)
+    out_c, in_c, kh, kw = w.shape
+    out = numpy.zeros((out_c, in_c, dy * (kh - 1) + 1, dx * (kw - 1) + 1))
+    out[:, :, ::dy, ::dx] = w
+    return out
+
+
+def conv2d_forward(x, w, b, stride, pad, dilation=1, groups=1):
+    """y[n, o, oy, ox] = b[o] + sum over the window of x_pad * w[o].
+
+    With dilation the window takes every dy-th row and dx-th column; with groups, filter o
+    sees only the input channels of its group (C/groups of them, w is (O, C/groups, kh, kw)).
+    """
     x = numpy.asarray(x, dtype=numpy.float64)
     w = numpy.asarray(w, dtype=numpy.float64)
     n_batch, _, h, wid = x.shape
-    out_c, _, kh, kw = w.shape
+    out_c, group_c, kh, kw = w.shape
     sy, sx = pair(stride)
-    oh, ow = output_size(h, wid, (kh, kw), (sy, sx), pad)
+    dy, dx = pair(dilation)
+    eh, ew = dy * (kh - 1) + 1, dx * (kw - 1) + 1
+    out_per_group = out_c // groups
+    oh, ow = output_size(h, wid, (eh, ew), (sy, sx), pad)
     xp = pad2d(x, pad)
     y = numpy.zeros((n_batch, out_c, oh, ow))
     for n in range(n_batch):
         for o in range(out_c):
+            first = (o // out_per_group) * group_c      # the first input channel of o's group
             for oy in range(oh):
                 for ox in range(ow):
-                    window = xp[n, :, oy * sy:oy * sy + kh, ox * sx:ox * sx + kw]
+                    window = xp[n, first:first + group_c, oy * sy:oy * sy + eh:dy, ox * sx:ox * sx + ew:dx]
                     y[n, o, oy, ox] = numpy.sum(window * w[o])
                     if b is not None:
                         y[n, o, oy, ox] += b[o]
@@ -89,43 +110,57 @@ def dilate(dy, stride):
     return out
 
 
-def conv2d_backward(x, w, dy, stride, pad):
+def conv2d_backward(x, w, dy, stride, pad, dilation=1, groups=1):
     """(dx, dw, db) of ``conv2d_forward``.
 
     dW is the correlation of the (padded) input with dY, dY spread out by the stride.
     dX is the FULL convolution of dY -- dilated by the stride and zero padded by k - 1
     on every side -- with the kernel rotated by 180 degrees; that gives the gradient of
     the padded input, from which the padding is cut away.
+
+    A dilated kernel is the plain kernel spread out with zeros (``dilate_kernel``): both
+    formulas run with that kernel, and dW keeps the taps that are real. With groups, each
+    group is its own convolution: group g's filters, group g's input channels.
     """
     x = numpy.asarray(x, dtype=numpy.float64)
     w = numpy.asarray(w, dtype=numpy.float64)
     dy = numpy.asarray(dy, dtype=numpy.float64)
     n_batch, in_c, h, wid = x.shape
-    out_c, _, kh, kw = w.shape
+    out_c, group_c, _, _ = w.shape
+    out_per_group = out_c // groups
     sy, sx = pair(stride)
     pt, pb, pl, pr = pad
+    w_big = dilate_kernel(w, dilation)              # (O, C/groups, eh, ew)
+    kh, kw = w_big.shape[2:]
     xp = pad2d(x, pad)
     dyd = dilate(dy, (sy, sx))                      # (N, O, Dh, Dw)
     dh, dw_ = dyd.shape[2:]
 
-    # dW[o, c, i, j] = sum_n sum_{a, b} x_pad[n, c, i + a, j + b] * dY_dilated[n, o, a, b]
-    grad_w = numpy.zeros_like(w)
+    # dW[o, c, i, j] = sum_n sum_{a, b} x_pad[n, c, i + a, j + b] * dY_dilated[n, o, a, b]  (c in o's group)
+    grad_w_big = numpy.zeros_like(w_big)
     for o in range(out_c):
-        for c in range(in_c):
+        first = (o // out_per_group) * group_c
+        for c in range(group_c):
             for i in range(kh):
                 for j in range(kw):
-                    grad_w[o, c, i, j] = numpy.sum(xp[:, c, i:i + dh, j:j + dw_] * dyd[:, o])
+                    grad_w_big[o, c, i, j] = numpy.sum(xp[:, first + c, i:i + dh, j:j + dw_] * dyd[:, o])
+    dil_y, dil_x = pair(dilation)
+    grad_w = grad_w_big[:, :, ::dil_y, ::dil_x]
 
-    # dX_pad = full_conv(dY_dilated, rot180(W)), i.e. correlate the (k-1)-padded dY with the rotated kernel.
-    rot = w[:, :, ::-1, ::-1]
+    # dX_pad = full_conv(dY_dilated, rot180(W)), i.e. correlate the (k-1)-padded dY with the rotated kernel;
+    # input channel c gets contributions from the filters of its group only.
+    rot = w_big[:, :, ::-1, ::-1]
     dyp = pad2d(dyd, (kh - 1, kh - 1, kw - 1, kw - 1))
     full_h, full_w = dh + kh - 1, dw_ + kw - 1      # = sy*(oh-1)+kh: the rows the windows touched
     grad_xp = numpy.zeros(xp.shape)                 # rows past the last window keep gradient 0
     for n in range(n_batch):
         for c in range(in_c):
+            g = c // group_c
+            filters = slice(g * out_per_group, (g + 1) * out_per_group)
             for yy in range(full_h):
                 for xx in range(full_w):
-                    grad_xp[n, c, yy, xx] = numpy.sum(dyp[n, :, yy:yy + kh, xx:xx + kw] * rot[:, c])
+                    grad_xp[n, c, yy, xx] = numpy.sum(dyp[n, filters, yy:yy + kh, xx:xx + kw]
+                                                      * rot[filters, c - g * group_c])
     grad_x = grad_xp[:, :, pt:pt + h, pl:pl + wid]
 
     grad_b = dy.sum(axis=(0, 2, 3))

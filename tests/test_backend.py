@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy
 import pytest
 
@@ -108,3 +110,91 @@ def test_to_device_cuda_round_trip():
     assert backend.device_of(on_gpu) == "cuda:0"
     assert backend.get_array_module(on_gpu) is not numpy
     assert numpy.array_equal(backend.asnumpy(on_gpu), x)
+
+
+@contextlib.contextmanager
+def emulated_cupy(**breakage):
+    """The emulated CuPy as ``cupy``, with pieces broken as named: nvrtc=exc, cublas=exc, kernel_source=str."""
+    from emulated_cupy import cupy_replaced_by, make_fake_cupy
+
+    fake = make_fake_cupy()
+    if "nvrtc" in breakage:
+        def no_nvrtc():
+            raise breakage["nvrtc"]
+        fake.cuda.nvrtc.getVersion = no_nvrtc
+    if "cublas" in breakage:
+        def no_cublas():
+            raise breakage["cublas"]
+        fake.cuda.device.get_cublas_handle = no_cublas
+    with cupy_replaced_by(fake):
+        backend._probe_cupy.cache_clear()
+        try:
+            yield fake
+        finally:
+            backend._probe_cupy.cache_clear()
+
+
+def test_usable_gpu_means_device_nvrtc_and_cublas():
+    with emulated_cupy():
+        assert backend.gpu_available() and backend.gpu_unavailable_reason() is None
+        assert backend.resolve_device("auto") == "cuda:0"
+        assert backend.describe_auto_choice("cuda:0") == "device auto -> cuda:0"
+
+
+@pytest.mark.parametrize("piece, error, named", [
+    ("nvrtc", OSError("libnvrtc.so.13: cannot open shared object file"), "NVRTC"),
+    ("cublas", OSError("libcublas.so.13: cannot open shared object file"), "cuBLAS"),
+])
+def test_missing_cuda_library_names_the_piece_and_the_pip_command(monkeypatch, piece, error, named):
+    monkeypatch.setattr(backend, "nvidia_driver_cuda_version", lambda: (13, 0))
+    with emulated_cupy(**{piece: error}):
+        reason = backend.gpu_unavailable_reason()
+        assert not backend.gpu_available()
+        assert named in reason and "cannot open shared object file" in reason
+        assert "pip install 'gpucnn[cuda13]'" in reason
+        assert backend.resolve_device("auto") == "cpu"
+        with pytest.raises(RuntimeError, match=named):
+            backend.resolve_device("cuda")
+        line = backend.describe_auto_choice("cpu")
+        assert "NVIDIA driver (CUDA 13.0) is present" in line and named in line
+
+
+def test_probe_kernel_that_does_not_compile_is_a_reason(monkeypatch):
+    monkeypatch.setattr(backend, "_PROBE_KERNEL", "this is not CUDA")
+    with emulated_cupy():
+        assert "NVRTC" in backend.gpu_unavailable_reason()
+
+
+def test_missing_runtime_with_a_driver_suggests_the_install(monkeypatch):
+    import sys
+    import types
+
+    class Runtime:
+        @staticmethod
+        def getDeviceCount():
+            raise RuntimeError("CUDA runtime library libcudart.so.12 not found")
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=Runtime)
+    fake.ndarray = type("ndarray", (), {})
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backend, "nvidia_driver_cuda_version", lambda: (12, 4))
+    backend._probe_cupy.cache_clear()
+    try:
+        reason = backend.gpu_unavailable_reason()
+        assert "libcudart" in reason and "pip install 'gpucnn[cuda12]'" in reason
+        assert backend.describe_auto_choice("cpu").startswith("device auto -> cpu, although an NVIDIA driver")
+    finally:
+        monkeypatch.undo()
+        backend._probe_cupy.cache_clear()
+
+
+def test_no_driver_says_so(monkeypatch):
+    monkeypatch.setattr(backend, "nvidia_driver_cuda_version", lambda: None)
+    assert backend.describe_auto_choice("cpu").startswith("device auto -> cpu (no NVIDIA driver on this machine")
+    assert "gpucnn[cuda13]" in backend.install_command()
+
+
+def test_driver_version_probe_never_raises():
+    version = backend.nvidia_driver_cuda_version()
+    assert version is None or (isinstance(version, tuple) and len(version) == 2)

@@ -88,7 +88,8 @@ def mirror_device_dropout(model):
 
 
 def build_model(dtype, seed=0):
-    """Every layer kind; both conv paths (direct kernel for K <= 32, im2col + GEMM above)."""
+    """Every layer kind; both conv paths (direct kernel for K <= 32, im2col + GEMM above), dilated and
+    grouped convolutions on both."""
     rng = numpy.random.default_rng(seed)
     return gpucnn.Sequential([
         # no bias before BatchNorm: its gradient is zero up to rounding, which Adam would blow up to +-lr
@@ -99,6 +100,8 @@ def build_model(dtype, seed=0):
         Conv2D(3, 4, (3, 4), stride=(1, 2), padding=(1, 2), dtype=dtype, rng=rng),  # K=36: GEMM, (3,4,5,3)
         ReLU(),
         Conv2D(4, 4, 2, padding="same", dtype=dtype, rng=rng),                      # even kernel: pads 0/1
+        Conv2D(4, 4, 3, padding="same", dilation=2, groups=4, dtype=dtype, rng=rng),  # depthwise, dilated: direct
+        Conv2D(4, 4, (4, 5), padding="same", dilation=(1, 2), groups=2, dtype=dtype, rng=rng),  # K/group=40: GEMM
         Tanh(),
         AvgPool2D(2, stride=1, padding=1),                                          # (3,4,6,4)
         Flatten(),
@@ -328,8 +331,9 @@ class FitTrace:
                                 (optimizer, "zero_grad", "optimizer.zero_grad"),
                                 (optimizer, "step", "optimizer.step"),
                                 (train, "check_label_range", "fit label check"),
-                                (train, "evaluate", "evaluate"),
+                                (train, "_evaluate", "evaluate"),  # fit validates through _evaluate
                                 (train, "save_training_checkpoint", "checkpoint"),
+                                (train, "_all_finite", "finite weights"),
                                 (train._EpochStats, "record", "stats.record"),
                                 (train._EpochStats, "sync", "stats.sync")):
             monkeypatch.setattr(obj, attr, self.wrap(name, getattr(obj, attr)))
@@ -388,6 +392,7 @@ def test_fit_on_device_matches_cpu_and_syncs_only_on_purpose(gpu, tmp_path, monk
         at_epoch_end = step + 1 == STEPS_PER_EPOCH
         assert len(by_name.get("evaluate", [])) == int(at_epoch_end), index
         assert len(by_name.get("checkpoint", [])) == int(at_epoch_end), index
+        assert [c for c, _ in by_name.get("finite weights", [])] == ([1] if at_epoch_end else []), index
 
     # (c) the CPU run's history, to float32 tolerance; the same learning rates, the same accuracies
     assert gpu_history["epoch"] == cpu_history["epoch"] == [1, 2]
@@ -572,3 +577,57 @@ def test_fit_on_the_second_device_matches_cpu(gpu, tmp_path):
     numpy.testing.assert_allclose(gpu_history["loss"], cpu_history["loss"], rtol=1e-4)
     assert all(backend.device_of(p.data) == "cuda:1" for p in gpu_model.parameters())
     assert gpu.devices.events == []
+
+
+def test_fit_compiles_the_kernels_of_its_float_type_before_the_first_step(gpu, monkeypatch):
+    import io
+    calls = []
+    real_compile_all = gpu.loader.compile_all
+
+    def recording_compile_all(dtype, device=None):
+        calls.append((numpy.dtype(dtype), device, len(gpu.launches)))
+        return real_compile_all(dtype, device)
+
+    monkeypatch.setattr(gpu.loader, "compile_all", recording_compile_all)
+    x, y = fit_data()
+    model = fit_model().to("cuda:1")
+    log = io.StringIO()
+    train.fit(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=0.1), backend.to_device(x, "cuda:1"),
+              backend.to_device(y, "cuda:1"), 1, batch_size=16, stream=log)
+    assert calls == [(numpy.dtype(F32), 1, 0)]  # float32 only, on the model's device, before any launch
+    assert "CUDA kernels ready in" in log.getvalue()
+    assert len(gpu.launches) > 0
+
+
+def test_predict_summary_state_dict_and_export_of_a_device_model(gpu, tmp_path):
+    def make():
+        return gpucnn.Sequential([Conv2D(1, 3, 3, padding="same", rng=0), BatchNorm2D(3), ReLU(), MaxPool2D(2),
+                                  Flatten(), Dropout(0.5, rng=0), Dense(3 * 4 * 4, 5, rng=1)])
+
+    cpu_model, gpu_model = make(), make().to("cuda")
+    x = numpy.random.default_rng(0).random((7, 1, 8, 8), dtype=F32)
+    out = gpu_model.predict(x, batch_size=3)  # host inputs, moved batch by batch
+    assert isinstance(out, DeviceArray) and gpu_model.training
+    assert_close(out, cpu_model.predict(x), F32, "predict")
+    assert gpu_model.summary((1, 8, 8), print_fn=None).total_params == cpu_model.summary((1, 8, 8),
+                                                                                         print_fn=None).total_params
+    gpu_model.forward(backend.to_device(x, "cuda"))  # running statistics move on the device
+    state = gpu_model.state_dict()
+    assert all(isinstance(v, DeviceArray) for v in state.values())
+    cpu_model.load_state_dict(state)  # device arrays into a host model ...
+    assert all(type(v) is numpy.ndarray for v in cpu_model.state_dict().values())
+    make().to("cuda").load_state_dict(cpu_model.state_dict())  # ... and host arrays into a device model
+    assert_close(gpu_model.predict(x), cpu_model.predict(x), F32, "after load_state_dict")
+    if _onnx_runtime() is not None:  # the export copies the device weights to the host
+        gpucnn.onnx.export(gpu_model, tmp_path / "m.onnx", (1, 8, 8))
+        session = _onnx_runtime().InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+        assert_close(session.run(None, {"input": x})[0], cpu_model.predict(x), F32, "onnx")
+
+
+def _onnx_runtime():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime

@@ -194,3 +194,23 @@ def test_sequential_train_eval_reaches_every_layer(rng):
     model.train()
     assert not numpy.array_equal(model.forward(x), model.forward(x))    # dropout back on
     assert numpy.any(bn.running_mean != 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_dilated_grouped_model(seed):
+    """conv (random dilation, groups, stride, padding), activation, depthwise conv, flatten, dense."""
+    r = numpy.random.default_rng(1000 + seed)
+    groups = int(r.integers(1, 4))
+    c, o = groups * int(r.integers(1, 3)), groups * int(r.integers(1, 3))
+    k = (int(r.integers(1, 4)), int(r.integers(1, 4)))
+    d = (int(r.integers(1, 3)), int(r.integers(1, 3)))
+    padding = ["same", (int(r.integers(0, 3)), int(r.integers(0, 3)))][int(r.integers(0, 2))]
+    stride = 1 if padding == "same" else (int(r.integers(1, 3)), int(r.integers(1, 3)))
+    x = r.standard_normal((2, c, 7, 6))
+    layers = [Conv2D(c, o, k, stride=stride, padding=padding, dilation=d, groups=groups, dtype=F64, rng=r),
+              Tanh(), Conv2D(o, o, 2, padding="same", dilation=2, groups=o, dtype=F64, rng=r), Flatten()]
+    features = gpucnn.Sequential(layers).forward(x).shape[1]
+    model = gpucnn.Sequential(layers + [Dense(features, 3, dtype=F64, rng=r)])
+    for p in model.parameters():
+        p.data[...] += 0.1 * r.standard_normal(p.data.shape)
+    check_layer(model, x, seed=seed)

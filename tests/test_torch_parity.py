@@ -337,3 +337,43 @@ def test_small_model_step(dtype, rtol, atol, rng, device):
         want = theirs(T(x)).numpy()
     assert_close(ours.forward(dev(x.astype(dtype), device)), want, rtol=rtol * 10, atol=atol * 10,
                  what="logits after the step")
+
+
+# (N, C, H, W, O, kernel, stride, padding, dilation, groups)
+DILATED_GROUPED_CONFIGS = [
+    (2, 2, 9, 9, 3, 3, 1, 0, 2, 1),
+    (2, 3, 8, 9, 2, 3, 1, "same", 2, 1),
+    (1, 2, 7, 8, 2, 2, 1, "same", 3, 1),                # odd total pad d*(k-1) = 3
+    (2, 2, 7, 9, 3, (2, 4), 1, "same", (3, 1), 1),
+    (2, 3, 11, 10, 2, 3, (2, 3), (1, 2), (2, 3), 1),
+    (2, 4, 6, 7, 6, 3, 1, 1, 1, 2),
+    (2, 4, 7, 6, 4, 3, 1, "same", 1, 4),                # depthwise
+    (2, 4, 8, 8, 4, 4, 1, "same", 2, 4),                # depthwise, even kernel, dilated 'same'
+    (1, 3, 9, 8, 6, 3, 2, 1, 2, 3),                     # depthwise, multiplier 2, strided, dilated
+    (2, 6, 9, 9, 4, (3, 2), (1, 2), (2, 1), (2, 2), 2),
+    (2, 12, 6, 7, 8, 3, 1, 1, 1, 2),                    # K per group 54: im2col + GEMM on the GPU
+]
+
+
+@pytest.mark.parametrize("cfg", DILATED_GROUPED_CONFIGS, ids=str)
+def test_conv2d_dilated_grouped(cfg, rng, device):
+    n, c, h, w, o, k, s, p, d, g = cfg
+    layer = Conv2D(c, o, k, stride=s, padding=p, dilation=d, groups=g, dtype=F64)
+    weight = rng.standard_normal(layer.weight.data.shape)
+    set_param(layer.weight, weight)
+    b = rng.standard_normal(o)
+    set_param(layer.bias, b)
+    x = rng.standard_normal((n, c, h, w))
+    xt, wt, bt = T(x, True), T(weight, True), T(b, True)
+    yt = _torch_call(F.conv2d, xt, wt, bt, stride=s, padding=p, dilation=d, groups=g)
+    theirs = torch.nn.Conv2d(c, o, k, stride=s, padding=p, dilation=d, groups=g)
+    assert tuple(theirs.weight.shape) == layer.weight.data.shape
+    gy = rng.standard_normal(tuple(yt.shape))
+    yt.backward(T(gy))
+    on_device(layer, device)
+    y = layer.forward(dev(x, device))
+    dx = layer.backward(dev(gy, device))
+    assert_close(y, yt.detach().numpy(), what="y")
+    assert_close(dx, xt.grad.numpy(), what="dx")
+    assert_close(layer.weight.grad, wt.grad.numpy(), what="dW")
+    assert_close(layer.bias.grad, bt.grad.numpy(), what="db")

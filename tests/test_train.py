@@ -1,3 +1,4 @@
+import io
 import os
 import signal
 
@@ -47,7 +48,7 @@ def test_fit_learns_and_reports_history():
 def test_evaluate_restores_mode():
     model = toy_model()
     x, y = toy_data()
-    result = evaluate(model, SoftmaxCrossEntropy(), x, y, batch_size=10)
+    result = evaluate(model, x, y, SoftmaxCrossEntropy(), batch_size=10)
     assert 0 <= result["accuracy"] <= 1 and result["loss"] > 0
     assert model.training
 
@@ -140,3 +141,142 @@ def test_out_of_gpu_memory_names_the_batch_size():
     model = toy_model()
     with pytest.raises(MemoryError, match=r"batch size 32.*e\.g\. 16"):
         fit(model, Exploding(), Adam(model.parameters()), x, y, 1, batch_size=32, progress=False)
+
+
+def test_evaluate_without_a_loss_gives_accuracy_alone():
+    model = toy_model()
+    x, y = toy_data()
+    with_loss = evaluate(model, x, y, SoftmaxCrossEntropy(), batch_size=10)
+    alone = evaluate(model, x, y, batch_size=7)
+    assert set(alone) == {"accuracy"}
+    assert alone["accuracy"] == with_loss["accuracy"]
+
+
+def test_evaluate_refuses_mismatched_labels():
+    x, y = toy_data()
+    with pytest.raises(ValueError, match="96 inputs but 95 labels"):
+        evaluate(toy_model(), x, y[:-1])
+
+
+def test_evaluate_progress_writes_its_own_bar():
+    stream = io.StringIO()
+    x, y = toy_data()
+    evaluate(toy_model(), x, y, batch_size=10, progress=True, stream=stream)
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].startswith("eval [") and " 10/10 " in lines[-1]
+
+
+def test_fit_prints_validation_metrics_per_epoch_in_a_log():
+    stream = io.StringIO()
+    x, y = toy_data()
+    model = toy_model()
+    fit(model, SoftmaxCrossEntropy(), Adam(model.parameters(), lr=1e-2), x, y, 2, batch_size=8,
+        validation=(x, y), seed=3, sync_every=1, stream=stream)
+    lines = stream.getvalue().splitlines()
+    ends = [line for line in lines if " 12/12 " in line]
+    assert [line.split(" [")[0] for line in ends] == ["epoch 1/2", "epoch 2/2"]
+    assert all("val_loss " in line and "val_acc " in line for line in ends)
+    assert len(lines) == 2 * 10  # 9 lines at the tenths of 12 steps, one at the end, per epoch
+    assert "validating" not in stream.getvalue()  # the validation bar shows on terminals only
+
+
+class PoisonAt(SoftmaxCrossEntropy):
+    """Multiplies the logits by NaN at the given forward calls (1-based)."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.calls, self.n = set(calls), 0
+
+    def forward(self, logits, labels):
+        self.n += 1
+        if self.n in self.calls:
+            logits = logits * numpy.float32("nan")
+        return super().forward(logits, labels)
+
+
+def test_divergence_before_any_checkpoint_says_none_was_written(tmp_path):
+    ckpt = tmp_path / "c.npz"
+    x, y = toy_data()
+    model = toy_model()
+    with pytest.raises(TrainingDiverged, match="epoch 1, step 2 of 6; training stopped; no good checkpoint was "
+                                               "written$"):
+        fit(model, PoisonAt([2]), Adam(model.parameters()), x, y, 2, batch_size=16, progress=False,
+            checkpoint=str(ckpt))
+    assert not ckpt.exists()
+    ckpt.write_bytes(b"an earlier run's")
+    with pytest.raises(TrainingDiverged, match="is from an earlier run, not this one"):
+        fit(model, PoisonAt([2]), Adam(model.parameters()), x, y, 2, batch_size=16, progress=False,
+            checkpoint=str(ckpt))
+
+
+def test_divergence_names_the_last_good_checkpoint(tmp_path):
+    ckpt = str(tmp_path / "c.npz")
+    x, y = toy_data()
+    model = toy_model()
+    with pytest.raises(TrainingDiverged, match=r"the last good checkpoint \(after epoch 1\) is .*c.npz"):
+        fit(model, PoisonAt([8]), Adam(model.parameters()), x, y, 3, batch_size=16, progress=False,
+            checkpoint=ckpt)
+
+
+def test_infinite_weights_with_finite_losses_write_no_checkpoint(tmp_path):
+    ckpt = tmp_path / "c.npz"
+    x, y = toy_data()
+    model = toy_model()
+    opt = Adam(model.parameters())
+    real_step, calls = opt.step, {"n": 0}
+
+    def step():
+        real_step()
+        calls["n"] += 1
+        if calls["n"] == 6:  # the last step of epoch 1: its loss was computed before, and is finite
+            model.layers[-1].bias.data[0] = numpy.inf
+
+    opt.step = step
+    with pytest.raises(TrainingDiverged, match="a weight became NaN or infinite in epoch 1.*no good checkpoint"):
+        fit(model, SoftmaxCrossEntropy(), opt, x, y, 2, batch_size=16, progress=False, checkpoint=str(ckpt))
+    assert not ckpt.exists()
+
+
+def test_nan_validation_loss_stops_training(tmp_path):
+    x, y = toy_data()
+    x_val = x.copy()
+    x_val[0] = numpy.nan
+    model = toy_model()
+    with pytest.raises(TrainingDiverged, match="validation loss became nan after epoch 1; training stopped"):
+        fit(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x, y, 2, batch_size=16, progress=False,
+            validation=(x_val, y), checkpoint=str(tmp_path / "c.npz"))
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_resume_refuses_another_batch_size_or_data_set_and_changes_nothing(tmp_path):
+    ckpt = str(tmp_path / "c.npz")
+    run(toy_model(), 1, checkpoint=ckpt)
+    x, y = toy_data()
+    model = toy_model(seed=4)
+    before = [p.data.copy() for p in model.parameters()]
+    from gpucnn.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="batch size 16, this run has 32"):
+        fit(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x, y, 2, batch_size=32, progress=False,
+            checkpoint=ckpt, resume=True)
+    with pytest.raises(CheckpointError, match="data-set size 96, this run has 80"):
+        fit(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x[:80], y[:80], 2, batch_size=16,
+            progress=False, checkpoint=ckpt, resume=True)
+    assert all(numpy.array_equal(p.data, q) for p, q in zip(model.parameters(), before))
+
+
+def test_resume_keeps_the_given_learning_rate_and_betas_when_asked(tmp_path):
+    ckpt = str(tmp_path / "c.npz")
+    run(toy_model(), 1, checkpoint=ckpt)  # lr 1e-2, betas (0.9, 0.999), StepLR(2, 0.5)
+    x, y = toy_data()
+    model = toy_model()
+    opt = Adam(model.parameters(), lr=0.5, betas=(0.5, 0.6))
+    sched = StepLR(opt, step_size=2, gamma=0.5)
+    history = fit(model, SoftmaxCrossEntropy(), opt, x, y, 3, batch_size=16, scheduler=sched, seed=3,
+                  progress=False, checkpoint=ckpt, resume=True, keep_optimizer_settings=("lr", "betas"))
+    assert history["lr"] == [1e-2, 0.5, 0.25] and opt.betas == (0.5, 0.6)
+    fresh = str(tmp_path / "fresh.npz")
+    run(toy_model(), 1, checkpoint=fresh)
+    opt2 = Adam(toy_model().parameters(), lr=0.5, betas=(0.5, 0.6))
+    fit(toy_model(), SoftmaxCrossEntropy(), opt2, x, y, 1, batch_size=16, progress=False, checkpoint=fresh,
+        resume=True)
+    assert opt2.betas == (0.9, 0.999)  # by default the checkpoint's settings win, for an exact resume

@@ -2,6 +2,8 @@
 
     gpucnn train ...      train a named model on a data set (gpucnn/commands/train.py)
     gpucnn bench ...      time training steps per device, beside PyTorch (gpucnn/commands/bench.py)
+    gpucnn doctor         versions, devices, and every kernel checked against NumPy (gpucnn/commands/doctor.py)
+    gpucnn export ...     write a saved model or checkpoint as ONNX (gpucnn/commands/export.py)
 
 Each subcommand module has ``main(argv, prog) -> exit status``; ``python -m gpucnn`` and the
 thin wrappers in ``scripts/`` call the same functions.
@@ -15,6 +17,8 @@ __all__ = ["main", "SUBCOMMANDS"]
 SUBCOMMANDS = {
     "train": ("gpucnn.commands.train", "train a model and record the run (metrics, curves, checkpoints)"),
     "bench": ("gpucnn.commands.bench", "time training steps on each device, beside PyTorch"),
+    "doctor": ("gpucnn.commands.doctor", "say whether the GPU path works here: versions, devices, kernel checks"),
+    "export": ("gpucnn.commands.export", "write a saved model or a training checkpoint as an ONNX file"),
 }
 
 

@@ -2,7 +2,7 @@
 
     gpucnn bench                          # every usable device, batch 64, 128, 256, 1024
     gpucnn bench --device cpu --batch-sizes 128 --json
-    gpucnn bench --device cpu --path both  # the fast and the reference CPU path, side by side
+    gpucnn bench --device cpu --path fast  # only the fast CPU path (default: both CPU paths, side by side)
 
 Method: warm-up runs first, the device is synchronised around every timed region,
 the figure is the median of --repeats runs, inputs are random; gpucnn and PyTorch run in
@@ -11,20 +11,30 @@ the same network runs in PyTorch on the same device in the same process (cuDNN o
 GPU) and the table gains its columns. "peak" is the achieved GFLOP/s of a large
 single-precision matrix product on that device, measured here, so "% peak" says how
 close a step comes to what the device's matrix unit delivers to NumPy/CuPy.
+
+Precision is like for like: by default both sides compute in strict FP32 (CuPy's float32
+compute type FP32; PyTorch's allow_tf32 flags off, for cuBLAS and cuDNN). ``--tf32`` runs both
+sides with TF32 tensor-core matrix products, and the rows say so. No timed gpucnn step reads
+back to the host: the labels are checked once, before timing, as fit does. On a GPU the
+cold compile (every kernel file, empty cache, in a fresh process) and the load from CuPy's
+disk cache are timed apart from the warm steps.
 """
 import argparse
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy
 
 import gpucnn
-from gpucnn import backend
+from gpucnn import backend, fast
 from gpucnn.layers import Conv2D, Dense
-from gpucnn.losses import SoftmaxCrossEntropy
+from gpucnn.losses import SoftmaxCrossEntropy, check_label_range
 from gpucnn.models import fashion_cnn
 from gpucnn.optim import Adam
 
@@ -79,7 +89,8 @@ def gpucnn_step(device, batch):
     x = backend.to_device(rng.random((batch, 1, 28, 28), dtype=numpy.float32), device)
     y = backend.to_device(rng.integers(0, 10, batch), device)
     model = fashion_cnn(rng=0).to(device)
-    loss_fn = SoftmaxCrossEntropy()
+    check_label_range(y, 10, "bench labels")  # once, before timing: no read-back inside a timed step
+    loss_fn = SoftmaxCrossEntropy(check_labels=False)
     opt = Adam(model.parameters())
 
     def step():
@@ -104,7 +115,7 @@ def per_layer_times(model, x, sync, repeats, warmup):
     return layers
 
 
-def torch_step(device, batch):
+def torch_step(device, batch, tf32=False):
     """(train_step, forward, info) of the same network in PyTorch, or None without torch (or its GPU)."""
     try:
         import torch
@@ -114,6 +125,8 @@ def torch_step(device, batch):
     if dev != "cpu" and not torch.cuda.is_available():
         return None
     torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = tf32  # like for like with gpucnn's precision
+    torch.backends.cudnn.allow_tf32 = tf32
     nn = torch.nn
     model = nn.Sequential(nn.Conv2d(1, 32, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
@@ -148,7 +161,7 @@ def on_path(path, fn):
 
 
 def cpu_model():
-    """The CPU's model name (lscpu's 'Model name', from /proc/cpuinfo), else what platform knows."""
+    """The CPU's model name (lscpu's 'Model name', read from /proc/cpuinfo), else what platform knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -159,14 +172,14 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def compare(device, batch, repeats, warmup, per_layer, with_torch, paths=("fast",)):
+def compare(device, batch, repeats, warmup, per_layer, with_torch, tf32=False, paths=("fast",)):
     """Time gpucnn and PyTorch in alternating blocks, so that a machine whose speed drifts during
-    the run slows both sides alike. On the CPU, each of ``paths`` ('fast', 'reference') is a side."""
+    the run slows both sides alike. On the CPU each of ``paths`` ('fast', 'reference') is a side."""
     sync = synchronizer(device)
     if device != "cpu":
-        paths = ("reference",)  # the GPU has one path; the fast path is the CPU's
+        paths = ("reference",)  # one path on the GPU; the fast path is the CPU's
     ours_step, ours_forward, flops, (model, x) = gpucnn_step(device, batch)
-    theirs = torch_step(device, batch) if with_torch else None
+    theirs = torch_step(device, batch, tf32) if with_torch else None
     if theirs is not None and device != "cpu":
         import torch
         torch_sync = torch.cuda.synchronize
@@ -180,8 +193,7 @@ def compare(device, batch, repeats, warmup, per_layer, with_torch, paths=("fast"
     if theirs is not None:
         fns.update({"torch_step": theirs[0], "torch_forward": theirs[1]})
     times = timed_alternating(fns, both_sync, repeats, warmup)
-    result = {"gpucnn": {"step_s": times["step"], "forward_s": times["forward"], "flops": flops,
-                         "path": paths[0]},
+    result = {"gpucnn": {"step_s": times["step"], "forward_s": times["forward"], "flops": flops, "path": paths[0]},
               "torch": None}
     for path in paths[1:]:
         result[f"gpucnn_{path}"] = {"step_s": times[f"{path}_step"], "forward_s": times[f"{path}_forward"],
@@ -189,8 +201,32 @@ def compare(device, batch, repeats, warmup, per_layer, with_torch, paths=("fast"
     if theirs is not None:
         result["torch"] = {"step_s": times["torch_step"], "forward_s": times["torch_forward"], **theirs[2]}
     if per_layer:
-        with backend.device_scope(x):  # single layers leave the device to the caller (reference path)
+        with backend.device_scope(x):  # single layers, unlike Sequential, leave the device to the caller
             result["gpucnn"]["layers"] = per_layer_times(model, x, sync, repeats, warmup)
+    return result
+
+
+def cold_compile_seconds(device, dtype="float32"):
+    """{'cold_s': compile of every kernel file with an empty kernel cache, 'cached_s': the same from
+    the disk cache}, each in a fresh process (CUDA context and CuPy import excluded), or None on the CPU."""
+    if device == "cpu":
+        return None
+    code = ("import json, sys, time\n"
+            "from gpucnn.ops.cuda import loader\n"
+            "import cupy\n"
+            f"cupy.cuda.Device({int(device.split(':')[1])}).use(); cupy.zeros(1)\n"
+            "start = time.perf_counter()\n"
+            f"loader.compile_all({dtype!r})\n"
+            "print(json.dumps(time.perf_counter() - start))\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="gpucnn-kernel-cache-") as cache:
+        env = dict(os.environ, CUPY_CACHE_DIR=cache, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        for key in ("cold_s", "cached_s"):
+            done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"compiling the kernels in a fresh process failed: {done.stderr.strip()[-400:]}")
+            result[key] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -217,7 +253,69 @@ def timed_alternating(fns, sync, repeats, warmup, rounds=4):
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def print_row(r, ours, cpu_rate):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default in --help."""
+
+
+def _batch_sizes(text):
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"every batch size must be >= 1, got {text!r}")
+    return sizes
+
+
+def _parser(prog):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=_HelpFormatter)
+    p.add_argument("--device", action="append",
+                   help="cpu, cuda or cuda:N (repeatable); None means every usable one")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default="64,128,256,1024", help="comma-separated")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per figure (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--path", choices=["fast", "reference", "both"], default="both",
+                   help="CPU path(s) to time (gpucnn.config.path); both: fast and reference in the same run")
+    p.add_argument("--tf32", action="store_true",
+                   help="both sides use TF32 tensor-core matrix products (default: strict FP32 on both sides)")
+    p.add_argument("--distributed", action="store_true",
+                   help="under mpirun: data-parallel steps against one process, same global batch "
+                        "(gpucnn/commands/bench_distributed.py)")
+    return p
+
+
+def main(argv=None, prog=None):
+    p = _parser(prog)
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        p.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
+    backend.set_tf32(args.tf32)  # before any CuPy matrix product
+    if args.distributed:
+        from gpucnn.commands import bench_distributed
+        return bench_distributed.main(args)
+    try:
+        devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
+        devices = [backend.resolve_device(d) for d in devices]
+    except (RuntimeError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _bench(args, devices, args.batch_sizes)
+    except MemoryError as exc:
+        batch = getattr(exc, "batch", None)
+        print(f"error: out of memory at batch size {batch}; try smaller batch sizes, e.g. --batch-sizes "
+              f"{max((batch or 2) // 2, 1)} ({exc})", file=sys.stderr)
+    except OSError as exc:  # e.g. a kernel cache that cannot be written
+        print(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+    except RuntimeError as exc:  # e.g. the kernels failed to compile in the cold-compile process
+        print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def print_row(r, ours, tag, cpu_rate):
     theirs = r["torch"]
     rate = r["batch"] / ours["step_s"]
     gflops = ours["flops"] / ours["step_s"] / 1e9
@@ -225,58 +323,60 @@ def print_row(r, ours, cpu_rate):
     vs_cpu = f"{rate / cpu_rate[r['batch']]:7.1f}" if on_gpu else f"{'-':>7}"
     t_rate = r["batch"] / theirs["step_s"] if theirs else None
     path = ours["path"] if r["device"] == "cpu" else "-"
-    print(f"{r['device']:8} {path:>9} {r['batch']:5d} {1000 * ours['step_s']:8.2f} {rate:8.0f} {gflops:8.1f} "
+    print(f"{r['device']:8} {path:>9} {tag:>4} {r['batch']:5d} {1000 * ours['step_s']:8.2f} {rate:8.0f} {gflops:8.1f} "
           f"{100 * gflops / r['peak_gflops']:6.1f}% {vs_cpu} "
           + (f"{t_rate:11.0f} {rate / t_rate:10.2f}" if theirs else f"{'-':>11} {'-':>10}")
           + f" {60000 / rate:8.2f}")
 
 
-def main(argv=None, prog=None):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", action="append", help="cpu, cuda or cuda:N (repeatable; default: every usable one)")
-    p.add_argument("--batch-sizes", default="64,128,256,1024")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
-    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--path", choices=["fast", "reference", "both"], default="both",
-                   help="CPU path(s) to time (gpucnn.config.path); 'both' times fast and reference in one run")
-    args = p.parse_args(argv)
-    devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])
-    devices = [backend.resolve_device(d) for d in devices]
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-
+def _bench(args, devices, batches):
+    precision = ("TF32 matrix products on both sides (CUPY_TF32=1; torch allow_tf32 flags on)" if args.tf32 else
+                 "strict FP32 on both sides (CuPy compute type FP32; torch allow_tf32 flags off)")
     paths = ("fast", "reference") if args.path == "both" else (args.path,)
-    threads = gpucnn.fast.num_threads()
-    report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus",
-              "cpu": cpu_model(), "fast_threads": threads, "blas_threads": gpucnn.fast.blas_control().describe(),
-              "numpy": numpy.__version__, "results": []}
+    report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus", "cpu": cpu_model(),
+              "fast_threads": fast.num_threads(), "blas_threads": fast.blas_control().describe(),
+              "numpy": numpy.__version__, "precision": precision, "results": [], "compile": {}}
     if backend.gpu_available():
         cupy = backend.cupy_or_none()
         props = cupy.cuda.runtime.getDeviceProperties(0)
         report["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         report["cupy"] = cupy.__version__
         report["driver"] = cupy.cuda.runtime.driverGetVersion()
+    for device in devices:
+        compile_times = cold_compile_seconds(device)
+        if compile_times is not None:
+            report["compile"][device] = compile_times
     peaks = {d: matmul_peak(d, synchronizer(d)) for d in devices}
     for device in devices:
         for batch in batches:
-            result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch, paths)
+            try:
+                result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch, args.tf32,
+                                 paths)
+            except Exception as exc:
+                if isinstance(exc, MemoryError) or backend.is_out_of_memory(exc):
+                    error = MemoryError(str(exc))
+                    error.batch = batch
+                    raise error from exc
+                raise
             report["results"].append({"device": device, "batch": batch, **result, "peak_gflops": peaks[device]})
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
     gpu = f", GPU {report['gpu']}, cupy {report['cupy']}, driver {report['driver']}" if "gpu" in report else ""
     print(f"# {report['machine']}, CPU {report['cpu']}, numpy {report['numpy']}{gpu}")
-    print(f"# fast path: {threads} thread(s), BLAS threads {report['blas_threads']}")
+    print(f"# CPU fast path: {report['fast_threads']} thread(s); BLAS threads {report['blas_threads']}")
+    print(f"# precision: {precision}")
+    for device, times in report["compile"].items():
+        print(f"# {device}: cold compile of every kernel file {times['cold_s']:.2f} s (empty cache, fresh process); "
+              f"load from the disk cache {times['cached_s']:.2f} s")
     cpu_rate = {r["batch"]: r["batch"] / r["gpucnn"]["step_s"] for r in report["results"] if r["device"] == "cpu"}
-    header = (f"{'device':8} {'path':>9} {'batch':>5} {'step ms':>8} {'img/s':>8} {'GFLOP/s':>8} {'% peak':>7} "
-              f"{'vs cpu':>7} {'torch img/s':>11} {'ours/torch':>10} {'epoch s':>8}")
+    tag = "tf32" if args.tf32 else "fp32"
+    header = (f"{'device':8} {'path':>9} {'prec':>4} {'batch':>5} {'step ms':>8} {'img/s':>8} {'GFLOP/s':>8} "
+              f"{'% peak':>7} {'vs cpu':>7} {'torch img/s':>11} {'ours/torch':>10} {'epoch s':>8}")
     print(header)
     for r in report["results"]:
         for ours in [r["gpucnn"]] + [r[k] for k in sorted(r) if k.startswith("gpucnn_")]:
-            print_row(r, ours, cpu_rate)
+            print_row(r, ours, tag, cpu_rate)
         for layer in r["gpucnn"].get("layers", []):
             print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} "
                   f"forward {1000 * layer['forward_s']:7.2f} ms  backward {1000 * layer['backward_s']:7.2f} ms")

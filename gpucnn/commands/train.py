@@ -3,67 +3,122 @@
     gpucnn train                       # 10 epochs of Adam, lr 1e-3, batch 128, device auto
     gpucnn train --device cuda --epochs 20 --out runs/gpu
     gpucnn train --resume              # continue runs/fashion_cnn/checkpoint.npz exactly
+    mpirun -np 2 gpucnn train --distributed   # data-parallel over 2 processes (one GPU each, or the CPU)
 
 Writes to --out: metrics.csv, metrics.json, curves.png (when matplotlib is installed),
 model.npz (the final weights) and checkpoint.npz (updated after every epoch and on Ctrl-C).
+Expected failures (bad arguments, missing or damaged data, a bad checkpoint, a full disk,
+out of memory) end with one line, "error: ...", and exit status 2.
 """
 import argparse
 import csv
+import errno
 import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
 import numpy
 
 import gpucnn
 from gpucnn import backend, losses, optim
+from gpucnn.checkpoint import CheckpointError
 from gpucnn.config import PATHS, config
 from gpucnn.data import CorruptDataError, DataNotFoundError, load_fashion_mnist, load_mnist
+from gpucnn.data.datasets import find_dataset
 from gpucnn.models import MODELS
 from gpucnn.train import TrainingDiverged, evaluate, fit
+from gpucnn.training_checkpoint import read_training_meta
 
 DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist}
 
+# command-line option -> the optimizer setting a checkpoint also holds
+_OPTIMIZER_SETTINGS = {"lr": "lr", "betas": "betas", "momentum": "momentum", "weight_decay": "weight_decay"}
 
-def parse_args(argv=None, prog=None):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(MODELS), default="fashion_cnn")
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist")
-    p.add_argument("--data-dir", default=None, help="directory holding the IDX files (default: search, then download)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
-    p.add_argument("--lr", type=float, default=1e-3)
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default in --help."""
+
+
+def _betas(text):
+    try:
+        beta1, beta2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers like 0.9,0.999, got {text!r}") from None
+    return beta1, beta2
+
+
+def _parser(prog):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=_HelpFormatter)
+    p.add_argument("--model", choices=sorted(MODELS), default="fashion_cnn", help="network to train")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist", help="data set")
+    p.add_argument("--data-dir", default=None,
+                   help="directory holding the four IDX files; when not given: $GPUCNN_DATA, the cache, "
+                        "the Debian package's directory, then a download")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (the GPU when one is usable)")
+    p.add_argument("--epochs", type=int, default=10, help="total epochs (a resumed run continues up to this)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per training step")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam", help="update rule")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate; on --resume the checkpoint's unless given here")
+    p.add_argument("--betas", type=_betas, default=(0.9, 0.999),
+                   help="Adam's beta1,beta2; on --resume the checkpoint's unless given here")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--schedule", choices=["none", "step", "cosine"], default="none")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 (adam, sgd) or decoupled (adamw) weight decay; None means 0, or 0.01 for adamw")
+    p.add_argument("--schedule", choices=["none", "step", "cosine"], default="none", help="learning-rate schedule")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only (quick runs)")
-    p.add_argument("--out", default=None, help="output directory (default runs/<model>)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint path (default <out>/checkpoint.npz)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint if it exists")
+    p.add_argument("--out", default=None, help="output directory; None means runs/<model>")
+    p.add_argument("--checkpoint", default=None, help="checkpoint path; None means <out>/checkpoint.npz")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint, which must exist")
+    p.add_argument("--resume-or-start", action="store_true",
+                   help="continue from the checkpoint when it exists, else start a new run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--path", choices=PATHS, default=None,
-                   help="CPU path: fast (default) or reference, the readable per-layer ops (gpucnn.config.path)")
+                   help="CPU path: fast (the default) or reference, the readable per-layer ops (gpucnn.config.path)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI job (start with mpirun -np N); "
+                        "--batch-size is the global batch, shared among them")
+    return p
+
+
+def parse_args(argv=None, prog=None):
+    p = _parser(prog)
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.lr <= 0:
-        p.error("--lr must be > 0")
+    if not args.lr > 0:
+        p.error(f"--lr must be > 0, got {args.lr}")
+    for name in ("seed", "momentum"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.weight_decay is not None and not args.weight_decay >= 0:
+        p.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if args.limit is not None and args.limit < 1:
+        p.error(f"--limit must be >= 1 (the number of training images), got {args.limit}")
+    if not all(0 <= b < 1 for b in args.betas):
+        p.error(f"--betas must lie in [0, 1), got {args.betas}")
+    if args.resume and args.resume_or_start:
+        p.error("give --resume or --resume-or-start, not both")
+    # Which options were given on the command line: they win over a resumed checkpoint's settings.
+    quiet = _parser(prog)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    args.explicit = set(vars(quiet.parse_args(argv)))
     return args
 
 
 def make_optimizer(args, params):
     if args.optimizer == "adam":
-        return optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+        return optim.Adam(params, lr=args.lr, betas=args.betas, weight_decay=args.weight_decay or 0.0)
     if args.optimizer == "adamw":
-        return optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay or 1e-2)
-    return optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        weight_decay = 1e-2 if args.weight_decay is None else args.weight_decay
+        return optim.AdamW(params, lr=args.lr, betas=args.betas, weight_decay=weight_decay)
+    return optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay or 0.0)
 
 
 def make_schedule(args, optimizer):
@@ -123,22 +178,57 @@ def print_row(history):
           flush=True)
 
 
+class CommandError(Exception):
+    """An expected failure of the command, reported as one line."""
+
+
 def main(argv=None, prog=None):
     args = parse_args(argv, prog)
     if args.path:
         config.path = args.path
+    if args.distributed:
+        from gpucnn import distributed
+        return distributed.run_job(run, args)  # every rank; a rank that fails ends the job
+    return run(args)
+
+
+def run(args):
     out = args.out or os.path.join("runs", args.model)
-    os.makedirs(out, exist_ok=True)
     checkpoint = args.checkpoint or os.path.join(out, "checkpoint.npz")
+    created = []
     try:
-        device = backend.resolve_device(args.device)
-        if args.device == "auto":
-            why = "" if device != "cpu" else f" ({backend.gpu_unavailable_reason()})"
-            print(f"device auto -> {device}{why}")
-        (x_train, y_train), (x_test, y_test) = DATASETS[args.dataset](args.data_dir)
-    except (RuntimeError, ValueError, DataNotFoundError, CorruptDataError) as exc:
+        return _run(args, out, checkpoint, created)
+    except (CommandError, CheckpointError, DataNotFoundError, CorruptDataError, TrainingDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except MemoryError as exc:
+        print(f"error: {_out_of_memory(exc, args.batch_size)}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+    except KeyboardInterrupt:  # before training started (fit turns Ctrl-C during training into a checkpoint)
+        print("\ninterrupted before training started; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        for directory in reversed(created):  # a run that failed before writing anything leaves no directory
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break  # not empty: it holds what the run wrote
+    return 2
+
+
+def _run(args, out, checkpoint, created):
+    try:
+        device = _device(args)
+    except (RuntimeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    if args.device == "auto":
+        print(backend.describe_auto_choice(device))
+    _prepare_directory(out, created, "--out")
+    _prepare_directory(os.path.dirname(os.path.abspath(checkpoint)), created, "--checkpoint")
+    source = find_dataset(args.dataset, args.data_dir)
+    print(f"data: {args.dataset} from {source['directory']}"
+          + (" (downloaded now)" if source["downloaded"] else ""), flush=True)
+    (x_train, y_train), (x_test, y_test) = DATASETS[args.dataset](str(source["directory"]))
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     x_train, y_train, x_test, y_test = (backend.to_device(a, device) for a in (x_train, y_train, x_test, y_test))
@@ -148,19 +238,31 @@ def main(argv=None, prog=None):
     schedule = make_schedule(args, optimizer)
     print(f"{args.model} on {args.dataset}: {len(x_train)} training images, {len(x_test)} test images, "
           f"{sum(p.data.size for p in model.parameters())} parameters, device {device}")
+    resume, keep, done = _resume_plan(args, checkpoint, optimizer, schedule, len(x_train))
+
+    def on_epoch_end(history):
+        done["history"] = history
+        print_row(history)
+
     started = time.time()
     try:
         history = fit(model, losses.SoftmaxCrossEntropy(), optimizer, x_train, y_train, args.epochs,
                       batch_size=args.batch_size, validation=(x_test, y_test), scheduler=schedule, seed=args.seed,
-                      checkpoint=checkpoint, resume=args.resume, progress=not args.no_progress,
-                      on_epoch_end=print_row)
-    except (TrainingDiverged, MemoryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+                      checkpoint=checkpoint, resume=resume, progress=not args.no_progress,
+                      on_epoch_end=on_epoch_end, keep_optimizer_settings=keep,
+                      checkpoint_info={"dataset": args.dataset, "limit": args.limit},
+                      distributed=args.distributed)
     except KeyboardInterrupt as exc:
         print(f"\n{exc}", file=sys.stderr)
+        if done["history"] and done["history"]["epoch"]:
+            write_metrics(out, done["history"])
+            plot = plot_curves(out, done["history"])
+            print(f"wrote {out}/metrics.csv, metrics.json" + (f", {os.path.basename(plot)}" if plot else "")
+                  + f" for the {len(done['history']['epoch'])} epochs done", file=sys.stderr)
         return 130
-    final = evaluate(model, losses.SoftmaxCrossEntropy(), x_test, y_test)
+    if args.distributed and not _distributed_root():
+        return 0  # rank 0 evaluates and writes the files
+    final = evaluate(model, x_test, y_test, losses.SoftmaxCrossEntropy(), progress=not args.no_progress)
     model.save(os.path.join(out, "model.npz"))
     write_metrics(out, history)
     plot = plot_curves(out, history)
@@ -183,3 +285,99 @@ def main(argv=None, prog=None):
           f"({summary['wall_seconds']:.0f} s); wrote {out}/metrics.csv, metrics.json, model.npz"
           + (f", {os.path.basename(plot)}" if plot else " (install matplotlib for curves.png)"))
     return 0
+
+
+def _device(args):
+    if not args.distributed:
+        return backend.resolve_device(args.device)
+    from gpucnn import distributed
+    comm = distributed.init()
+    return distributed.local_device(args.device, comm.local_rank, comm.local_size)
+
+
+def _distributed_root():
+    from gpucnn import distributed
+    return distributed.init().is_root
+
+
+def _prepare_directory(directory, created, option):
+    """Create ``directory`` (remembering what was created) and prove it writable before any training."""
+    missing = []
+    probe = os.path.abspath(directory)
+    while not os.path.exists(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"{option} {directory}: cannot create it ({exc.strerror or exc})") from None
+    finally:
+        created.extend(d for d in reversed(missing) if os.path.isdir(d) and d not in created)
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise CommandError(f"{option} {directory}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _resume_plan(args, checkpoint, optimizer, schedule, num_samples):
+    """(resume?, optimizer settings kept from the command line, {'history': what is done so far})."""
+    if not (args.resume or args.resume_or_start):
+        return False, (), {"history": None}
+    if not os.path.exists(checkpoint):
+        if args.resume:
+            raise CommandError(f"--resume: there is no checkpoint at {checkpoint}; give --resume-or-start to "
+                               f"start a new run when there is none")
+        print(f"no checkpoint at {checkpoint}: starting a new run")
+        return False, (), {"history": None}
+    meta = read_training_meta(checkpoint)
+    info = meta.get("info") or {}
+    terms = [("--dataset", info, "dataset", args.dataset), ("--limit", info, "limit", args.limit),
+             ("--batch-size", meta, "batch_size", args.batch_size), ("data-set size", meta, "num_samples", num_samples)]
+    for what, held, key, ours in terms:
+        if key in held and held[key] != ours:
+            raise CommandError(f"{checkpoint}: was written with {what} {_shown(held[key])}, this run has "
+                               f"{what} {_shown(ours)}; refusing to resume on other terms")
+    print(f"resuming from epoch {meta['epoch'] + 1}, step {meta['step']} of {checkpoint}")
+    keep = []
+    held = dict(meta["optimizer"].get("hyper") or {}, lr=meta["optimizer"].get("lr"))
+    if isinstance(meta.get("scheduler"), dict) and schedule is not None:
+        held["lr"] = meta["scheduler"].get("base_lr")  # the schedule's base, which --lr sets
+    for option, setting in _OPTIMIZER_SETTINGS.items():
+        if setting not in held or not hasattr(optimizer, setting):
+            continue
+        ours = getattr(optimizer, setting)
+        ours = list(ours) if isinstance(ours, tuple) else ours
+        flag = "--" + option.replace("_", "-")
+        if option in args.explicit:
+            keep.append(setting)
+            if held[setting] != ours:
+                print(f"{flag}: the command line's {_shown(ours)} wins over the checkpoint's {_shown(held[setting])}")
+        elif held[setting] != ours:
+            print(f"{flag}: the checkpoint's {_shown(held[setting])} is used (give {flag} to override it)")
+    return True, tuple(keep), {"history": meta.get("history")}
+
+
+def _shown(value):
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _out_of_memory(exc, batch_size):
+    text = str(exc)
+    if "batch size" in text:
+        return text
+    return (f"out of memory at batch size {batch_size}; try a smaller batch, e.g. --batch-size "
+            f"{max(batch_size // 2, 1)} ({text or type(exc).__name__})")
+
+
+def _os_error(exc):
+    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device writing{where}; free some space or give another --out"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where}: {exc.strerror}"
+    return f"{exc.strerror or exc}{':' + where if where else ''}"

@@ -99,23 +99,40 @@ class BatchIterator:
             "uinteger": int(rng_state["uinteger"]),
         }
 
-    def set_state(self, state):
-        """Restore what :meth:`state` returned, so the next epochs repeat exactly."""
+    def check_state(self, state):
+        """ValueError unless ``state`` (from :meth:`state`, e.g. out of a checkpoint) can be restored."""
+        if not isinstance(state, dict):
+            raise ValueError(f"shuffling state is a {type(state).__name__}, expected an object")
         expected_generator = type(self.rng.bit_generator).__name__
         if state.get("bit_generator") != expected_generator:
             raise ValueError(f"state is for bit generator {state.get('bit_generator')!r}, "
                              f"this iterator uses {expected_generator!r}")
-        self.rng.bit_generator.state = {
-            "bit_generator": state["bit_generator"],
-            "state": {key: int(value) for key, value in state["state"].items()},
-            "has_uint32": int(state["has_uint32"]),
-            "uinteger": int(state["uinteger"]),
-        }
+        epoch = state.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"shuffling state: epoch {epoch!r} is not an integer >= 0")
+        try:
+            type(self.rng.bit_generator)().state = _generator_state(state)  # a scratch generator checks it
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise ValueError(f"shuffling state is malformed ({type(exc).__name__}: {exc})") from None
+
+    def set_state(self, state):
+        """Restore what :meth:`state` returned, so the next epochs repeat exactly (checked first)."""
+        self.check_state(state)
+        self.rng.bit_generator.state = _generator_state(state)
         self.epoch = int(state["epoch"])
 
     def __repr__(self):
         return (f"BatchIterator(num_samples={self.num_samples}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, epoch={self.epoch})")
+
+
+def _generator_state(state):
+    return {
+        "bit_generator": state["bit_generator"],
+        "state": {key: int(value) for key, value in state["state"].items()},
+        "has_uint32": int(state["has_uint32"]),
+        "uinteger": int(state["uinteger"]),
+    }
 
 
 def _validate(x, y, batch_size):

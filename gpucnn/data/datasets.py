@@ -1,30 +1,36 @@
 """MNIST and Fashion-MNIST: find the four IDX files locally, or download them once.
 
-Places searched, in order, for a directory holding all four files (each plain or
-``.gz``):
+A ``data_dir`` argument names THE directory: it must hold all four files (each plain
+or ``.gz``), or loading fails naming what is missing; nothing else is searched.
+Without one, the places searched, in order, for a directory holding all four are:
 
-1. the ``data_dir`` argument;
-2. ``$GPUCNN_DATA/<name>``, then ``$GPUCNN_DATA`` itself;
-3. ``~/.cache/gpucnn/<name>`` (where downloads go);
-4. for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu
+1. ``$GPUCNN_DATA/<name>``, then ``$GPUCNN_DATA`` itself;
+2. ``~/.cache/gpucnn/<name>`` (where downloads go);
+3. for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu
    package ``dataset-fashion-mnist``).
 
 ``<name>`` is ``fashion-mnist`` or ``mnist``. When none has them and
-``download=True``, the gzipped files are fetched into ``~/.cache/gpucnn/<name>``,
-each checked against the SHA-256 in ``SHA256`` before it gets its final name.
+``download=True``, the gzipped files are fetched into ``~/.cache/gpucnn/<name>``
+over HTTPS first, each checked against the SHA-256 in ``SHA256`` before it gets its
+final name; a mirror that serves other bytes (or a web page) is skipped for the next.
+
+Local and cached files are checked against ``PAYLOAD_SHA256``, digests of the
+decompressed IDX bytes: gzip headers differ between copies (Debian's carry no file
+name and another mtime) but the payload is the same.
 """
 import hashlib
 import os
 import pathlib
 import tempfile
+import urllib.error
 import urllib.request
 
 import numpy
 
-from .idx import CorruptDataError, read_idx
+from .idx import CorruptDataError, idx_payload, parse_idx
 
-__all__ = ["load_fashion_mnist", "load_mnist", "DataNotFoundError", "SHA256", "MIRRORS",
-           "FILE_NAMES", "search_dirs", "cache_dir"]
+__all__ = ["load_fashion_mnist", "load_mnist", "DataNotFoundError", "SHA256", "PAYLOAD_SHA256", "MIRRORS",
+           "FILE_NAMES", "search_dirs", "cache_dir", "find_dataset"]
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -45,13 +51,12 @@ _NUM_CLASSES = 10
 
 # Download addresses, tried in order; a file is fetched as MIRROR + name + ".gz".
 MIRRORS = {
-    # The S3 *website* endpoint the Fashion-MNIST README links to serves plain
-    # HTTP only (S3 website endpoints have no TLS); the SHA-256 check below is what
-    # makes that safe. The GitHub copy of the upstream repository serves the same
-    # bytes over HTTPS.
+    # HTTPS first: the GitHub copy of the upstream repository. The S3 *website* endpoint
+    # the Fashion-MNIST README links to serves plain HTTP only (S3 website endpoints have
+    # no TLS); it comes last, and the SHA-256 check is what makes it safe.
     "fashion-mnist": [
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     ],
     # yann.lecun.com no longer serves the files reliably; torchvision's mirror
     # first, then the one TensorFlow uses.
@@ -88,9 +93,25 @@ SHA256 = {
     },
 }
 
+# (size, SHA-256) of the decompressed IDX bytes, keyed by file name without ".gz". Computed here from
+# the Debian package dataset-fashion-mnist (0.0~git20200523.55506a9-1), whose compressed data is
+# upstream's byte for byte (see the note above). MNIST: no copy of the files was at hand to compute
+# them from, so MNIST has none yet and its local files get the structural checks only.
+PAYLOAD_SHA256 = {
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": (47040016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+        "train-labels-idx1-ubyte": (60008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+        "t10k-images-idx3-ubyte": (7840016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+        "t10k-labels-idx1-ubyte": (10008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    },
+    "mnist": {},
+}
+
 _DISPLAY_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}
 _SYSTEM_DIRS = {"fashion-mnist": [pathlib.Path("/usr/share/datasets/fashion-mnist")], "mnist": []}
 _DOWNLOAD_TIMEOUT_S = 60
+# No file of either data set is above 30 MB compressed; a larger body is not the file.
+_MAX_DOWNLOAD_BYTES = 64 << 20
 
 
 def load_fashion_mnist(data_dir=None, download=True, normalize=True):
@@ -155,10 +176,10 @@ def cache_dir(name):
 
 
 def search_dirs(name, data_dir=None):
-    """The directories searched for data set ``name``, in order, without duplicates."""
-    candidates = []
+    """The directories searched for data set ``name``, in order, without duplicates (only ``data_dir`` if given)."""
     if data_dir is not None:
-        candidates.append(pathlib.Path(data_dir).expanduser())
+        return [pathlib.Path(data_dir).expanduser()]
+    candidates = []
     env_dir = os.environ.get("GPUCNN_DATA")
     if env_dir:
         # the subdirectory first: the two data sets share file names, so a bare
@@ -176,12 +197,12 @@ def search_dirs(name, data_dir=None):
 def _load(name, data_dir, download, normalize):
     if name not in MIRRORS:
         raise ValueError(f"unknown data set {name!r}; expected one of {sorted(MIRRORS)}")
-    paths = _find_or_download(name, data_dir, download)
+    paths = find_dataset(name, data_dir, download)["files"]
     splits = []
     for split in ("train", "test"):
-        images = _check_images(read_idx(paths[f"{split}_images"]), paths[f"{split}_images"],
+        images = _check_images(_read_checked(name, paths[f"{split}_images"]), paths[f"{split}_images"],
                                _NUM_SAMPLES[split])
-        labels = _check_labels(read_idx(paths[f"{split}_labels"]), paths[f"{split}_labels"],
+        labels = _check_labels(_read_checked(name, paths[f"{split}_labels"]), paths[f"{split}_labels"],
                                _NUM_SAMPLES[split])
         images = images.reshape(len(images), 1, _IMAGE_SIDE, _IMAGE_SIDE)
         if normalize:
@@ -189,6 +210,22 @@ def _load(name, data_dir, download, normalize):
             images /= numpy.float32(255.0)
         splits.append((images, labels.astype(numpy.int64)))
     return splits[0], splits[1]
+
+
+def _read_checked(name, path):
+    """The array in the IDX file ``path``, its decompressed bytes checked against PAYLOAD_SHA256.
+
+    Only a payload of the real file's size is compared: any other size fails the sample-count
+    check that follows, so with the real counts every accepted file is digest-checked.
+    """
+    payload = idx_payload(path)
+    known = PAYLOAD_SHA256.get(name, {}).get(path.name[:-3] if path.name.endswith(".gz") else path.name)
+    if known is not None and len(payload) == known[0]:
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != known[1]:
+            raise CorruptDataError(f"{path}: its decompressed content has SHA-256 {digest}, the known "
+                                   f"{_DISPLAY_NAMES[name]} file's is {known[1]} (damaged, or another data set)")
+    return parse_idx(payload, path)
 
 
 def _check_images(images, path, num_samples):
@@ -221,6 +258,39 @@ def _files_in(directory):
                 found[part] = candidate
                 break
     return found
+
+
+def find_dataset(name, data_dir=None, download=True):
+    """Where data set ``name`` comes from: {'directory': Path, 'files': {part: Path}, 'downloaded': bool}.
+
+    Raises DataNotFoundError (naming every place looked and what was missing) like the loaders.
+    """
+    if name not in MIRRORS:
+        raise ValueError(f"unknown data set {name!r}; expected one of {sorted(MIRRORS)}")
+    if data_dir is not None:
+        directory = pathlib.Path(data_dir).expanduser()
+        found = _files_in(directory)
+        if len(found) != len(FILE_NAMES):
+            raise DataNotFoundError(_data_dir_message(name, directory, found))
+        return {"directory": directory, "files": found, "downloaded": False}
+    before = _files_in(cache_dir(name))
+    files = _find_or_download(name, None, download)
+    directory = next(iter(files.values())).parent
+    return {"directory": directory, "files": files,
+            "downloaded": directory == cache_dir(name) and len(before) < len(FILE_NAMES)}
+
+
+def _data_dir_message(name, directory, found):
+    if not directory.exists():
+        problem = "does not exist"
+    elif not directory.is_dir():
+        problem = "is not a directory"
+    else:
+        missing = [FILE_NAMES[part] + "[.gz]" for part in FILE_NAMES if part not in found]
+        problem = f"lacks {', '.join(missing)}"
+    return (f"{_DISPLAY_NAMES[name]}: data directory {directory} {problem}; it must hold all four IDX files "
+            f"({', '.join(f + '[.gz]' for f in FILE_NAMES.values())}). Other places are searched only "
+            f"when no data directory is given.")
 
 
 def _find_or_download(name, data_dir, download):
@@ -276,7 +346,8 @@ def _download(name, target_dir):
 
     Stops at the first file no mirror could deliver: the network is then most
     likely unreachable and the other files would only repeat the same errors.
-    Raises CorruptDataError when a mirror delivers bytes with the wrong SHA-256.
+    A mirror that delivers other bytes (a wrong SHA-256, a web page, too large a body)
+    is skipped for the next; CorruptDataError when every mirror did so for a file.
     """
     created_dir = not target_dir.exists()
     try:
@@ -288,19 +359,23 @@ def _download(name, target_dir):
         if part in present:
             continue
         gz_name = file_name + ".gz"
-        errors = []
+        errors, wrong_bytes = [], 0
         for mirror in MIRRORS[name]:
             url = mirror + gz_name
             try:
                 _download_verified(url, target_dir / gz_name, SHA256[name][gz_name])
                 break
-            except CorruptDataError:
-                raise
+            except CorruptDataError as exc:
+                wrong_bytes += 1
+                errors.append(str(exc))
             except Exception as exc:  # URLError, HTTPError, timeouts, disk full, ...
                 errors.append(f"{url}: {_short_error(exc)}")
         else:
             if created_dir and not any(target_dir.iterdir()):
                 target_dir.rmdir()  # an offline machine keeps no empty cache directory
+            if wrong_bytes == len(MIRRORS[name]):
+                raise CorruptDataError("no mirror delivered the right bytes:\n" +
+                                       "\n".join(f"  - {error}" for error in errors))
             return errors
     return []
 
@@ -335,13 +410,42 @@ def _download_verified(url, destination, expected_sha256):
 
 
 def _fetch_url(url, destination):
-    """Write the body of ``url`` to the file ``destination`` (the one network call; tests replace it)."""
-    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response, open(destination, "wb") as out:
+    """Write the body of ``url`` to the file ``destination``, at most _MAX_DOWNLOAD_BYTES.
+
+    CorruptDataError (so the next mirror is tried) when the body is not a gzip file (an
+    error page served with status 200) or is larger than any file of the data sets.
+    """
+    with _open_url(url) as response, open(destination, "wb") as out:
+        declared = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+        if declared is not None and declared.isdigit() and int(declared) > _MAX_DOWNLOAD_BYTES:
+            raise CorruptDataError(f"{url}: serves {declared} bytes, more than the {_MAX_DOWNLOAD_BYTES} any "
+                                   f"file of the data set has; not the file, nothing downloaded")
+        total = 0
         while True:
             chunk = response.read(1 << 20)
             if not chunk:
                 break
+            if total == 0 and not chunk.startswith(b"\x1f\x8b"):
+                kind = "a web page" if chunk.lstrip()[:1] == b"<" else f"bytes {chunk[:4].hex(' ')}"
+                raise CorruptDataError(f"{url}: served {kind}, not a gzip file; skipped")
+            total += len(chunk)
+            if total > _MAX_DOWNLOAD_BYTES:
+                raise CorruptDataError(f"{url}: body exceeds {_MAX_DOWNLOAD_BYTES} bytes; not the file, stopped")
             out.write(chunk)
+
+
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but never from HTTPS to plain HTTP."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if req.full_url.startswith("https://") and not newurl.startswith("https://"):
+            raise urllib.error.URLError(f"refused a redirect from HTTPS to {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open_url(url):
+    """The response for ``url`` (the one network call; tests replace it with a fake opener)."""
+    return urllib.request.build_opener(_NoDowngrade).open(url, timeout=_DOWNLOAD_TIMEOUT_S)
 
 
 def _sha256_of(path):

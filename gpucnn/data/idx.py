@@ -12,7 +12,7 @@ import zlib
 
 import numpy
 
-__all__ = ["read_idx", "CorruptDataError", "IDX_DTYPES"]
+__all__ = ["read_idx", "idx_payload", "parse_idx", "CorruptDataError", "IDX_DTYPES"]
 
 # type code -> big-endian dtype of the stored elements
 IDX_DTYPES = {
@@ -54,17 +54,32 @@ def read_idx(path):
         ((10000,), dtype('uint8'))
     """
     path = os.fspath(path)
-    with open(path, "rb") as stream:
-        contents = stream.read()
+    return parse_idx(idx_payload(path), path)
+
+
+def idx_payload(path):
+    """The uncompressed IDX bytes of ``path`` (gunzipped when it starts with the gzip magic).
+
+    Raises CorruptDataError naming the file when the gzip stream is damaged, and
+    CorruptDataError too (not a bare OSError) when the file cannot be read.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as stream:
+            contents = stream.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CorruptDataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if contents[:2] == _GZIP_MAGIC:
         try:
             contents = gzip.decompress(contents)
         except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
             raise CorruptDataError(f"{path}: damaged gzip data ({exc})") from exc
-    return _parse_idx(contents, path)
+    return contents
 
 
-def _parse_idx(contents, source):
+def parse_idx(contents, source):
     """Array held by the uncompressed IDX bytes ``contents``; ``source`` names them in errors."""
     if len(contents) < 4:
         raise CorruptDataError(

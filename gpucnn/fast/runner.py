@@ -25,10 +25,16 @@ from .threads import chunk_bounds, num_threads, run_chunks, single_threaded_blas
 
 __all__ = ["runner_for", "FastRunner", "FastPathMismatch", "Segment"]
 
-_ACTIVATIONS = (ReLU, LeakyReLU, Sigmoid, Tanh)
-_SAME_RANK = (Dropout, BatchNorm1D, BatchNorm2D)  # reference layers after which the rank is still known
 _KEPT_SHAPES = 2  # batch shapes whose buffers a segment keeps in training (the batch size, the last batch)
 _KEPT_RUNNERS = 4  # input ranks / layer lists a model keeps a runner for
+_ACTIVATIONS = (ReLU, LeakyReLU, Sigmoid, Tanh)
+# layers run as themselves after which the rank is still known
+_SAME_RANK = (Dropout, BatchNorm1D, BatchNorm2D, Conv2D, MaxPool2D, AvgPool2D)
+
+
+def _plain_window(layer):
+    """Windows the fast path computes: no dilation, and for a convolution one group."""
+    return not layer.window.dilated and getattr(layer, "groups", 1) == 1
 
 
 class FastPathMismatch(RuntimeError):
@@ -150,13 +156,13 @@ def _plan(layers, rank):
     while i < len(layers):
         layer, kind = layers[i], type(layers[i])
         index = len(stages)
-        if rank == 4 and kind is Conv2D:
+        if rank == 4 and kind is Conv2D and _plain_window(layer):
             relu = layers[i + 1] if i + 1 < len(layers) and type(layers[i + 1]) is ReLU else None
             j = i + 1 + (relu is not None)
             pool = layers[j] if j < len(layers) and type(layers[j]) is MaxPool2D and not layers[j].window.padded \
-                else None
+                and _plain_window(layers[j]) else None
             stage = ConvStage(index, layer, relu, pool)
-        elif rank == 4 and kind in (MaxPool2D, AvgPool2D):
+        elif rank == 4 and kind in (MaxPool2D, AvgPool2D) and _plain_window(layer):
             stage = PoolStage(index, layer)
         elif rank in (2, 4) and kind in _ACTIVATIONS:
             stage = ActivationStage(index, layer)

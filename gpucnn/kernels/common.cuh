@@ -20,6 +20,16 @@
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < (total); \
          idx += (long long)gridDim.x * blockDim.x)
 
+// The same loop with indices of type I: `int` where the launcher has checked that every
+// index the kernel forms, and total + gridDim.x * blockDim.x, fit in int32
+// (gpucnn/ops/cuda/loader.py: index_type), `long long` otherwise. 32-bit division by a
+// runtime divisor is a short inline sequence on the GPU; 64-bit division is a call to a
+// long subroutine, which made the per-element index arithmetic cost more than the memory
+// traffic it serves.
+#define GPUCNN_GRID_STRIDE_LOOP_T(I, idx, total)                                  \
+    for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < (total); \
+         idx += (I)gridDim.x * blockDim.x)
+
 namespace gpucnn {
 
 // -infinity of T without <cmath> (NVRTC has no host headers): bit patterns.
@@ -62,6 +72,25 @@ __host__ __device__ inline CoverRange covering_outputs(int p, int k, int s, int 
     r.lo = (p >= k) ? (p - k + s) / s : 0;
     return r;
 }
+
+// Quotient and remainder of t / s for t = t0, t0 - step, t0 - 2*step, ... without a
+// division per step: two divisions up front, then each next() subtracts step's quotient and
+// remainder with one borrow. Floor division (0 <= r < s), so t < 0 exactly when q < 0.
+// The gather kernels walk a window's taps with it: tap i of a window dilated by d covers
+// padded row t = hp - i*d, which belongs to output row t / s when t % s == 0.
+struct StridedQuotient {
+    int q, r, s, step_q, step_r;
+    __host__ __device__ StridedQuotient(int t0, int step, int s_) : q(t0 / s_), r(t0 % s_), s(s_),
+        step_q(step / s_), step_r(step % s_) {}
+    __host__ __device__ void next() {
+        q -= step_q;
+        r -= step_r;
+        if (r < 0) {
+            r += s;
+            --q;
+        }
+    }
+};
 
 }  // namespace gpucnn
 

@@ -2,12 +2,15 @@
 //
 // Layouts (all C-contiguous):
 //   x       (N, C, H, W)           input
-//   weight  (O, C, kh, kw)         filters; weight.reshape(O, K) with K = C*kh*kw
+//   weight  (O, C/groups, kh, kw)  filters
 //   cols    (K, N*oh*ow)           im2col matrix: row (c, i, j), column (n, oy, ox), ox fastest
 //   y       (N, O, oh, ow)         output
 // The padded input is x with pt rows on top and pl columns on the left (the bottom/right
-// padding only shows up through oh/ow). Padded input row hp = oy*sy + i holds x row
-// hp - pt, column wp = ox*sx + j holds x column wp - pl; outside [0, H) x [0, W) it is 0.
+// padding only shows up through oh/ow). Tap (i, j) of window (oy, ox), dilated by (dy, dx),
+// reads padded row hp = oy*sy + i*dy, which holds x row hp - pt, and padded column
+// wp = ox*sx + j*dx, which holds x column wp - pl; outside [0, H) x [0, W) it is 0.
+// Groups: weight is (O, C/groups, kh, kw); filter o sees input channels of its group only.
+// The im2col matrix does not depend on the groups: group g's rows are its channels' rows.
 #ifndef GPUCNN_CONV_BODY_CUH
 #define GPUCNN_CONV_BODY_CUH
 
@@ -15,96 +18,102 @@
 
 namespace gpucnn {
 
-// One element of cols: idx in [0, K * N*oh*ow), idx = row * (N*oh*ow) + col.
-template <typename T>
-__host__ __device__ inline void im2col_body(long long idx, const T* __restrict__ x, T* __restrict__ cols,
+// The index type I is int or long long (see GPUCNN_GRID_STRIDE_LOOP_T in common.cuh): every
+// flat index below is formed in I, coordinates within an image in int.
+
+// One work item of im2col: idx in [0, C * N*oh*ow), idx = c * (N*oh*ow) + col, col = (n, oy, ox).
+// It writes the kh*kw elements cols[(c, i, j), col] for every kernel offset (i, j): one
+// division chain per kh*kw elements, and neighbouring threads write neighbouring columns.
+template <typename T, typename I>
+__host__ __device__ inline void im2col_body(I idx, const T* __restrict__ x, T* __restrict__ cols,
                                             int N, int C, int H, int W, int kh, int kw, int sy, int sx,
-                                            int pt, int pl, int oh, int ow) {
-    const long long P = (long long)oh * ow;
-    const long long NP = (long long)N * P;
-    const long long row = idx / NP;
-    const long long col = idx - row * NP;
-    const int j = (int)(row % kw);
-    const int i = (int)((row / kw) % kh);
-    const int c = (int)(row / ((long long)kw * kh));
-    const int n = (int)(col / P);
-    const long long p = col - (long long)n * P;
-    const int oy = (int)(p / ow);
-    const int ox = (int)(p - (long long)oy * ow);
-    const int ih = oy * sy + i - pt;
-    const int iw = ox * sx + j - pl;
-    T v = T(0);
-    if (ih >= 0 && ih < H && iw >= 0 && iw < W) {
-        v = x[(((long long)n * C + c) * H + ih) * W + iw];
+                                            int pt, int pl, int dy, int dx, int oh, int ow) {
+    const I NP = (I)N * oh * ow;
+    const I col = idx % NP;
+    const int c = (int)(idx / NP);
+    const int ox = (int)(col % ow);
+    const I n_oy = col / ow;
+    const int oy = (int)(n_oy % oh);
+    const int n = (int)(n_oy / oh);
+    const T* xc = x + ((I)n * C + c) * H * W;
+    T* out = cols + (I)c * kh * kw * NP + col;  // cols[(c, 0, 0), col]
+    const int h0 = oy * sy - pt;
+    const int w0 = ox * sx - pl;
+    for (int i = 0; i < kh; ++i) {
+        const int ih = h0 + i * dy;
+        const bool row_inside = ih >= 0 && ih < H;
+        for (int j = 0; j < kw; ++j) {
+            const int iw = w0 + j * dx;
+            *out = (row_inside && iw >= 0 && iw < W) ? xc[(I)ih * W + iw] : T(0);
+            out += NP;  // next row (c, i, j + 1) of the same column
+        }
     }
-    cols[idx] = v;
 }
 
 // One element of grad_x, as a gather (no atomics, fixed order, so bitwise repeatable):
 // idx in [0, N*C*H*W) names (n, c, h, w). It sums grad_cols[(c, i, j), (n, oy, ox)] over
-// every kernel offset (i, j) whose window (oy, ox) covered it, i.e. oy*sy + i == h + pt
-// and ox*sx + j == w + pl, in ascending (i, j) order: the order in which the NumPy
-// col2im adds them.
-template <typename T>
-__host__ __device__ inline void col2im_body(long long idx, const T* __restrict__ cols, T* __restrict__ grad_x,
+// every kernel offset (i, j) whose window (oy, ox) covered it, i.e. oy*sy + i*dy == h + pt
+// and ox*sx + j*dx == w + pl, in ascending (i, j) order: the order in which the NumPy
+// col2im adds them. StridedQuotient steps oy = (h + pt - i*dy) / sy along i (and ox along
+// j) without dividing in the loops.
+template <typename T, typename I>
+__host__ __device__ inline void col2im_body(I idx, const T* __restrict__ cols, T* __restrict__ grad_x,
                                             int N, int C, int H, int W, int kh, int kw, int sy, int sx,
-                                            int pt, int pl, int oh, int ow) {
+                                            int pt, int pl, int dy, int dx, int oh, int ow) {
     const int w = (int)(idx % W);
-    const int h = (int)((idx / W) % H);
-    const long long nc = idx / ((long long)W * H);
+    const I nch = idx / W;
+    const int h = (int)(nch % H);
+    const I nc = nch / H;
     const int c = (int)(nc % C);
     const int n = (int)(nc / C);
-    const long long P = (long long)oh * ow;
-    const long long NP = (long long)N * P;
-    const int hp = h + pt;
-    const int wp = w + pl;
+    const I NP = (I)N * oh * ow;
+    const T* cols_c = cols + (I)c * kh * kw * NP + (I)n * oh * ow;  // grad_cols[(c, 0, 0), (n, 0, 0)]
+    const StridedQuotient first_x(w + pl, dx, sx);
+    StridedQuotient y(h + pt, dy, sy);
     T acc = T(0);
-    for (int i = 0; i < kh && i <= hp; ++i) {
-        const int ty = hp - i;
-        if (ty % sy != 0) continue;
-        const int oy = ty / sy;
-        if (oy >= oh) continue;
-        for (int j = 0; j < kw && j <= wp; ++j) {
-            const int tx = wp - j;
-            if (tx % sx != 0) continue;
-            const int ox = tx / sx;
-            if (ox >= ow) continue;
-            const long long row = ((long long)c * kh + i) * kw + j;
-            const long long col = (long long)n * P + (long long)oy * ow + ox;
-            acc += cols[row * NP + col];
+    for (int i = 0; i < kh && y.q >= 0; ++i, y.next()) {
+        if (y.r != 0 || y.q >= oh) continue;
+        StridedQuotient x = first_x;
+        for (int j = 0; j < kw && x.q >= 0; ++j, x.next()) {
+            if (x.r != 0 || x.q >= ow) continue;
+            acc += cols_c[(I)(i * kw + j) * NP + (I)y.q * ow + x.q];
         }
     }
     grad_x[idx] = acc;
 }
 
-// One output element of the direct convolution (fast path for small K = C*kh*kw):
-// idx in [0, N*O*oh*ow) names y[n, o, oy, ox] = sum_{c,i,j} w[o,c,i,j] * x_pad[n,c,oy*sy+i,ox*sx+j]
-// (+ bias[o] when has_bias), the sum in (c, i, j) order, bias added last as in y = W @ cols + b.
-template <typename T>
-__host__ __device__ inline void conv_direct_body(long long idx, const T* __restrict__ x,
+// One output element of the direct convolution (fast path for small K = C/groups*kh*kw):
+// idx in [0, N*O*oh*ow) names y[n, o, oy, ox] = sum_{c,i,j} w[o,c,i,j] * x_pad[n, g*group_c + c, oy*sy+i*dy, ox*sx+j*dx]
+// (+ bias[o] when has_bias), g = o / group_o the filter's group, group_c = C/groups input
+// channels and group_o = O/groups filters per group; the sum in (c, i, j) order, bias
+// added last as in y = W @ cols + b.
+template <typename T, typename I>
+__host__ __device__ inline void conv_direct_body(I idx, const T* __restrict__ x,
                                                  const T* __restrict__ weight, const T* __restrict__ bias,
                                                  T* __restrict__ y, int N, int C, int H, int W, int O,
-                                                 int kh, int kw, int sy, int sx, int pt, int pl,
-                                                 int oh, int ow, int has_bias) {
+                                                 int kh, int kw, int sy, int sx, int pt, int pl, int dy, int dx,
+                                                 int oh, int ow, int group_c, int group_o, int has_bias) {
     const int ox = (int)(idx % ow);
-    const int oy = (int)((idx / ow) % oh);
-    const long long no = idx / ((long long)ow * oh);
+    const I noy = idx / ow;
+    const int oy = (int)(noy % oh);
+    const I no = noy / oh;
     const int o = (int)(no % O);
     const int n = (int)(no / O);
+    const int first_c = (o / group_o) * group_c;
     const int h0 = oy * sy - pt;
     const int w0 = ox * sx - pl;
-    const T* wo = weight + (long long)o * C * kh * kw;
+    const T* wo = weight + (I)o * group_c * kh * kw;
     T acc = T(0);
-    for (int c = 0; c < C; ++c) {
-        const T* xc = x + ((long long)n * C + c) * H * W;
-        const T* wc = wo + (long long)c * kh * kw;
+    for (int c = 0; c < group_c; ++c) {
+        const T* xc = x + ((I)n * C + first_c + c) * H * W;
+        const T* wc = wo + c * kh * kw;
         for (int i = 0; i < kh; ++i) {
-            const int ih = h0 + i;
+            const int ih = h0 + i * dy;
             if (ih < 0 || ih >= H) continue;
             for (int j = 0; j < kw; ++j) {
-                const int iw = w0 + j;
+                const int iw = w0 + j * dx;
                 if (iw < 0 || iw >= W) continue;
-                acc += wc[i * kw + j] * xc[(long long)ih * W + iw];
+                acc += wc[i * kw + j] * xc[(I)ih * W + iw];
             }
         }
     }
@@ -116,15 +125,15 @@ __host__ __device__ inline void conv_direct_body(long long idx, const T* __restr
 // idx in [0, A*B*P) names dst[b, a, p] (dst is (B, A, P)) = src[a, b, p] (+ bias[a]).
 // Forward uses it to turn W @ cols, shaped (O, N, oh*ow), into NCHW y with the bias;
 // backward uses it (no bias) to turn grad_y (N, O, oh*ow) into (O, N*oh*ow).
-template <typename T>
-__host__ __device__ inline void transpose01_body(long long idx, const T* __restrict__ src,
+template <typename T, typename I>
+__host__ __device__ inline void transpose01_body(I idx, const T* __restrict__ src,
                                                  const T* __restrict__ bias, T* __restrict__ dst,
-                                                 int A, int B, long long P, int has_bias) {
-    const long long p = idx % P;
-    const long long ba = idx / P;
+                                                 int A, int B, I P, int has_bias) {
+    const I p = idx % P;
+    const I ba = idx / P;
     const int a = (int)(ba % A);
     const int b = (int)(ba / A);
-    T v = src[((long long)a * B + b) * P + p];
+    T v = src[((I)a * B + b) * P + p];
     if (has_bias) v += bias[a];
     dst[idx] = v;
 }

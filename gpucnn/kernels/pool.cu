@@ -1,47 +1,48 @@
 // Pooling kernels: max forward (value + argmax), max backward and average forward /
-// backward as gathers. Templates on the float type, instantiated through NVRTC name
-// expressions ("max_pool_fwd<float>", ...) by gpucnn/ops/cuda/pool.py. Per-element
+// backward as gathers. Templates on the float type T and the index type I (int where every
+// index fits in int32, else long long), instantiated through NVRTC name expressions
+// ("max_pool_fwd<float, int>", ...) by gpucnn/ops/cuda/pool.py. Per-element
 // arithmetic lives in pool_body.cuh so that the CPU harness runs the very same code.
 #include "pool_body.cuh"
 
 // Thread idx (grid-stride) computes y[idx] and argmax[idx] = output (nc, oy, ox),
 // idx in [0, total), total = N*C*oh*ow.
-template <typename T>
+template <typename T, typename I>
 __global__ void max_pool_fwd(const T* __restrict__ x, T* __restrict__ y, int* __restrict__ argmax,
                              int H, int W, int kh, int kw, int sy, int sx, int pt, int pl, int oh, int ow,
-                             long long total) {
-    GPUCNN_GRID_STRIDE_LOOP(idx, total) {
-        gpucnn::max_pool_fwd_body<T>(idx, x, y, argmax, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+                             I total) {
+    GPUCNN_GRID_STRIDE_LOOP_T(I, idx, total) {
+        gpucnn::max_pool_fwd_body<T, I>(idx, x, y, argmax, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
     }
 }
 
 // Thread idx (grid-stride) owns grad_x[idx] = input element (nc, h, w), idx in [0, total),
 // total = N*C*H*W, and gathers from the windows that cover it.
-template <typename T>
+template <typename T, typename I>
 __global__ void max_pool_bwd(const T* __restrict__ grad_y, const int* __restrict__ argmax, T* __restrict__ grad_x,
                              int H, int W, int kh, int kw, int sy, int sx, int pt, int pl, int oh, int ow,
-                             long long total) {
-    GPUCNN_GRID_STRIDE_LOOP(idx, total) {
-        gpucnn::max_pool_bwd_body<T>(idx, grad_y, argmax, grad_x, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+                             I total) {
+    GPUCNN_GRID_STRIDE_LOOP_T(I, idx, total) {
+        gpucnn::max_pool_bwd_body<T, I>(idx, grad_y, argmax, grad_x, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
     }
 }
 
 // Thread idx (grid-stride) computes y[idx] = output (nc, oy, ox), idx in [0, total),
 // total = N*C*oh*ow; scale = 1 / (kh*kw).
-template <typename T>
+template <typename T, typename I>
 __global__ void avg_pool_fwd(const T* __restrict__ x, T* __restrict__ y, int H, int W, int kh, int kw,
-                             int sy, int sx, int pt, int pl, int oh, int ow, T scale, long long total) {
-    GPUCNN_GRID_STRIDE_LOOP(idx, total) {
-        gpucnn::avg_pool_fwd_body<T>(idx, x, y, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
+                             int sy, int sx, int pt, int pl, int oh, int ow, T scale, I total) {
+    GPUCNN_GRID_STRIDE_LOOP_T(I, idx, total) {
+        gpucnn::avg_pool_fwd_body<T, I>(idx, x, y, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
     }
 }
 
 // Thread idx (grid-stride) owns grad_x[idx] = input element (nc, h, w), idx in [0, total),
 // total = N*C*H*W; scale = 1 / (kh*kw).
-template <typename T>
+template <typename T, typename I>
 __global__ void avg_pool_bwd(const T* __restrict__ grad_y, T* __restrict__ grad_x, int H, int W, int kh, int kw,
-                             int sy, int sx, int pt, int pl, int oh, int ow, T scale, long long total) {
-    GPUCNN_GRID_STRIDE_LOOP(idx, total) {
-        gpucnn::avg_pool_bwd_body<T>(idx, grad_y, grad_x, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
+                             int sy, int sx, int pt, int pl, int oh, int ow, T scale, I total) {
+    GPUCNN_GRID_STRIDE_LOOP_T(I, idx, total) {
+        gpucnn::avg_pool_bwd_body<T, I>(idx, grad_y, grad_x, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
     }
 }

@@ -2,7 +2,7 @@
 from ..backend import get_array_module
 from ..config import make_rng
 from ..ops import activation as act
-from .base import Layer
+from .base import Layer, check_grad_array
 
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout"]
 
@@ -31,7 +31,9 @@ class _Elementwise(Layer):
         return y
 
     def backward(self, grad_out, need_input_grad=True):
-        return self._df(grad_out, self._saved())
+        saved = self._saved()
+        self._check_grad(grad_out, saved.shape, self.name)
+        return self._df(grad_out, saved)
 
 
 class ReLU(_Elementwise):
@@ -121,8 +123,10 @@ class Dropout(Layer):
         return x * mask
 
     def backward(self, grad_out, need_input_grad=True):
+        check_grad_array(grad_out, "Dropout")
         if self._cache is None:
             return grad_out
+        self._check_grad(grad_out, self._cache.shape, "Dropout")
         return grad_out * self._cache
 
     def extra_repr(self):

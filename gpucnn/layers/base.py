@@ -2,7 +2,16 @@
 from ..backend import device_of, device_scope, get_array_module, to_device
 from ..parameter import Parameter
 
-__all__ = ["Layer"]
+__all__ = ["Layer", "check_grad_array"]
+
+
+def check_grad_array(grad_out, layer):
+    """TypeError naming ``layer`` unless the gradient is a real floating-point array (as PyTorch requires)."""
+    if not hasattr(grad_out, "dtype") or not hasattr(grad_out, "shape"):
+        raise TypeError(f"{layer}: backward expected a NumPy or CuPy array as the gradient, "
+                        f"got {type(grad_out).__name__}")
+    if grad_out.dtype.kind != "f":
+        raise TypeError(f"{layer}: backward expected a floating-point gradient, got dtype {grad_out.dtype}")
 
 
 class Layer:
@@ -99,6 +108,7 @@ class Layer:
 
     @staticmethod
     def _check_grad(grad_out, shape, layer):
+        check_grad_array(grad_out, layer)
         if tuple(grad_out.shape) != tuple(shape):
             raise ValueError(f"{layer}: backward expected a gradient of shape {tuple(shape)}, "
                              f"got {tuple(grad_out.shape)}")

@@ -72,8 +72,9 @@ class Flatten(Layer):
         if x.shape[0] == 0:
             raise ValueError(f"Flatten: got an empty batch (shape {tuple(x.shape)})")
         self._cache = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: a zero-size axis makes that ambiguous
 
     def backward(self, grad_out, need_input_grad=True):
         shape = self._saved()
+        self._check_grad(grad_out, (shape[0], math.prod(shape[1:])), "Flatten")
         return grad_out.reshape(shape)

@@ -4,6 +4,11 @@ Forward, for each output pixel: ``y[n, o] = b[o] + sum_{c, i, j} w[o, c, i, j] *
 The same weights slide over every position (weight sharing). Lowered to one matrix
 product: im2col lays every window out as a column, so ``y = W @ cols``.
 
+Dilation (dy, dx) spreads the taps apart: tap (i, j) reads ``x_pad[n, c, sy*oy + dy*i, sx*ox + dx*j]``.
+Groups split the channels: with G groups, filter o sees only the C/G input channels of its
+group g = o // (O/G), so ``weight`` is (O, C/G, kh, kw) and the product is one per group,
+``y_g = W_g @ cols_g`` (cols_g: the rows of group g's channels), done as one batched matmul.
+
 Backward, as the tutorials derive it:
 - dW is the correlation of the layer's input with the output gradient: ``dW = dY @ cols.T``.
 - dX is the full convolution of dY with the kernel rotated by 180 degrees. We compute
@@ -20,34 +25,42 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..backend import get_array_module
 
-__all__ = ["conv2d_forward", "conv2d_backward", "im2col", "col2im"]
+__all__ = ["conv2d_forward", "conv2d_backward", "im2col", "col2im", "grouped_matmul"]
 
 
-def conv2d_forward(x, weight, bias, window):
+def conv2d_forward(x, weight, bias, window, groups=1):
     """y = conv2d(x, weight) + bias.
 
     Args:
         x: (N, C, H, W) input.
-        weight: (O, C, kh, kw) filters.
+        weight: (O, C/groups, kh, kw) filters.
         bias: (O,) or None.
-        window: a ``gpucnn.ops.geometry.Window2D`` (stride, padding).
+        window: a ``gpucnn.ops.geometry.Window2D`` (stride, padding, dilation).
+        groups: channel groups (``gpucnn.ops.geometry.check_groups``); 1 is the plain convolution.
 
     Returns:
         (y, saved): y is (N, O, out_h, out_w); ``saved`` is what ``conv2d_backward`` needs.
     """
     if get_array_module(x) is not numpy:
         from .cuda import conv as cuda_conv
-        return cuda_conv.conv2d_forward(x, weight, bias, window)
+        return cuda_conv.conv2d_forward(x, weight, bias, window, groups)
     n, c, h, w = x.shape
     out_c = weight.shape[0]
     oh, ow = window.output_size(h, w)
-    grid_w = _grid_width(window, w, ow, c, out_c)
+    grid_w = _grid_width(window, w, ow, c // groups, out_c // groups)
     cols = _im2col_grid(x, window, oh, grid_w)
-    y = (weight.reshape(out_c, -1) @ cols).reshape(out_c, n, oh, grid_w)
+    if grid_w != ow and not numpy.isfinite(x).all():
+        # The spare grid columns read input wrapped around from the next row; an inf or NaN there
+        # would turn dW = dY @ cols.T into NaN (0 * inf) where PyTorch's is finite, so zero them.
+        # Finite values need nothing (0 * finite = 0), and checking x costs far less than the zeroing.
+        cols.reshape(-1, n, oh, grid_w)[:, :, :, ow:] = 0
+    length = cols.shape[1]
+    y = grouped_matmul(weight.reshape(groups, out_c // groups, -1), cols.reshape(groups, -1, length))
+    y = y.reshape(out_c, n, oh, grid_w)
     if bias is not None:
         y += bias[:, None, None, None]
     y = numpy.ascontiguousarray(y[:, :, :, :ow].transpose(1, 0, 2, 3))
-    return y, (cols, x.shape, weight, window, grid_w)
+    return y, (cols, x.shape, weight, window, grid_w, groups)
 
 
 def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
@@ -59,7 +72,7 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
     if get_array_module(grad_y) is not numpy:
         from .cuda import conv as cuda_conv
         return cuda_conv.conv2d_backward(grad_y, saved, need_bias, need_input_grad)
-    cols, x_shape, weight, window, grid_w = saved
+    cols, x_shape, weight, window, grid_w, groups = saved
     out_c = weight.shape[0]
     n, _, oh, ow = grad_y.shape
     # Output gradient laid out like the columns: (O, N, oh, grid_w), zero on the spare grid columns.
@@ -67,13 +80,25 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
         numpy.empty((out_c, n, oh, grid_w), dtype=grad_y.dtype)
     gy_grid[:, :, :, :ow] = grad_y.transpose(1, 0, 2, 3)
     gy_mat = gy_grid.reshape(out_c, -1)
-    grad_w = (gy_mat @ cols.T).reshape(weight.shape)
+    gy_groups = gy_mat.reshape(groups, out_c // groups, -1)
+    cols_groups = cols.reshape(groups, -1, cols.shape[1])
+    grad_w = grouped_matmul(gy_groups, cols_groups.transpose(0, 2, 1)).reshape(weight.shape)
     grad_b = gy_mat.sum(axis=1) if need_bias else None  # the spare grid columns hold zeros
     if not need_input_grad:
         return None, grad_w, grad_b
-    grad_cols = weight.reshape(out_c, -1).T @ gy_mat
+    grad_cols = grouped_matmul(weight.reshape(groups, out_c // groups, -1).transpose(0, 2, 1), gy_groups)
     grad_x = _col2im_grid(grad_cols, x_shape, window, oh, grid_w)
     return grad_x, grad_w, grad_b
+
+
+def grouped_matmul(a, b):
+    """One matrix product per group, stacked: a (G, m, k) and b (G, k, n) give (G*m, n), rows (g, m).
+
+    Works on NumPy and CuPy arrays alike (views are fine); one group is the plain 2-D ``a[0] @ b[0]``.
+    """
+    if a.shape[0] == 1:
+        return a[0] @ b[0]
+    return (a @ b).reshape(-1, b.shape[2])
 
 
 def im2col(x, window, oh, ow):
@@ -91,7 +116,7 @@ def col2im(cols, x_shape, window, oh, ow):
 
 # How the lowering works. The padded input is stored as (C, N, Hp*Wp + slack): each image
 # a flat row. Kernel offset (i, j) sees, for every output pixel, the input element at
-# flat index  i*Wp + j + sy*Wp*oy + sx*ox : one strided view per offset (a "tap"), so
+# flat index  dy*i*Wp + dx*j + sy*Wp*oy + sx*ox : one strided view per offset (a "tap"), so
 # im2col and col2im are kh*kw vectorised copies or adds, never a loop over pixels.
 # With stride 1 we may compute the output on a grid Wp wide instead of ow wide: the spare
 # columns are discarded, and in exchange every tap is one contiguous run per image.
@@ -107,10 +132,11 @@ def _grid_width(window, w, ow, in_c, out_c):
 
 
 def _flat_padded(shape, window, dtype):
-    """Zeros of shape (C, N, Hp*Wp + kw) and the (C, N, Hp, Wp) view of its image part."""
+    """Zeros of shape (C, N, Hp*Wp + extent_w) and the (C, N, Hp, Wp) view of its image part (the
+    slack after the image lets the last tap of a wide grid run past the last row)."""
     n, c, h, w = shape
     hp, wp = h + window.pt + window.pb, w + window.pl + window.pr
-    flat = numpy.zeros((c, n, hp * wp + window.kw), dtype=dtype)
+    flat = numpy.zeros((c, n, hp * wp + window.extent_w), dtype=dtype)
     s_c, s_n, s_e = flat.strides
     image = as_strided(flat, shape=(c, n, hp, wp), strides=(s_c, s_n, wp * s_e, s_e))
     return flat, image
@@ -120,7 +146,7 @@ def _tap(flat, window, i, j, oh, grid_w, wp):
     """(C, N, oh, grid_w) view of the elements that kernel offset (i, j) multiplies."""
     c, n, _ = flat.shape
     s_c, s_n, s_e = flat.strides
-    return as_strided(flat[:, :, i * wp + j:], shape=(c, n, oh, grid_w),
+    return as_strided(flat[:, :, i * window.dy * wp + j * window.dx:], shape=(c, n, oh, grid_w),
                       strides=(s_c, s_n, window.sy * wp * s_e, window.sx * s_e))
 
 

@@ -108,11 +108,13 @@ def avg_pool2d_forward(x, window):
         return cuda_pool.avg_pool2d_forward(x, window)
     oh, ow = window.output_size(*x.shape[2:])
     padded = _pad(x, window, 0)
-    y = _tap(padded, window, 0, 0, oh, ow).copy()
+    # float16 sums overflow long before their mean does (4 x 30000 > 65504): add in float32, as PyTorch does.
+    acc_dtype = numpy.float32 if x.dtype == numpy.float16 else x.dtype
+    y = _tap(padded, window, 0, 0, oh, ow).astype(acc_dtype)
     for k in range(1, window.kh * window.kw):
         y += _tap(padded, window, k // window.kw, k % window.kw, oh, ow)
-    y *= x.dtype.type(1.0 / (window.kh * window.kw))
-    return y, (x.shape, window)
+    y *= numpy.dtype(acc_dtype).type(1.0 / (window.kh * window.kw))
+    return y.astype(x.dtype, copy=False), (x.shape, window)
 
 
 def avg_pool2d_backward(grad_y, saved):

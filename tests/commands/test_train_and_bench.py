@@ -79,9 +79,13 @@ def test_train_script_reports_missing_data_and_devices_without_a_traceback(tmp_p
     monkeypatch.setattr(datasets, "_download", lambda name, target: ["offline (test)"])
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("GPUCNN_DATA", raising=False)
-    assert train.main(["--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--device", "cpu"]) == 2
+    assert train.main(["--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--device", "cpu",
+                       "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: MNIST was not found") and str(tmp_path / "none") in err
+    assert err.startswith("error: MNIST: data directory") and str(tmp_path / "none") + " does not exist" in err
+    assert not (tmp_path / "out").exists()  # a run that fails before training leaves no directory
+    assert train.main(["--dataset", "mnist", "--device", "cpu", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("error: MNIST was not found")
     assert train.main(["--device", "tpu"]) == 2
     assert "unknown device 'tpu'" in capsys.readouterr().err
 

@@ -15,7 +15,7 @@ import pytest
 from gpucnn.data import CorruptDataError, DataNotFoundError, datasets, load_fashion_mnist, load_mnist
 from .test_idx import idx_bytes
 
-NUM_TRAIN, NUM_TEST = 6, 4
+from .conftest import NUM_TEST, NUM_TRAIN  # noqa: E402 (the counts the isolated fixture patches in)
 FASHION_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -45,22 +45,6 @@ def write_dataset(directory, tag, compress=True, files=None):
 def first_label(result):
     (_, y_train), _ = result
     return int(y_train[0])
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Small sample counts, HOME in tmp_path, no $GPUCNN_DATA, no system directory, no network."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("GPUCNN_DATA", raising=False)
-    monkeypatch.setattr(datasets, "_NUM_SAMPLES", {"train": NUM_TRAIN, "test": NUM_TEST})
-    monkeypatch.setattr(datasets, "_SYSTEM_DIRS", {"fashion-mnist": [tmp_path / "system"], "mnist": []})
-
-    def no_network(url, destination):
-        raise urllib.error.URLError("network disabled in tests")
-    monkeypatch.setattr(datasets, "_fetch_url", no_network)
-    return home
 
 
 def test_shapes_dtypes_and_normalization(tmp_path):
@@ -95,16 +79,26 @@ def test_search_order(tmp_path, monkeypatch, isolated):
     cache = isolated / ".cache/gpucnn/fashion-mnist"
     monkeypatch.setenv("GPUCNN_DATA", str(env))
     write_dataset(system, 1)
-    assert first_label(load_fashion_mnist(given, download=False)) == 1
+    assert first_label(load_fashion_mnist(download=False)) == 1
     write_dataset(cache, 2)
-    assert first_label(load_fashion_mnist(given, download=False)) == 2
+    assert first_label(load_fashion_mnist(download=False)) == 2
     write_dataset(env, 3)
-    assert first_label(load_fashion_mnist(given, download=False)) == 3
+    assert first_label(load_fashion_mnist(download=False)) == 3
     write_dataset(env / "fashion-mnist", 4)
-    assert first_label(load_fashion_mnist(given, download=False)) == 4
+    assert first_label(load_fashion_mnist(download=False)) == 4
     write_dataset(given, 5)
     assert first_label(load_fashion_mnist(given, download=False)) == 5
-    assert first_label(load_fashion_mnist(download=False)) == 4
+    assert datasets.find_dataset("fashion-mnist", given)["directory"] == given
+
+
+def test_data_dir_without_the_data_set_is_an_error_naming_what_is_missing(tmp_path, isolated):
+    write_dataset(isolated / ".cache/gpucnn/fashion-mnist", 2)  # would have been a silent fallback
+    with pytest.raises(DataNotFoundError, match=r"given does not exist"):
+        load_fashion_mnist(tmp_path / "given")
+    write_dataset(tmp_path / "given", 5)
+    (tmp_path / "given" / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataNotFoundError, match=r"given lacks t10k-images-idx3-ubyte\[\.gz\]; it must hold"):
+        load_fashion_mnist(tmp_path / "given")
 
 
 def test_mnist_uses_its_own_subdirectories(tmp_path, monkeypatch, isolated):
@@ -116,29 +110,31 @@ def test_mnist_uses_its_own_subdirectories(tmp_path, monkeypatch, isolated):
     assert first_label(load_fashion_mnist(download=False)) == 1
 
 
-def test_directory_with_some_files_is_skipped(tmp_path, isolated):
-    write_dataset(tmp_path / "given", 5)
-    (tmp_path / "given" / "train-images-idx3-ubyte.gz").unlink()
+def test_directory_with_some_files_is_skipped(tmp_path, monkeypatch, isolated):
+    monkeypatch.setenv("GPUCNN_DATA", str(tmp_path / "env"))
+    write_dataset(tmp_path / "env" / "mnist", 5)
+    (tmp_path / "env" / "mnist" / "train-images-idx3-ubyte.gz").unlink()
     write_dataset(isolated / ".cache/gpucnn/mnist", 6)
 
-    assert first_label(load_mnist(tmp_path / "given")) == 6
+    assert first_label(load_mnist()) == 6
 
 
 def test_not_found_message_lists_every_place_and_how_to_get_data(tmp_path, monkeypatch, isolated):
-    write_dataset(tmp_path / "partial", 1)
-    (tmp_path / "partial" / "t10k-images-idx3-ubyte.gz").unlink()
+    write_dataset(tmp_path / "system", 1)
+    (tmp_path / "system" / "t10k-images-idx3-ubyte.gz").unlink()
 
     with pytest.raises(DataNotFoundError) as info:
-        load_fashion_mnist(tmp_path / "partial")
+        load_fashion_mnist()
 
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for place in [tmp_path / "partial", isolated / ".cache/gpucnn/fashion-mnist", tmp_path / "system"]:
+    for place in [isolated / ".cache/gpucnn/fashion-mnist", tmp_path / "system"]:
         assert str(place) in message
     assert "missing t10k-images-idx3-ubyte" in message
     assert "$GPUCNN_DATA (not set)" in message
     assert "network disabled in tests" in message
-    assert "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz" in message
+    assert "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/" \
+        "train-images-idx3-ubyte.gz" in message
     assert "apt-get install dataset-fashion-mnist" in message
     assert "GPUCNN_DATA" in message and "data_dir" in message
     assert not (isolated / ".cache/gpucnn/fashion-mnist").exists(), "failed download left an empty cache dir"

@@ -142,6 +142,26 @@ def test_unknown_layers_fall_back_per_segment(rng):
         assert_close(a, b, rtol=1e-11, atol=1e-13, what=f"result {i} (y, dx, then gradients)")
 
 
+def test_dilated_and_grouped_convolutions_run_as_themselves(rng):
+    def build():
+        return gpucnn.Sequential([Conv2D(2, 4, 3, padding=1, dtype=F64, rng=0), ReLU(),
+                                  Conv2D(4, 4, 3, padding=2, dilation=2, dtype=F64, rng=1), ReLU(),
+                                  Conv2D(4, 4, 3, groups=2, dtype=F64, rng=2), MaxPool2D(2), Flatten(),
+                                  Dense(4 * 3 * 3, 3, dtype=F64, rng=3)])
+    x = rng.standard_normal((3, 2, 8, 8))
+    g = rng.standard_normal((3, 3))
+    results = {}
+    for path in ("reference", "fast"):
+        model = build()
+        y = _on_path(path, model.forward, x)
+        dx = _on_path(path, model.backward, g)
+        results[path] = [y, dx] + [p.grad for p in model.parameters()]
+    kinds = [type(p).__name__ for p in model._fast.parts]
+    assert kinds == ["Segment", "Conv2D", "Segment", "Conv2D", "Segment"], kinds
+    for i, (a, b) in enumerate(zip(results["fast"], results["reference"])):
+        assert_close(a, b, rtol=1e-11, atol=1e-13, what=f"result {i} (y, dx, then gradients)")
+
+
 def test_reference_path_and_gpu_style_inputs_skip_the_fast_path(rng):
     model = fashion_cnn(rng=0)
     x = rng.random((2, 1, 28, 28), dtype=numpy.float32)

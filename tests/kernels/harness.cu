@@ -2,15 +2,18 @@
 // (gpucnn/kernels/*_body.cuh, the very code the GPU kernels call) over every index on
 // the CPU. Built by nvcc as host code, so it needs no GPU.
 //
-//   harness KERNEL f32|f64 ARG...
+//   harness KERNEL f32|f64 ARG...               a kernel templated on the float type only
+//   harness KERNEL f32/i32|f32/i64|f64/... ARG...  one templated on its index type I too
 //
 // ARGs follow the kernel's parameters in order (gpucnn/ops/cuda/loader.py: SIGNATURES):
 // a pointer parameter is the path of a raw little-endian binary file of T (or int32 for
 // int pointers) that is read in and, for a non-const pointer, written back afterwards;
-// `int` and `long long` are decimal; `T` is a C99 float literal (Python's float.hex()
-// round-trips exactly). The grid-stride kernels take their element count last; the
-// harness visits every index in [0, count) once, in order. row_sum replays the block
-// reduction of conv.cu block by block, with the same GPUCNN_BLOCK partial sums and tree.
+// `int`, `long long` and `I` are decimal (an `I` must fit the index type); `T` is a C99
+// float literal (Python's float.hex() round-trips exactly). The grid-stride kernels take
+// their count of work items last; the harness visits every index in [0, count) once, in
+// order, with the body instantiated for the index type given (i32: int, i64: long long),
+// as the GPU kernel is. row_sum replays the block reduction of conv.cu block by block,
+// with the same GPUCNN_BLOCK partial sums and tree.
 //
 //   harness --serve     the same commands, one per line on stdin, arguments tab-separated
 //   harness --block     prints GPUCNN_BLOCK
@@ -102,6 +105,9 @@ struct Args {
     }
     int i32() { return (int)integer(-2147483647LL - 1, 2147483647LL); }
     long long i64() { return integer(-9223372036854775807LL - 1, 9223372036854775807LL); }
+    // A value of the index type I (int or long long).
+    template <typename I>
+    I index() { return sizeof(I) == 4 ? (I)i32() : (I)i64(); }
     T real() {
         const char* s = take();
         char* end = nullptr;
@@ -116,7 +122,16 @@ struct Args {
     }
 };
 
-template <typename T>
+// The kernels templated on an index type I as well as on T (the loader's "I" parameters).
+bool has_index_type(const std::string& kernel) {
+    static const char* const names[] = {"im2col", "col2im", "conv_direct", "transpose01", "max_pool_fwd",
+                                        "max_pool_bwd", "avg_pool_fwd", "avg_pool_bwd"};
+    for (const char* name : names)
+        if (kernel == name) return true;
+    return false;
+}
+
+template <typename T, typename I>
 void run(const std::string& kernel, Args<T>& a) {
     using namespace gpucnn;
     if (kernel == "im2col" || kernel == "col2im") {
@@ -124,11 +139,11 @@ void run(const std::string& kernel, Args<T>& a) {
         T* dst = a.array(true);
         int N = a.i32(), C = a.i32(), H = a.i32(), W = a.i32();
         int kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32(), pt = a.i32(), pl = a.i32();
-        int oh = a.i32(), ow = a.i32();
-        long long total = a.i64();
-        for (long long i = 0; i < total; ++i) {
-            if (kernel == "im2col") im2col_body<T>(i, src, dst, N, C, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
-            else col2im_body<T>(i, src, dst, N, C, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+        int dy = a.i32(), dx = a.i32(), oh = a.i32(), ow = a.i32();
+        I total = a.template index<I>();
+        for (I i = 0; i < total; ++i) {
+            if (kernel == "im2col") im2col_body<T, I>(i, src, dst, N, C, H, W, kh, kw, sy, sx, pt, pl, dy, dx, oh, ow);
+            else col2im_body<T, I>(i, src, dst, N, C, H, W, kh, kw, sy, sx, pt, pl, dy, dx, oh, ow);
         }
     } else if (kernel == "conv_direct") {
         const T* x = a.array(false);
@@ -137,19 +152,21 @@ void run(const std::string& kernel, Args<T>& a) {
         T* y = a.array(true);
         int N = a.i32(), C = a.i32(), H = a.i32(), W = a.i32(), O = a.i32();
         int kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32(), pt = a.i32(), pl = a.i32();
-        int oh = a.i32(), ow = a.i32(), has_bias = a.i32();
-        long long total = a.i64();
-        for (long long i = 0; i < total; ++i)
-            conv_direct_body<T>(i, x, w, b, y, N, C, H, W, O, kh, kw, sy, sx, pt, pl, oh, ow, has_bias);
+        int dy = a.i32(), dx = a.i32(), oh = a.i32(), ow = a.i32();
+        int group_c = a.i32(), group_o = a.i32(), has_bias = a.i32();
+        I total = a.template index<I>();
+        for (I i = 0; i < total; ++i)
+            conv_direct_body<T, I>(i, x, w, b, y, N, C, H, W, O, kh, kw, sy, sx, pt, pl, dy, dx, oh, ow, group_c,
+                                   group_o, has_bias);
     } else if (kernel == "transpose01") {
         const T* src = a.array(false);
         const T* bias = a.array(false);
         T* dst = a.array(true);
         int A = a.i32(), B = a.i32();
-        long long P = a.i64();
+        I P = a.template index<I>();
         int has_bias = a.i32();
-        long long total = a.i64();
-        for (long long i = 0; i < total; ++i) transpose01_body<T>(i, src, bias, dst, A, B, P, has_bias);
+        I total = a.template index<I>();
+        for (I i = 0; i < total; ++i) transpose01_body<T, I>(i, src, bias, dst, A, B, P, has_bias);
     } else if (kernel == "row_sum") {
         // Grid (rows, chunks) as the launcher sizes it: chunks = ceil(L / chunk), at least 1.
         const T* mat = a.array(false);
@@ -173,26 +190,26 @@ void run(const std::string& kernel, Args<T>& a) {
         int* am = a.int_array(true);
         int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
         int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32();
-        long long total = a.i64();
-        for (long long i = 0; i < total; ++i) max_pool_fwd_body<T>(i, x, y, am, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+        I total = a.template index<I>();
+        for (I i = 0; i < total; ++i) max_pool_fwd_body<T, I>(i, x, y, am, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
     } else if (kernel == "max_pool_bwd") {
         const T* gy = a.array(false);
         const int* am = a.int_array(false);
         T* gx = a.array(true);
         int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
         int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32();
-        long long total = a.i64();
-        for (long long i = 0; i < total; ++i) max_pool_bwd_body<T>(i, gy, am, gx, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+        I total = a.template index<I>();
+        for (I i = 0; i < total; ++i) max_pool_bwd_body<T, I>(i, gy, am, gx, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
     } else if (kernel == "avg_pool_fwd" || kernel == "avg_pool_bwd") {
         const T* src = a.array(false);
         T* dst = a.array(true);
         int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
         int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32();
         T scale = a.real();
-        long long total = a.i64();
-        for (long long i = 0; i < total; ++i) {
-            if (kernel == "avg_pool_fwd") avg_pool_fwd_body<T>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
-            else avg_pool_bwd_body<T>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
+        I total = a.template index<I>();
+        for (I i = 0; i < total; ++i) {
+            if (kernel == "avg_pool_fwd") avg_pool_fwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
+            else avg_pool_bwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
         }
     } else if (kernel == "sgd_update") {
         T* p = a.array(true);
@@ -219,15 +236,27 @@ void run(const std::string& kernel, Args<T>& a) {
     a.done();
 }
 
+template <typename T>
+void run_with_index(const std::string& kernel, const std::string& index, Args<T>& a) {
+    if (has_index_type(kernel) != !index.empty())
+        die("kernel " + kernel + (index.empty() ? " needs an index type (f32/i32 ...)" : " has no index type"));
+    if (index == "i64") run<T, long long>(kernel, a);
+    else if (index == "i32" || index.empty()) run<T, int>(kernel, a);  // int: unused by kernels without I
+    else die("index type must be i32 or i64, got " + index);
+}
+
 int run_command(int argc, char** argv) {
-    if (argc < 3) die("usage: harness KERNEL f32|f64 ARG...");
-    const std::string kernel = argv[1], type = argv[2];
+    if (argc < 3) die("usage: harness KERNEL f32|f64[/i32|/i64] ARG...");
+    const std::string kernel = argv[1], types = argv[2];
+    const size_t slash = types.find('/');
+    const std::string type = types.substr(0, slash);
+    const std::string index = slash == std::string::npos ? "" : types.substr(slash + 1);
     if (type == "f32") {
         Args<float> a(argc, argv, 3);
-        run<float>(kernel, a);
+        run_with_index<float>(kernel, index, a);
     } else if (type == "f64") {
         Args<double> a(argc, argv, 3);
-        run<double>(kernel, a);
+        run_with_index<double>(kernel, index, a);
     } else {
         die("type must be f32 or f64, got " + type);
     }

@@ -37,16 +37,36 @@ CXXFILT = shutil.which("c++filt")
 _C_TYPES = {"float": {"const T*": "float const*", "T*": "float*", "T": "float"},
             "double": {"const T*": "double const*", "T*": "double*", "T": "double"}}
 _C_TYPES_COMMON = {"const int*": "int const*", "int*": "int*", "int": "int", "long long": "long long"}
+# (the index type "I" is replaced by 'int' or 'long long' first: loader.resolved_signature)
 
 
 def expected_demangled(file):
-    """{'im2col<float>': 'void im2col<float>(float const*, float*, int, ...)', ...} from loader.SIGNATURES."""
+    """{'im2col<float, int>': 'void im2col<float, int>(float const*, float*, int, ...)', ...} from
+    loader.SIGNATURES: every float type, and both index types for the kernels templated on one."""
     out = {}
-    for name, signature in loader.SIGNATURES[file].items():
+    for name in loader.SIGNATURES[file]:
+        indices = loader.INDEX_TYPES if loader.has_index_type(file, name) else (None,)
         for ctype in ("float", "double"):
-            params = ", ".join(_C_TYPES[ctype].get(t) or _C_TYPES_COMMON[t] for t in signature)
-            out[f"{name}<{ctype}>"] = f"void {name}<{ctype}>({params})"
+            for index in indices:
+                signature = loader.resolved_signature(file, name, index)
+                params = ", ".join(_C_TYPES[ctype].get(t) or _C_TYPES_COMMON[t] for t in signature)
+                template = ctype if index is None else f"{ctype}, {index}"
+                out[f"{name}<{template}>"] = f"void {name}<{template}>({params})"
     return out
+
+
+def test_name_expressions_cover_the_table_once():
+    """Every float type x (index type) instantiation, each once; split by module without overlap."""
+    for file in loader.SIGNATURES:
+        everything = loader.name_expressions(file)
+        assert sorted(everything) == sorted(expected_demangled(file)) and len(set(everything)) == len(everything)
+        for ctype in ("float", "double"):
+            parts = [loader.name_expressions(file, ctype, index) for index in loader.INDEX_TYPES]
+            assert sorted(parts[0] + parts[1]) == sorted(e for e in everything if f"<{ctype}" in e)
+            assert all(", long long>" in e for e in parts[1])
+    assert loader.name_expressions("conv.cu", "float", "int") == [
+        "im2col<float, int>", "col2im<float, int>", "conv_direct<float, int>", "transpose01<float, int>",
+        "row_sum<float>"]
 
 
 def demangle(names):

@@ -104,12 +104,19 @@ def harness(tmp_path_factory):
         runner.close()
 
 
-def run_kernel(harness, file, name, dtype, args):
-    """Run kernel ``name`` of ``file`` in the harness; non-const array arguments are updated in place."""
+def run_kernel(harness, file, name, dtype, args, index=None):
+    """Run kernel ``name`` of ``file`` in the harness; non-const array arguments are updated in place.
+
+    ``index`` ('int' or 'long long') is the index type of a kernel templated on one; the harness runs
+    the body instantiated for it, as the GPU runs the launched instantiation.
+    """
     workdir = harness.workdir
-    signature = real_loader.SIGNATURES[file][name]
+    signature = real_loader.resolved_signature(file, name, index)
     assert len(args) == len(signature), f"{name}: {len(args)} arguments for {len(signature)} parameters"
-    argv = [name, "f32" if numpy.dtype(dtype) == numpy.float32 else "f64"]
+    types = "f32" if numpy.dtype(dtype) == numpy.float32 else "f64"
+    if index is not None:
+        types += {"int": "/i32", "long long": "/i64"}[index]
+    argv = [name, types]
     paths, outputs = {}, []
     for ctype, value in zip(signature, args):
         if ctype.endswith("*"):
@@ -140,7 +147,7 @@ def test_command_line_mode(harness, tmp_path):
     y = numpy.zeros((1, 1, 1, 2), dtype=numpy.float32)
     x.tofile(tmp_path / "x.bin")
     y.tofile(tmp_path / "y.bin")
-    args = ["avg_pool_fwd", "f32", str(tmp_path / "x.bin"), str(tmp_path / "y.bin"),
+    args = ["avg_pool_fwd", "f32/i32", str(tmp_path / "x.bin"), str(tmp_path / "y.bin"),
             "3", "4", "2", "2", "2", "2", "0", "0", "1", "2", float(0.25).hex(), "2"]
     subprocess.run([harness.exe] + args, check=True, capture_output=True)
     numpy.testing.assert_array_equal(numpy.fromfile(tmp_path / "y.bin", dtype=numpy.float32), [2.5, 4.5])
@@ -155,60 +162,114 @@ DTYPES = parity.DTYPES
 
 
 def _geometry(case):
-    _, n, c, h, w, o, window, _ = case
+    n, c, h, w, o, window, _, groups = parity.conv_case(case)
     oh, ow = window.output_size(h, w)
-    return n, c, h, w, o, window, oh, ow
+    return n, c, h, w, o, window, oh, ow, groups
 
 
 def _window_args(window, oh, ow):
     return (window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow)
 
 
+def _conv_window_args(window, oh, ow):
+    return (window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, window.dy, window.dx, oh, ow)
+
+
+INDEX_TYPES = real_loader.INDEX_TYPES
+
+
+@pytest.mark.parametrize("index", INDEX_TYPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=parity._ids(CONV_CASES))
-def test_conv_bodies_match_numpy(harness, case, dtype):
-    """im2col (exact), col2im gather, direct convolution, transpose01 and row_sum against NumPy."""
-    n, c, h, w, o, window, oh, ow = _geometry(case)
+def test_conv_bodies_match_numpy(harness, case, dtype, index):
+    """im2col (exact), col2im gather, direct convolution, transpose01 and row_sum against NumPy, with
+    32-bit and with 64-bit indices."""
+    n, c, h, w, o, window, oh, ow, groups = _geometry(case)
     rng = numpy.random.default_rng(1)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    weight = rng.standard_normal((o, c, window.kh, window.kw)).astype(dtype)
+    weight = rng.standard_normal((o, c // groups, window.kh, window.kw)).astype(dtype)
     bias = rng.standard_normal(o).astype(dtype)
     k, p = c * window.kh * window.kw, oh * ow
-    geometry = _window_args(window, oh, ow)
+    geometry = _conv_window_args(window, oh, ow)
 
     cols = numpy.full((k, n * p), numpy.nan, dtype=dtype)
-    run_kernel(harness, "conv.cu", "im2col", dtype, (x, cols, n, c, h, w) + geometry + (cols.size,))
+    run_kernel(harness, "conv.cu", "im2col", dtype, (x, cols, n, c, h, w) + geometry + (c * n * p,), index)
     # gpucnn.ops.conv.im2col orders rows (c, i, j) and columns (n, oy, ox), as ours.
     numpy.testing.assert_array_equal(cols, np_conv.im2col(x, window, oh, ow))
 
     grad_cols = rng.standard_normal((k, n * p)).astype(dtype)
     grad_x = numpy.full((n, c, h, w), numpy.nan, dtype=dtype)
     run_kernel(harness, "conv.cu", "col2im", dtype,
-               (grad_cols, grad_x, n, c, h, w) + geometry + (grad_x.size,))
+               (grad_cols, grad_x, n, c, h, w) + geometry + (grad_x.size,), index)
     parity.assert_close(grad_x, np_conv.col2im(grad_cols, x.shape, window, oh, ow), dtype, "col2im")
 
-    y_ref, _ = np_conv.conv2d_forward(x, weight, bias, window)
+    y_ref, _ = np_conv.conv2d_forward(x, weight, bias, window, groups)
     for has_bias in (0, 1):
         y = numpy.full((n, o, oh, ow), numpy.nan, dtype=dtype)
         run_kernel(harness, "conv.cu", "conv_direct", dtype,
-                   (x, weight, bias, y, n, c, h, w, o) + geometry + (has_bias, y.size))
+                   (x, weight, bias, y, n, c, h, w, o) + geometry + (c // groups, o // groups, has_bias, y.size),
+                   index)
         expected = y_ref if has_bias else y_ref - bias[:, None, None]
         parity.assert_close(y, expected, dtype, f"conv_direct has_bias={has_bias}")
 
-    # forward of the GEMM path: W @ cols (NumPy standing in for cuBLAS), then transpose01 + bias
-    y_mat = weight.reshape(o, k) @ cols
+    # forward of the GEMM path: W @ cols per group (NumPy standing in for cuBLAS), then transpose01 + bias
+    y_mat = np_conv.grouped_matmul(weight.reshape(groups, o // groups, -1), cols.reshape(groups, -1, n * p))
     y = numpy.full((n, o, oh, ow), numpy.nan, dtype=dtype)
-    run_kernel(harness, "conv.cu", "transpose01", dtype, (y_mat, bias, y, o, n, p, 1, y.size))
+    run_kernel(harness, "conv.cu", "transpose01", dtype, (y_mat, bias, y, o, n, p, 1, y.size), index)
     parity.assert_close(y, y_ref, dtype, "W @ cols + transpose01")
 
     grad_y = rng.standard_normal((n, o, oh, ow)).astype(dtype)
     gy_mat = numpy.full((o, n * p), numpy.nan, dtype=dtype)
-    run_kernel(harness, "conv.cu", "transpose01", dtype, (grad_y, grad_y, gy_mat, n, o, p, 0, gy_mat.size))
+    run_kernel(harness, "conv.cu", "transpose01", dtype, (grad_y, grad_y, gy_mat, n, o, p, 0, gy_mat.size), index)
     numpy.testing.assert_array_equal(gy_mat, grad_y.transpose(1, 0, 2, 3).reshape(o, -1))
     grad_b = numpy.full(o, numpy.nan, dtype=dtype)
     run_kernel(harness, "conv.cu", "row_sum", dtype, (gy_mat, grad_b, o, n * p, n * p))
     expected_b = grad_y.astype(numpy.float64).sum(axis=(0, 2, 3)).astype(dtype)
     parity.assert_close(grad_b, expected_b, dtype, "row_sum")
+
+
+@pytest.mark.parametrize("index", INDEX_TYPES)
+@pytest.mark.parametrize("case", parity.POOL_CASES[:8], ids=parity._ids(parity.POOL_CASES[:8]))
+def test_pool_bodies_match_numpy(harness, case, index):
+    """The four pooling kernels against NumPy, with 32-bit and with 64-bit indices."""
+    from gpucnn.ops import pool as np_pool
+
+    _, n, c, h, w, window = case
+    dtype = numpy.float64
+    oh, ow = window.output_size(h, w)
+    geometry = (h, w) + _window_args(window, oh, ow)
+    rng = numpy.random.default_rng(5)
+    x = rng.standard_normal((n, c, h, w))
+    grad_y = rng.standard_normal((n, c, oh, ow))
+    y_ref, saved_ref = np_pool.max_pool2d_forward(x, window)
+    y = numpy.full(y_ref.shape, numpy.nan)
+    argmax = numpy.full(y_ref.shape, -1, dtype=numpy.int32)
+    run_kernel(harness, "pool.cu", "max_pool_fwd", dtype, (x, y, argmax) + geometry + (y.size,), index)
+    numpy.testing.assert_array_equal(y, y_ref)
+    numpy.testing.assert_array_equal(argmax, saved_ref[0])
+    grad_x = numpy.full(x.shape, numpy.nan)
+    run_kernel(harness, "pool.cu", "max_pool_bwd", dtype, (grad_y, argmax, grad_x) + geometry + (grad_x.size,), index)
+    parity.assert_close(grad_x, np_pool.max_pool2d_backward(grad_y, saved_ref), dtype, "max_pool_bwd")
+    scale = 1.0 / (window.kh * window.kw)
+    y_ref, saved_ref = np_pool.avg_pool2d_forward(x, window)
+    run_kernel(harness, "pool.cu", "avg_pool_fwd", dtype, (x, y) + geometry + (scale, y.size), index)
+    parity.assert_close(y, y_ref, dtype, "avg_pool_fwd")
+    run_kernel(harness, "pool.cu", "avg_pool_bwd", dtype, (grad_y, grad_x) + geometry + (scale, grad_x.size), index)
+    parity.assert_close(grad_x, np_pool.avg_pool2d_backward(grad_y, saved_ref), dtype, "avg_pool_bwd")
+
+
+def test_harness_refuses_a_missing_or_stray_index_type(harness, tmp_path):
+    x = numpy.zeros((1, 1, 2, 2))
+    x.tofile(tmp_path / "x.bin")
+    x.tofile(tmp_path / "y.bin")
+    common = [str(tmp_path / "x.bin"), str(tmp_path / "y.bin"), "2", "2", "1", "1", "1", "1", "0", "0", "2", "2",
+              float(1.0).hex(), "4"]
+    for type_word, word in (("f64", "needs an index type"), ("f64/i16", "must be i32 or i64")):
+        bad = subprocess.run([harness.exe, "avg_pool_fwd", type_word] + common, capture_output=True, text=True)
+        assert bad.returncode == 2 and word in bad.stderr
+    bad = subprocess.run([harness.exe, "row_sum", "f64/i32", str(tmp_path / "x.bin"), str(tmp_path / "y.bin"),
+                          "1", "4", "4"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "has no index type" in bad.stderr
 
 
 @pytest.mark.parametrize("length,chunk", [(0, 1), (1, 1), (255, 4096), (256, 256), (257, 256), (1000, 300),
@@ -236,7 +297,7 @@ def test_max_pool_rule_nan_ties_and_padding(harness):
     y = numpy.zeros((1, 1, 3, 3))
     argmax = numpy.zeros((1, 1, 3, 3), dtype=numpy.int32)
     run_kernel(harness, "pool.cu", "max_pool_fwd", numpy.float64,
-               (x, y, argmax, 2, 4) + _window_args(window, 3, 3) + (y.size,))
+               (x, y, argmax, 2, 4) + _window_args(window, 3, 3) + (y.size,), "int")
     nan, inf = numpy.nan, numpy.inf
     numpy.testing.assert_array_equal(y[0, 0], [[-inf, -inf, -inf], [1.0, nan, nan], [-inf, 5.0, nan]])
     numpy.testing.assert_array_equal(argmax[0, 0], [[0, 0, 0], [0, 1, 0], [0, 1, 1]])
@@ -271,7 +332,9 @@ class FakeKernel:
 
     def __init__(self, loader, harness, file, expression):
         self.loader, self.harness, self.file = loader, harness, file
-        self.name, ctype = expression[:-1].split("<")
+        self.name, arguments = expression[:-1].split("<")
+        ctype, _, index = (part.strip() for part in arguments.partition(","))
+        self.index = index or None
         self.dtype = {"float": numpy.float32, "double": numpy.float64}[ctype]
 
     def __call__(self, grid, block, args, shared_mem=0):
@@ -279,7 +342,7 @@ class FakeKernel:
         assert isinstance(grid, tuple) and all(isinstance(g, int) and g >= 1 for g in grid), grid
         assert grid[0] <= 2 ** 31 - 1 and (len(grid) == 1 or self.name == "row_sum"), grid
         assert shared_mem == 0
-        signature = self.loader.SIGNATURES[self.file][self.name]
+        signature = self.loader.resolved_signature(self.file, self.name, self.index)
         assert len(args) == len(signature)
         exact = {"int": numpy.int32, "long long": numpy.int64, "T": self.dtype}
         for position, (ctype, value) in enumerate(zip(signature, args)):
@@ -292,7 +355,10 @@ class FakeKernel:
         if self.name == "row_sum":  # grid (rows, chunks); the harness replays exactly that grid
             length, chunk = int(args[3]), int(args[4])
             assert grid == (int(args[2]), max(1, -(-length // chunk))) and grid[1] <= 65535, grid
-        run_kernel(self.harness, self.file, self.name, self.dtype, args)
+        if self.index == "int":  # 32-bit indices only where the launcher checked that they fit
+            sizes = [a.size for a in args if isinstance(a, numpy.ndarray)] + [int(args[-1])]
+            assert max(sizes) <= self.loader.INT32_INDEX_LIMIT, (self.name, sizes)
+        run_kernel(self.harness, self.file, self.name, self.dtype, args, self.index)
 
 
 @pytest.fixture
@@ -325,8 +391,12 @@ def test_emulated_conv_launcher(emulated, case, dtype, layout):
 
 def test_emulated_conv_uses_both_paths(emulated):
     """The direct kernel for small K, im2col + GEMM above DIRECT_MAX_K."""
-    small = [case for case in CONV_CASES if case[2] * case[6].kh * case[6].kw <= emulated.conv.DIRECT_MAX_K]
-    large = [case for case in CONV_CASES if case[2] * case[6].kh * case[6].kw > emulated.conv.DIRECT_MAX_K]
+    def rows_per_group(case):
+        _, c, _, _, _, window, _, groups = parity.conv_case(case)
+        return c // groups * window.kh * window.kw
+
+    small = [case for case in CONV_CASES if rows_per_group(case) <= emulated.conv.DIRECT_MAX_K]
+    large = [case for case in CONV_CASES if rows_per_group(case) > emulated.conv.DIRECT_MAX_K]
     assert small and large
     parity.check_conv(emulated, small[0], numpy.float64, "contiguous")
     assert ("conv.cu", "conv_direct") in emulated.launches
@@ -389,3 +459,51 @@ def test_fake_cupy_is_gone():
     cupy = sys.modules.get("cupy")
     assert cupy is None or cupy.ndarray is not numpy.ndarray
     assert backend.get_array_module(numpy.zeros(1)) is numpy
+
+
+# ----------------------------------------------------------------------------- index width
+
+def test_index_type_switches_to_64_bit_past_the_int32_limit():
+    """32-bit indices up to INT32_INDEX_LIMIT elements, 64-bit above; the limit leaves room for the
+    grid-stride loop's last step (index + one grid of threads) below 2^31."""
+    limit = real_loader.INT32_INDEX_LIMIT
+    assert limit + real_loader.MAX_BLOCKS * real_loader.BLOCK <= 2 ** 31 - 1
+    assert real_loader.index_type(1) == "int"
+    assert real_loader.index_type(10, limit, 3) == "int"
+    assert real_loader.index_type(10, limit + 1) == "long long"
+    assert real_loader.index_type(2 ** 31, 5) == "long long"
+    # conv2 of the reference network at batch 256: every size fits, with room to spare
+    n, c, o, p = 256, 32, 64, 14 * 14
+    assert real_loader.index_type(n * c * p, c * 9 * n * p, n * o * p) == "int"
+    # batch 65536 of the same layer: the columns matrix (3.7e9 elements) does not
+    assert real_loader.index_type(c * 9 * 65536 * p) == "long long"
+
+
+def test_launch_requires_the_index_type_of_the_kernel():
+    with pytest.raises(ValueError, match="index type"):
+        real_loader.resolved_signature("conv.cu", "im2col")
+    with pytest.raises(ValueError, match="index type"):
+        real_loader.resolved_signature("conv.cu", "row_sum", "int")
+    with pytest.raises(ValueError, match="index type"):
+        real_loader.resolved_signature("conv.cu", "im2col", "short")
+    assert real_loader.resolved_signature("pool.cu", "max_pool_fwd", "long long")[-1] == "long long"
+
+
+@pytest.mark.parametrize("limit,expected", [(None, {"int"}), (200, {"int", "long long"}), (0, {"long long"})])
+def test_emulated_launchers_pick_the_index_type_by_size(emulated, monkeypatch, limit, expected):
+    """The launchers launch the 64-bit instantiations exactly when a size passes the limit (lowered here
+    so that small arrays cross it), and the results stay equal to NumPy's either way."""
+    if limit is not None:
+        monkeypatch.setattr(emulated.loader, "INT32_INDEX_LIMIT", limit)
+    expressions = []
+    get_kernel = emulated.loader.get_kernel
+    monkeypatch.setattr(emulated.loader, "get_kernel",
+                        lambda file, expression: expressions.append(expression) or get_kernel(file, expression))
+    for name in ("grouped_dilated_gemm", "depthwise_same"):
+        parity.check_conv(emulated, next(c for c in CONV_CASES if c[0] == name), numpy.float64, "contiguous")
+    case = next(c for c in parity.POOL_CASES if c[0] == "overlap_3x3_s2")
+    parity.check_max_pool(emulated, case, numpy.float32, "contiguous")
+    parity.check_avg_pool(emulated, case, numpy.float32, "contiguous")
+    indices = {expression[:-1].partition(", ")[2] for expression in expressions if ", " in expression}
+    assert indices == expected
+    # FakeKernel asserted on every 'int' launch that all its sizes fit under the limit

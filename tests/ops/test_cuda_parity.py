@@ -8,8 +8,8 @@ runs the very same checks without a GPU: there ``dev`` holds the same launchers 
 over a NumPy stand-in for CuPy, and each launch runs the kernel bodies in the CPU harness.
 
 What is checked, on fixed and random configurations (non-square kernels, strides > 1,
-asymmetric 'same' padding, overlapping pool windows, sizes that do not tile; float32 and
-float64):
+asymmetric 'same' padding, dilated and grouped (depthwise included) convolutions,
+overlapping pool windows, sizes that do not tile; float32 and float64):
 - forward and backward equal the NumPy reference (float64 to 1e-10, float32 to 1e-4),
   argmax exactly, output dtypes and shapes;
 - inputs given as transposed, sliced or flipped (non-contiguous) views work;
@@ -65,17 +65,24 @@ def device_view(dev, a, layout):
     raise AssertionError(layout)
 
 
-def random_conv_window(rng):
+def random_conv_window(rng, dilated=False):
     kh, kw = (int(v) for v in rng.integers(1, 5, size=2))
     sy, sx = (int(v) for v in rng.integers(1, 4, size=2))
-    pt, pb = (int(v) for v in rng.integers(0, kh, size=2))
-    pl, pr = (int(v) for v in rng.integers(0, kw, size=2))
-    return Window2D(kh, kw, sy, sx, pt, pb, pl, pr, "Conv2D")
+    dy, dx = (int(v) for v in rng.integers(1, 4, size=2)) if dilated else (1, 1)
+    pt, pb = (int(v) for v in rng.integers(0, dy * (kh - 1) + 1, size=2))
+    pl, pr = (int(v) for v in rng.integers(0, dx * (kw - 1) + 1, size=2))
+    return Window2D(kh, kw, sy, sx, pt, pb, pl, pr, "Conv2D", dy, dx)
+
+
+def conv_case(case):
+    """(n, c, h, w, o, window, with_bias, groups) of a conv case; groups is 1 when the case leaves it out."""
+    _, n, c, h, w, o, window, with_bias, *rest = case
+    return n, c, h, w, o, window, with_bias, (rest[0] if rest else 1)
 
 
 def _conv_cases():
     cases = [
-        # name, N, C, H, W, O, window, with_bias
+        # name, N, C, H, W, O, window, with_bias[, groups]
         ("fmnist1_same3x3", 2, 1, 28, 28, 4, conv_window(3, 1, "same"), True),        # direct kernel
         ("fmnist2_same3x3", 2, 6, 14, 14, 5, conv_window(3, 1, "same"), True),        # im2col + GEMM
         ("even_same_4x2", 2, 3, 7, 6, 4, conv_window((4, 2), 1, "same"), True),       # asymmetric pad
@@ -89,15 +96,26 @@ def _conv_cases():
         ("kernel_is_input", 2, 4, 3, 3, 2, conv_window(3, 1, 0), True),
         ("one_by_one_gemm", 2, 40, 4, 5, 3, conv_window(1, 1, 0), True),
         ("wide_pad", 1, 2, 2, 3, 2, conv_window(3, 1, 2), False),
+        ("dilated_same", 2, 2, 9, 8, 3, conv_window(3, 1, "same", dilation=2), True),             # direct
+        ("dilated_same_even_gemm", 2, 5, 7, 9, 3, conv_window((2, 4), 1, "same", dilation=(3, 1)), True),
+        ("dilated_strided_gemm", 2, 6, 11, 10, 4, conv_window(3, (2, 3), (1, 2), dilation=(2, 3)), False),
+        ("depthwise_same", 2, 4, 7, 6, 4, conv_window(3, 1, "same"), True, 4),                   # direct
+        ("depthwise_multiplier_strided", 2, 3, 9, 8, 6, conv_window(3, 2, 1, dilation=2), True, 3),
+        ("grouped_gemm", 2, 12, 6, 7, 8, conv_window(3, 1, 1), True, 2),                        # K/group = 54
+        ("grouped_dilated_gemm", 1, 8, 9, 9, 4, conv_window((3, 2), (1, 2), (2, 1), dilation=(2, 2)), False, 2),
+        ("grouped_1x1", 2, 36, 4, 5, 6, conv_window(1, 1, 0), True, 3),
     ]
     rng = numpy.random.default_rng(2024)
-    while len(cases) < 25:
-        window = random_conv_window(rng)
-        h = int(rng.integers(max(1, window.kh - window.pt - window.pb), 9))
-        w = int(rng.integers(max(1, window.kw - window.pl - window.pr), 9))
-        c = int(rng.integers(1, 7))
-        n, o, with_bias = int(rng.integers(1, 4)), int(rng.integers(1, 5)), bool(rng.integers(0, 2))
-        cases.append((f"random{len(cases)}", n, c, h, w, o, window, with_bias))
+    fixed = len(cases)
+    while len(cases) < fixed + 20:
+        dilated = len(cases) >= fixed + 12  # 12 plain random windows, then 8 dilated and grouped ones
+        window = random_conv_window(rng, dilated)
+        h = int(rng.integers(max(1, window.extent_h - window.pt - window.pb), 10))
+        w = int(rng.integers(max(1, window.extent_w - window.pl - window.pr), 10))
+        groups = int(rng.integers(1, 4)) if dilated else 1
+        c = groups * int(rng.integers(1, 7 if groups == 1 else 4))
+        n, o, with_bias = int(rng.integers(1, 4)), groups * int(rng.integers(1, 5)), bool(rng.integers(0, 2))
+        cases.append((f"random{len(cases)}", n, c, h, w, o, window, with_bias, groups))
     return cases
 
 
@@ -140,18 +158,18 @@ def _ids(cases):
 
 def check_conv(dev, case, dtype, layout, seed=0):
     """conv2d forward + backward through ``dev.conv`` equals gpucnn.ops.conv (see module docstring)."""
-    _, n, c, h, w, o, window, with_bias = case
+    n, c, h, w, o, window, with_bias, groups = conv_case(case)
     rng = numpy.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    weight = rng.standard_normal((o, c, window.kh, window.kw)).astype(dtype)
+    weight = rng.standard_normal((o, c // groups, window.kh, window.kw)).astype(dtype)
     bias = rng.standard_normal(o).astype(dtype) if with_bias else None
-    y_ref, saved_ref = np_conv.conv2d_forward(x, weight, bias, window)
+    y_ref, saved_ref = np_conv.conv2d_forward(x, weight, bias, window, groups)
     grad_y = rng.standard_normal(y_ref.shape).astype(dtype)
     gx_ref, gw_ref, gb_ref = np_conv.conv2d_backward(grad_y, saved_ref, need_bias=with_bias)
 
     x_d, w_d = device_view(dev, x, layout), device_view(dev, weight, layout)
     b_d = device_view(dev, bias, layout) if with_bias else None
-    y_d, saved = dev.conv.conv2d_forward(x_d, w_d, b_d, window)
+    y_d, saved = dev.conv.conv2d_forward(x_d, w_d, b_d, window, groups)
     for name, arr_d, arr in (("x", x_d, x), ("weight", w_d, weight), ("bias", b_d, bias)):
         if arr is not None:
             assert numpy.array_equal(dev.asnumpy(arr_d), arr), f"forward modified its input {name}"
@@ -330,6 +348,9 @@ def check_errors(dev):
     _raises_before_launch(dev, ValueError, lambda: conv(x, w[:, :2], b, win))
     _raises_before_launch(dev, ValueError, lambda: conv(x, w, b[:3], win))
     _raises_before_launch(dev, ValueError, lambda: conv(x, w, b, conv_window(7, 1, 0)))
+    _raises_before_launch(dev, ValueError, lambda: conv(x, w, b, conv_window(3, 1, 0, dilation=3)))  # extent 7
+    _raises_before_launch(dev, ValueError, lambda: conv(x, w, b, win, 2))  # 2 groups do not divide 3 channels
+    _raises_before_launch(dev, ValueError, lambda: conv(x, w, b, win, 3))  # weights (4, 3, ...) need (4, 1, ...)
     _, saved = conv(x, w, b, win)
     n_launches = len(dev.launches)
     gy = dev.asarray(numpy.zeros((2, 4, 5, 5), f32))

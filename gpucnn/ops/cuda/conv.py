@@ -6,31 +6,40 @@ Forward, lowered to one matrix product as on the CPU:
     y_mat = W.reshape(O, K) @ cols      (O, N*oh*ow)   one cuBLAS GEMM (cupy.matmul)
     y = transpose01(y_mat) + bias       (N, O, oh, ow) one kernel swaps O and N and adds the bias
 
-When K is small (the first layer of a CNN: K = 9 for a 1-channel 3x3 filter) a direct
-kernel computes y in one pass instead (``DIRECT_MAX_K``): the GEMM would be bound by
-memory traffic on cols and y_mat, three times the size of y.
+With G groups each product is one per group (``gpucnn.ops.conv.grouped_matmul``: a batched
+GEMM of G blocks, rows of cols and of W split by group); im2col, col2im and the axis swap
+do not change. Dilation only changes which input element a tap reads (im2col, col2im and
+the direct kernel take (dy, dx)).
+
+When K per group is small (the first layer of a CNN: K = 9 for a 1-channel 3x3 filter; a
+depthwise 3x3 layer) a direct kernel computes y in one pass instead (``DIRECT_MAX_K``): the
+GEMM would be bound by memory traffic on cols and y_mat, three times the size of y.
 
 Backward:
 
     gy_mat = transpose01(grad_y)        (O, N*oh*ow)
     grad_b = row_sum(gy_mat)            blocks over (channel, chunk of the row), then over the chunks
-    grad_w = gy_mat @ cols.T            one GEMM
-    grad_cols = W_mat.T @ gy_mat        one GEMM
+    grad_w = gy_mat @ cols.T            one GEMM (per group)
+    grad_cols = W_mat.T @ gy_mat        one GEMM (per group)
     grad_x = col2im(grad_cols)          a gather: each thread owns one input element
+
+Every per-element kernel is launched with 32-bit indices when the sizes it touches allow
+(``loader.index_type``), with 64-bit ones otherwise.
 
 Nothing here copies to the host or synchronises; all kernels are deterministic, so two
 backward passes give bitwise identical gradients. ``saved`` is this module's own tuple
-(cols or None, x or None, x_shape, weight, window): the im2col path keeps its columns,
-the direct path a private copy of x to rebuild them from.
+(cols or None, x or None, x_shape, weight, window, groups): the im2col path keeps its
+columns, the direct path a private copy of x to rebuild them from.
 """
 import cupy
 import numpy
 
 from . import loader
+from ..conv import grouped_matmul
 
 __all__ = ["conv2d_forward", "conv2d_backward", "DIRECT_MAX_K"]
 
-# Use the direct kernel when C*kh*kw is at most this (im2col + GEMM above it).
+# Use the direct kernel when C/groups*kh*kw is at most this (im2col + GEMM above it).
 DIRECT_MAX_K = 32
 # Elements of a row that one block of the row-sum kernel adds up (16 per thread).
 ROW_SUM_CHUNK = 16 * loader.BLOCK
@@ -55,11 +64,16 @@ def _check_device(arrays, what):
 
 
 def _window_args(window, oh, ow):
-    return (window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow)
+    return (window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, window.dy, window.dx, oh, ow)
+
+
+def _launch(name, dtype, args, sizes):
+    """Launch a per-element kernel of conv.cu with the index type that ``sizes`` (element counts) allow."""
+    loader.launch(_FILE, name, dtype, args, index=loader.index_type(*sizes))
 
 
 @loader.on_device_of_first_argument
-def conv2d_forward(x, weight, bias, window):
+def conv2d_forward(x, weight, bias, window, groups=1):
     """y = conv2d(x, weight) + bias for CuPy arrays; see ``gpucnn.ops.conv.conv2d_forward``."""
     arrays, what = [x, weight], ["x", "weight"]
     if bias is not None:
@@ -74,9 +88,12 @@ def conv2d_forward(x, weight, bias, window):
                          f"got shape {tuple(weight.shape)}")
     n, c, h, w = (int(s) for s in x.shape)
     out_c = int(weight.shape[0])
-    if tuple(weight.shape[1:]) != (c, window.kh, window.kw):
+    if groups < 1 or c % groups or out_c % groups:
+        raise ValueError(f"{window.layer}: groups={groups} must divide both the input's {c} channels and "
+                         f"the {out_c} filters")
+    if tuple(weight.shape[1:]) != (c // groups, window.kh, window.kw):
         raise ValueError(f"{window.layer}: weights of shape {tuple(weight.shape)} do not fit an input "
-                         f"with {c} channels and a {window.kh}x{window.kw} window")
+                         f"with {c} channels in {groups} group(s) and a {window.kh}x{window.kw} window")
     if bias is not None and tuple(bias.shape) != (out_c,):
         raise ValueError(f"{window.layer}: bias must have shape ({out_c},), got {tuple(bias.shape)}")
     oh, ow = window.output_size(h, w)
@@ -85,28 +102,31 @@ def conv2d_forward(x, weight, bias, window):
     weight = cupy.ascontiguousarray(weight)
     has_bias = bias is not None
     bias_arg = cupy.ascontiguousarray(bias) if has_bias else weight  # any valid pointer when unused
-    k = c * window.kh * window.kw
+    k = c // groups * window.kh * window.kw  # rows of cols per group
     p = oh * ow
     y = cupy.empty((n, out_c, oh, ow), dtype=dtype)
     if y.size == 0:
-        return y, (None, None, x.shape, weight, window)
+        return y, (None, None, x.shape, weight, window, groups)
     if k <= DIRECT_MAX_K:
-        loader.launch(_FILE, "conv_direct", dtype,
-                      (x, weight, bias_arg, y, n, c, h, w, out_c) + _window_args(window, oh, ow)
-                      + (int(has_bias), y.size))
+        _launch("conv_direct", dtype, (x, weight, bias_arg, y, n, c, h, w, out_c) + _window_args(window, oh, ow)
+                + (c // groups, out_c // groups, int(has_bias), y.size), (x.size, weight.size, y.size))
         # Backward rebuilds the columns from x, so keep x as it is now (the caller may
         # reuse its buffer), as the im2col path keeps its own cols.
-        return y, (None, x.copy() if x is x_in else x, x.shape, weight, window)
+        return y, (None, x.copy() if x is x_in else x, x.shape, weight, window, groups)
     cols = _im2col(x, window, oh, ow, dtype)
-    y_mat = cupy.ascontiguousarray(cupy.matmul(weight.reshape(out_c, k), cols))  # (O, N*P), columns (n, p)
-    loader.launch(_FILE, "transpose01", dtype, (y_mat, bias_arg, y, out_c, n, p, int(has_bias), y.size))
-    return y, (cols, None, x.shape, weight, window)
+    # (O, N*P), columns (n, p)
+    y_mat = cupy.ascontiguousarray(grouped_matmul(weight.reshape(groups, out_c // groups, k),
+                                                  cols.reshape(groups, k, n * p)))
+    _launch("transpose01", dtype, (y_mat, bias_arg, y, out_c, n, p, int(has_bias), y.size), (y.size,))
+    return y, (cols, None, x.shape, weight, window, groups)
 
 
 def _im2col(x, window, oh, ow, dtype):
     n, c, h, w = (int(s) for s in x.shape)
     cols = cupy.empty((c * window.kh * window.kw, n * oh * ow), dtype=dtype)
-    loader.launch(_FILE, "im2col", dtype, (x, cols, n, c, h, w) + _window_args(window, oh, ow) + (cols.size,))
+    work_items = c * n * oh * ow  # one per (channel, column): kh*kw elements each
+    _launch("im2col", dtype, (x, cols, n, c, h, w) + _window_args(window, oh, ow) + (work_items,),
+            (x.size, cols.size))
     return cols
 
 
@@ -130,7 +150,7 @@ def _row_sums(mat, dtype):
 @loader.on_device_of_first_argument
 def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
     """(grad_x, grad_w, grad_b) for CuPy arrays; see ``gpucnn.ops.conv.conv2d_backward``."""
-    cols, x, x_shape, weight, window = saved
+    cols, x, x_shape, weight, window, groups = saved
     _check_device([grad_y], ["grad_y"])
     dtype = _check_float([grad_y, weight], ["grad_y", "weight"])
     n, c, h, w = (int(s) for s in x_shape)
@@ -140,7 +160,7 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
         raise ValueError(f"{window.layer}: grad_y must have the output's shape {(n, out_c, oh, ow)}, "
                          f"got {tuple(grad_y.shape)}")
     grad_y = cupy.ascontiguousarray(grad_y)
-    k = c * window.kh * window.kw
+    k = c // groups * window.kh * window.kw
     p = oh * ow
     if grad_y.size == 0:
         grad_x = cupy.zeros((n, c, h, w), dtype=dtype)
@@ -149,13 +169,16 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True):
     if cols is None:  # direct forward path: the columns are needed now
         cols = _im2col(x, window, oh, ow, dtype)
     gy_mat = cupy.empty((out_c, n * p), dtype=dtype)
-    loader.launch(_FILE, "transpose01", dtype, (grad_y, grad_y, gy_mat, n, out_c, p, 0, gy_mat.size))
+    _launch("transpose01", dtype, (grad_y, grad_y, gy_mat, n, out_c, p, 0, gy_mat.size), (gy_mat.size,))
     grad_b = _row_sums(gy_mat, dtype) if need_bias else None
-    grad_w = cupy.ascontiguousarray(cupy.matmul(gy_mat, cols.T)).reshape(weight.shape)
+    gy_groups = gy_mat.reshape(groups, out_c // groups, n * p)
+    cols_groups = cols.reshape(groups, k, n * p)
+    grad_w = cupy.ascontiguousarray(grouped_matmul(gy_groups, cols_groups.transpose(0, 2, 1))).reshape(weight.shape)
     if not need_input_grad:
         return None, grad_w, grad_b
-    grad_cols = cupy.ascontiguousarray(cupy.matmul(weight.reshape(out_c, k).T, gy_mat))  # (K, N*P)
+    weight_groups = weight.reshape(groups, out_c // groups, k)
+    grad_cols = cupy.ascontiguousarray(grouped_matmul(weight_groups.transpose(0, 2, 1), gy_groups))  # (C*kh*kw, N*P)
     grad_x = cupy.empty((n, c, h, w), dtype=dtype)
-    loader.launch(_FILE, "col2im", dtype,
-                  (grad_cols, grad_x, n, c, h, w) + _window_args(window, oh, ow) + (grad_x.size,))
+    _launch("col2im", dtype, (grad_cols, grad_x, n, c, h, w) + _window_args(window, oh, ow) + (grad_x.size,),
+            (grad_cols.size, grad_x.size))
     return grad_x, grad_w, grad_b

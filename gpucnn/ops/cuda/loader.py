@@ -1,24 +1,36 @@
 """Build our CUDA kernels with CuPy (NVRTC) on first use, and launch them with exact C types.
 
 Each ``gpucnn/kernels/<file>.cu`` holds template kernels; ``SIGNATURES`` below declares,
-for every kernel, the C type of each parameter in order. From it come
+for every kernel, the C type of each parameter in order. ``T`` is the float type; ``I``
+marks a kernel templated on its index type too (``int`` or ``long long``, see
+``index_type``). From the table come
 
-- the NVRTC name expressions (``"im2col<float>"``, ``"im2col<double>"``, ...) that
-  ``cupy.RawModule`` instantiates, and
+- the NVRTC name expressions (``"row_sum<float>"``, ``"im2col<float, int>"``,
+  ``"im2col<float, long long>"``, ...) that ``cupy.RawModule`` instantiates, and
 - the packing of launch arguments: every scalar is converted to the numpy type of its
   declared C type (``int`` -> numpy.int32, ``long long`` -> numpy.int64, ``T`` -> the
-  array dtype), and every pointer is checked to be a C-contiguous array of the declared
-  element type. A Python int passed to a CuPy kernel would otherwise travel as a 64-bit
-  value into a 32-bit parameter and shift every later argument.
+  array dtype, ``I`` -> that of the index type launched), and every pointer is checked to
+  be a C-contiguous array of the declared element type. A Python int passed to a CuPy
+  kernel would otherwise travel as a 64-bit value into a 32-bit parameter and shift every
+  later argument.
+
+Index width: 32-bit index arithmetic is several times cheaper on the GPU than 64-bit (a
+64-bit division by a runtime divisor is a subroutine call), so the launchers pass every
+array size a kernel touches to ``index_type`` and launch the ``int`` instantiation when
+they all fit, the ``long long`` one otherwise.
 
 tests/kernels/test_compile.py holds this table equal to the signatures the compilers
 actually produce (the mangled kernel names), so the two cannot drift apart.
 
 Modules are compiled lazily, for the one float type in use, and cached per (file, float
-type, device id): a float32 run never waits for the float64 instantiations. CuPy also keeps
+type, index type, device id): a float32 run never waits for the float64 instantiations,
+and the 64-bit index instantiations (a module of their own per file) are compiled only
+when a tensor too large for 32-bit indices first shows up; the 32-bit module also holds
+the kernels that have no index type (``name_expressions``). CuPy also keeps
 the compiled binary in its on-disk cache (``kernel_cache_dir()``), so a second process
-loads instead of compiling; ``compile_all`` builds every file up front (the warm-up before
-training, the cold-compile figure of the benchmark, the doctor's compile check).
+loads instead of compiling; ``compile_all`` builds every file's 32-bit module up front (the
+warm-up before training, the cold-compile figure of the benchmark, the doctor's compile
+check), and its ``index_types`` argument the 64-bit ones too.
 This module imports without CuPy (CuPy is imported at the first compile), so the tables are
 usable on a machine without it.
 """
@@ -31,9 +43,10 @@ import threading
 
 import numpy
 
-__all__ = ["KERNELS_DIR", "BLOCK", "MAX_BLOCKS", "SIGNATURES", "FLOAT_TYPES", "name_expressions",
-           "name_expression", "kernel_source", "compile_options", "get_module", "get_kernel", "pack_args",
-           "grid_for", "launch", "on_device_of_first_argument", "compile_all", "kernel_cache_dir"]
+__all__ = ["KERNELS_DIR", "BLOCK", "MAX_BLOCKS", "SIGNATURES", "FLOAT_TYPES", "INDEX_TYPES", "INT32_INDEX_LIMIT",
+           "index_type", "has_index_type", "resolved_signature", "name_expressions", "name_expression", "kernel_source",
+           "compile_options", "get_module", "get_kernel", "pack_args", "grid_for", "launch",
+           "on_device_of_first_argument", "compile_all", "kernel_cache_dir"]
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "kernels")
@@ -47,23 +60,32 @@ MAX_BLOCKS = 1 << 20
 # C type of the element, per dtype: the template argument of the name expressions.
 FLOAT_TYPES = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}
 
-_I, _L, _T = "int", "long long", "T"
-_WINDOW = (_I,) * 8  # kh, kw, sy, sx, pt, pl, oh, ow
+# Index types of the kernels templated on one: the second template argument of their name expressions.
+INDEX_TYPES = ("int", "long long")
+# The largest array size (elements) for which the launchers pick 32-bit indices: every index
+# a kernel forms is below the size of an array it touches, and the grid-stride loop's index
+# may run one grid (at most MAX_BLOCKS * BLOCK threads) past its count before it stops.
+INT32_INDEX_LIMIT = 2 ** 31 - 1 - MAX_BLOCKS * BLOCK
 
-# Parameter C types of every kernel, in order; "T" is the template float type.
+_I, _L, _T, _X = "int", "long long", "T", "I"
+_WINDOW = (_I,) * 8  # kh, kw, sy, sx, pt, pl, oh, ow
+_CONV_WINDOW = (_I,) * 10  # kh, kw, sy, sx, pt, pl, dy, dx, oh, ow
+
+# Parameter C types of every kernel, in order; "T" is the template float type, "I" the template index type.
 SIGNATURES = {
     "conv.cu": {
-        "im2col": ("const T*", "T*", _I, _I, _I, _I) + _WINDOW + (_L,),
-        "col2im": ("const T*", "T*", _I, _I, _I, _I) + _WINDOW + (_L,),
-        "conv_direct": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I) + _WINDOW + (_I, _L),
-        "transpose01": ("const T*", "const T*", "T*", _I, _I, _L, _I, _L),
+        "im2col": ("const T*", "T*", _I, _I, _I, _I) + _CONV_WINDOW + (_X,),
+        "col2im": ("const T*", "T*", _I, _I, _I, _I) + _CONV_WINDOW + (_X,),
+        "conv_direct": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I) + _CONV_WINDOW
+        + (_I, _I, _I, _X),
+        "transpose01": ("const T*", "const T*", "T*", _I, _I, _X, _I, _X),
         "row_sum": ("const T*", "T*", _I, _L, _L),
     },
     "pool.cu": {
-        "max_pool_fwd": ("const T*", "T*", "int*", _I, _I) + _WINDOW + (_L,),
-        "max_pool_bwd": ("const T*", "const int*", "T*", _I, _I) + _WINDOW + (_L,),
-        "avg_pool_fwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _L),
-        "avg_pool_bwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _L),
+        "max_pool_fwd": ("const T*", "T*", "int*", _I, _I) + _WINDOW + (_X,),
+        "max_pool_bwd": ("const T*", "const int*", "T*", _I, _I) + _WINDOW + (_X,),
+        "avg_pool_fwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _X),
+        "avg_pool_bwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _X),
     },
     "update.cu": {
         "sgd_update": ("T*", "const T*", "T*", _T, _T, _T, _T, _I, _L),
@@ -80,21 +102,47 @@ _modules = {}
 _kernels = {}
 
 
-def name_expression(name, dtype):
-    """``"name<float>"`` or ``"name<double>"`` for a float dtype."""
-    return f"{name}<{FLOAT_TYPES[numpy.dtype(dtype)]}>"
+def index_type(*sizes):
+    """'int' when every size (the element counts of the arrays a kernel touches, and its count of
+    work items) is at most INT32_INDEX_LIMIT, else 'long long': the index type to launch with."""
+    return "int" if max(sizes) <= INT32_INDEX_LIMIT else "long long"
 
 
-def name_expressions(file, ctype=None):
-    """Every instantiation that ``file`` provides, in a fixed order; only those for the C float type
-    ``ctype`` ('float' or 'double') when it is given."""
+def has_index_type(file, name):
+    """Whether kernel ``name`` of ``file`` is templated on an index type (an "I" parameter)."""
+    return _X in SIGNATURES[file][name]
+
+
+def _expression(name, ctype, index):
+    return f"{name}<{ctype}, {index}>" if index is not None else f"{name}<{ctype}>"
+
+
+def name_expression(name, dtype, index=None):
+    """``"name<float>"`` for a float dtype, or ``"name<float, int>"`` given an index type."""
+    return _expression(name, FLOAT_TYPES[numpy.dtype(dtype)], index)
+
+
+def name_expressions(file, ctype=None, index=None):
+    """The instantiations that ``file`` provides, in a fixed order: all of them, or only those for the
+    C float type ``ctype`` ('float' or 'double') and the index type ``index`` ('int' or 'long long')
+    when given. The kernels without an index type count as 'int' ones: they are compiled with the
+    32-bit module, and the 'long long' module holds only the 64-bit instantiations."""
     ctypes = FLOAT_TYPES.values() if ctype is None else (ctype,)
-    return [f"{name}<{c}>" for name in SIGNATURES[file] for c in ctypes]
+    out = []
+    for name in SIGNATURES[file]:
+        indices = INDEX_TYPES if has_index_type(file, name) else (None,)
+        for c in ctypes:
+            for i in indices:
+                if index is None or i == index or (i is None and index == "int"):
+                    out.append(_expression(name, c, i))
+    return out
 
 
-def _template_argument(expression):
-    """'float' from 'im2col<float>'."""
-    return expression[expression.index("<") + 1:expression.rindex(">")]
+def _template_arguments(expression):
+    """('float', None) from 'row_sum<float>', ('float', 'long long') from 'im2col<float, long long>'."""
+    inner = expression[expression.index("<") + 1:expression.rindex(">")]
+    ctype, _, index = (part.strip() for part in inner.partition(","))
+    return ctype, index or None
 
 
 def _local_headers(text, seen=None):
@@ -130,34 +178,37 @@ def compile_options():
     return ("-std=c++17", "-I" + KERNELS_DIR)
 
 
-def get_module(file, ctype):
-    """The ``cupy.RawModule`` of ``file``'s ``ctype`` ('float' or 'double') instantiations for the
-    current device (built once per device)."""
+def get_module(file, ctype, index="int"):
+    """The ``cupy.RawModule`` of ``file``'s instantiations for ``ctype`` ('float' or 'double') and
+    ``index`` ('int', with the kernels that have no index type, or 'long long') for the current
+    device (built once per device)."""
     import cupy
 
-    key = (file, ctype, cupy.cuda.runtime.getDevice())
+    key = (file, ctype, index, cupy.cuda.runtime.getDevice())
     module = _modules.get(key)
     if module is None:
         with _lock:
             module = _modules.get(key)
             if module is None:
+                expressions = name_expressions(file, ctype, index)
                 module = cupy.RawModule(code=kernel_source(file), options=compile_options(),
-                                        name_expressions=name_expressions(file, ctype))
+                                        name_expressions=expressions)
                 # RawModule compiles lazily; ask for one kernel so the compile (or the load from
                 # CuPy's disk cache) happens here, where compile_all can time it.
-                module.get_function(name_expressions(file, ctype)[0])
+                module.get_function(expressions[0])
                 _modules[key] = module
     return module
 
 
 def get_kernel(file, expression):
-    """The ``cupy.RawKernel`` for a name expression such as ``"im2col<float>"`` on the current device."""
+    """The ``cupy.RawKernel`` for a name expression such as ``"im2col<float, int>"`` on the current device."""
     import cupy
 
     key = (file, expression, cupy.cuda.runtime.getDevice())
     kernel = _kernels.get(key)
     if kernel is None:
-        module = get_module(file, _template_argument(expression))
+        ctype, index = _template_arguments(expression)
+        module = get_module(file, ctype, index or "int")
         with _lock:
             kernel = _kernels.get(key)
             if kernel is None:
@@ -228,17 +279,32 @@ def grid_for(total):
     return max(1, min((total + BLOCK - 1) // BLOCK, MAX_BLOCKS))
 
 
-def launch(file, name, dtype, args, grid=None):
-    """Launch kernel ``name`` of ``file`` for ``dtype`` on the current stream.
+def resolved_signature(file, name, index=None):
+    """The kernel's parameter C types with "I" replaced by ``index``; ValueError when a kernel with an
+    index type gets none (or one without gets one)."""
+    signature = SIGNATURES[file][name]
+    if has_index_type(file, name) != (index is not None):
+        raise ValueError(f"kernel {name} of {file}: index type {index!r} given, "
+                         f"{'one of ' + repr(INDEX_TYPES) if has_index_type(file, name) else 'none'} expected")
+    if index is None:
+        return signature
+    if index not in INDEX_TYPES:
+        raise ValueError(f"index type must be one of {INDEX_TYPES}, got {index!r}")
+    return tuple(index if ctype == _X else ctype for ctype in signature)
+
+
+def launch(file, name, dtype, args, grid=None, index=None):
+    """Launch kernel ``name`` of ``file`` for ``dtype`` (and the index type ``index``, 'int' or
+    'long long', for the kernels that have one) on the current stream.
 
     ``grid`` (blocks: an int or a tuple) defaults to ``grid_for(args[-1])``: the grid-stride
-    kernels take their element count as last argument. Blocks are always ``BLOCK`` threads.
+    kernels take their count of work items as last argument. Blocks are always ``BLOCK`` threads.
     """
-    signature = SIGNATURES[file][name]
+    signature = resolved_signature(file, name, index)
     packed = pack_args(signature, dtype, args)
     if grid is None:
         grid = grid_for(args[-1])
-    kernel = get_kernel(file, name_expression(name, dtype))
+    kernel = get_kernel(file, name_expression(name, dtype, index))
     kernel(tuple(grid) if isinstance(grid, (tuple, list)) else (grid,), (BLOCK,), packed)
 
 
@@ -259,9 +325,11 @@ def on_device_of_first_argument(func):
     return wrapper
 
 
-def compile_all(dtype, device=None):
+def compile_all(dtype, device=None, index_types=("int",)):
     """Build (or load from CuPy's disk cache) every kernel file's ``dtype`` instantiations on ``device``
-    (a CUDA device index; default the current one). Returns {file: seconds}."""
+    (a CUDA device index; default the current one): the 32-bit-index ones (with the kernels that
+    have no index type) by default, the 64-bit ones too with ``index_types=INDEX_TYPES``.
+    Returns {file: seconds}."""
     import time
 
     import cupy
@@ -271,7 +339,11 @@ def compile_all(dtype, device=None):
     with cupy.cuda.Device(device) if device is not None else contextlib.nullcontext():
         for file in SIGNATURES:
             start = time.perf_counter()
-            get_module(file, ctype)
+            for index in index_types:
+                if index == "int":
+                    get_module(file, ctype)
+                elif name_expressions(file, ctype, index):  # (a file may have no 64-bit instantiations)
+                    get_module(file, ctype, index)
             seconds[file] = time.perf_counter() - start
     return seconds
 

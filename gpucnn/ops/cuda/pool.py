@@ -33,6 +33,11 @@ def _geometry(x_shape, window, oh, ow):
             window.pt, window.pl, oh, ow)
 
 
+def _launch(name, dtype, args, sizes):
+    """Launch a pooling kernel with the index type that ``sizes`` (input and output element counts) allow."""
+    loader.launch(_FILE, name, dtype, args, index=loader.index_type(*sizes))
+
+
 def _scale(window, dtype):
     # The NumPy reference multiplies by dtype.type(1.0 / (kh*kw)): the same rounded value.
     return dtype.type(1.0 / (window.kh * window.kw))
@@ -58,8 +63,8 @@ def max_pool2d_forward(x, window):
     y = cupy.empty((n, c, oh, ow), dtype=dtype)
     argmax = cupy.empty((n, c, oh, ow), dtype=numpy.int32)
     if y.size:
-        loader.launch(_FILE, "max_pool_fwd", dtype,
-                      (x, y, argmax) + _geometry(x.shape, window, oh, ow) + (y.size,))
+        _launch("max_pool_fwd", dtype, (x, y, argmax) + _geometry(x.shape, window, oh, ow) + (y.size,),
+                (x.size, y.size))
     return y, (argmax, tuple(x.shape), window)
 
 
@@ -78,8 +83,9 @@ def max_pool2d_backward(grad_y, saved):
         if grad_y.size == 0:
             grad_x.fill(0)
         else:
-            loader.launch(_FILE, "max_pool_bwd", dtype,
-                          (grad_y, argmax, grad_x) + _geometry(x_shape, window, oh, ow) + (grad_x.size,))
+            _launch("max_pool_bwd", dtype,
+                    (grad_y, argmax, grad_x) + _geometry(x_shape, window, oh, ow) + (grad_x.size,),
+                    (grad_y.size, grad_x.size))
     return grad_x
 
 
@@ -92,8 +98,8 @@ def avg_pool2d_forward(x, window):
     x = cupy.ascontiguousarray(x)
     y = cupy.empty((n, c, oh, ow), dtype=dtype)
     if y.size:
-        loader.launch(_FILE, "avg_pool_fwd", dtype,
-                      (x, y) + _geometry(x.shape, window, oh, ow) + (_scale(window, dtype), y.size))
+        _launch("avg_pool_fwd", dtype, (x, y) + _geometry(x.shape, window, oh, ow) + (_scale(window, dtype), y.size),
+                (x.size, y.size))
     return y, (tuple(x.shape), window)
 
 
@@ -108,6 +114,6 @@ def avg_pool2d_backward(grad_y, saved):
         if grad_y.size == 0:
             grad_x.fill(0)
         else:
-            loader.launch(_FILE, "avg_pool_bwd", dtype, (grad_y, grad_x) + _geometry(x_shape, window, oh, ow)
-                          + (_scale(window, dtype), grad_x.size))
+            _launch("avg_pool_bwd", dtype, (grad_y, grad_x) + _geometry(x_shape, window, oh, ow)
+                    + (_scale(window, dtype), grad_x.size), (grad_y.size, grad_x.size))
     return grad_x
