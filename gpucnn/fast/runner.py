@@ -28,6 +28,7 @@ __all__ = ["runner_for", "FastRunner", "FastPathMismatch", "Segment"]
 _KEPT_SHAPES = 2  # batch shapes whose buffers a segment keeps in training (the batch size, the last batch)
 _KEPT_RUNNERS = 4  # input ranks / layer lists a model keeps a runner for
 _ACTIVATIONS = (ReLU, LeakyReLU, Sigmoid, Tanh)
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 # layers run as themselves after which the rank is still known
 _SAME_RANK = (Dropout, BatchNorm1D, BatchNorm2D, Conv2D, MaxPool2D, AvgPool2D)
 
@@ -293,15 +294,15 @@ def _compare(what, fast, reference, mode, scale_floor=0.0):
 
 def runner_for(model, x):
     """The FastRunner that should run ``model`` on ``x``, or None for the reference path (config.path
-    'reference', arrays on a GPU, an input rank the fast path does not take, nothing it can speed up)."""
+    'reference', arrays on a GPU, an input rank or a dtype other than float32/float64, nothing it can speed up)."""
     path = config.path
     if path not in PATHS:
         raise ValueError(f"gpucnn.config.path must be one of {PATHS}, got {path!r}")
-    if path == "reference" or type(x) is not numpy.ndarray or x.ndim not in (2, 4):
+    if path == "reference" or type(x) is not numpy.ndarray or x.ndim not in (2, 4) or x.dtype not in _FLOATS:
         return None
     params = model.parameters()
-    if any(type(p.data) is not numpy.ndarray for p in params):
-        return None
+    if any(type(p.data) is not numpy.ndarray or p.data.dtype not in _FLOATS for p in params):
+        return None  # GPU arrays; float16, whose sums the reference path widens
     key = (x.ndim,) + tuple((id(layer), type(layer)) for layer in model.layers)
     cache = model.__dict__.setdefault("_fast_runners", {})
     runner = cache.get(key)

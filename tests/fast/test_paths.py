@@ -169,6 +169,8 @@ def test_reference_path_and_gpu_style_inputs_skip_the_fast_path(rng):
     assert model._fast is None
     model.forward(x.reshape(2, 1, 28, 28, 1)[..., 0])
     assert model._fast is not None
+    model.forward(x.astype(numpy.float16))
+    assert model._fast is None, "float16 takes the reference path"
     gpucnn.config.path = "quick"
     with pytest.raises(ValueError, match="config.path"):
         model.forward(x)
