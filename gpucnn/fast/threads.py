@@ -63,18 +63,19 @@ def chunk_bounds(n, chunks):
 
 
 _pool = None
-_pool_size = 0
+_pool_key = None  # (size, pid): a forked child has none of its parent's threads and makes its own pool
 _pool_lock = threading.Lock()
 
 
 def _executor(size):
-    global _pool, _pool_size
+    global _pool, _pool_key
+    key = (size, os.getpid())
     with _pool_lock:
-        if _pool is None or _pool_size != size:
-            if _pool is not None:
+        if _pool is None or _pool_key != key:
+            if _pool is not None and _pool_key[1] == key[1]:
                 _pool.shutdown(wait=True)
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="gpucnn-fast")
-            _pool_size = size
+            _pool_key = key
         return _pool
 
 

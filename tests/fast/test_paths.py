@@ -328,3 +328,21 @@ def test_verify_replays_dropout_and_moves_running_statistics_once(rng):
     for a, b in zip(checked.named_state().values(), plain.named_state().values()):
         assert_close(a, b, rtol=1e-12, atol=0, what="state after one verified step")
     assert checked.layers[3].rng.bit_generator.state == plain.layers[3].rng.bit_generator.state
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12
+def test_a_forked_child_gets_its_own_worker_threads(rng):
+    import multiprocessing
+    gpucnn.config.num_threads = 2
+    model = fashion_cnn(rng=0)
+    x = rng.random((4, 1, 28, 28), dtype=numpy.float32)
+    model.forward(x)  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        shape = pool.apply_async(_forward_shape, (model, x)).get(timeout=60)
+    assert shape == (4, 10)
+
+
+def _forward_shape(model, x):
+    return model.forward(x).shape
