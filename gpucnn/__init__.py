@@ -15,12 +15,14 @@ import importlib
 
 from . import backend, gradcheck, layers, losses, models, optim
 from .config import config, seed
+from .fused.step import compile_step
 from .model import Sequential
 from .parameter import Parameter
 
 __version__ = "0.1.0"  # the one place the version is written (setup.cfg reads it)
 
-__all__ = ["Parameter", "Sequential", "backend", "config", "seed", "gradcheck", "layers", "losses", "models",
+__all__ = ["Parameter", "Sequential", "backend", "compile_step", "config", "seed", "gradcheck", "layers", "losses",
+           "models",
            "optim", "__version__"]
 
 # Imported when first touched, so that `import gpucnn` stays quick and pulls in no optional package.

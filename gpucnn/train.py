@@ -94,7 +94,8 @@ def _deferred_interrupt():
 
 def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
         checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None,
-        keep_optimizer_settings=(), checkpoint_info=None, distributed=False):
+        keep_optimizer_settings=(), checkpoint_info=None, distributed=False, graph=False,
+        graph_options=None):
     """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
 
     Args:
@@ -119,6 +120,8 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
 
     A checkpoint is written only while the weights and the epoch's losses are finite. Resuming
     refuses (CheckpointError, nothing changed) a checkpoint taken with another batch size or data-set size.
+        graph: run each step as one captured CUDA graph on the fused kernels (gpucnn.compile_step; a CUDA
+            model only); ``graph_options`` go to compile_step. See gpucnn/fused/fit.py for what differs.
 
     Raises:
         TrainingDiverged: the training or validation loss, or a weight, became NaN or infinite; the message
@@ -129,6 +132,13 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         >>> history = fit(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x_train, y_train,
         ...               epochs=10, validation=(x_test, y_test), checkpoint='run/ckpt.npz')
     """
+    if graph:
+        if distributed:
+            raise ValueError("fit: graph=True and distributed=True together are not supported yet; drop one")
+        from .fused.fit import fit_graph
+        with _deferred_interrupt() as interrupt:
+            return fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size, validation, scheduler, seed,
+                             checkpoint, resume, progress, stream, on_epoch_end, graph_options, interrupt)
     batches = BatchIterator(x, y, batch_size, shuffle=True, seed=seed)
     history = {key: [] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
                                    "images_per_second")}

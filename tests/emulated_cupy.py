@@ -3,7 +3,7 @@
 ``make_fake_cupy()`` builds a stand-in ``cupy`` module over NumPy whose ``ndarray`` is
 ``DeviceArray``, a distinct subclass of ``numpy.ndarray``. ``installed(harness)`` puts it
 in ``sys.modules``, re-probes ``gpucnn.backend`` (which then reports 'cuda:0' usable),
-re-imports the real launchers ``gpucnn.ops.cuda.{loader,conv,pool,update}`` over it, and
+re-imports the real launchers ``gpucnn.ops.cuda.{loader,conv,pool,update,fused}`` over it, and
 sends every kernel launch to ``FakeKernel`` of tests/kernels/test_host_harness.py, which
 checks the launch and runs the kernel's body on the CPU in the nvcc-built harness.
 
@@ -24,6 +24,11 @@ What the emulation holds gpucnn to, as CuPy would:
   ``format`` of a device array, ``cupy.asnumpy`` of one and ``Device.synchronize``. Each
   event keeps the gpucnn source line that caused it.
 
+- Streams, the memory pool, stream capture and graphs (``cupy.cuda.Stream``, ``begin_capture``,
+  ``end_capture``, ``Graph.launch``, ``cupy.cuda.MemoryPool``, ``using_allocator``) are in
+  tests/emulated_streams.py: every operation that enqueues device work goes through ``_enqueue``,
+  which records it while a stream captures; what CuPy refuses during capture raises here too.
+
 Known blind spots (an ndarray subclass cannot see them): ``numpy.asarray(device_array)``
 and ``host_array[...] = device_array`` silently work here, where CuPy raises. gpucnn does
 neither on device arrays (checked by reading: backend.asnumpy routes CuPy arrays through
@@ -40,6 +45,8 @@ import traceback
 import types
 
 import numpy
+
+import emulated_streams as streams
 
 _HERE = os.path.abspath(__file__)
 _TESTS = os.path.dirname(_HERE)
@@ -96,7 +103,69 @@ def _caller():
 
 def _sync(what):
     if not _is_internal():
+        streams.host_read(what)  # refused while a stream captures
         SYNCS.record(what)
+
+
+def _enqueue(what, replay):
+    """Device work on the current stream: recorded (``replay`` redoes it in place) while a stream captures."""
+    if not _is_internal():
+        streams.on_stream(what, replay)
+
+
+def _capturing():
+    """A stream captures: work is recorded, not run (a real capture executes nothing)."""
+    return streams.CAPTURE.active is not None and not _is_internal()
+
+
+def _poison(result):
+    """New memory written by work that a capture only recorded: garbage, as on a GPU until the graph runs."""
+    if isinstance(result, numpy.ndarray):
+        plain = _plain(result)
+        if plain.dtype.kind in "fc":
+            plain.fill(numpy.nan)
+        elif plain.dtype.kind in "iu":
+            plain.fill(-123456 if plain.dtype.itemsize >= 4 and plain.dtype.kind == "i" else 0xAB)
+    elif isinstance(result, (tuple, list)):
+        for r in result:
+            _poison(r)
+
+
+def _zeroed_indices(value):
+    """For a capture's shape-only run: integer arrays as zeros (garbage values would be out-of-range indices)."""
+    if isinstance(value, numpy.ndarray) and value.dtype.kind in "iu":
+        return numpy.zeros_like(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_zeroed_indices(v) for v in value)
+    return value
+
+
+def _run_for_shape(func, args, kwargs):
+    """``func`` during a capture, whose inputs may hold garbage: only the result's shape and dtype matter."""
+    with numpy.errstate(all="ignore"):
+        try:
+            return func(*args, **kwargs)
+        except (IndexError, ValueError):
+            return func(*_zeroed_indices(args), **{k: _zeroed_indices(v) for k, v in kwargs.items()})
+
+
+def _copy_into(dest, new):
+    """Replay helper: write a recomputed result into the memory the captured result lives in."""
+    if isinstance(dest, numpy.ndarray):
+        numpy.copyto(_plain(dest), _plain(new))
+    elif isinstance(dest, (tuple, list)):
+        for d, n in zip(dest, new):
+            _copy_into(d, n)
+
+
+def _replay(records):
+    with internal():
+        for _, replay in records:
+            replay()
+
+
+streams._sync_hook[0] = _sync
+streams._replay_hook[0] = _replay
 
 
 # ----------------------------------------------------------------------------- the device array
@@ -216,6 +285,8 @@ class Device:
         return False
 
     def synchronize(self):
+        if not _is_internal():
+            streams.device_synchronize()
         _sync("Device.synchronize")
 
     def use(self):
@@ -243,6 +314,8 @@ class DeviceArray(numpy.ndarray):
         # A view stays on the device of its base; new memory is allocated on the current device (CuPy's rule).
         source = getattr(obj, "_device_id", None) if self.base is not None else None
         self._device_id = current_device() if source is None else source
+        if not _is_internal():
+            streams.note_memory(self)  # new memory comes from the pool (refused in a capture if it must grow)
 
     @property
     def device(self):
@@ -258,18 +331,29 @@ class DeviceArray(numpy.ndarray):
             kwargs["out"] = tuple(_plain(o) for o in out)
         if "where" in kwargs:
             kwargs["where"] = _plain(kwargs["where"])
-        result = getattr(ufunc, method)(*(_plain(a) for a in inputs), **kwargs)
-        if method == "at":
-            return None
-        if out is not None:
+        if ufunc.__name__ in streams.CUBLAS_FUNCTIONS and not _is_internal():
+            streams.cublas(where)
+        plain_inputs = tuple(_plain(a) for a in inputs)
+        if method == "at" or out is not None:  # in place: a capture records it and runs nothing
+            if not _capturing():
+                getattr(ufunc, method)(*plain_inputs, **kwargs)
+            _enqueue(where, lambda: getattr(ufunc, method)(*plain_inputs, **kwargs))
+            if method == "at":
+                return None
             return out[0] if len(out) == 1 else tuple(out)
-        return _wrap(result)
+        with numpy.errstate(all="ignore") if _capturing() else contextlib.nullcontext():
+            result = getattr(ufunc, method)(*plain_inputs, **kwargs)
+        wrapped = _wrap(result)
+        if _capturing():
+            _poison(wrapped)
+        dest = _plain_nested(wrapped)  # replays hold memory, not device arrays (those free their pool block)
+        _enqueue(where, lambda: _copy_into(dest, getattr(ufunc, method)(*plain_inputs, **kwargs)))
+        return wrapped
 
     def __array_function__(self, func, types_, args, kwargs):
         _reject_host(list(args) + list(kwargs.values()), f"numpy.{func.__name__} on a device array")
         check_devices(list(args) + list(kwargs.values()), f"numpy.{func.__name__}")
-        plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
-        return _wrap(func(*_plain_nested(args), **plain_kwargs))
+        return _computed(f"cupy.{func.__name__}", func, args, kwargs)
 
     def __array_wrap__(self, array, context=None, return_scalar=False):
         return array.view(DeviceArray)  # a 0-d device array, never a scalar
@@ -277,26 +361,71 @@ class DeviceArray(numpy.ndarray):
     def __getitem__(self, key):
         if _has_device_array(key):  # advanced indexing: a gather kernel on the current device
             check_devices([self, key], "advanced indexing (take)")
-        return _wrap(super().__getitem__(_plain_nested(key)))
+        if _host_arrays(key if isinstance(key, tuple) else (key,)) and not _is_internal():
+            streams.host_write("a host index array")  # CuPy copies it to the device first
+        before = streams.ALLOCATIONS[0]
+        plain_self, plain_key = self.view(numpy.ndarray), _plain_nested(key)
+        if _capturing():
+            result = _wrap(_run_for_shape(plain_self.__getitem__, (plain_key,), {}))
+        else:
+            result = _wrap(super().__getitem__(plain_key))
+        if streams.ALLOCATIONS[0] != before:  # a gather (or a scalar copy), not a view
+            if _capturing():
+                _poison(result)
+            dest = _plain(result)
+            _enqueue("advanced indexing (take)", lambda: _copy_into(dest, plain_self[plain_key]))
+        return result
 
     def __setitem__(self, key, value):
         # CuPy copies a host value in (``a[...] = numpy_array`` works there too); the copy (or scatter) kernel
         # runs on the current device.
         check_devices([self, key, value], "assignment into a device array")
-        super().__setitem__(_plain_nested(key), _plain(value))
+        if isinstance(value, numpy.ndarray) and not isinstance(value, DeviceArray) and not _is_internal():
+            streams.host_write("assigning a host array into a device array")
+        plain_self, plain_key, plain_value = self.view(numpy.ndarray), _plain_nested(key), _plain(value)
+        if not _capturing():
+            plain_self[plain_key] = plain_value
+        _enqueue("assignment into a device array", lambda: plain_self.__setitem__(plain_key, plain_value))
 
     def fill(self, value):
         check_devices([self], "fill")
-        super().fill(value)
+        plain_self = self.view(numpy.ndarray)
+        if not _capturing():
+            plain_self.fill(value)
+        _enqueue("fill", lambda: plain_self.fill(value))
 
-    # --- methods NumPy implements without ufuncs that may hand back a scalar
+    # --- methods NumPy implements without ufuncs (CuPy: kernels; dot: cuBLAS)
     def argmax(self, *args, **kwargs):
         check_devices([self], "argmax")
-        return _wrap(self.view(numpy.ndarray).argmax(*args, **kwargs))
+        return _computed("argmax", numpy.ndarray.argmax, (self,) + args, kwargs)
 
     def argmin(self, *args, **kwargs):
         check_devices([self], "argmin")
-        return _wrap(self.view(numpy.ndarray).argmin(*args, **kwargs))
+        return _computed("argmin", numpy.ndarray.argmin, (self,) + args, kwargs)
+
+    def astype(self, *args, **kwargs):
+        return _computed("astype", numpy.ndarray.astype, (self,) + args, kwargs)
+
+    def copy(self, *args, **kwargs):
+        return _computed("copy", numpy.ndarray.copy, (self,) + args, kwargs)
+
+    def flatten(self, *args, **kwargs):
+        return _computed("flatten", numpy.ndarray.flatten, (self,) + args, kwargs)
+
+    def ravel(self, *args, **kwargs):
+        return _computed("ravel", numpy.ndarray.ravel, (self,) + args, kwargs)
+
+    def reshape(self, *args, **kwargs):
+        return _computed("reshape", numpy.ndarray.reshape, (self,) + args, kwargs)
+
+    def take(self, *args, **kwargs):
+        check_devices([self] + list(args), "take")
+        return _computed("take", numpy.ndarray.take, (self,) + args, kwargs)
+
+    def dot(self, *args, **kwargs):
+        if not _is_internal():
+            streams.cublas("ndarray.dot")
+        return _computed("dot", numpy.ndarray.dot, (self,) + args, kwargs)
 
     # --- read-backs to the host: each one is a synchronisation
     def __float__(self):
@@ -357,25 +486,36 @@ class DeviceArray(numpy.ndarray):
         return (self[i] for i in range(self.shape[0]))
 
 
+# NumPy functions that write into their arguments (a capture must not run them).
+_IN_PLACE = frozenset({"copyto", "put", "place", "putmask", "fill_diagonal", "put_along_axis"})
+
+
+def _computed(where, func, args, kwargs):
+    """``func`` on the plain memory of ``args``, its result as device arrays; work that wrote memory (new
+    memory, or in place when the result is None) is enqueued on the current stream for capture."""
+    if func.__name__ in streams.CUBLAS_FUNCTIONS and not _is_internal():
+        streams.cublas(where)
+    plain_args = _plain_nested(tuple(args))
+    plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
+    if _capturing() and (func.__name__ in _IN_PLACE or plain_kwargs.get("out") is not None):
+        _enqueue(where, lambda: func(*plain_args, **plain_kwargs))  # a capture records it and runs nothing
+        return kwargs.get("out")
+    before = streams.ALLOCATIONS[0]
+    if _capturing():
+        result = _wrap(_run_for_shape(func, plain_args, plain_kwargs))
+    else:
+        result = _wrap(func(*plain_args, **plain_kwargs))
+    if _capturing() and streams.ALLOCATIONS[0] != before:
+        _poison(result)
+    if result is None:
+        _enqueue(where, lambda: func(*plain_args, **plain_kwargs))
+    elif streams.ALLOCATIONS[0] != before:
+        dest = _plain_nested(result)
+        _enqueue(where, lambda: _copy_into(dest, func(*plain_args, **plain_kwargs)))
+    return result
+
+
 # ----------------------------------------------------------------------------- the cupy module
-
-class Event:
-    """``cupy.cuda.Event``: the emulation finishes every launch when it is made, so an event is done as soon
-    as it is recorded (``done`` is a query, not a read-back; ``synchronize`` counts as one)."""
-
-    def __init__(self, block=False, disable_timing=False, interprocess=False):
-        self.recorded = False
-
-    def record(self, stream=None):
-        self.recorded = True
-
-    @property
-    def done(self):
-        return True
-
-    def synchronize(self):
-        _sync("Event.synchronize")
-
 
 def to_host(a):
     """A NumPy copy of a device (or host) array, without counting a sync: for the tests' own checks."""
@@ -414,13 +554,13 @@ class RandomState:
 def _empty(shape, dtype=float, order="C"):
     """cupy.empty: uninitialised memory, here NaN (or a large negative int) so unwritten elements show."""
     a = numpy.empty(shape, dtype=dtype, order=order)
-    a.fill(numpy.nan if a.dtype.kind in "fc" else -123456)
+    a.fill(numpy.nan if a.dtype.kind in "fc" else (-123456 if a.dtype.itemsize >= 4 else 0xAB))
     return a.view(DeviceArray)
 
 
 def _empty_like(a, dtype=None, order="K", shape=None):
     a = numpy.empty_like(_plain(a), dtype=dtype, order=order, shape=shape)
-    a.fill(numpy.nan if a.dtype.kind in "fc" else -123456)
+    a.fill(numpy.nan if a.dtype.kind in "fc" else (-123456 if a.dtype.itemsize >= 4 else 0xAB))
     return a.view(DeviceArray)
 
 
@@ -430,13 +570,19 @@ def _asarray(a, dtype=None, order=None, blocking=False):
         if a._device_id != current_device():  # CuPy copies an array of another device to the current one
             return numpy.array(_plain(a), dtype=dtype, copy=True).view(DeviceArray)
         return a if dtype is None or numpy.dtype(dtype) == a.dtype else a.astype(dtype)
+    if not _is_internal():
+        streams.host_write("cupy.asarray of host data")
     return numpy.array(a, dtype=dtype, order=order or "K", copy=True).view(DeviceArray)
 
 
 def _array(a, dtype=None, copy=True, order="K", ndmin=0):
     if isinstance(a, DeviceArray) and not copy:
         return _asarray(a, dtype)
-    return numpy.array(_plain(a), dtype=dtype, copy=True, order=order, ndmin=ndmin).view(DeviceArray)
+    if isinstance(a, DeviceArray):
+        return _computed("cupy.array", numpy.array, (a,), dict(dtype=dtype, copy=True, order=order, ndmin=ndmin))
+    if not _is_internal():
+        streams.host_write("cupy.array of host data")
+    return numpy.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin).view(DeviceArray)
 
 
 def _ascontiguousarray(a, dtype=None):
@@ -446,7 +592,7 @@ def _ascontiguousarray(a, dtype=None):
     if a.flags.c_contiguous and (dtype is None or numpy.dtype(dtype) == a.dtype):
         return a if a.ndim else a.reshape(1)  # CuPy ravels a 0-d array
     check_devices([a], "cupy.ascontiguousarray (copy)")
-    return numpy.ascontiguousarray(_plain(a), dtype=dtype).view(DeviceArray)
+    return _computed("cupy.ascontiguousarray", numpy.ascontiguousarray, (a,), dict(dtype=dtype))
 
 
 def _asnumpy(a, stream=None, order="C", out=None, blocking=True):
@@ -481,8 +627,7 @@ class _Forward:
         if self._name not in _CREATORS or self._name.endswith("_like"):
             _reject_host(list(args) + list(kwargs.values()), f"cupy.{self._name}")
         check_devices(list(args) + list(kwargs.values()), f"cupy.{self._name}")
-        plain_kwargs = {k: _plain_nested(v) for k, v in kwargs.items()}
-        return _wrap(self._function(*_plain_nested(args), **plain_kwargs))
+        return _computed(f"cupy.{self._name}", self._function, args, kwargs)
 
     def __getattr__(self, attr):  # ufunc methods: reduce, accumulate, at, outer, ...
         method = getattr(self._function, attr)
@@ -542,18 +687,25 @@ def make_fake_cupy():
     fake.random = types.SimpleNamespace(RandomState=RandomState)
     fake.cuda = types.SimpleNamespace(
         Device=Device,
-        Event=Event,
         runtime=types.SimpleNamespace(getDeviceCount=lambda: DEVICE_COUNT,
                                       getDevice=lambda: Device._stack[-1],
                                       runtimeGetVersion=lambda: CUDA_VERSION,
                                       driverGetVersion=lambda: CUDA_VERSION,
-                                      getDeviceProperties=lambda index: dict(DEVICE_PROPERTIES)),
+                                      getDeviceProperties=lambda index: dict(DEVICE_PROPERTIES),
+                                      CUDARuntimeError=streams.CUDARuntimeError),
         nvrtc=types.SimpleNamespace(getVersion=lambda: (CUDA_VERSION // 1000, 0)),
         device=types.SimpleNamespace(get_cublas_handle=lambda: 1),
         cublas=types.SimpleNamespace(getVersion=lambda handle: 130000),
         compiler=types.SimpleNamespace(CompileException=CompileException),
-        get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: _sync("Stream.synchronize")),
+        Stream=streams.Stream,
+        Event=streams.Event,
+        Graph=streams.Graph,
+        get_current_stream=streams.get_current_stream,
+        MemoryPool=streams.MemoryPool,
+        using_allocator=streams.using_allocator,
+        memory=types.SimpleNamespace(MemoryPool=streams.MemoryPool, using_allocator=streams.using_allocator),
     )
+    fake.get_default_memory_pool = streams.get_default_memory_pool
     for dtype_name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_",
                        "dtype", "newaxis", "inf", "nan", "pi", "e"):
         setattr(fake, dtype_name, getattr(numpy, dtype_name))
@@ -629,24 +781,33 @@ def installed(harness, kernel_class):
             assert backend.cupy_or_none() is fake
             loader = importlib.import_module("gpucnn.ops.cuda.loader")
             modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
-                       for name in ("conv", "pool", "update")}
+                       for name in ("conv", "pool", "update", "fused")}
             launches = record_launches(loader)
 
             class Kernel(kernel_class):
                 def __call__(self, grid, block, args, *rest, **kwargs):
                     check_devices(list(args), f"kernel {self.name}")  # a RawKernel runs on the current device
-                    with internal():  # the harness writes results back with host arrays
-                        return super().__call__(grid, block, args, *rest, **kwargs)
+                    run = super().__call__
+                    result = None
+                    if not _capturing():  # a capture records the launch and runs nothing
+                        with internal():  # the harness writes results back with host arrays
+                            result = run(grid, block, args, *rest, **kwargs)
+                    views = {id(a): _plain(a) for a in args}  # one view per array: the harness dedups by identity
+                    plain_args = tuple(views[id(a)] for a in args)
+                    _enqueue(f"kernel {self.name}", lambda: run(grid, block, plain_args, *rest, **kwargs))
+                    return result
 
             loader.get_kernel = lambda file, expression: Kernel(loader, harness, file, expression)
             # "Compiling" a kernel file means the harness holds it: nvcc built the harness from the same headers.
             loader.get_module = lambda file, ctype: harness
             SYNCS.reset()
             DEVICE_MISMATCHES.reset()
+            streams.reset()
             yield Emulated(devices=DEVICE_MISMATCHES, cupy=fake, loader=loader, launches=launches, syncs=SYNCS,
-                           **modules)
+                           streams=streams, **modules)
         finally:
             Device._stack[:] = saved_stack
             backend._probe_cupy.cache_clear()  # the next probe sees the real CuPy (or its absence) again
+            streams.reset()
             SYNCS.reset()
             DEVICE_MISMATCHES.reset()

@@ -284,6 +284,9 @@ def _parser(prog):
     p.add_argument("--distributed", action="store_true",
                    help="under mpirun: data-parallel steps against one process, same global batch "
                         "(gpucnn/commands/bench_distributed.py)")
+    p.add_argument("--graph", action="store_true",
+                   help="add the graph rows on CUDA devices: gpucnn graph, PyTorch eager, PyTorch CUDA graph "
+                        "(gpucnn/commands/bench_graph.py)")
     return p
 
 
@@ -358,6 +361,9 @@ def _bench(args, devices, batches):
                     error.batch = batch
                     raise error from exc
                 raise
+            if args.graph:
+                from .bench_graph import graph_rows
+                result["graph"] = graph_rows(device, batch, args.repeats, args.warmup, not args.no_torch)
             report["results"].append({"device": device, "batch": batch, **result, "peak_gflops": peaks[device]})
     if args.json:
         print(json.dumps(report, indent=1))
@@ -380,5 +386,8 @@ def _bench(args, devices, batches):
         for layer in r["gpucnn"].get("layers", []):
             print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} "
                   f"forward {1000 * layer['forward_s']:7.2f} ms  backward {1000 * layer['backward_s']:7.2f} ms")
+    if args.graph:
+        from .bench_graph import print_graph_rows
+        print_graph_rows(report)
     print("peak = measured float32 matmul GFLOP/s: " + ", ".join(f"{d} {v:.0f}" for d, v in peaks.items()))
     return 0

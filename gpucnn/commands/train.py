@@ -82,6 +82,8 @@ def _parser(prog):
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the processes of an MPI job (start with mpirun -np N); "
                         "--batch-size is the global batch, shared among them")
+    p.add_argument("--graph", action="store_true",
+                   help="run each training step as one captured CUDA graph on the fused kernels (CUDA only)")
     return p
 
 
@@ -198,7 +200,8 @@ def run(args):
     created = []
     try:
         return _run(args, out, checkpoint, created)
-    except (CommandError, CheckpointError, DataNotFoundError, CorruptDataError, TrainingDiverged) as exc:
+    except (CommandError, CheckpointError, DataNotFoundError, CorruptDataError, TrainingDiverged,
+            NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except MemoryError as exc:
         print(f"error: {_out_of_memory(exc, args.batch_size)}", file=sys.stderr)
@@ -223,6 +226,8 @@ def _run(args, out, checkpoint, created):
         raise CommandError(str(exc)) from None
     if args.device == "auto":
         print(backend.describe_auto_choice(device))
+    if args.graph and device == "cpu":
+        raise CommandError("--graph needs a CUDA device (the captured step runs on the GPU); drop --graph on the CPU")
     _prepare_directory(out, created, "--out")
     _prepare_directory(os.path.dirname(os.path.abspath(checkpoint)), created, "--checkpoint")
     source = find_dataset(args.dataset, args.data_dir)
@@ -251,7 +256,7 @@ def _run(args, out, checkpoint, created):
                       checkpoint=checkpoint, resume=resume, progress=not args.no_progress,
                       on_epoch_end=on_epoch_end, keep_optimizer_settings=keep,
                       checkpoint_info={"dataset": args.dataset, "limit": args.limit},
-                      distributed=args.distributed)
+                      distributed=args.distributed, graph=args.graph)
     except KeyboardInterrupt as exc:
         print(f"\n{exc}", file=sys.stderr)
         if done["history"] and done["history"]["epoch"]:

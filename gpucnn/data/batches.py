@@ -83,9 +83,15 @@ class BatchIterator:
         return -(-self.num_samples // self.batch_size)
 
     def __iter__(self):
+        order = self.next_order()
+        return _batches(self.x, self.y, self.batch_size, order, self.drop_last, self.num_samples)
+
+    def next_order(self):
+        """Start the next epoch and return its sample order (None without shuffling), as ``iter()`` does:
+        for loops that gather their batches themselves (the graph-captured step)."""
         order = self.rng.permutation(self.num_samples) if self.shuffle else None
         self.epoch += 1
-        return _batches(self.x, self.y, self.batch_size, order, self.drop_last, self.num_samples)
+        return order
 
     def state(self):
         """The RNG state and epoch count as plain JSON-able data (128-bit integers as decimal strings)."""

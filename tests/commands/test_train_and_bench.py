@@ -66,6 +66,14 @@ def test_train_script_rejects_bad_arguments(capsys):
     assert "--epochs must be >= 1" in capsys.readouterr().err
 
 
+def test_train_graph_needs_a_cuda_device(capsys):
+    train = load_script("train")
+    assert train.main(["--graph", "--device", "cpu", "--epochs", "1"]) == 2
+    assert "--graph needs a CUDA device" in capsys.readouterr().err
+    from gpucnn.commands import train as command
+    assert command.parse_args(["--graph"]).graph and not command.parse_args([]).graph
+
+
 def test_bench_script_runs_on_cpu(capsys):
     bench = load_script("bench")
     assert bench.main(["--device", "cpu", "--batch-sizes", "8", "--repeats", "1", "--warmup", "0",

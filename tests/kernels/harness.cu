@@ -14,6 +14,8 @@
 // order, with the body instantiated for the index type given (i32: int, i64: long long),
 // as the GPU kernel is. row_sum replays the block reduction of conv.cu block by block,
 // with the same GPUCNN_BLOCK partial sums and tree.
+// The tiled fused kernels are replayed block by block, phase by phase, every thread of
+// the block in turn within a phase (harness_fused.cuh; the convention: fused_common.cuh).
 //
 //   harness --serve     the same commands, one per line on stdin, arguments tab-separated
 //   harness --block     prints GPUCNN_BLOCK
@@ -77,11 +79,13 @@ struct Args {
     int next;
     std::vector<Buffer<T>*> floats;
     std::vector<Buffer<int>*> ints;
+    std::vector<Buffer<unsigned char>*> bytes;
 
     Args(int c, char** v, int first) : argc(c), argv(v), next(first) {}
     ~Args() {
         for (auto* b : floats) delete b;
         for (auto* b : ints) delete b;
+        for (auto* b : bytes) delete b;
     }
     const char* take() {
         if (next >= argc) die("too few arguments");
@@ -94,6 +98,10 @@ struct Args {
     int* int_array(bool writable) {
         ints.push_back(new Buffer<int>(take(), writable));
         return ints.back()->ptr();
+    }
+    unsigned char* byte_array(bool writable) {
+        bytes.push_back(new Buffer<unsigned char>(take(), writable));
+        return bytes.back()->ptr();
     }
     long long integer(long long low, long long high) {
         const char* s = take();
@@ -119,8 +127,15 @@ struct Args {
         if (next != argc) die("too many arguments");
         for (auto* b : floats) b->flush();
         for (auto* b : ints) b->flush();
+        for (auto* b : bytes) b->flush();
     }
 };
+
+}  // namespace
+
+#include "harness_fused.cuh"  // the fused kernels (fused_*.cu), tiled ones replayed phase by phase
+
+namespace {
 
 // The kernels templated on an index type I as well as on T (the loader's "I" parameters).
 bool has_index_type(const std::string& kernel) {
@@ -230,7 +245,7 @@ void run(const std::string& kernel, Args<T>& a) {
         long long n = a.i64();
         for (long long i = 0; i < n; ++i)
             adam_body<T>(i, p, g, m, v, b1, omb1, b2, omb2, step_size, bias2_sqrt, eps, wd, decay, mode);
-    } else {
+    } else if (!run_fused<T>(kernel, a)) {
         die("unknown kernel " + kernel);
     }
     a.done();

@@ -36,7 +36,8 @@ CXXFILT = shutil.which("c++filt")
 
 _C_TYPES = {"float": {"const T*": "float const*", "T*": "float*", "T": "float"},
             "double": {"const T*": "double const*", "T*": "double*", "T": "double"}}
-_C_TYPES_COMMON = {"const int*": "int const*", "int*": "int*", "int": "int", "long long": "long long"}
+_C_TYPES_COMMON = {"const int*": "int const*", "int*": "int*", "int": "int", "long long": "long long",
+                   "const unsigned char*": "unsigned char const*", "unsigned char*": "unsigned char*"}
 # (the index type "I" is replaced by 'int' or 'long long' first: loader.resolved_signature)
 
 
@@ -200,6 +201,10 @@ def test_constants_shared_with_python_agree():
     for name in ("SGD_WEIGHT_DECAY", "SGD_MOMENTUM", "SGD_NESTEROV", "SGD_FIRST_STEP",
                  "ADAM_NO_DECAY", "ADAM_L2", "ADAM_DECOUPLED"):
         assert body["GPUCNN_" + name] == launcher[name], name
+    fused = _defines(KERNELS / "fused_common.cuh")
+    fused_launcher = _module_constants(ROOT / "gpucnn" / "ops" / "cuda" / "fused.py")
+    for name in ("GEMM_TM", "GEMM_TN", "GEMM_TK", "FUSED_BIAS", "FUSED_RELU", "FUSED_MASK"):
+        assert fused["GPUCNN_" + name] == fused_launcher[name.replace("FUSED_", "")], name
 
 
 def test_kernel_source_key_changes_with_headers(tmp_path, monkeypatch):

@@ -312,7 +312,7 @@ def test_max_pool_rule_nan_ties_and_padding(harness):
 def _fake_empty(shape, dtype=numpy.float64):
     """Like cupy.empty, but filled with garbage that shows up if a kernel leaves an element unwritten."""
     a = numpy.empty(shape, dtype=dtype)
-    a.fill(numpy.nan if a.dtype.kind == "f" else -123456)
+    a.fill(numpy.nan if a.dtype.kind == "f" else (-123456 if a.dtype.itemsize >= 4 else 0xAB))
     return a
 
 
@@ -347,7 +347,7 @@ class FakeKernel:
         exact = {"int": numpy.int32, "long long": numpy.int64, "T": self.dtype}
         for position, (ctype, value) in enumerate(zip(signature, args)):
             if ctype.endswith("*"):
-                want = numpy.int32 if "int" in ctype else self.dtype
+                want = self.loader.POINTER_DTYPES.get(ctype.rstrip("*").replace("const ", "").strip(), self.dtype)
                 assert isinstance(value, numpy.ndarray) and value.flags.c_contiguous, (self.name, position)
                 assert value.dtype == want, (self.name, position, value.dtype)
             else:

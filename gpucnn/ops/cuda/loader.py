@@ -91,9 +91,26 @@ SIGNATURES = {
         "sgd_update": ("T*", "const T*", "T*", _T, _T, _T, _T, _I, _L),
         "adam_update": ("T*", "const T*", "T*", "T*") + (_T,) * 9 + (_I, _L),
     },
+    # Fused kernels (the graph-captured step): 32-bit sizes; _CONV = N, C, H, W, O, then the window.
+    "fused_conv.cu": {
+        "conv_fwd_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I,),
+        "conv_dgrad_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I,),
+        "conv_wgrad_fused": ("const T*", "const T*", "T*", "T*") + (_I,) * 5 + _WINDOW + (_I,),
+    },
+    "fused_dense.cu": {
+        "dense_fwd_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I),
+        "dense_dgrad_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I),
+        "dense_wgrad_fused": ("const T*", "const T*", "const T*", "T*", "T*", _I, _I, _I, _I),
+    },
+    "fused_pool.cu": {
+        "max_pool_u8_fwd": ("const T*", "T*", "unsigned char*", _I, _I) + _WINDOW + (_I,),
+        "max_pool_u8_bwd": ("const T*", "const unsigned char*", "const T*", "T*", _I, _I) + _WINDOW + (_I, _I),
+    },
 }
 
 _INT32 = numpy.dtype(numpy.int32)
+# Element types of the pointer parameters that are not the template float type.
+POINTER_DTYPES = {"int": _INT32, "unsigned char": numpy.dtype(numpy.uint8)}
 _INT_RANGE = {"int": (-2 ** 31, 2 ** 31 - 1), "long long": (-2 ** 63, 2 ** 63 - 1)}
 _INT_TYPES = {"int": numpy.int32, "long long": numpy.int64}
 
@@ -222,7 +239,8 @@ def _plan(signature, dtype):
     plan = []
     for ctype in signature:
         if ctype.endswith("*"):
-            plan.append(("p", _INT32 if ctype.rstrip("*").split()[-1] == "int" else dtype, 0, 0))
+            element = ctype.rstrip("*").replace("const ", "").strip()
+            plan.append(("p", POINTER_DTYPES.get(element, dtype), 0, 0))
         elif ctype == "T":
             plan.append(("s", dtype.type, 0, 0))
         else:

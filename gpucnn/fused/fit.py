@@ -1,0 +1,83 @@
+"""``fit(..., graph=True)``: the training loop over the graph-captured step (gpucnn/fused/step.py).
+
+Same contract as ``gpucnn.train.fit`` (history, validation, scheduler, checkpoints), with
+these differences, all of them from running whole epochs on the device:
+- the shuffled order comes from the same ``BatchIterator`` as the eager loop, so a seed
+  visits the batches in the same order on both paths, and checkpoints are interchangeable
+  at epoch boundaries;
+- losses are read back once per epoch (the step accumulates them on the device), so a
+  progress bar shows epochs, and a non-finite loss is noticed at the end of its epoch;
+- Ctrl-C is honoured at the end of the running epoch (a checkpoint is written there);
+  resuming a checkpoint written mid-epoch by the eager loop needs ``graph=False``.
+"""
+import math
+import time
+
+from ..data.batches import BatchIterator
+from ..progress import ProgressBar
+from ..training_checkpoint import load_training_checkpoint, save_training_checkpoint
+from .step import compile_step
+
+__all__ = ["fit_graph"]
+
+
+def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
+              checkpoint=None, resume=False, progress=True, stream=None, on_epoch_end=None, graph_options=None,
+              interrupt=None):
+    """The body of ``fit(..., graph=True)``; ``graph_options`` go to ``compile_step`` (loss, update, verify,
+    verify_every). ``interrupt``: a dict whose 'hit' turns true on Ctrl-C (train.py's deferred interrupt)."""
+    from ..train import TrainingDiverged, evaluate  # train imports this module lazily: no cycle at import
+
+    step = compile_step(model, loss_fn, optimizer, batch_size, **(graph_options or {}))
+    if scheduler is not None and not hasattr(step.update, "sync_from"):
+        raise ValueError("fit(graph=True): a scheduler changes the learning rate, but the captured update has no "
+                         "sync_from(optimizer) to take the new rate between epochs")
+    batches = BatchIterator(x, y, batch_size, shuffle=True, seed=seed)
+    history = {key: [] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                                   "images_per_second")}
+    start_epoch = 0
+    if resume and checkpoint is not None:
+        import os
+        if os.path.exists(checkpoint):
+            meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler)
+            if meta["step"] != 0:
+                raise ValueError(f"fit(graph=True): {checkpoint} was written in the middle of epoch "
+                                 f"{meta['epoch'] + 1}; resume it with graph=False (the graph path resumes at "
+                                 f"epoch boundaries)")
+            start_epoch = meta["epoch"]
+            batches.set_state(meta["batches"])
+            history = meta["history"]
+    step.bind(x, y)
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        bar = ProgressBar(1, f"epoch {epoch + 1}/{epochs} (graph) ", stream, enabled=progress)
+        started = time.perf_counter()
+        stats = step.run_epoch(batches.next_order())
+        seconds = time.perf_counter() - started
+        bar.update(1, loss=stats["loss"], acc=stats["accuracy"], img_s=stats["seen"] / max(seconds, 1e-9))
+        bar.close()
+        if not math.isfinite(stats["loss"]):
+            raise TrainingDiverged(f"loss became {stats['loss']} in epoch {epoch + 1} (graph step); training "
+                                   f"stopped" + (f", the last good checkpoint {checkpoint} is kept" if checkpoint
+                                                 else ""))
+        history["epoch"].append(epoch + 1)
+        history["loss"].append(stats["loss"])
+        history["accuracy"].append(stats["accuracy"])
+        history["lr"].append(optimizer.lr)
+        history["seconds"].append(seconds)
+        history["images_per_second"].append(stats["seen"] / max(seconds, 1e-9))
+        if validation is not None:
+            result = evaluate(model, validation[0], validation[1], loss_fn, batch_size=max(batch_size, 1000))
+            history["val_loss"].append(result["loss"])
+            history["val_accuracy"].append(result["accuracy"])
+        if scheduler is not None:
+            scheduler.step()
+        if checkpoint is not None:
+            save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
+                "epoch": epoch + 1, "step": 0, "batches": batches.state(), "history": history, "partial": None})
+        if on_epoch_end is not None:
+            on_epoch_end(history)
+        if interrupt is not None and interrupt["hit"]:
+            raise KeyboardInterrupt(f"training interrupted after epoch {epoch + 1}"
+                                    + (f"; checkpoint written to {checkpoint}" if checkpoint else ""))
+    return history

@@ -1,0 +1,76 @@
+// Max pooling with a compact argmax, and its backward pass with the ReLU below folded in.
+// Per-element bodies (one thread, one output element; no shared memory, no phases).
+//
+// Layouts: x (N, C, H, W) the pooled input (the ReLU output below), y and argmax
+// (N, C, oh, ow); argmax holds i*kw + j, the index within the window (uint8: kh*kw <= 255,
+// checked at launch). Rule as gpucnn.ops.pool: the first maximum wins ties, a NaN takes
+// over (the last NaN of the window wins), a window all -inf (padding) keeps index 0.
+#ifndef GPUCNN_FUSED_POOL_BODY_CUH
+#define GPUCNN_FUSED_POOL_BODY_CUH
+
+#include "fused_common.cuh"
+
+namespace gpucnn {
+namespace fused {
+
+// idx in [0, N*C*oh*ow) names (nc, oy, ox): y[idx] = max over the window, argmax[idx] its index.
+template <typename T>
+__host__ __device__ inline void max_pool_u8_fwd_body(int idx, const T* __restrict__ x, T* __restrict__ y,
+                                                     unsigned char* __restrict__ argmax, int H, int W, int kh,
+                                                     int kw, int sy, int sx, int pt, int pl, int oh, int ow) {
+    const int ox = idx % ow;
+    const int oy = (idx / ow) % oh;
+    const int nc = idx / (ow * oh);
+    const T* xc = x + nc * H * W;
+    T best = neg_inf<T>();
+    int best_k = 0;
+    bool nan_seen = false;
+    for (int i = 0; i < kh; ++i) {
+        const int ih = oy * sy + i - pt;
+        for (int j = 0; j < kw; ++j) {
+            const int iw = ox * sx + j - pl;
+            const T v = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? xc[ih * W + iw] : neg_inf<T>();
+            if (is_nan(v)) {
+                best = v;
+                best_k = i * kw + j;
+                nan_seen = true;
+            } else if (!nan_seen && v > best) {
+                best = v;
+                best_k = i * kw + j;
+            }
+        }
+    }
+    y[idx] = best;
+    argmax[idx] = (unsigned char)best_k;
+}
+
+// Gather: idx in [0, N*C*H*W) names x[n, c, h, w]; grad_x[idx] = (x[idx] > 0 when MASK) *
+// sum of grad_y over the windows that cover (h, w) and whose argmax names it, in ascending
+// (oy, ox) order. grad_x = relu_backward(max_pool_backward(grad_y), x).
+template <typename T>
+__host__ __device__ inline void max_pool_u8_bwd_body(int idx, const T* __restrict__ grad_y,
+                                                     const unsigned char* __restrict__ argmax,
+                                                     const T* __restrict__ x, T* __restrict__ grad_x, int H, int W,
+                                                     int kh, int kw, int sy, int sx, int pt, int pl, int oh,
+                                                     int ow, int flags) {
+    const int w = idx % W;
+    const int h = (idx / W) % H;
+    const int nc = idx / (W * H);
+    const CoverRange ry = covering_outputs(h + pt, kh, sy, oh);
+    const CoverRange rx = covering_outputs(w + pl, kw, sx, ow);
+    T acc = T(0);
+    for (int oy = ry.lo; oy <= ry.hi; ++oy) {
+        for (int ox = rx.lo; ox <= rx.hi; ++ox) {
+            const int o = (nc * oh + oy) * ow + ox;
+            const int k = (h + pt - oy * sy) * kw + (w + pl - ox * sx);
+            if ((int)argmax[o] == k) acc += grad_y[o];
+        }
+    }
+    if (flags & GPUCNN_FUSED_MASK) acc = acc * T(x[idx] > T(0) ? 1 : 0);
+    grad_x[idx] = acc;
+}
+
+}  // namespace fused
+}  // namespace gpucnn
+
+#endif  // GPUCNN_FUSED_POOL_BODY_CUH

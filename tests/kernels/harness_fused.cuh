@@ -1,0 +1,134 @@
+// The fused kernels (gpucnn/kernels/fused_*.cu) in the CPU harness (harness.cu).
+//
+// A tiled kernel is replayed as the GPU runs it (the convention in fused_common.cuh): for
+// each block of the launch grid, each phase in order, and within a phase every thread
+// t = 0 .. GPUCNN_BLOCK-1 in turn; shared memory is one array per block, each thread's
+// registers a state struct. The grid-stride kernels visit every index once, in order.
+#include "../../gpucnn/kernels/fused_conv_body.cuh"
+#include "../../gpucnn/kernels/fused_dense_body.cuh"
+#include "../../gpucnn/kernels/fused_pool_body.cuh"
+
+namespace {
+
+// GPUCNN_HARNESS_THREAD_ORDER=reverse in the environment runs the threads of each phase in
+// reverse order: equal results (bit for bit) show that no thread depends on another's
+// progress within a phase, the premise of the phase-by-phase replay.
+inline bool threads_reversed() {
+    static const bool reversed = [] {
+        const char* v = std::getenv("GPUCNN_HARNESS_THREAD_ORDER");
+        return v != nullptr && std::string(v) == "reverse";
+    }();
+    return reversed;
+}
+
+inline int thread_at(int i) { return threads_reversed() ? GPUCNN_BLOCK - 1 - i : i; }
+
+template <typename T, int TM, int TN, int TK, class P>
+void replay_tiled_gemm(const P& p) {
+    using namespace gpucnn::fused;
+    std::vector<T> As(TK * TM), Bs(TK * TN);
+    std::vector<GemmThread<T, TM, TN>> threads(GPUCNN_BLOCK);
+    const int blocks = gemm_blocks<TM, TN>(p.M, p.N);
+    for (int block = 0; block < blocks; ++block) {
+        for (auto& s : threads) gemm_zero(s);
+        for (int k0 = 0; k0 < p.K; k0 += TK) {
+            for (int i = 0; i < GPUCNN_BLOCK; ++i)
+                gemm_load_phase<T, TM, TN, TK>(p, block, thread_at(i), k0, As.data(), Bs.data());
+            // __syncthreads()
+            for (int i = 0; i < GPUCNN_BLOCK; ++i)
+                gemm_multiply_phase<T, TM, TN, TK>(thread_at(i), As.data(), Bs.data(), threads[thread_at(i)]);
+            // __syncthreads()
+        }
+        for (int i = 0; i < GPUCNN_BLOCK; ++i) gemm_store_phase(p, block, thread_at(i), threads[thread_at(i)]);
+    }
+}
+
+template <typename T, class P>
+void replay_gemm(const P& p) {
+    replay_tiled_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p);
+}
+
+template <typename T>
+gpucnn::fused::ConvGeometry conv_geometry(Args<T>& a) {
+    gpucnn::fused::ConvGeometry g;
+    g.N = a.i32(); g.C = a.i32(); g.H = a.i32(); g.W = a.i32(); g.O = a.i32();
+    g.kh = a.i32(); g.kw = a.i32(); g.sy = a.i32(); g.sx = a.i32(); g.pt = a.i32(); g.pl = a.i32();
+    g.oh = a.i32(); g.ow = a.i32();
+    return g;
+}
+
+// Runs ``kernel`` when it is a fused one (arguments as in loader.SIGNATURES); false otherwise.
+template <typename T>
+bool run_fused(const std::string& kernel, Args<T>& a) {
+    using namespace gpucnn::fused;
+    if (kernel == "conv_fwd_fused") {
+        const T* x = a.array(false);
+        const T* w = a.array(false);
+        const T* b = a.array(false);
+        T* y = a.array(true);
+        ConvGeometry g = conv_geometry(a);
+        int flags = a.i32();
+        replay_gemm<T>(ConvForward<T>{x, w, b, y, g, flags, g.O, g.N * g.oh * g.ow, g.C * g.kh * g.kw});
+    } else if (kernel == "conv_dgrad_fused") {
+        const T* gy = a.array(false);
+        const T* w = a.array(false);
+        const T* mask = a.array(false);
+        T* gx = a.array(true);
+        ConvGeometry g = conv_geometry(a);
+        int flags = a.i32();
+        replay_gemm<T>(ConvDataGrad<T>{gy, w, mask, gx, g, flags, g.C, g.N * g.H * g.W, g.O * g.kh * g.kw});
+    } else if (kernel == "conv_wgrad_fused") {
+        const T* gy = a.array(false);
+        const T* x = a.array(false);
+        T* gw = a.array(true);
+        T* gb = a.array(true);
+        ConvGeometry g = conv_geometry(a);
+        int flags = a.i32();
+        const int KW = g.C * g.kh * g.kw;
+        replay_gemm<T>(ConvWeightGrad<T>{gy, x, gw, gb, g, flags, g.O, KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0),
+                                         g.N * g.oh * g.ow, KW});
+    } else if (kernel == "dense_fwd_fused") {
+        const T* x = a.array(false);
+        const T* w = a.array(false);
+        const T* b = a.array(false);
+        T* y = a.array(true);
+        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32();
+        replay_gemm<T>(DenseForward<T>{x, w, b, y, flags, N, O, I});
+    } else if (kernel == "dense_dgrad_fused") {
+        const T* gy = a.array(false);
+        const T* y = a.array(false);
+        const T* w = a.array(false);
+        T* gx = a.array(true);
+        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32();
+        replay_gemm<T>(DenseDataGrad<T>{gy, y, w, gx, flags, N, I, O});
+    } else if (kernel == "dense_wgrad_fused") {
+        const T* gy = a.array(false);
+        const T* y = a.array(false);
+        const T* x = a.array(false);
+        T* gw = a.array(true);
+        T* gb = a.array(true);
+        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32();
+        replay_gemm<T>(DenseWeightGrad<T>{gy, y, x, gw, gb, flags, O, I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I});
+    } else if (kernel == "max_pool_u8_fwd") {
+        const T* x = a.array(false);
+        T* y = a.array(true);
+        unsigned char* am = a.byte_array(true);
+        int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
+        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32(), total = a.i32();
+        for (int i = 0; i < total; ++i) max_pool_u8_fwd_body<T>(i, x, y, am, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
+    } else if (kernel == "max_pool_u8_bwd") {
+        const T* gy = a.array(false);
+        const unsigned char* am = a.byte_array(false);
+        const T* x = a.array(false);
+        T* gx = a.array(true);
+        int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
+        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32(), flags = a.i32(), total = a.i32();
+        for (int i = 0; i < total; ++i)
+            max_pool_u8_bwd_body<T>(i, gy, am, x, gx, H, W, kh, kw, sy, sx, pt, pl, oh, ow, flags);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+}  // namespace

@@ -1,0 +1,273 @@
+"""The fused kernels (gpucnn/kernels/fused_*.cu) equal their NumPy twins (gpucnn.fused.reference).
+
+Two layers, as for the other kernels:
+- the kernels themselves in the host harness, the tiled ones replayed block by block and
+  phase by phase with every thread of a block (tests/kernels/harness_fused.cuh), against the
+  twins composed from the readable ops, float32 and float64, over the conv and pool geometry
+  cases of tests/ops/test_cuda_parity.py plus shapes spanning several tiles and k-steps;
+- the launchers (gpucnn/ops/cuda/fused.py) over a NumPy stand-in for CuPy, every launch
+  checked for its exact argument types and grid (FakeKernel), and their errors.
+The fused kernels sum in a different order than NumPy's GEMM: float32 is held to 1e-4 and
+float64 to 1e-10 relative to the largest magnitude (test_cuda_parity.assert_close).
+"""
+import importlib
+import os
+import pathlib
+import subprocess
+
+import numpy
+import pytest
+
+from emulated_cupy import cupy_replaced_by, record_launches
+from gpucnn import backend
+from gpucnn.fused import reference
+from gpucnn.ops.geometry import conv_window, pool_window
+from kernels.test_host_harness import FakeKernel, _fake_cupy, harness, parity, run_kernel  # noqa: F401
+
+pytestmark = pytest.mark.kernels
+
+DTYPES = parity.DTYPES
+# name, N, C, H, W, O, window, bias: the parity cases, and shapes over several GEMM tiles and k-steps.
+# The fused kernels take dilation 1 and groups 1 only (compile_step refuses other convolutions).
+CONV_CASES = [case[:8] for case in parity.CONV_CASES
+              if parity.conv_case(case)[7] == 1 and (case[6].dy, case[6].dx) == (1, 1)] + [
+    ("tiles_m_n_k", 2, 3, 9, 9, 70, conv_window(3, 1, 1), True),
+    ("fmnist_conv2", 2, 32, 14, 14, 64, conv_window(3, 1, "same"), True),
+]
+POOL_CASES = parity.POOL_CASES
+DENSE_CASES = [(1, 1, 1), (3, 5, 2), (70, 20, 65), (5, 130, 10), (4, 0, 3), (2, 3136, 128)]
+
+
+def _conv_geometry(n, c, h, w, o, window):
+    oh, ow = window.output_size(h, w)
+    return (n, c, h, w, o, window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow), oh, ow
+
+
+def _conv_data(case, dtype, seed=0):
+    _, n, c, h, w, o, window, with_bias = case
+    rng = numpy.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c, window.kh, window.kw)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype) if with_bias else None
+    return rng, x, weight, bias
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=parity._ids(CONV_CASES))
+def test_fused_conv_kernels_match_twins(harness, case, dtype):  # noqa: F811
+    _, n, c, h, w, o, window, with_bias = case
+    rng, x, weight, bias = _conv_data(case, dtype)
+    geometry, oh, ow = _conv_geometry(n, c, h, w, o, window)
+    for relu in (False, True):
+        y = numpy.full((n, o, oh, ow), numpy.nan, dtype=dtype)
+        flags = (1 if with_bias else 0) | (2 if relu else 0)
+        run_kernel(harness, "fused_conv.cu", "conv_fwd_fused", dtype,
+                   (x, weight, weight if bias is None else bias, y) + geometry + (flags,))
+        parity.assert_close(y, reference.conv2d_forward(x, weight, bias, window, relu), dtype, f"fwd relu={relu}")
+
+    grad_y = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    mask = numpy.maximum(rng.standard_normal(x.shape), 0).astype(dtype)  # a ReLU output below the layer
+    for masked in (False, True):
+        grad_x = numpy.full(x.shape, numpy.nan, dtype=dtype)
+        run_kernel(harness, "fused_conv.cu", "conv_dgrad_fused", dtype,
+                   (grad_y, weight, mask, grad_x) + geometry + (4 if masked else 0,))
+        expected = reference.conv2d_data_grad(grad_y, weight, x.shape, window, mask if masked else None)
+        parity.assert_close(grad_x, expected, dtype, f"dgrad mask={masked}")
+
+    for need_bias in (False, True):
+        grad_w = numpy.full(weight.shape, numpy.nan, dtype=dtype)
+        grad_b = numpy.full(o, numpy.nan, dtype=dtype)
+        run_kernel(harness, "fused_conv.cu", "conv_wgrad_fused", dtype,
+                   (grad_y, x, grad_w, grad_b) + geometry + (1 if need_bias else 0,))
+        expected_w, expected_b = reference.conv2d_weight_grad(grad_y, x, weight.shape, window, need_bias)
+        parity.assert_close(grad_w, expected_w, dtype, "wgrad")
+        if need_bias:
+            parity.assert_close(grad_b, expected_b, dtype, "bias grad (the column of ones)")
+        else:
+            assert numpy.isnan(grad_b).all(), "grad_b written without the bias flag"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,i,o", DENSE_CASES)
+def test_fused_dense_kernels_match_twins(harness, n, i, o, dtype):  # noqa: F811
+    rng = numpy.random.default_rng(n * 1000 + i + o)
+    x = rng.standard_normal((n, i)).astype(dtype)
+    weight = rng.standard_normal((o, i)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype)
+    for flags in range(4):
+        y = numpy.full((n, o), numpy.nan, dtype=dtype)
+        run_kernel(harness, "fused_dense.cu", "dense_fwd_fused", dtype, (x, weight, bias, y, n, i, o, flags))
+        expected = reference.linear_forward(x, weight, bias if flags & 1 else None, relu=bool(flags & 2))
+        parity.assert_close(y, expected, dtype, f"dense fwd flags={flags}")
+
+    y_relu = reference.linear_forward(x, weight, bias, relu=True)
+    grad_y = rng.standard_normal((n, o)).astype(dtype)
+    for masked in (False, True):
+        grad_x = numpy.full((n, i), numpy.nan, dtype=dtype)
+        run_kernel(harness, "fused_dense.cu", "dense_dgrad_fused", dtype,
+                   (grad_y, y_relu, weight, grad_x, n, i, o, 4 if masked else 0))
+        expected = reference.linear_data_grad(grad_y, weight, y_relu if masked else None)
+        parity.assert_close(grad_x, expected, dtype, f"dense dgrad mask={masked}")
+        grad_w = numpy.full((o, i), numpy.nan, dtype=dtype)
+        grad_b = numpy.full(o, numpy.nan, dtype=dtype)
+        run_kernel(harness, "fused_dense.cu", "dense_wgrad_fused", dtype,
+                   (grad_y, y_relu, x, grad_w, grad_b, n, i, o, 1 | (4 if masked else 0)))
+        expected_w, expected_b = reference.linear_weight_grad(grad_y, x, y_relu if masked else None)
+        parity.assert_close(grad_w, expected_w, dtype, f"dense wgrad mask={masked}")
+        parity.assert_close(grad_b, expected_b, dtype, f"dense bias grad mask={masked}")
+
+
+def _pool_geometry(h, w, window):
+    oh, ow = window.output_size(h, w)
+    return (h, w, window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow), oh, ow
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=parity._ids(POOL_CASES))
+def test_fused_max_pool_kernels_match_twins(harness, case, dtype):  # noqa: F811
+    _, n, c, h, w, window = case
+    rng = numpy.random.default_rng(3)
+    x = numpy.maximum(rng.standard_normal((n, c, h, w)), 0).astype(dtype)  # a ReLU output: ties at 0
+    geometry, oh, ow = _pool_geometry(h, w, window)
+    y = numpy.full((n, c, oh, ow), numpy.nan, dtype=dtype)
+    argmax = numpy.full(y.shape, 77, dtype=numpy.uint8)
+    run_kernel(harness, "fused_pool.cu", "max_pool_u8_fwd", dtype, (x, y, argmax) + geometry + (y.size,))
+    y_ref, argmax_ref = reference.max_pool2d_forward(x, window)
+    numpy.testing.assert_array_equal(y, y_ref)
+    numpy.testing.assert_array_equal(argmax, argmax_ref)
+
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    for masked in (False, True):
+        grad_x = numpy.full(x.shape, numpy.nan, dtype=dtype)
+        run_kernel(harness, "fused_pool.cu", "max_pool_u8_bwd", dtype,
+                   (grad_y, argmax, x, grad_x) + geometry + (4 if masked else 0, grad_x.size))
+        parity.assert_close(grad_x, reference.max_pool2d_backward(grad_y, argmax_ref, x, window, masked), dtype,
+                            f"pool bwd mask={masked}")
+
+
+def test_fused_max_pool_nan_and_ties(harness):  # noqa: F811
+    """PyTorch's rule, as the readable op: first maximum wins ties, the last NaN wins, all -inf keeps 0."""
+    x = numpy.array([[[[1.0, 1.0, numpy.nan, 2.0], [-numpy.inf, -numpy.inf, 5.0, numpy.nan]]]])
+    window = pool_window((1, 2), 1, 0)
+    geometry, oh, ow = _pool_geometry(2, 4, window)
+    y = numpy.zeros((1, 1, oh, ow))
+    argmax = numpy.zeros(y.shape, dtype=numpy.uint8)
+    run_kernel(harness, "fused_pool.cu", "max_pool_u8_fwd", numpy.float64, (x, y, argmax) + geometry + (y.size,))
+    y_ref, argmax_ref = reference.max_pool2d_forward(x, window)
+    numpy.testing.assert_array_equal(y, y_ref)
+    numpy.testing.assert_array_equal(argmax, argmax_ref)
+
+
+def test_fused_gemm_is_bitwise_repeatable(harness):  # noqa: F811
+    """No atomics, a fixed order per output: two runs agree to the bit."""
+    case = CONV_CASES[-1]
+    _, n, c, h, w, o, window, _ = case
+    rng, x, weight, bias = _conv_data(case, numpy.float32)
+    geometry, oh, ow = _conv_geometry(n, c, h, w, o, window)
+    grad_y = rng.standard_normal((n, o, oh, ow)).astype(numpy.float32)
+    results = []
+    for _ in range(2):
+        grad_w = numpy.zeros(weight.shape, dtype=numpy.float32)
+        grad_b = numpy.zeros(o, dtype=numpy.float32)
+        run_kernel(harness, "fused_conv.cu", "conv_wgrad_fused", numpy.float32,
+                   (grad_y, x, grad_w, grad_b) + geometry + (1,))
+        results.append((grad_w.tobytes(), grad_b.tobytes()))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("kernel", ["conv_fwd_fused", "conv_dgrad_fused", "conv_wgrad_fused"])
+def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel):  # noqa: F811
+    """The replay's premise: running each phase's threads in reverse order gives the same bits."""
+    case = ("tiles", 2, 3, 9, 9, 70, conv_window(3, 2, 1), True)
+    _, n, c, h, w, o, window, _ = case
+    rng, x, weight, bias = _conv_data(case, numpy.float32)
+    geometry, oh, ow = _conv_geometry(n, c, h, w, o, window)
+    grad_y = rng.standard_normal((n, o, oh, ow)).astype(numpy.float32)
+    arrays = {"conv_fwd_fused": [x, weight, bias, numpy.zeros((n, o, oh, ow), numpy.float32)],
+              "conv_dgrad_fused": [grad_y, weight, x, numpy.zeros(x.shape, numpy.float32)],
+              "conv_wgrad_fused": [grad_y, x, numpy.zeros(weight.shape, numpy.float32), numpy.zeros(o, numpy.float32)]}
+    outputs = {}
+    for order in ("forward", "reverse"):
+        paths = []
+        for i, a in enumerate(arrays[kernel]):
+            path = tmp_path / f"{order}{i}.bin"
+            a.tofile(path)
+            paths.append(str(path))
+        argv = [harness.exe, kernel, "f32"] + paths + [str(v) for v in geometry] + ["7"]
+        env = dict(os.environ, GPUCNN_HARNESS_THREAD_ORDER=order)
+        subprocess.run(argv, check=True, capture_output=True, env=env)
+        outputs[order] = [pathlib.Path(p).read_bytes() for p in paths[-2:]]
+    assert outputs["forward"] == outputs["reverse"]
+    assert any(numpy.frombuffer(b, numpy.float32).any() for b in outputs["forward"])
+
+
+# ----------------------------------------------------------------------------- launchers, over a NumPy CuPy
+
+@pytest.fixture
+def fused(harness, monkeypatch):  # noqa: F811
+    backend.gpu_unavailable_reason()
+    with cupy_replaced_by(_fake_cupy()):
+        loader = importlib.import_module("gpucnn.ops.cuda.loader")
+        module = importlib.import_module("gpucnn.ops.cuda.fused")
+        module.launches = record_launches(loader, monkeypatch.setattr)
+        monkeypatch.setattr(loader, "get_kernel",
+                            lambda file, expression: FakeKernel(loader, harness, file, expression))
+        yield module
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_launchers_match_twins(fused, dtype):
+    case = ("launch", 2, 3, 7, 6, 5, conv_window(3, 2, 1), True)
+    _, n, c, h, w, o, window, _ = case
+    rng, x, weight, bias = _conv_data(case, dtype)
+    xt = numpy.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # a non-contiguous view
+    y = fused.conv2d_forward(xt, weight, bias, window, relu=True)
+    parity.assert_close(y, reference.conv2d_forward(x, weight, bias, window, True), dtype, "conv fwd")
+    grad_y = rng.standard_normal(y.shape).astype(dtype)
+    mask = numpy.maximum(x, 0)
+    parity.assert_close(fused.conv2d_data_grad(grad_y, weight, x.shape, window, mask),
+                        reference.conv2d_data_grad(grad_y, weight, x.shape, window, mask), dtype, "conv dgrad")
+    for got, want in zip(fused.conv2d_weight_grad(grad_y, x, weight.shape, window),
+                         reference.conv2d_weight_grad(grad_y, x, weight.shape, window)):
+        parity.assert_close(got, want, dtype, "conv wgrad")
+    assert fused.conv2d_weight_grad(grad_y, x, weight.shape, window, need_bias=False)[1] is None
+
+    xd, wd, bd = x.reshape(n, -1), rng.standard_normal((4, c * h * w)).astype(dtype), bias[:4]
+    yd = fused.linear_forward(xd, wd, bd, relu=True)
+    parity.assert_close(yd, reference.linear_forward(xd, wd, bd, True), dtype, "dense fwd")
+    gyd = rng.standard_normal(yd.shape).astype(dtype)
+    parity.assert_close(fused.linear_data_grad(gyd, wd, yd), reference.linear_data_grad(gyd, wd, yd), dtype, "dx")
+    for got, want in zip(fused.linear_weight_grad(gyd, xd, yd), reference.linear_weight_grad(gyd, xd, yd)):
+        parity.assert_close(got, want, dtype, "dense wgrad")
+
+    pool = pool_window(2)
+    yp, argmax = fused.max_pool2d_forward(mask, pool)
+    yp_ref, argmax_ref = reference.max_pool2d_forward(mask, pool)
+    numpy.testing.assert_array_equal(yp, yp_ref)
+    assert argmax.dtype == numpy.uint8
+    numpy.testing.assert_array_equal(argmax, argmax_ref)
+    gyp = rng.standard_normal(yp.shape).astype(dtype)
+    parity.assert_close(fused.max_pool2d_backward(gyp, argmax, mask, pool),
+                        reference.max_pool2d_backward(gyp, argmax_ref, mask, pool), dtype, "pool bwd")
+    assert {name for _, name in fused.launches} == {
+        "conv_fwd_fused", "conv_dgrad_fused", "conv_wgrad_fused", "dense_fwd_fused", "dense_dgrad_fused",
+        "dense_wgrad_fused", "max_pool_u8_fwd", "max_pool_u8_bwd"}
+
+
+def test_fused_launchers_refuse_bad_input(fused):
+    window = conv_window(3, 1, 1)
+    x = numpy.zeros((1, 2, 4, 4), dtype=numpy.float32)
+    with pytest.raises(ValueError, match="weight has shape"):
+        fused.conv2d_forward(x, numpy.zeros((3, 5, 3, 3), dtype=numpy.float32), None, window)
+    with pytest.raises(TypeError, match="one dtype"):
+        fused.conv2d_forward(x, numpy.zeros((3, 2, 3, 3)), None, window)
+    with pytest.raises(ValueError, match="4-D"):
+        fused.conv2d_forward(x[0], numpy.zeros((3, 2, 3, 3), dtype=numpy.float32), None, window)
+    with pytest.raises(ValueError, match="uint8 argmax"):
+        fused.max_pool2d_forward(numpy.zeros((1, 1, 16, 16)), pool_window(16))
+    with pytest.raises(ValueError, match="32-bit"):
+        fused.check_int32("conv2d_forward", x=2 ** 31)
+    with pytest.raises(TypeError, match="argmax must be uint8"):
+        fused.max_pool2d_backward(numpy.zeros((1, 1, 2, 2)), numpy.zeros((1, 1, 2, 2), dtype=numpy.int32),
+                                  numpy.zeros((1, 1, 4, 4)), pool_window(2))
+    assert fused.launches == []
