@@ -53,11 +53,14 @@ def save_arrays(path, arrays, meta=None):
     payload[_META] = numpy.frombuffer(json.dumps(meta or {}).encode("utf-8"), dtype=numpy.uint8)
     prefix = "." + os.path.basename(path) + "."
     for stale in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*.tmp")):
+        if _save_in_flight(stale[len(os.path.join(directory, prefix)):]):
+            continue  # another live process is writing it: not stale
         try:
             os.remove(stale)
         except OSError:
-            pass  # another process's save in flight, or already gone: not ours to insist on
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+            pass  # already gone
+    # The writer's PID in the name tells a killed save's leftover from another process's save in flight.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{prefix}{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             numpy.savez(f, **payload)
@@ -69,6 +72,20 @@ def save_arrays(path, arrays, meta=None):
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _save_in_flight(name):
+    """True when a temporary's name ('<pid>.<random>.tmp') names another process that is still alive."""
+    pid = name.split(".", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, but another user's
+        return True
+    return True
 
 
 def _fsync_directory(directory):

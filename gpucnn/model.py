@@ -2,6 +2,7 @@
 from . import architecture
 from .backend import asnumpy, device_of, device_scope
 from .checkpoint import CheckpointError, CheckpointReader, check_cast, save_arrays
+from .fast import runner_for
 from .layers.base import Layer
 from .predict import predict
 from .state_dict import load_state_dict
@@ -31,15 +32,22 @@ class Sequential:
         self.input_shape = None  # of one sample, remembered from the first forward (for summary, save, export)
 
     def forward(self, x):
+        """The model's output; on the CPU through gpucnn.fast unless ``gpucnn.config.path = 'reference'``."""
         sample_shape = tuple(int(d) for d in x.shape[1:]) if hasattr(x, "shape") else None
+        self._fast = runner_for(self, x)  # backward takes the path its forward took
+        y = self._fast.forward(x) if self._fast is not None else self.reference_forward(x)
+        if self.input_shape is None:  # only a shape the model took
+            self.input_shape = sample_shape
+        return y
+
+    __call__ = forward
+
+    def reference_forward(self, x):
+        """The readable path: each layer's forward in turn."""
         with device_scope(x):
             for layer in self.layers:
                 x = layer.forward(x)
-        if self.input_shape is None:  # only a shape the model took
-            self.input_shape = sample_shape
         return x
-
-    __call__ = forward
 
     def backward(self, grad_out, need_input_grad=True):
         """Gradient of the loss with respect to the model's input; fills every parameter's .grad on the way.
@@ -47,6 +55,12 @@ class Sequential:
         ``need_input_grad=False`` lets the first layer skip dL/dx (nothing uses the gradient of the data),
         and returns None.
         """
+        if getattr(self, "_fast", None) is not None:
+            return self._fast.backward(grad_out, need_input_grad)
+        return self.reference_backward(grad_out, need_input_grad)
+
+    def reference_backward(self, grad_out, need_input_grad=True):
+        """The readable path: each layer's backward in reverse."""
         with device_scope(grad_out):
             for i in range(len(self.layers) - 1, -1, -1):
                 if i == 0 and not need_input_grad:

@@ -1,8 +1,28 @@
-"""Shared fixtures: every layer test runs once per backend; CUDA cases skip where no GPU is usable."""
+"""Shared fixtures: every layer test runs once per backend; CUDA cases skip where no GPU is usable.
+
+``pytest --gpucnn-path=reference`` runs the whole suite with ``gpucnn.config.path = 'reference'``
+(the default is the package's own default, the fast CPU path): CI runs both.
+"""
 import numpy
 import pytest
 
+import gpucnn
 from gpucnn import backend
+from gpucnn.config import PATHS
+
+
+def pytest_addoption(parser):
+    parser.addoption("--gpucnn-path", choices=PATHS, default=None,
+                     help="gpucnn.config.path for the whole run (default: the package default)")
+
+
+@pytest.fixture(autouse=True)
+def _gpucnn_path(request):
+    """Every test starts from the run's path and verify setting, whatever the previous test changed."""
+    path = request.config.getoption("--gpucnn-path") or "fast"
+    gpucnn.config.path, gpucnn.config.verify, gpucnn.config.num_threads = path, False, None
+    yield path
+
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 

@@ -137,6 +137,24 @@ def test_save_removes_stale_temporaries_and_fsyncs_the_directory(tmp_path, monke
     assert synced[-1] is True  # the last fsync is the directory's, after the rename
 
 
+def test_a_live_process_save_in_flight_is_not_taken_for_stale(tmp_path):
+    """Two processes saving one target (ranks sharing a file system, say): a temporary whose PID is alive
+    stays; a dead writer's leftover goes."""
+    import subprocess
+    import sys
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        (tmp_path / f".c.npz.{live.pid}.abc.tmp").write_bytes(b"being written")
+        (tmp_path / f".c.npz.{dead.pid}.def.tmp").write_bytes(b"half a save")
+        save_arrays(tmp_path / "c.npz", {"w": numpy.ones(2)}, {"a": 1})
+        assert sorted(os.listdir(tmp_path)) == [f".c.npz.{live.pid}.abc.tmp", "c.npz"]
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_read_training_meta_reads_no_arrays(good):
     meta = read_training_meta(good)
     assert meta["epoch"] == 1 and meta["step"] == 0 and meta["batch_size"] == 16 and meta["num_samples"] == 48

@@ -2,6 +2,7 @@
 
     gpucnn bench                          # every usable device, batch 64, 128, 256, 1024
     gpucnn bench --device cpu --batch-sizes 128 --json
+    gpucnn bench --device cpu --path fast  # only the fast CPU path (default: both CPU paths, side by side)
 
 Method: warm-up runs first, the device is synchronised around every timed region,
 the figure is the median of --repeats runs, inputs are random; gpucnn and PyTorch run in
@@ -30,7 +31,8 @@ import time
 
 import numpy
 
-from gpucnn import backend
+import gpucnn
+from gpucnn import backend, fast
 from gpucnn.layers import Conv2D, Dense
 from gpucnn.losses import SoftmaxCrossEntropy, check_label_range
 from gpucnn.models import fashion_cnn
@@ -147,10 +149,35 @@ def torch_step(device, batch, tf32=False):
     return step, forward, {"version": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def compare(device, batch, repeats, warmup, per_layer, with_torch, tf32=False):
+def on_path(path, fn):
+    """fn run with gpucnn.config.path set to ``path`` (then restored)."""
+    def run():
+        before, gpucnn.config.path = gpucnn.config.path, path
+        try:
+            return fn()
+        finally:
+            gpucnn.config.path = before
+    return run
+
+
+def cpu_model():
+    """The CPU's model name (lscpu's 'Model name', read from /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def compare(device, batch, repeats, warmup, per_layer, with_torch, tf32=False, paths=("fast",)):
     """Time gpucnn and PyTorch in alternating blocks, so that a machine whose speed drifts during
-    the run slows both sides alike."""
+    the run slows both sides alike. On the CPU each of ``paths`` ('fast', 'reference') is a side."""
     sync = synchronizer(device)
+    if device != "cpu":
+        paths = ("reference",)  # one path on the GPU; the fast path is the CPU's
     ours_step, ours_forward, flops, (model, x) = gpucnn_step(device, batch)
     theirs = torch_step(device, batch, tf32) if with_torch else None
     if theirs is not None and device != "cpu":
@@ -159,12 +186,18 @@ def compare(device, batch, repeats, warmup, per_layer, with_torch, tf32=False):
         both_sync = lambda: (sync(), torch_sync())  # noqa: E731
     else:
         both_sync = sync
-    fns = {"step": ours_step, "forward": ours_forward}
+    fns = {"step": on_path(paths[0], ours_step), "forward": on_path(paths[0], ours_forward)}
+    for path in paths[1:]:
+        other_step, other_forward = gpucnn_step(device, batch)[:2]
+        fns.update({f"{path}_step": on_path(path, other_step), f"{path}_forward": on_path(path, other_forward)})
     if theirs is not None:
         fns.update({"torch_step": theirs[0], "torch_forward": theirs[1]})
     times = timed_alternating(fns, both_sync, repeats, warmup)
-    result = {"gpucnn": {"step_s": times["step"], "forward_s": times["forward"], "flops": flops},
+    result = {"gpucnn": {"step_s": times["step"], "forward_s": times["forward"], "flops": flops, "path": paths[0]},
               "torch": None}
+    for path in paths[1:]:
+        result[f"gpucnn_{path}"] = {"step_s": times[f"{path}_step"], "forward_s": times[f"{path}_forward"],
+                                    "flops": flops, "path": path}
     if theirs is not None:
         result["torch"] = {"step_s": times["torch_step"], "forward_s": times["torch_forward"], **theirs[2]}
     if device != "cpu":
@@ -248,6 +281,8 @@ def _parser(prog):
     p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--path", choices=["fast", "reference", "both"], default="both",
+                   help="CPU path(s) to time (gpucnn.config.path); both: fast and reference in the same run")
     p.add_argument("--tf32", action="store_true",
                    help="both sides use TF32 tensor-core matrix products (default: strict FP32 on both sides)")
     p.add_argument("--distributed", action="store_true",
@@ -287,10 +322,26 @@ def main(argv=None, prog=None):
     return 2
 
 
+def print_row(r, ours, tag, cpu_rate):
+    theirs = r["torch"]
+    rate = r["batch"] / ours["step_s"]
+    gflops = ours["flops"] / ours["step_s"] / 1e9
+    on_gpu = r["device"] != "cpu" and r["batch"] in cpu_rate
+    vs_cpu = f"{rate / cpu_rate[r['batch']]:7.1f}" if on_gpu else f"{'-':>7}"
+    t_rate = r["batch"] / theirs["step_s"] if theirs else None
+    path = ours["path"] if r["device"] == "cpu" else "-"
+    print(f"{r['device']:8} {path:>9} {tag:>4} {r['batch']:5d} {1000 * ours['step_s']:8.2f} {rate:8.0f} {gflops:8.1f} "
+          f"{100 * gflops / r['peak_gflops']:6.1f}% {vs_cpu} "
+          + (f"{t_rate:11.0f} {rate / t_rate:10.2f}" if theirs else f"{'-':>11} {'-':>10}")
+          + f" {60000 / rate:8.2f}")
+
+
 def _bench(args, devices, batches):
     precision = ("TF32 matrix products on both sides (CUPY_TF32=1; torch allow_tf32 flags on)" if args.tf32 else
                  "strict FP32 on both sides (CuPy compute type FP32; torch allow_tf32 flags off)")
-    report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus",
+    paths = ("fast", "reference") if args.path == "both" else (args.path,)
+    report = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus", "cpu": cpu_model(),
+              "fast_threads": fast.num_threads(), "blas_threads": fast.blas_control().describe(),
               "numpy": numpy.__version__, "precision": precision, "results": [], "compile": {}}
     if backend.gpu_available():
         cupy = backend.cupy_or_none()
@@ -306,7 +357,8 @@ def _bench(args, devices, batches):
     for device in devices:
         for batch in batches:
             try:
-                result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch, args.tf32)
+                result = compare(device, batch, args.repeats, args.warmup, args.per_layer, not args.no_torch, args.tf32,
+                                 paths)
             except Exception as exc:
                 if isinstance(exc, MemoryError) or backend.is_out_of_memory(exc):
                     error = MemoryError(str(exc))
@@ -321,30 +373,24 @@ def _bench(args, devices, batches):
         print(json.dumps(report, indent=1))
         return 0
     gpu = f", GPU {report['gpu']}, cupy {report['cupy']}, driver {report['driver']}" if "gpu" in report else ""
-    print(f"# {report['machine']}, numpy {report['numpy']}{gpu}")
+    print(f"# {report['machine']}, CPU {report['cpu']}, numpy {report['numpy']}{gpu}")
+    print(f"# CPU fast path: {report['fast_threads']} thread(s); BLAS threads {report['blas_threads']}")
     print(f"# precision: {precision}")
     for device, times in report["compile"].items():
         print(f"# {device}: cold compile of every kernel file {times['cold_s']:.2f} s (empty cache, fresh process); "
               f"load from the disk cache {times['cached_s']:.2f} s")
     cpu_rate = {r["batch"]: r["batch"] / r["gpucnn"]["step_s"] for r in report["results"] if r["device"] == "cpu"}
     tag = "tf32" if args.tf32 else "fp32"
-    header = (f"{'device':8} {'prec':>4} {'batch':>5} {'step ms':>8} {'img/s':>8} {'GFLOP/s':>8} {'% peak':>7} "
-              f"{'vs cpu':>7} {'torch img/s':>11} {'ours/torch':>10} {'epoch s':>8}")
+    header = (f"{'device':8} {'path':>9} {'prec':>4} {'batch':>5} {'step ms':>8} {'img/s':>8} {'GFLOP/s':>8} "
+              f"{'% peak':>7} {'vs cpu':>7} {'torch img/s':>11} {'ours/torch':>10} {'epoch s':>8}")
     print(header)
     for r in report["results"]:
-        ours, theirs = r["gpucnn"], r["torch"]
-        rate = r["batch"] / ours["step_s"]
-        gflops = ours["flops"] / ours["step_s"] / 1e9
-        on_gpu = r["device"] != "cpu" and r["batch"] in cpu_rate
-        vs_cpu = f"{rate / cpu_rate[r['batch']]:7.1f}" if on_gpu else f"{'-':>7}"
-        t_rate = r["batch"] / theirs["step_s"] if theirs else None
-        print(f"{r['device']:8} {tag:>4} {r['batch']:5d} {1000 * ours['step_s']:8.2f} {rate:8.0f} {gflops:8.1f} "
-              f"{100 * gflops / r['peak_gflops']:6.1f}% {vs_cpu} "
-              + (f"{t_rate:11.0f} {rate / t_rate:10.2f}" if theirs else f"{'-':>11} {'-':>10}")
-              + f" {60000 / rate:8.2f}")
-        if ours.get("launches_per_step") is not None:
-            print(f"    launches per eager step: {ours['launches_per_step']} ({ours['launches_counted_by']})")
-        for layer in ours.get("layers", []):
+        for ours in [r["gpucnn"]] + [r[k] for k in sorted(r) if k.startswith("gpucnn_")]:
+            print_row(r, ours, tag, cpu_rate)
+        if r["gpucnn"].get("launches_per_step") is not None:
+            print(f"    launches per eager step: {r['gpucnn']['launches_per_step']} "
+                  f"({r['gpucnn']['launches_counted_by']})")
+        for layer in r["gpucnn"].get("layers", []):
             print(f"    {layer['layer']:10} {str(tuple(layer['shape'])):>20} "
                   f"forward {1000 * layer['forward_s']:7.2f} ms  backward {1000 * layer['backward_s']:7.2f} ms")
     if args.graph:

@@ -25,6 +25,7 @@ import numpy
 import gpucnn
 from gpucnn import backend, losses, optim
 from gpucnn.checkpoint import CheckpointError
+from gpucnn.config import PATHS, config
 from gpucnn.data import CorruptDataError, DataNotFoundError, load_fashion_mnist, load_mnist
 from gpucnn.data.datasets import find_dataset
 from gpucnn.models import MODELS
@@ -76,6 +77,8 @@ def _parser(prog):
     p.add_argument("--resume-or-start", action="store_true",
                    help="continue from the checkpoint when it exists, else start a new run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--path", choices=PATHS, default=None,
+                   help="CPU path: fast (the default) or reference, the readable per-layer ops (gpucnn.config.path)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the processes of an MPI job (start with mpirun -np N); "
                         "--batch-size is the global batch, shared among them")
@@ -183,6 +186,8 @@ class CommandError(Exception):
 
 def main(argv=None, prog=None):
     args = parse_args(argv, prog)
+    if args.path:
+        config.path = args.path
     if args.distributed:
         from gpucnn import distributed
         return distributed.run_job(run, args)  # every rank; a rank that fails ends the job
@@ -272,6 +277,7 @@ def _run(args, out, checkpoint, created):
         "test_loss": final["loss"], "test_accuracy": final["accuracy"], "wall_seconds": time.time() - started,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
         "gpucnn": gpucnn.__version__, "numpy": numpy.__version__,
+        "path": config.path if device == "cpu" else "reference",
     }
     if device != "cpu":
         cupy = backend.cupy_or_none()

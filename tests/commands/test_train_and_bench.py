@@ -115,3 +115,25 @@ def test_python_dash_m_gpucnn_runs_the_same_entry_point():
     import sys
     done = subprocess.run([sys.executable, "-m", "gpucnn", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.startswith("gpucnn ")
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_train_script_takes_the_cpu_path(path, tiny_fashion, tmp_path):
+    import gpucnn
+    train = load_script("train")
+    out = tmp_path / "run"
+    assert train.main(["--data-dir", str(tiny_fashion), "--device", "cpu", "--batch-size", "16", "--out", str(out),
+                       "--no-progress", "--epochs", "1", "--path", path]) == 0
+    assert json.loads((out / "summary.json").read_text())["path"] == path
+    assert gpucnn.config.path == path
+
+
+def test_bench_times_both_cpu_paths_and_names_the_cpu(capsys):
+    bench = load_script("bench")
+    assert bench.main(["--device", "cpu", "--batch-sizes", "8", "--repeats", "1", "--warmup", "0",
+                       "--no-torch", "--json", "--path", "both"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    result = report["results"][0]
+    assert report["cpu"] and report["fast_threads"] >= 1
+    assert result["gpucnn"]["path"] == "fast" and result["gpucnn_reference"]["path"] == "reference"
+    assert result["gpucnn_reference"]["step_s"] > 0
