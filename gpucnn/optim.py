@@ -116,8 +116,8 @@ class Optimizer:
         if not isinstance(scalars, dict):
             raise ValueError(f"{name}: optimizer metadata is a {type(scalars).__name__}, expected an object")
         lr = scalars.get("lr")
-        if not _is_real(lr) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"{name}: learning rate {lr!r} in the checkpoint is not a finite number > 0")
+        if not _is_real(lr) or not math.isfinite(lr) or lr < 0:  # 0 is where a cosine schedule may end
+            raise ValueError(f"{name}: learning rate {lr!r} in the checkpoint is not a finite number >= 0")
         steps = scalars.get("steps")
         if not isinstance(steps, list) or not all(_is_int(s) and s >= 0 for s in steps):
             raise ValueError(f"{name}: step counts {_short(steps)} are not a list of integers >= 0")

@@ -280,3 +280,20 @@ def test_resume_keeps_the_given_learning_rate_and_betas_when_asked(tmp_path):
     fit(toy_model(), SoftmaxCrossEntropy(), opt2, x, y, 1, batch_size=16, progress=False, checkpoint=fresh,
         resume=True)
     assert opt2.betas == (0.9, 0.999)  # by default the checkpoint's settings win, for an exact resume
+
+
+def test_a_checkpoint_whose_schedule_reached_lr_0_resumes(tmp_path):
+    """CosineAnnealingLR over one epoch ends on lr 0 (eta_min): a legitimate state that resume must accept."""
+    from gpucnn.optim import CosineAnnealingLR
+    ckpt = str(tmp_path / "c.npz")
+    x, y = toy_data()
+    model = toy_model()
+    opt = Adam(model.parameters(), lr=1e-2)
+    fit(model, SoftmaxCrossEntropy(), opt, x, y, 1, batch_size=16, scheduler=CosineAnnealingLR(opt, T_max=1),
+        progress=False, checkpoint=ckpt)
+    assert opt.lr == 0.0
+    resumed = toy_model()
+    opt2 = Adam(resumed.parameters(), lr=1e-2)
+    history = fit(resumed, SoftmaxCrossEntropy(), opt2, x, y, 2, batch_size=16,
+                  scheduler=CosineAnnealingLR(opt2, T_max=1), progress=False, checkpoint=ckpt, resume=True)
+    assert history["epoch"] == [1, 2]

@@ -198,8 +198,10 @@ def run(args):
     out = args.out or os.path.join("runs", args.model)
     checkpoint = args.checkpoint or os.path.join(out, "checkpoint.npz")
     created = []
+    status = 2
     try:
-        return _run(args, out, checkpoint, created)
+        status = _run(args, out, checkpoint, created)
+        return status
     except (CommandError, CheckpointError, DataNotFoundError, CorruptDataError, TrainingDiverged,
             NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -211,7 +213,9 @@ def run(args):
         print("\ninterrupted before training started; nothing was written", file=sys.stderr)
         return 130
     finally:
-        for directory in reversed(created):  # a run that failed before writing anything leaves no directory
+        # A run that failed before writing anything leaves no directory. Only a failed one: under --distributed
+        # another rank may still be writing into a directory this rank created.
+        for directory in reversed(created if status != 0 else []):
             try:
                 os.rmdir(directory)
             except OSError:
