@@ -98,7 +98,7 @@ def _deferred_interrupt():
 
 def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
         checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None,
-        keep_optimizer_settings=(), checkpoint_info=None, distributed=False, graph=False,
+        keep_optimizer_settings=(), checkpoint_info=None, distributed=False, graph="auto",
         graph_options=None):
     """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
 
@@ -121,11 +121,17 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         keep_optimizer_settings: on resume, the optimizer settings ('lr', 'betas', ...) whose current values
             win over the checkpoint's (by default the checkpoint's win, for an exact resume).
         checkpoint_info: optional JSON-able dict stored in every checkpoint under "info" (e.g. the data set).
+        graph: run each step as one captured CUDA graph on the fused kernels (gpucnn.compile_step);
+            ``graph_options`` go to compile_step. See gpucnn/fused/fit.py for what differs. 'auto' (the
+            default): the graph for a model on a CUDA device whose layers, loss and optimizer the fused
+            step supports, the eager step otherwise (on the CPU, under ``distributed``, when resuming a
+            checkpoint written mid-epoch, or when the capture fails), and it says which when ``progress``
+            is on; the graph's first step is verified against the eager step, and a disagreement sends
+            training back to the eager step with a GraphMismatchWarning. True: the graph, or an error
+            saying why not. False: the eager step.
 
     A checkpoint is written only while the weights and the epoch's losses are finite. Resuming
     refuses (CheckpointError, nothing changed) a checkpoint taken with another batch size or data-set size.
-        graph: run each step as one captured CUDA graph on the fused kernels (gpucnn.compile_step; a CUDA
-            model only); ``graph_options`` go to compile_step. See gpucnn/fused/fit.py for what differs.
 
     Raises:
         TrainingDiverged: the training or validation loss, or a weight, became NaN or infinite; the message
@@ -136,14 +142,22 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         >>> history = fit(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x_train, y_train,
         ...               epochs=10, validation=(x_test, y_test), checkpoint='run/ckpt.npz')
     """
-    if graph:
-        if distributed:
-            raise ValueError("fit: graph=True and distributed=True together are not supported yet; drop one")
+    if not (graph is True or graph is False or graph == "auto"):
+        raise ValueError(f"fit: graph must be True, False or 'auto', got {graph!r}")
+    note = (stream or sys.stderr) if progress else None
+    if graph is True and distributed:
+        raise ValueError("fit: graph=True and distributed=True together are not supported yet; drop one")
+    if graph == "auto" and _on_cuda(model) and distributed and note is not None:
+        print("training step: eager (the graph-captured step does not run data-parallel yet)", file=note,
+              flush=True)
+    if graph is True or (graph == "auto" and _on_cuda(model) and not distributed):
         from .fused.fit import fit_graph
         with _deferred_interrupt() as interrupt:
-            return fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size, validation, scheduler, seed,
-                             checkpoint, resume, progress, stream, on_epoch_end, graph_options, interrupt,
-                             keep_optimizer_settings, checkpoint_info)
+            history = fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size, validation, scheduler, seed,
+                                checkpoint, resume, progress, stream, on_epoch_end, graph_options, interrupt,
+                                keep_optimizer_settings, checkpoint_info, fallback=graph == "auto")
+        if history is not None:
+            return history
     batches = BatchIterator(x, y, batch_size, shuffle=True, seed=seed)
     history = {key: [] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
                                    "images_per_second")}
@@ -273,6 +287,11 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             if on_epoch_end is not None:
                 on_epoch_end(history)
     return history
+
+
+def _on_cuda(model):
+    params = model.parameters()
+    return bool(params) and get_array_module(params[0].data) is not numpy
 
 
 def _warm_up_kernels(model, stream=None):

@@ -82,8 +82,11 @@ def _parser(prog):
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the processes of an MPI job (start with mpirun -np N); "
                         "--batch-size is the global batch, shared among them")
-    p.add_argument("--graph", action="store_true",
-                   help="run each training step as one captured CUDA graph on the fused kernels (CUDA only)")
+    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="run each training step as one captured CUDA graph on the fused kernels (CUDA only). "
+                        "Default on CUDA: the graph where the model, loss and optimizer allow it, its first step "
+                        "verified against the eager step (which takes over on a mismatch); --no-graph: the eager "
+                        "step")
     return p
 
 
@@ -260,7 +263,7 @@ def _run(args, out, checkpoint, created):
                       checkpoint=checkpoint, resume=resume, progress=not args.no_progress,
                       on_epoch_end=on_epoch_end, keep_optimizer_settings=keep,
                       checkpoint_info={"dataset": args.dataset, "limit": args.limit},
-                      distributed=args.distributed, graph=args.graph)
+                      distributed=args.distributed, graph="auto" if args.graph is None else args.graph)
     except KeyboardInterrupt as exc:
         print(f"\n{exc}", file=sys.stderr)
         if done["history"] and done["history"]["epoch"]:

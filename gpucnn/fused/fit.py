@@ -1,4 +1,5 @@
-"""``fit(..., graph=True)``: the training loop over the graph-captured step (gpucnn/fused/step.py).
+"""``fit(..., graph=True)`` (and ``graph='auto'``, fit's default, for a CUDA model): the training loop over the
+graph-captured step (gpucnn/fused/step.py).
 
 Same contract as ``gpucnn.train.fit`` (history, validation, scheduler, checkpoints), with
 these differences, all of them from running whole epochs on the device:
@@ -8,9 +9,11 @@ these differences, all of them from running whole epochs on the device:
 - losses are read back once per epoch (the step accumulates them on the device), so a
   progress bar shows epochs, and a non-finite loss is noticed at the end of its epoch;
 - Ctrl-C is honoured at the end of the running epoch (a checkpoint is written there);
-  resuming a checkpoint written mid-epoch by the eager loop needs ``graph=False``.
+  resuming a checkpoint written mid-epoch by the eager loop needs the eager loop (``graph='auto'``
+  goes there by itself).
 """
 import math
+import sys
 import time
 
 from ..data.batches import BatchIterator
@@ -23,15 +26,34 @@ __all__ = ["fit_graph"]
 
 def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
               checkpoint=None, resume=False, progress=True, stream=None, on_epoch_end=None, graph_options=None,
-              interrupt=None, keep_optimizer_settings=(), checkpoint_info=None):
+              interrupt=None, keep_optimizer_settings=(), checkpoint_info=None, fallback=False):
     """The body of ``fit(..., graph=True)``; ``graph_options`` go to ``compile_step`` (loss, update, verify,
     verify_every). ``interrupt``: a dict whose 'hit' turns true on Ctrl-C (train.py's deferred interrupt).
     Checkpoints carry what the eager loop's do (batch size, data-set size, ``checkpoint_info``), and resuming
-    checks them and keeps ``keep_optimizer_settings`` as it does."""
-    from ..train import TrainingDiverged, _same_run, evaluate  # train imports this module lazily: no cycle
+    checks them and keeps ``keep_optimizer_settings`` as it does.
 
-    step = compile_step(model, loss_fn, optimizer, batch_size, **(graph_options or {}))
+    ``fallback`` (``fit(graph='auto')``): where the graph cannot run this training (a layer, loss or optimizer
+    without a fused form, a checkpoint written mid-epoch, a capture that fails), say why on the progress
+    stream and return None, with the model and optimizer as they were, for the eager loop to run instead;
+    without it those cases raise. Kernels are compiled and the step captured before the first epoch's timer
+    starts."""
+    from ..train import TrainingDiverged, _same_run, _warm_up_kernels, evaluate  # train imports us lazily
+
+    note = (stream or sys.stderr) if progress else None
+
+    def eager_instead(reason):
+        if note is not None:
+            print(f"training step: eager, not a CUDA graph ({reason})", file=note, flush=True)
+
+    try:
+        step = compile_step(model, loss_fn, optimizer, batch_size, **(graph_options or {}))
+    except (NotImplementedError, ValueError) as exc:
+        if not fallback:
+            raise
+        return eager_instead(exc)
     if scheduler is not None and not hasattr(step.update, "sync_from"):
+        if fallback:
+            return eager_instead("the captured update cannot take a scheduler's learning rate")
         raise ValueError("fit(graph=True): a scheduler changes the learning rate, but the captured update has no "
                          "sync_from(optimizer) to take the new rate between epochs")
     batches = BatchIterator(x, y, batch_size, shuffle=True, seed=seed)
@@ -45,6 +67,9 @@ def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validatio
                                             check=_same_run(checkpoint, batch_size, len(batches), batches),
                                             keep=keep_optimizer_settings)
             if meta["step"] != 0:
+                if fallback:
+                    return eager_instead(f"{checkpoint} was written mid-epoch; the graph resumes at epoch "
+                                         f"boundaries")
                 raise ValueError(f"fit(graph=True): {checkpoint} was written in the middle of epoch "
                                  f"{meta['epoch'] + 1}; resume it with graph=False (the graph path resumes at "
                                  f"epoch boundaries)")
@@ -53,6 +78,20 @@ def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validatio
             history = meta["history"]
     step.bind(x, y)
     model.train()
+    _warm_up_kernels(model, note)
+    if step.num_samples >= batch_size:
+        snapshot = step._snapshot()
+        try:
+            step.capture()
+        except Exception as exc:  # noqa: BLE001 - under fallback any capture failure means the eager loop
+            if not fallback:
+                raise
+            step._restore(snapshot)
+            return eager_instead(f"the capture failed: {type(exc).__name__}: {exc}")
+    if note is not None:
+        print("training step: one CUDA graph launch (gpucnn.compile_step"
+              + (", its first step verified against the eager step)" if step.verify_first else ")"),
+              file=note, flush=True)
     for epoch in range(start_epoch, epochs):
         bar = ProgressBar(1, f"epoch {epoch + 1}/{epochs} (graph) ", stream, enabled=progress)
         started = time.perf_counter()

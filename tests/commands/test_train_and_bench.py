@@ -71,7 +71,8 @@ def test_train_graph_needs_a_cuda_device(capsys):
     assert train.main(["--graph", "--device", "cpu", "--epochs", "1"]) == 2
     assert "--graph needs a CUDA device" in capsys.readouterr().err
     from gpucnn.commands import train as command
-    assert command.parse_args(["--graph"]).graph and not command.parse_args([]).graph
+    assert command.parse_args(["--graph"]).graph is True and command.parse_args(["--no-graph"]).graph is False
+    assert command.parse_args([]).graph is None  # fit's graph='auto': the graph on CUDA where it can run
 
 
 def test_bench_script_runs_on_cpu(capsys):

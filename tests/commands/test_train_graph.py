@@ -42,3 +42,19 @@ def test_train_graph_runs_on_the_emulated_gpu_and_resumes(harness, tiny_fashion,
     history = json.loads((out / "metrics.json").read_text())
     assert history["epoch"] == [1, 2] and all(numpy.isfinite(history["loss"]))
     assert all(0 <= a <= 1 for a in history["val_accuracy"])
+
+
+def test_train_runs_the_graph_by_default_on_cuda_and_the_eager_step_on_request(harness, tiny_fashion,  # noqa: F811
+                                                                               tmp_path, capsys):
+    train = load_script("train")
+    args = ["--data-dir", str(tiny_fashion), "--device", "cuda", "--batch-size", "4", "--epochs", "1"]
+    with emulated_cupy.installed(harness, FakeKernel):
+        assert train.main(args + ["--out", str(tmp_path / "default")]) == 0
+        default = capsys.readouterr().err
+        assert train.main(args + ["--out", str(tmp_path / "eager"), "--no-graph"]) == 0
+        eager = capsys.readouterr().err
+    assert "training step: one CUDA graph launch" in default and "disagrees" not in default
+    assert "training step" not in eager
+    for run in ("default", "eager"):
+        history = json.loads((tmp_path / run / "metrics.json").read_text())
+        assert history["epoch"] == [1] and numpy.isfinite(history["loss"][0])

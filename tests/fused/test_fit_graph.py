@@ -97,3 +97,108 @@ def test_fit_graph_with_the_stand_ins(gpu):
     history = fit(model, SoftmaxCrossEntropy(), opt, cp.asarray(x), cp.asarray(y), 2, batch_size=2,
                   scheduler=StepLR(opt, step_size=1, gamma=0.5), progress=False, graph=True, graph_options=options)
     assert history["lr"] == [0.05, 0.025] and all(numpy.isfinite(history["loss"]))
+
+
+# ---------------------------------------------------------------- graph='auto', fit's default on CUDA
+
+def _auto_fit(gpu, model, x, y, epochs, **kwargs):
+    """fit with its defaults (graph='auto', verify on) on the emulated CUDA device; returns (history, note)."""
+    import io
+    cp = gpu.cupy
+    note = io.StringIO()
+    opt = Adam(model.parameters(), lr=1e-3)
+    kwargs.setdefault("progress", True)
+    history = fit(model, SoftmaxCrossEntropy(), opt, cp.asarray(x), cp.asarray(y), epochs, batch_size=2,
+                  stream=note, **kwargs)
+    return history, note.getvalue(), opt
+
+
+def _assert_same_weights(a, b):
+    for p, q in zip(a.parameters(), b.parameters()):
+        numpy.testing.assert_array_equal(to_host(p.data), to_host(q.data))
+
+
+def test_auto_trains_a_cuda_model_as_one_graph_and_says_so(gpu):
+    x, y = _data()
+    model = gpucnn.models.fashion_cnn(rng=0).to("cuda")
+    history, note, _ = _auto_fit(gpu, model, x, y, 2)
+    assert "training step: one CUDA graph launch" in note and "verified against the eager step" in note
+    explicit = gpucnn.models.fashion_cnn(rng=0).to("cuda")
+    expected, _, _ = _auto_fit(gpu, explicit, x, y, 2, graph=True)
+    assert history["loss"] == expected["loss"]
+    _assert_same_weights(model, explicit)
+    # the eager loop is still one argument away, and it is what the CPU gets by default
+    eager = gpucnn.models.fashion_cnn(rng=0).to("cuda")
+    _, eager_note, _ = _auto_fit(gpu, eager, x, y, 1, graph=False)
+    assert "graph" not in eager_note.replace("CUDA kernels", "")
+    import io
+    cpu_note, cpu_model = io.StringIO(), gpucnn.models.fashion_cnn(rng=0)
+    fit(cpu_model, SoftmaxCrossEntropy(), Adam(cpu_model.parameters()), x, y, 1, batch_size=2, stream=cpu_note)
+    assert "training step" not in cpu_note.getvalue()
+
+
+def test_auto_runs_eagerly_where_the_graph_cannot_and_says_why(gpu):
+    x, y = _data()
+    layers = gpucnn.models.fashion_cnn(rng=0).layers
+    with_dropout = gpucnn.Sequential(layers[:-1] + [gpucnn.layers.Dropout(0.5, rng=1), layers[-1]])
+    model = with_dropout.to("cuda")
+    history, note, _ = _auto_fit(gpu, model, x, y, 1)
+    assert "training step: eager, not a CUDA graph" in note and "Dropout" in note
+    assert len(history["loss"]) == 1 and numpy.isfinite(history["loss"][0])
+    with pytest.raises(NotImplementedError, match="Dropout"):  # asked for explicitly, the graph's refusal stands
+        _auto_fit(gpu, gpucnn.Sequential(gpucnn.models.fashion_cnn(rng=0).layers[:-1]
+                                         + [gpucnn.layers.Dropout(0.5, rng=1),
+                                            gpucnn.layers.Dense(128, 10, rng=0)]).to("cuda"), x, y, 1, graph=True)
+    with pytest.raises(ValueError, match="graph must be True, False or 'auto'"):
+        _auto_fit(gpu, gpucnn.models.fashion_cnn(rng=0).to("cuda"), x, y, 1, graph="yes")
+
+
+def test_auto_falls_back_when_the_capture_fails_with_the_model_untouched(gpu, monkeypatch):
+    from gpucnn.fused.step import GraphStep
+    x, y = _data()
+    original = GraphStep._train_on
+    calls = {"n": 0}
+
+    def fails_on_the_second_run(self, xb, yb):  # the first warm-up run updates the weights, then it breaks
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("cudaErrorStreamCaptureUnsupported (emulated)")
+        return original(self, xb, yb)
+
+    monkeypatch.setattr(GraphStep, "_train_on", fails_on_the_second_run)
+    model = gpucnn.models.fashion_cnn(rng=0).to("cuda")
+    history, note, opt = _auto_fit(gpu, model, x, y, 2)
+    assert "eager, not a CUDA graph (the capture failed: RuntimeError: cudaErrorStreamCaptureUnsupported" in note
+    monkeypatch.setattr(GraphStep, "_train_on", original)
+    eager = gpucnn.models.fashion_cnn(rng=0).to("cuda")
+    expected, _, eager_opt = _auto_fit(gpu, eager, x, y, 2, graph=False)
+    assert history["loss"] == expected["loss"]
+    _assert_same_weights(model, eager)
+    assert [s["step"] for s in opt.state] == [s["step"] for s in eager_opt.state] == [6] * len(opt.state)
+
+
+def test_auto_resumes_a_mid_epoch_checkpoint_eagerly(gpu, tmp_path):
+    import os
+    import signal
+    x, y = _data()
+    path = str(tmp_path / "mid.npz")
+    calls = {"n": 0}
+
+    class InterruptingLoss(SoftmaxCrossEntropy):
+        def forward(self, logits, labels):
+            calls["n"] += 1
+            if calls["n"] == 5:  # the second step of epoch 2 (3 steps per epoch)
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().forward(logits, labels)
+
+    cpu_model = gpucnn.models.fashion_cnn(rng=0)
+    with pytest.raises(KeyboardInterrupt, match="checkpoint written"):
+        fit(cpu_model, InterruptingLoss(), Adam(cpu_model.parameters(), lr=1e-3), x, y, 3, batch_size=2,
+            progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match="resume it with graph=False"):
+        _auto_fit(gpu, gpucnn.models.fashion_cnn(rng=5).to("cuda"), x, y, 3, checkpoint=path, resume=True,
+                  graph=True)
+    model = gpucnn.models.fashion_cnn(rng=5).to("cuda")
+    history, note, _ = _auto_fit(gpu, model, x, y, 3, checkpoint=path, resume=True)
+    assert "eager, not a CUDA graph" in note and "mid-epoch" in note
+    assert history["epoch"] == [1, 2, 3] and all(numpy.isfinite(history["loss"]))
