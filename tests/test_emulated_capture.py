@@ -7,17 +7,9 @@ emulation's stricter rule, an allocation the warmed pool cannot serve) raises.
 import numpy
 import pytest
 
-import emulated_cupy
 from emulated_cupy import to_host
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
 
 pytestmark = [pytest.mark.kernels, pytest.mark.graph]
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 def _step(cp, x, out):

@@ -37,17 +37,10 @@ from gpucnn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatt
                            ReLU, Sigmoid, Tanh)
 from gpucnn.losses import SoftmaxCrossEntropy
 from gpucnn.optim import SGD, Adam, AdamW, StepLR
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
 
 pytestmark = pytest.mark.kernels
 
 F32, F64 = numpy.float32, numpy.float64
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 # ----------------------------------------------------------------------------- helpers

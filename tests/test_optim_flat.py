@@ -2,13 +2,11 @@
 import numpy
 import pytest
 
-import emulated_cupy
 import gpucnn
 from emulated_cupy import to_host
 from gpucnn import backend
 from gpucnn.layers import Conv2D, Dense, Flatten, ReLU
 from gpucnn.optim import SGD, Adam, AdamW, StepLR
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
 
 pytestmark = pytest.mark.kernels
 
@@ -19,12 +17,6 @@ OPTIMIZERS = {
     "adam": lambda p: Adam(p, lr=1e-2, weight_decay=1e-3),
     "adamw": lambda p: AdamW(p, lr=1e-2, weight_decay=1e-2),
 }
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 def _model():

@@ -5,7 +5,6 @@ import pytest
 from helpers import dev, to_numpy
 from gpucnn.layers import BatchNorm2D, Conv2D, Dense
 from gpucnn.parameter import Parameter
-from kernels.test_host_harness import harness  # noqa: F401  (the session fixture)
 
 
 def test_cleared_gradient_reads_as_zeros_and_keeps_its_buffer():
@@ -72,15 +71,6 @@ def test_layer_backward_after_zero_grad_writes_then_accumulates(index, device):
     layer.zero_grad()
     for p in layer.parameters():
         numpy.testing.assert_array_equal(to_numpy(p.grad), 0)
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    import emulated_cupy
-    from kernels.test_host_harness import FakeKernel
-
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 @pytest.mark.kernels

@@ -29,6 +29,34 @@ def _torch_call(fn, *args, **kwargs):
 # ----------------------------------------------------------------------------------------
 # layers
 
+
+@pytest.fixture(params=["layers", "fast"])
+def run(request, device):
+    """``run(layers, x, g) -> (y, dx)``: the layers forward on x and backward from g, either one by one on
+    ``device`` (each layer calls the readable ops: the reference path), or as a Sequential on the CPU fast
+    path (gpucnn/fast), which must take them (its conv/pool chains in the channel-major layout)."""
+    if request.param == "layers":
+        def run_layers(layers, x, g):
+            h, grad = dev(x, device), dev(g, device)
+            for layer in layers:
+                h = on_device(layer, device).forward(h)
+            for layer in reversed(layers):
+                grad = layer.backward(grad)
+            return h, grad
+        return run_layers
+    if device != "cpu":
+        pytest.skip("the fast path is the CPU's")
+    gpucnn.config.path, gpucnn.config.num_threads = "fast", 2
+
+    def run_fast(layers, x, g):
+        model = gpucnn.Sequential(layers)
+        y = model.forward(x)
+        dx = model.backward(g)
+        assert model._fast is not None, "the model did not take the fast path"
+        return y, dx
+    return run_fast
+
+
 CONV_CONFIGS = [   # (N, C, H, W, O, kernel, stride, padding)
     (2, 3, 7, 7, 4, 3, 1, 1),
     (2, 2, 8, 9, 3, (3, 2), (2, 3), (1, 2)),
@@ -41,7 +69,8 @@ CONV_CONFIGS = [   # (N, C, H, W, O, kernel, stride, padding)
 
 @pytest.mark.parametrize("cfg", CONV_CONFIGS, ids=str)
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv2d(cfg, bias, rng, device):
+@pytest.mark.parametrize("chain", ["conv", "conv-relu-maxpool"])
+def test_conv2d(cfg, bias, chain, rng, run):
     n, c, h, w, o, k, s, p = cfg
     layer = Conv2D(c, o, k, stride=s, padding=p, bias=bias, dtype=F64)
     weight = rng.standard_normal(layer.weight.data.shape)
@@ -53,11 +82,15 @@ def test_conv2d(cfg, bias, rng, device):
     xt, wt = T(x, True), T(weight, True)
     bt = T(b, True) if bias else None
     yt = _torch_call(F.conv2d, xt, wt, bt, stride=s, padding=p)
+    layers = [layer]
+    if chain == "conv-relu-maxpool":  # the chain the fast path rewrites (max-pool before bias and ReLU)
+        if min(yt.shape[2:]) < 2:
+            pytest.skip("output too small to pool")
+        yt = F.max_pool2d(F.relu(yt), 2)
+        layers += [ReLU(), MaxPool2D(2)]
     g = rng.standard_normal(tuple(yt.shape))
     yt.backward(T(g))
-    on_device(layer, device)
-    y = layer.forward(dev(x, device))
-    dx = layer.backward(dev(g, device))
+    y, dx = run(layers, x, g)
     assert_close(y, yt.detach().numpy(), what="y")
     assert_close(dx, xt.grad.numpy(), what="dx")
     assert_close(layer.weight.grad, wt.grad.numpy(), what="dW")
@@ -77,7 +110,7 @@ POOL_CONFIGS = [   # (N, C, H, W, kernel, stride, padding)
 
 @pytest.mark.parametrize("cfg", POOL_CONFIGS, ids=str)
 @pytest.mark.parametrize("kind", ["max", "avg", "max-ties"])
-def test_pool(cfg, kind, rng, device):
+def test_pool(cfg, kind, rng, run):
     n, c, h, w, k, s, p = cfg
     if kind == "max-ties":
         x = rng.integers(-1, 2, (n, c, h, w)).astype(F64)
@@ -89,8 +122,7 @@ def test_pool(cfg, kind, rng, device):
     yt = fn(xt, k, stride=s, padding=p)
     g = rng.standard_normal(tuple(yt.shape))
     yt.backward(T(g))
-    y = layer.forward(dev(x, device))
-    dx = layer.backward(dev(g, device))
+    y, dx = run([layer], x, g)
     assert_close(y, yt.detach().numpy(), what="y")
     assert_close(dx, xt.grad.numpy(), what="dx")
 
@@ -115,7 +147,7 @@ def test_max_pool_all_minus_inf_windows_send_the_gradient_to_the_first_real_elem
 
 
 @pytest.mark.parametrize("n, i, o", [(4, 6, 3), (1, 10, 1), (5, 3, 8)])
-def test_dense(n, i, o, rng, device):
+def test_dense(n, i, o, rng, run):
     layer = Dense(i, o, dtype=F64)
     w, b, x = rng.standard_normal((o, i)), rng.standard_normal(o), rng.standard_normal((n, i))
     set_param(layer.weight, w)
@@ -124,9 +156,7 @@ def test_dense(n, i, o, rng, device):
     yt = F.linear(xt, wt, bt)
     g = rng.standard_normal((n, o))
     yt.backward(T(g))
-    on_device(layer, device)
-    y = layer.forward(dev(x, device))
-    dx = layer.backward(dev(g, device))
+    y, dx = run([layer], x, g)
     assert_close(y, yt.detach().numpy(), what="y")
     assert_close(dx, xt.grad.numpy(), what="dx")
     assert_close(layer.weight.grad, wt.grad.numpy(), what="dW")
@@ -189,10 +219,11 @@ ACTIVATIONS = {"ReLU": (ReLU, F.relu), "LeakyReLU": (lambda: LeakyReLU(0.1), lam
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
-def test_activation(name, rng, device):
+@pytest.mark.parametrize("shape", [(3, 2, 4, 4), (5, 6)])
+def test_activation(name, shape, rng, run):
     """Includes exact zeros and huge values, where the conventions and the numerics show."""
     ours, theirs = ACTIVATIONS[name]
-    x = rng.standard_normal((3, 2, 4, 4)) * 4
+    x = rng.standard_normal(shape) * 4
     x.flat[::7] = 0.0
     x.flat[1] = 1e4
     x.flat[2] = -1e4
@@ -200,9 +231,7 @@ def test_activation(name, rng, device):
     yt = theirs(xt)
     g = rng.standard_normal(x.shape)
     yt.backward(T(g))
-    layer = ours()
-    y = layer.forward(dev(x, device))
-    dx = layer.backward(dev(g, device))
+    y, dx = run([ours()], x, g)
     assert_close(y, yt.detach().numpy(), rtol=1e-12, atol=1e-15, what="y")
     assert_close(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-15, what="dx")
 

@@ -1,16 +1,8 @@
 """gpucnn bench: like-for-like precision, no host read inside a timed step, compile timed apart."""
 import pytest
 
-import emulated_cupy
 from gpucnn import backend
 from gpucnn.commands import bench
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 @pytest.mark.kernels

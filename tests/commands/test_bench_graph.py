@@ -14,7 +14,7 @@ import pytest
 import emulated_cupy
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
 from gpucnn.commands import bench, bench_graph
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
+from kernels.test_host_harness import FakeKernel
 
 
 def test_bench_graph_rows_on_cpu_say_why(capsys):
@@ -44,7 +44,7 @@ def test_torch_rows_need_cuda():
 
 @pytest.mark.kernels
 @pytest.mark.graph
-def test_gpucnn_graph_row_on_the_emulated_gpu(harness, capsys):  # noqa: F811
+def test_gpucnn_graph_row_on_the_emulated_gpu(harness, capsys):
     with emulated_cupy.installed(harness, FakeKernel):
         # the default step: the real loss kernel and Adam's multi-tensor update, verified against the eager step
         rows = bench_graph.graph_rows("cuda:0", 2, repeats=1, warmup=0, with_torch=False, images=2)
@@ -59,7 +59,7 @@ def test_gpucnn_graph_row_on_the_emulated_gpu(harness, capsys):  # noqa: F811
 
 @pytest.mark.kernels
 @pytest.mark.graph
-def test_gpucnn_graph_row_with_pluggable_pieces(harness):  # noqa: F811
+def test_gpucnn_graph_row_with_pluggable_pieces(harness):
     with emulated_cupy.installed(harness, FakeKernel) as gpu:
         cp = gpu.cupy
         options = {"loss": SoftmaxCrossEntropyStandIn(cp, 10),

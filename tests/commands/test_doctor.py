@@ -1,10 +1,8 @@
 """gpucnn doctor in both outcomes: no GPU (the CI machine) and the emulated GPU (kernels in the host harness)."""
 import pytest
 
-import emulated_cupy
 from gpucnn import backend
 from gpucnn.commands import doctor
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
 
 
 def test_without_a_gpu_it_says_why_runs_the_cpu_checks_and_exits_0(monkeypatch, capsys):
@@ -25,12 +23,6 @@ def test_asking_for_an_unusable_device_is_one_error_line(monkeypatch, capsys):
     monkeypatch.setattr(backend, "gpu_unavailable_reason", lambda: "no CUDA device here (test)")
     assert doctor.main(["--device", "cuda:0"]) == 2
     assert capsys.readouterr().err.startswith("error: device 'cuda:0' was requested but no CUDA device here")
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 @pytest.mark.kernels

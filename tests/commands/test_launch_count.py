@@ -11,7 +11,7 @@ import pytest
 
 import emulated_cupy
 from gpucnn.commands import bench, launch_count
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
+from kernels.test_host_harness import FakeKernel
 
 pytestmark = pytest.mark.kernels
 
@@ -20,7 +20,7 @@ AFTER = 40
 
 
 @pytest.fixture
-def gpu(harness, monkeypatch):  # noqa: F811
+def gpu(harness, monkeypatch):
     with emulated_cupy.installed(harness, FakeKernel) as emulated:
         def by_emulation(fn, sync):
             emulated.device_ops.reset()

@@ -8,7 +8,7 @@ import pytest
 import emulated_cupy
 from commands.test_train_and_bench import load_script, write_idx
 from gpucnn.data import datasets
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
+from kernels.test_host_harness import FakeKernel
 
 pytestmark = [pytest.mark.kernels, pytest.mark.graph]
 
@@ -28,7 +28,7 @@ def tiny_fashion(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("optimizer,schedule", [("adam", "step"), ("sgd", "none")])
-def test_train_graph_runs_on_the_emulated_gpu_and_resumes(harness, tiny_fashion, tmp_path, capsys,  # noqa: F811
+def test_train_graph_runs_on_the_emulated_gpu_and_resumes(harness, tiny_fashion, tmp_path, capsys,
                                                           optimizer, schedule):
     train = load_script("train")
     out = tmp_path / "run"
@@ -44,7 +44,7 @@ def test_train_graph_runs_on_the_emulated_gpu_and_resumes(harness, tiny_fashion,
     assert all(0 <= a <= 1 for a in history["val_accuracy"])
 
 
-def test_train_runs_the_graph_by_default_on_cuda_and_the_eager_step_on_request(harness, tiny_fashion,  # noqa: F811
+def test_train_runs_the_graph_by_default_on_cuda_and_the_eager_step_on_request(harness, tiny_fashion,
                                                                                tmp_path, capsys):
     train = load_script("train")
     args = ["--data-dir", str(tiny_fashion), "--device", "cuda", "--batch-size", "4", "--epochs", "1"]

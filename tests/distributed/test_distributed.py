@@ -31,7 +31,6 @@ from gpucnn import backend
 from gpucnn.commands import train as train_command
 from gpucnn.distributed import Communicator, DataParallel, DistributedError, local_device
 from gpucnn.losses import SoftmaxCrossEntropy
-from kernels.test_host_harness import harness  # noqa: F401  (the session fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -126,7 +125,7 @@ def test_a_rank_that_dies_ends_the_job(mode):
 
 
 @needs_mpi
-def test_nccl_path_on_emulated_gpus(tmp_path, harness):  # noqa: F811
+def test_nccl_path_on_emulated_gpus(tmp_path, harness):
     # the loss is a CUDA kernel: each rank runs it in the host harness built here
     result, _ = mpirun("nccl", str(tmp_path), env={"GPUCNN_TEST_HARNESS": harness.exe})
     check_ok(result)

@@ -122,14 +122,9 @@ def test_max_pool_nan_follows_the_reference():
         numpy.testing.assert_array_equal(results["fast"][1], results["reference"][1])
 
 
-def test_unknown_layers_fall_back_per_segment(rng):
-    """BatchNorm and Dropout run as themselves between fast segments; the numbers match the reference."""
-    def build():
-        return gpucnn.Sequential([Conv2D(1, 4, 3, dtype=F64, rng=0), LeakyReLU(0.1), BatchNorm2D(4, dtype=F64),
-                                  MaxPool2D(2), Dropout(0.3, rng=7), Flatten(), Dense(4 * 3 * 3, 5, dtype=F64, rng=1),
-                                  Sigmoid()])
-    x = rng.standard_normal((6, 1, 8, 8))
-    g = rng.standard_normal((6, 5))
+def _assert_segments_match_the_reference(build, x, g, parts):
+    """A model from ``build()`` cuts into ``parts`` on the fast path and gives the reference's y, dx and
+    parameter gradients."""
     results = {}
     for path in ("reference", "fast"):
         model = build()
@@ -137,9 +132,19 @@ def test_unknown_layers_fall_back_per_segment(rng):
         dx = _on_path(path, model.backward, g)
         results[path] = [y, dx] + [p.grad for p in model.parameters()]
     kinds = [type(p).__name__ for p in model._fast.parts]
-    assert kinds == ["Segment", "BatchNorm2D", "Segment", "Dropout", "Segment"], kinds
+    assert kinds == parts, kinds
     for i, (a, b) in enumerate(zip(results["fast"], results["reference"])):
         assert_close(a, b, rtol=1e-11, atol=1e-13, what=f"result {i} (y, dx, then gradients)")
+
+
+def test_unknown_layers_fall_back_per_segment(rng):
+    """BatchNorm and Dropout run as themselves between fast segments; the numbers match the reference."""
+    def build():
+        return gpucnn.Sequential([Conv2D(1, 4, 3, dtype=F64, rng=0), LeakyReLU(0.1), BatchNorm2D(4, dtype=F64),
+                                  MaxPool2D(2), Dropout(0.3, rng=7), Flatten(), Dense(4 * 3 * 3, 5, dtype=F64, rng=1),
+                                  Sigmoid()])
+    _assert_segments_match_the_reference(build, rng.standard_normal((6, 1, 8, 8)), rng.standard_normal((6, 5)),
+                                         ["Segment", "BatchNorm2D", "Segment", "Dropout", "Segment"])
 
 
 def test_dilated_and_grouped_convolutions_run_as_themselves(rng):
@@ -148,18 +153,8 @@ def test_dilated_and_grouped_convolutions_run_as_themselves(rng):
                                   Conv2D(4, 4, 3, padding=2, dilation=2, dtype=F64, rng=1), ReLU(),
                                   Conv2D(4, 4, 3, groups=2, dtype=F64, rng=2), MaxPool2D(2), Flatten(),
                                   Dense(4 * 3 * 3, 3, dtype=F64, rng=3)])
-    x = rng.standard_normal((3, 2, 8, 8))
-    g = rng.standard_normal((3, 3))
-    results = {}
-    for path in ("reference", "fast"):
-        model = build()
-        y = _on_path(path, model.forward, x)
-        dx = _on_path(path, model.backward, g)
-        results[path] = [y, dx] + [p.grad for p in model.parameters()]
-    kinds = [type(p).__name__ for p in model._fast.parts]
-    assert kinds == ["Segment", "Conv2D", "Segment", "Conv2D", "Segment"], kinds
-    for i, (a, b) in enumerate(zip(results["fast"], results["reference"])):
-        assert_close(a, b, rtol=1e-11, atol=1e-13, what=f"result {i} (y, dx, then gradients)")
+    _assert_segments_match_the_reference(build, rng.standard_normal((3, 2, 8, 8)), rng.standard_normal((3, 3)),
+                                         ["Segment", "Conv2D", "Segment", "Conv2D", "Segment"])
 
 
 def test_reference_path_and_gpu_style_inputs_skip_the_fast_path(rng):

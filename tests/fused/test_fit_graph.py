@@ -8,7 +8,6 @@ and data. The stand-ins still plug in through ``graph_options``.
 import numpy
 import pytest
 
-import emulated_cupy
 import gpucnn
 from emulated_cupy import to_host
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
@@ -16,18 +15,11 @@ from gpucnn.checkpoint import CheckpointError
 from gpucnn.losses import SoftmaxCrossEntropy
 from gpucnn.optim import SGD, Adam, StepLR
 from gpucnn.train import fit
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
 
 pytestmark = [pytest.mark.kernels, pytest.mark.graph]
 
 OPTIMIZERS = {"adam": lambda params: Adam(params, lr=1e-3),
               "momentum": lambda params: SGD(params, lr=0.005, momentum=0.9)}
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 def _data(n=5):

@@ -10,25 +10,17 @@ tests/fused/standins.py show that ``loss=`` / ``update=`` still plug in.
 import numpy
 import pytest
 
-import emulated_cupy
 import gpucnn
 from emulated_cupy import to_host
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
 from gpucnn.fused.step import GraphMismatchWarning
 from gpucnn.losses import MSE, SoftmaxCrossEntropy
 from gpucnn.optim import SGD, Adam, AdamW
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
 
 pytestmark = [pytest.mark.kernels, pytest.mark.graph]
 
 F32, F64 = numpy.float32, numpy.float64
 TOL = {F32: 1e-4, F64: 1e-10}
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 def _data(n, dtype, seed=0):

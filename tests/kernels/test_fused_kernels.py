@@ -22,7 +22,7 @@ from emulated_cupy import cupy_replaced_by, record_launches
 from gpucnn import backend
 from gpucnn.fused import reference
 from gpucnn.ops.geometry import conv_window, pool_window
-from kernels.test_host_harness import FakeKernel, _fake_cupy, harness, parity, run_kernel  # noqa: F401
+from kernels.test_host_harness import FakeKernel, _fake_cupy, parity, run_kernel
 
 pytestmark = pytest.mark.kernels
 
@@ -54,7 +54,7 @@ def _conv_data(case, dtype, seed=0):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=parity._ids(CONV_CASES))
-def test_fused_conv_kernels_match_twins(harness, case, dtype):  # noqa: F811
+def test_fused_conv_kernels_match_twins(harness, case, dtype):
     _, n, c, h, w, o, window, with_bias = case
     rng, x, weight, bias = _conv_data(case, dtype)
     geometry, oh, ow = _conv_geometry(n, c, h, w, o, window)
@@ -89,7 +89,7 @@ def test_fused_conv_kernels_match_twins(harness, case, dtype):  # noqa: F811
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,i,o", DENSE_CASES)
-def test_fused_dense_kernels_match_twins(harness, n, i, o, dtype):  # noqa: F811
+def test_fused_dense_kernels_match_twins(harness, n, i, o, dtype):
     rng = numpy.random.default_rng(n * 1000 + i + o)
     x = rng.standard_normal((n, i)).astype(dtype)
     weight = rng.standard_normal((o, i)).astype(dtype)
@@ -124,7 +124,7 @@ def _pool_geometry(h, w, window):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES, ids=parity._ids(POOL_CASES))
-def test_fused_max_pool_kernels_match_twins(harness, case, dtype):  # noqa: F811
+def test_fused_max_pool_kernels_match_twins(harness, case, dtype):
     _, n, c, h, w, window = case
     rng = numpy.random.default_rng(3)
     x = numpy.maximum(rng.standard_normal((n, c, h, w)), 0).astype(dtype)  # a ReLU output: ties at 0
@@ -145,7 +145,7 @@ def test_fused_max_pool_kernels_match_twins(harness, case, dtype):  # noqa: F811
                             f"pool bwd mask={masked}")
 
 
-def test_fused_max_pool_nan_and_ties(harness):  # noqa: F811
+def test_fused_max_pool_nan_and_ties(harness):
     """PyTorch's rule, as the readable op: first maximum wins ties, the last NaN wins, all -inf keeps 0."""
     x = numpy.array([[[[1.0, 1.0, numpy.nan, 2.0], [-numpy.inf, -numpy.inf, 5.0, numpy.nan]]]])
     window = pool_window((1, 2), 1, 0)
@@ -158,7 +158,7 @@ def test_fused_max_pool_nan_and_ties(harness):  # noqa: F811
     numpy.testing.assert_array_equal(argmax, argmax_ref)
 
 
-def test_fused_gemm_is_bitwise_repeatable(harness):  # noqa: F811
+def test_fused_gemm_is_bitwise_repeatable(harness):
     """No atomics, a fixed order per output: two runs agree to the bit."""
     case = CONV_CASES[-1]
     _, n, c, h, w, o, window, _ = case
@@ -176,7 +176,7 @@ def test_fused_gemm_is_bitwise_repeatable(harness):  # noqa: F811
 
 
 @pytest.mark.parametrize("kernel", ["conv_fwd_fused", "conv_dgrad_fused", "conv_wgrad_fused"])
-def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel):  # noqa: F811
+def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel):
     """The replay's premise: running each phase's threads in reverse order gives the same bits."""
     case = ("tiles", 2, 3, 9, 9, 70, conv_window(3, 2, 1), True)
     _, n, c, h, w, o, window, _ = case
@@ -204,7 +204,7 @@ def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel):
 # ----------------------------------------------------------------------------- launchers, over a NumPy CuPy
 
 @pytest.fixture
-def fused(harness, monkeypatch):  # noqa: F811
+def fused(harness, monkeypatch):
     backend.gpu_unavailable_reason()
     with cupy_replaced_by(_fake_cupy()):
         loader = importlib.import_module("gpucnn.ops.cuda.loader")

@@ -16,6 +16,7 @@ Two layers of tests:
 
 Skipped only where nvcc is not on PATH.
 """
+import contextlib
 import importlib
 import importlib.util
 import pathlib
@@ -86,11 +87,13 @@ class Harness:
                 stream.close()
 
 
-@pytest.fixture(scope="session")
-def harness(tmp_path_factory):
+@contextlib.contextmanager
+def started_harness(directory):
+    """harness.cu built by nvcc into ``directory`` and started (the session fixture ``harness`` in
+    tests/conftest.py: built once per run); skips where nvcc is missing."""
     if NVCC is None:
         pytest.skip("nvcc is not on PATH")
-    out = tmp_path_factory.mktemp("harness") / "harness"
+    out = pathlib.Path(directory) / "harness"
     cmd = [NVCC, "-std=c++17", "-O1", "-I", real_loader.KERNELS_DIR, str(HERE / "harness.cu"), "-o", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, \
@@ -100,8 +103,10 @@ def harness(tmp_path_factory):
     shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="gpucnn-harness-", dir=shm) as exchange:
         runner = Harness(str(out), exchange)
-        yield runner
-        runner.close()
+        try:
+            yield runner
+        finally:
+            runner.close()
 
 
 def run_kernel(harness, file, name, dtype, args, index=None):

@@ -5,7 +5,6 @@ import pytest
 from helpers import F64, accepts, assert_bad_input, dev, run, to_numpy
 from gpucnn.gradcheck import check_layer
 from gpucnn.layers import Dropout
-from kernels.test_host_harness import harness  # noqa: F401  (the session fixture)
 
 
 def _positive(rng, shape, dtype=F64):
@@ -103,15 +102,6 @@ def test_probability_out_of_range(p):
 
 def test_non_float_input():
     assert_bad_input(lambda: Dropout(0.5).forward(numpy.ones((2, 3), numpy.int32)), "Dropout", "int32")
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    import emulated_cupy
-    from kernels.test_host_harness import FakeKernel
-
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 @pytest.mark.kernels

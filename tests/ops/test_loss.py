@@ -2,11 +2,9 @@
 import numpy
 import pytest
 
-import emulated_cupy
 from emulated_cupy import to_host
 from gpucnn import backend
 from gpucnn.ops.loss import softmax_cross_entropy
-from kernels.test_host_harness import FakeKernel, harness  # noqa: F401  (harness: the session fixture)
 
 F32, F64 = numpy.float32, numpy.float64
 
@@ -50,12 +48,6 @@ def test_out_and_accumulate():
         numpy.testing.assert_allclose(out[0], times * loss)
         numpy.testing.assert_array_equal(out[2], times * counts)
         numpy.testing.assert_array_equal(out[1], grad)
-
-
-@pytest.fixture
-def gpu(harness):  # noqa: F811
-    with emulated_cupy.installed(harness, FakeKernel) as emulated:
-        yield emulated
 
 
 @pytest.mark.kernels
