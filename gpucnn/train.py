@@ -99,7 +99,7 @@ def _deferred_interrupt():
 def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
         checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None,
         keep_optimizer_settings=(), checkpoint_info=None, distributed=False, graph="auto",
-        graph_options=None):
+        graph_options=None, notes=None):
     """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
 
     Args:
@@ -125,10 +125,12 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             ``graph_options`` go to compile_step. See gpucnn/fused/fit.py for what differs. 'auto' (the
             default): the graph for a model on a CUDA device whose layers, loss and optimizer the fused
             step supports, the eager step otherwise (on the CPU, under ``distributed``, when resuming a
-            checkpoint written mid-epoch, or when the capture fails), and it says which when ``progress``
-            is on; the graph's first step is verified against the eager step, and a disagreement sends
-            training back to the eager step with a GraphMismatchWarning. True: the graph, or an error
-            saying why not. False: the eager step.
+            checkpoint written mid-epoch, or when the capture fails), and it says which on ``notes``;
+            the graph's first step is verified against the eager step, and a disagreement sends training
+            back to the eager step with a GraphMismatchWarning. True: the graph, or an error saying why
+            not. False: the eager step.
+        notes: a stream for one-line notes (the kernels' compile time, which training step runs); by default
+            the progress stream while ``progress`` is on, else none.
 
     A checkpoint is written only while the weights and the epoch's losses are finite. Resuming
     refuses (CheckpointError, nothing changed) a checkpoint taken with another batch size or data-set size.
@@ -144,18 +146,16 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
     """
     if not (graph is True or graph is False or graph == "auto"):
         raise ValueError(f"fit: graph must be True, False or 'auto', got {graph!r}")
-    note = (stream or sys.stderr) if progress else None
+    if notes is None and progress:
+        notes = stream or sys.stderr
     if graph is True and distributed:
         raise ValueError("fit: graph=True and distributed=True together are not supported yet; drop one")
-    if graph == "auto" and _on_cuda(model) and distributed and note is not None:
-        print("training step: eager (the graph-captured step does not run data-parallel yet)", file=note,
-              flush=True)
     if graph is True or (graph == "auto" and _on_cuda(model) and not distributed):
         from .fused.fit import fit_graph
         with _deferred_interrupt() as interrupt:
             history = fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size, validation, scheduler, seed,
                                 checkpoint, resume, progress, stream, on_epoch_end, graph_options, interrupt,
-                                keep_optimizer_settings, checkpoint_info, fallback=graph == "auto")
+                                keep_optimizer_settings, checkpoint_info, fallback=graph == "auto", notes=notes)
         if history is not None:
             return history
     batches = BatchIterator(x, y, batch_size, shuffle=True, seed=seed)
@@ -180,10 +180,13 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         dp.start(start_epoch, skip_steps)
         validation = dp.shard_validation(validation)
         if not dp.is_root:  # rank 0 alone writes the checkpoint and keeps the partial epoch's totals
-            checkpoint, progress, partial = None, False, None
+            checkpoint, progress, partial, notes = None, False, None, None
+        if graph == "auto" and _on_cuda(model) and notes is not None:
+            print("training step: eager (the graph-captured step does not run data-parallel yet)", file=notes,
+                  flush=True)
 
     model.train()
-    _warm_up_kernels(model, (stream or sys.stderr) if progress else None)
+    _warm_up_kernels(model, notes)
     steps_per_epoch = len(batches)
     label_check_pending = getattr(loss_fn, "check_labels", False) and get_array_module(y) is not numpy
     with _deferred_interrupt() as interrupt, _restored_label_check(loss_fn):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One full run on a GPU machine, for the record (docs/gpu-runs/): gpucnn doctor, the whole test suite,
-# the benchmark in FP32 and TF32, and (when the data is there) two epochs of Fashion-MNIST. Each part's
-# output goes to its own file; a short table comes last. Meant to be one call of a lent machine:
+# the benchmark in FP32 and TF32 and its graph rows, and (when the data is there) two epochs of
+# Fashion-MNIST. Each part's output goes to its own file; a short table comes last. Meant to be one call of a lent machine:
 #   bash scripts/gpu_run.sh [OUTDIR]        (default: $OUT/gpu-run, else docs/gpu-runs/<date>-<commit>)
 # Set GPUCNN_DATA to a folder holding the Fashion-MNIST IDX files for the training part.
 set -uo pipefail
@@ -26,6 +26,7 @@ python3 -m gpucnn doctor --seed 0 >"$out/doctor.txt" 2>&1; doctor_rc=$?
 python3 -m pytest -q -p no:cacheprovider >"$out/tests.txt" 2>&1; tests_rc=$?
 python3 -m gpucnn bench --batch-sizes 64,128,256,1024 >"$out/bench-fp32.txt" 2>&1; bench_rc=$?
 python3 -m gpucnn bench --device cuda:0 --batch-sizes 256 --tf32 >"$out/bench-tf32.txt" 2>&1
+python3 -m gpucnn bench --device cuda:0 --batch-sizes 256 --graph >"$out/bench-graph.txt" 2>&1; graph_rc=$?
 if [ -n "${GPUCNN_DATA:-}" ]; then
   python3 -m gpucnn train --device cuda --epochs 2 --no-progress --data-dir "$GPUCNN_DATA" \
     --out /tmp/gpucnn-gpu-run >"$out/train-2-epochs.txt" 2>&1
@@ -38,5 +39,7 @@ fi
   echo "bench:  exit $bench_rc"
   grep -E '^(#|device|cuda|cpu)' "$out/bench-fp32.txt"
   grep -E '^cuda' "$out/bench-tf32.txt"
-  [ -f "$out/train-2-epochs.txt" ] && grep -E '^ +[0-9]+ |test accuracy' "$out/train-2-epochs.txt"
+  echo "bench --graph: exit $graph_rc"
+  grep -E '^(device|cuda)' "$out/bench-graph.txt"
+  [ -f "$out/train-2-epochs.txt" ] && grep -E '^ +[0-9]+ |test accuracy|training step' "$out/train-2-epochs.txt"
 } | tee "$out/summary.txt"

@@ -256,6 +256,7 @@ def _run(args, out, checkpoint, created):
         done["history"] = history
         print_row(history)
 
+    notes = _Notes(sys.stdout)
     started = time.time()
     try:
         history = fit(model, losses.SoftmaxCrossEntropy(), optimizer, x_train, y_train, args.epochs,
@@ -263,7 +264,8 @@ def _run(args, out, checkpoint, created):
                       checkpoint=checkpoint, resume=resume, progress=not args.no_progress,
                       on_epoch_end=on_epoch_end, keep_optimizer_settings=keep,
                       checkpoint_info={"dataset": args.dataset, "limit": args.limit},
-                      distributed=args.distributed, graph="auto" if args.graph is None else args.graph)
+                      distributed=args.distributed, graph="auto" if args.graph is None else args.graph,
+                      notes=notes if not args.distributed or _distributed_root() else None)
     except KeyboardInterrupt as exc:
         print(f"\n{exc}", file=sys.stderr)
         if done["history"] and done["history"]["epoch"]:
@@ -286,6 +288,8 @@ def _run(args, out, checkpoint, created):
         "gpucnn": gpucnn.__version__, "numpy": numpy.__version__,
         "path": config.path if device == "cpu" else "reference",
     }
+    if notes.step:
+        summary["training_step"] = notes.step
     if device != "cpu":
         cupy = backend.cupy_or_none()
         name = cupy.cuda.runtime.getDeviceProperties(int(device.split(":")[1]))["name"]
@@ -297,6 +301,21 @@ def _run(args, out, checkpoint, created):
           f"({summary['wall_seconds']:.0f} s); wrote {out}/metrics.csv, metrics.json, model.npz"
           + (f", {os.path.basename(plot)}" if plot else " (install matplotlib for curves.png)"))
     return 0
+
+
+class _Notes:
+    """fit's notes, printed as they come; keeps the one saying which training step ran (for summary.json)."""
+
+    def __init__(self, stream):
+        self.stream, self.step = stream, None
+
+    def write(self, text):
+        if text.startswith("training step: "):
+            self.step = text[len("training step: "):].strip()
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
 
 
 def _device(args):

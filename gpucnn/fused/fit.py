@@ -13,7 +13,6 @@ these differences, all of them from running whole epochs on the device:
   goes there by itself).
 """
 import math
-import sys
 import time
 
 from ..data.batches import BatchIterator
@@ -26,24 +25,22 @@ __all__ = ["fit_graph"]
 
 def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
               checkpoint=None, resume=False, progress=True, stream=None, on_epoch_end=None, graph_options=None,
-              interrupt=None, keep_optimizer_settings=(), checkpoint_info=None, fallback=False):
+              interrupt=None, keep_optimizer_settings=(), checkpoint_info=None, fallback=False, notes=None):
     """The body of ``fit(..., graph=True)``; ``graph_options`` go to ``compile_step`` (loss, update, verify,
     verify_every). ``interrupt``: a dict whose 'hit' turns true on Ctrl-C (train.py's deferred interrupt).
     Checkpoints carry what the eager loop's do (batch size, data-set size, ``checkpoint_info``), and resuming
     checks them and keeps ``keep_optimizer_settings`` as it does.
 
     ``fallback`` (``fit(graph='auto')``): where the graph cannot run this training (a layer, loss or optimizer
-    without a fused form, a checkpoint written mid-epoch, a capture that fails), say why on the progress
-    stream and return None, with the model and optimizer as they were, for the eager loop to run instead;
-    without it those cases raise. Kernels are compiled and the step captured before the first epoch's timer
-    starts."""
+    without a fused form, a checkpoint written mid-epoch, a capture that fails), say why on ``notes`` (a
+    stream, or None) and return None, with the model and optimizer as they were, for the eager loop to run
+    instead; without it those cases raise. Kernels are compiled and the step captured before the first
+    epoch's timer starts."""
     from ..train import TrainingDiverged, _same_run, _warm_up_kernels, evaluate  # train imports us lazily
 
-    note = (stream or sys.stderr) if progress else None
-
     def eager_instead(reason):
-        if note is not None:
-            print(f"training step: eager, not a CUDA graph ({reason})", file=note, flush=True)
+        if notes is not None:
+            print(f"training step: eager, not a CUDA graph ({reason})", file=notes, flush=True)
 
     try:
         step = compile_step(model, loss_fn, optimizer, batch_size, **(graph_options or {}))
@@ -78,7 +75,7 @@ def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validatio
             history = meta["history"]
     step.bind(x, y)
     model.train()
-    _warm_up_kernels(model, note)
+    _warm_up_kernels(model, notes)
     if step.num_samples >= batch_size:
         snapshot = step._snapshot()
         try:
@@ -88,10 +85,10 @@ def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validatio
                 raise
             step._restore(snapshot)
             return eager_instead(f"the capture failed: {type(exc).__name__}: {exc}")
-    if note is not None:
+    if notes is not None:
         print("training step: one CUDA graph launch (gpucnn.compile_step"
               + (", its first step verified against the eager step)" if step.verify_first else ")"),
-              file=note, flush=True)
+              file=notes, flush=True)
     for epoch in range(start_epoch, epochs):
         bar = ProgressBar(1, f"epoch {epoch + 1}/{epochs} (graph) ", stream, enabled=progress)
         started = time.perf_counter()
