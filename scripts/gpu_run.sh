@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One full run on a GPU machine, for the record (docs/gpu-runs/): gpucnn doctor, the whole test suite,
 # the benchmark in FP32 and TF32 and its graph rows, and (when the data is there) two epochs of
-# Fashion-MNIST. Each part's output goes to its own file; a short table comes last. Meant to be one call of a lent machine:
+# Fashion-MNIST. Each part's output goes to its own file; a short table comes last. Meant to be one
+# call of a lent machine:
 #   bash scripts/gpu_run.sh [OUTDIR]        (default: $OUT/gpu-run, else docs/gpu-runs/<date>-<commit>)
 # Set GPUCNN_DATA to a folder holding the Fashion-MNIST IDX files for the training part.
 set -uo pipefail
