@@ -169,34 +169,65 @@ OPTIMIZERS = {
 }
 
 
+def _sgd_step(model, x, y):
+    """One eager SGD-momentum step: (loss, [gradients on the host], [weights after the step])."""
+    loss_fn = SoftmaxCrossEntropy()
+    opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loss = loss_fn.forward(model.forward(x), y)
+    opt.zero_grad()
+    model.backward(loss_fn.backward(), need_input_grad=False)
+    grads = [backend.asnumpy(p.grad).copy() for p in model.parameters()]
+    opt.step()
+    return loss, grads, [p.data for p in model.parameters()]
+
+
+def _step_pairs(got, want):
+    """[(what, got, want)] over the loss, every gradient and every weight of two _sgd_step-like results."""
+    pairs = [("loss", got[0], want[0])]
+    pairs += [(f"gradient {i}", g, c) for i, (g, c) in enumerate(zip(got[1], want[1]))]
+    pairs += [(f"weight {i} after the step", g, c) for i, (g, c) in enumerate(zip(got[2], want[2]))]
+    return pairs
+
+
+def _reference_case(device, rng, batch):
+    """fashion_cnn on the CPU and a copy on ``device``, a random float32 batch, the CPU's eager step."""
+    model_cpu = fashion_cnn(rng=int(rng.integers(1 << 30)))
+    model_gpu = copy.deepcopy(model_cpu).to(device)
+    x = rng.random((batch, 1, 28, 28), dtype=numpy.float32)
+    y = rng.integers(0, 10, batch)
+    return model_gpu, x, y, _sgd_step(model_cpu, x, y)
+
+
 def _training_step_check(device, rng, batch=32):
     """One SGD step of the reference network on ``device`` against the same step on the CPU. SGD (not Adam),
     because Adam's update g / sqrt(v) turns float32 noise in a near-zero gradient into a full step."""
     name = f"training step of fashion_cnn, float32 (batch {batch}, SGD momentum): loss, every gradient, every weight"
 
     def run():
-        model_cpu = fashion_cnn(rng=int(rng.integers(1 << 30)))
-        model_gpu = copy.deepcopy(model_cpu).to(device)
-        x = rng.random((batch, 1, 28, 28), dtype=numpy.float32)
-        y = rng.integers(0, 10, batch)
-        pairs = []
-        results = {}
-        for where, model, xs, ys in (("gpu", model_gpu, backend.to_device(x, device), backend.to_device(y, device)),
-                                     ("cpu", model_cpu, x, y)):
-            loss_fn = SoftmaxCrossEntropy()
-            opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
-            loss = loss_fn.forward(model.forward(xs), ys)
-            opt.zero_grad()
-            model.backward(loss_fn.backward(), need_input_grad=False)
-            grads = [backend.asnumpy(p.grad).copy() for p in model.parameters()]
-            opt.step()
-            results[where] = (loss, grads, [p.data for p in model.parameters()])
-        pairs.append(("loss", results["gpu"][0], results["cpu"][0]))
-        for i, (g, c) in enumerate(zip(results["gpu"][1], results["cpu"][1])):
-            pairs.append((f"gradient {i}", g, c))
-        for i, (g, c) in enumerate(zip(results["gpu"][2], results["cpu"][2])):
-            pairs.append((f"weight {i} after the step", g, c))
-        return _compare(name, pairs, numpy.float32)
+        model_gpu, x, y, cpu = _reference_case(device, rng, batch)
+        gpu = _sgd_step(model_gpu, backend.to_device(x, device), backend.to_device(y, device))
+        return _compare(name, _step_pairs(gpu, cpu), numpy.float32)
+    return _guarded(name, run)
+
+
+def _graph_step_check(device, rng, batch=32):
+    """The same step captured as one CUDA graph on the fused kernels (gpucnn.compile_step, what ``fit`` runs
+    on CUDA by default) and launched once, against the CPU's eager step."""
+    name = (f"training step of fashion_cnn as one CUDA graph (compile_step), float32 (batch {batch}, SGD "
+            f"momentum): loss, every gradient, every weight")
+
+    def run():
+        from .fused.step import compile_step
+        model_gpu, x, y, cpu = _reference_case(device, rng, batch)
+        opt = SGD(model_gpu.parameters(), lr=0.05, momentum=0.9)
+        step = compile_step(model_gpu, SoftmaxCrossEntropy(), opt, batch, verify=False)
+        step.bind(backend.to_device(x, device), backend.to_device(y, device))
+        stats = step.run_epoch(numpy.arange(batch))
+        if step.graph_launches != 1:
+            return Check(name, False, detail=f"(the step ran {step.graph_launches} graph launches, not 1)")
+        grads = [backend.asnumpy(g).copy() for g in step.grads]
+        gpu = (stats["loss"], grads, [p.data for p in model_gpu.parameters()])
+        return _compare(name, _step_pairs(gpu, cpu), numpy.float32)
     return _guarded(name, run)
 
 
@@ -228,6 +259,7 @@ def gpu_checks(device, seed=0, rounds=2):
             for label, make in OPTIMIZERS.items():
                 yield _optimizer_check(device, dtype, rng, label, make)
         yield _training_step_check(device, rng)
+        yield _graph_step_check(device, rng)
 
 
 def _gradcheck(name, layer, x):

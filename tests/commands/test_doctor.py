@@ -37,7 +37,8 @@ def test_on_the_emulated_gpu_every_check_passes(gpu, capsys):
     for expected in ("compile every kernel file, float32", "compile every kernel file, float64",
                      "direct (small C*kh*kw)", "im2col + GEMM", "MaxPool2D forward + backward",
                      "AvgPool2D forward + backward", "SGD update", "SGD momentum nesterov weight-decay update",
-                     "Adam update", "AdamW update", "training step of fashion_cnn"):
+                     "Adam update", "AdamW update", "training step of fashion_cnn, float32",
+                     "training step of fashion_cnn as one CUDA graph (compile_step)"):
         assert expected in text, expected
     for dtype in ("float32", "float64"):
         assert f"conv2d forward + both gradients, direct (small C*kh*kw) path, {dtype}" in text
@@ -60,3 +61,19 @@ def test_a_wrong_kernel_result_fails_the_doctor(gpu, capsys, monkeypatch):
     assert failing and all("AvgPool2D" in line or "lenet" in line for line in failing), out
     assert "max error" in failing[0] and "(worst: forward)" in failing[0]
     assert out.rstrip().endswith("checks FAILED")
+
+
+@pytest.mark.kernels
+def test_a_wrong_fused_kernel_fails_the_graph_step_check(gpu, capsys, monkeypatch):
+    real_launch = gpu.loader.launch
+
+    def corrupting_launch(file, name, dtype, args, *rest, **kwargs):
+        real_launch(file, name, dtype, args, *rest, **kwargs)
+        if name == "dense_wgrad_fused":
+            args[3][...] *= 1.01  # the weight gradient of a Dense layer on the fused path, now 1% off
+
+    monkeypatch.setattr(gpu.loader, "launch", corrupting_launch)
+    assert doctor.main(["--quick", "--seed", "3", "--no-cpu"]) == 1
+    out = capsys.readouterr().out
+    failing = [line for line in out.splitlines() if " FAIL " in line]
+    assert failing and all("as one CUDA graph" in line and "(worst: gradient" in line for line in failing), out
