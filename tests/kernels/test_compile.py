@@ -100,7 +100,7 @@ def cubins(tmp_path_factory):
         wrapper = work / f"instantiate_{pathlib.Path(file).stem}_{arch}.cu"
         wrapper.write_text(_wrapper_source(file))
         out = work / f"{pathlib.Path(file).stem}.sm_{arch}.cubin"
-        cmd = [NVCC, "-std=c++17", f"-arch=sm_{arch}", "-cubin", "-Werror", "all-warnings",
+        cmd = [NVCC, "-std=c++17", f"-arch=sm_{arch}", "-cubin", "-Werror", "all-warnings", "-Xptxas", "-v",
                "-I", str(KERNELS), str(wrapper), "-o", str(out)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         data = out.read_bytes() if result.returncode == 0 and out.exists() else b""
@@ -117,6 +117,19 @@ def test_nvcc_compiles(cubins, file, arch):
     returncode, log, data = cubins[(file, arch)]
     assert returncode == 0, f"nvcc failed for {file} sm_{arch}:\n{log}"
     assert data, f"nvcc wrote no cubin for {file} sm_{arch}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("file", CU_FILES)
+def test_no_kernel_spills_registers_or_outgrows_static_shared_memory(cubins, file, arch):
+    """ptxas's report (-v) for every instantiation: no spill to local memory (a silent slowdown on the GPU),
+    and static shared memory within the 48 KiB a block gets without opting in."""
+    returncode, log, _ = cubins[(file, arch)]
+    assert returncode == 0, log
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    assert spills, f"no ptxas resource report for {file} sm_{arch}:\n{log}"
+    assert all(stores == "0" and loads == "0" for stores, loads in spills), log
+    assert max(int(n) for n in re.findall(r"(\d+) bytes smem", log) or [0]) <= 48 * 1024, log
 
 
 @pytest.mark.parametrize("arch", ARCHS)
