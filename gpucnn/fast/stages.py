@@ -56,6 +56,12 @@ class Stage:
     def buffer(self, ctx, name, shape, dtype, zeros=False):
         return ctx.arena.get((self.index, name), shape, dtype, zeros)
 
+    def pool_scratch(self, ctx, x, window, oh, ow):
+        """The scratch buffer of chwn.gather_taps for max pooling ``x`` (shared by forward and backward),
+        or None for overlapping windows."""
+        shape = chwn.pool_scratch_shape(x.shape, x.itemsize, window, oh, ow)
+        return None if shape is None else self.buffer(ctx, "pool_scratch", shape, x.dtype)
+
 
 class ConvStage(Stage):
     """y = conv(x) + b, then optionally ReLU, then optionally max pooling (the rewrite above)."""
@@ -99,7 +105,8 @@ class ConvStage(Stage):
         ph, pw = pwin.output_size(oh, ow)
         z = self.buffer(ctx, "z", (out_c, ph, pw, n), dtype)
         masks = self.buffer(ctx, "masks", (pwin.kh * pwin.kw, out_c, ph, pw, n), numpy.bool_)
-        chwn.max_pool_forward(y4, pwin, ph, pw, z, masks, self.buffer(ctx, "seen", z.shape, numpy.bool_))
+        chwn.max_pool_forward(y4, pwin, ph, pw, z, masks, self.buffer(ctx, "seen", z.shape, numpy.bool_),
+                              self.pool_scratch(ctx, y4, pwin, ph, pw))
         if bias is not None:
             z += bias[:, None, None, None]
         if self.relu is not None:
@@ -133,7 +140,8 @@ class ConvStage(Stage):
             grad_b = grad_z.reshape(out_c, -1).sum(axis=1) if self.conv.bias is not None else None
             pwin = self.pool.window
             chwn.max_pool_backward(grad_z, saved["masks"], pwin, z.shape[1], z.shape[2], y4,
-                                   _tiles_exactly(oh, ow, pwin, z.shape[1], z.shape[2]))
+                                   _tiles_exactly(oh, ow, pwin, z.shape[1], z.shape[2]),
+                                   self.pool_scratch(ctx, y4, pwin, z.shape[1], z.shape[2]))
             grad_y = y
         grad_w = self.buffer(ctx, "grad_w", (out_c, weight[0].size), dtype)
         cols = saved.pop("cols")  # used once: it takes the column gradient below
@@ -142,6 +150,8 @@ class ConvStage(Stage):
         if not need_input_grad:
             return None
         numpy.matmul(weight.reshape(out_c, -1).T, grad_y, out=cols)
+        if chwn.same_size(win, h, w):  # contiguous adds, and a contiguous input gradient for the stage before
+            return chwn.col2im_same(cols, win, h, w, self.buffer(ctx, "grad_x", (c, h, w, n), dtype))
         grad_padded = chwn.col2im(cols, win, oh, ow, self.buffer(ctx, "grad_padded", saved["padded_shape"], dtype))
         return grad_padded[:, win.pt:win.pt + h, win.pl:win.pl + w, :]
 
@@ -173,7 +183,8 @@ class PoolStage(Stage):
         saved = ctx.saved[self.index] = {"x_shape": x.shape, "padded_shape": padded.shape, "dtype": x.dtype}
         if self.is_max:
             masks = self.buffer(ctx, "masks", (win.kh * win.kw, c, oh, ow, n), numpy.bool_)
-            chwn.max_pool_forward(padded, win, oh, ow, out, masks, self.buffer(ctx, "seen", out.shape, numpy.bool_))
+            chwn.max_pool_forward(padded, win, oh, ow, out, masks, self.buffer(ctx, "seen", out.shape, numpy.bool_),
+                                  self.pool_scratch(ctx, padded, win, oh, ow))
             saved["masks"] = masks
         else:
             chwn.avg_pool_forward(padded, win, oh, ow, out)
@@ -187,7 +198,8 @@ class PoolStage(Stage):
         grad = grad.astype(saved["dtype"], copy=False)
         grad_padded = self.buffer(ctx, "grad_padded", saved["padded_shape"], saved["dtype"])
         if self.is_max:
-            chwn.max_pool_backward(grad, saved["masks"], win, oh, ow, grad_padded, _tiles_exactly(h, w, win, oh, ow))
+            chwn.max_pool_backward(grad, saved["masks"], win, oh, ow, grad_padded, _tiles_exactly(h, w, win, oh, ow),
+                                   self.pool_scratch(ctx, grad_padded, win, oh, ow))
         else:
             chwn.avg_pool_backward(grad, win, oh, ow, grad_padded)
         return grad_padded[:, win.pt:win.pt + h, win.pl:win.pl + w, :]

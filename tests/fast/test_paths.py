@@ -346,3 +346,20 @@ def test_a_forked_child_gets_its_own_worker_threads(rng):
 
 def _forward_shape(model, x):
     return model.forward(x).shape
+
+
+@pytest.mark.parametrize("kh, kw, h, w", [(3, 3, 6, 5), (5, 5, 2, 3), (4, 2, 5, 4), (1, 3, 3, 1), (7, 7, 3, 3)])
+def test_col2im_same_equals_col2im(kh, kw, h, w, rng):
+    """chwn.col2im_same (each offset one shifted run per channel, wrapping columns zeroed) against col2im
+    then the interior, for "same" windows: odd, even (asymmetric padding) and larger than the image."""
+    from gpucnn.fast import chwn
+    from gpucnn.ops.geometry import Window2D
+    pt, pl = (kh - 1) // 2, (kw - 1) // 2
+    win = Window2D(kh, kw, 1, 1, pt, kh - 1 - pt, pl, kw - 1 - pl)
+    c, n = 3, 4
+    assert chwn.same_size(win, h, w)
+    cols = rng.integers(-9, 10, (c * kh * kw, h * w * n)).astype(F64)
+    padded = numpy.empty((c, h + kh - 1, w + kw - 1, n))
+    expected = chwn.col2im(cols.copy(), win, h, w, padded)[:, pt:pt + h, pl:pl + w]
+    got = chwn.col2im_same(cols.copy(), win, h, w, numpy.full((c, h, w, n), numpy.nan))
+    numpy.testing.assert_array_equal(got, expected)
