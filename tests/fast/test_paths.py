@@ -108,6 +108,39 @@ def test_conv_relu_maxpool_rewrite_with_ties(rng):
         numpy.testing.assert_array_equal(a, b, err_msg=f"result {i} (y, dx, then gradients)")
 
 
+@pytest.mark.parametrize("conv", [dict(padding=1), dict(padding=0), dict(padding=3, stride=2)])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("nan", [False, True])
+def test_conv_pool_with_pool_major_columns(conv, threads, nan, rng):
+    """A convolution with fewer column rows (c*kh*kw) than output channels, then ReLU and a 2x2 max pool:
+    ConvStage orders its columns by pooling tap. Integer values with ties (and NaN), so that both paths
+    must agree exactly, the input gradient included ("same", valid and strided convolutions)."""
+    def build():
+        model = gpucnn.Sequential([Conv2D(1, 12, 3, dtype=F64, **conv), ReLU(), MaxPool2D(2)])
+        model.parameters()[0].data[...] = rng_w.integers(-1, 2, (12, 1, 3, 3))
+        model.parameters()[1].data[...] = numpy.arange(12) % 3 - 1.0
+        return model
+    x = rng.integers(-2, 3, (5, 1, 8, 8)).astype(F64)
+    if nan:
+        x[1, 0, 2, 3] = x[4, 0, 7, 7] = numpy.nan
+    results = {}
+    gpucnn.config.num_threads = threads
+    try:
+        for path in ("reference", "fast"):
+            rng_w = numpy.random.default_rng(7)
+            model = build()
+            y = _on_path(path, model.forward, x)
+            g = numpy.random.default_rng(8).integers(-3, 4, y.shape).astype(F64)
+            dx = _on_path(path, model.backward, g)
+            results[path] = [y, dx] + [p.grad for p in model.parameters()]
+    finally:
+        gpucnn.config.num_threads = None
+    stage = model._fast.segments[0].stages[0]
+    assert stage._pool_major(*stage.conv.window.output_size(8, 8))
+    for i, (a, b) in enumerate(zip(results["fast"], results["reference"])):
+        numpy.testing.assert_array_equal(a, b, err_msg=f"result {i} (y, dx, then gradients)")
+
+
 def test_max_pool_nan_follows_the_reference():
     """A window holding NaN gives NaN, and its gradient goes to the last NaN (the reference's rule)."""
     x = numpy.arange(2 * 2 * 4 * 4, dtype=F64).reshape(2, 2, 4, 4)
