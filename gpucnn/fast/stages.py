@@ -232,9 +232,22 @@ class ConvStage(Stage):
         else:
             numpy.copyto(grad_z, grad)
         grad_b = grad_z.reshape(out_c, -1).sum(axis=1) if self.conv.bias is not None else None
+        grad_w = self.buffer(ctx, "grad_w", (out_c, k), dtype)
+        if not need_input_grad:
+            # One output channel at a time: its tap gradients (taps, m) in a small buffer, in cache, and its
+            # weight gradient as one matrix-vector product. OpenBLAS's matrix product of (O, m) by (m, k) with
+            # k this small runs far below its speed on other shapes (one matrix-vector product per row is
+            # several times faster), and no (taps, O, m) array goes to memory and back. fashion_cnn's first
+            # layer, 128 images, one core: 5.7 -> 4.1 ms.
+            grad_z2, masks3, cols2 = grad_z.reshape(out_c, 1, m), masks.reshape(taps, out_c, m), cols.reshape(k, -1)
+            part = self.buffer(ctx, "grad_y_channel", (taps, m), dtype)
+            for o in range(out_c):
+                numpy.multiply(grad_z2[o], masks3[:, o], out=part)
+                numpy.matmul(cols2, part.reshape(-1), out=grad_w[o])
+            ctx.grads[self.index] = [grad_w.reshape(weight.shape)] + ([grad_b] if grad_b is not None else [])
+            return None
         grad_y = saved["y"]  # dead since the forward: each tap's gradient
         numpy.multiply(grad_z.reshape(1, out_c, m), masks.reshape(taps, out_c, m), out=grad_y)
-        grad_w = self.buffer(ctx, "grad_w", (out_c, k), dtype)
         numpy.matmul(grad_y[0], cols[:, 0].T, out=grad_w)
         part = self.buffer(ctx, "grad_w_part", (out_c, k), dtype)
         for t in range(1, taps):  # tap order: the same sums every run

@@ -111,10 +111,12 @@ def test_conv_relu_maxpool_rewrite_with_ties(rng):
 @pytest.mark.parametrize("conv", [dict(padding=1), dict(padding=0), dict(padding=3, stride=2)])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("nan", [False, True])
-def test_conv_pool_with_pool_major_columns(conv, threads, nan, rng):
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_conv_pool_with_pool_major_columns(conv, threads, nan, input_grad, rng):
     """A convolution with fewer column rows (c*kh*kw) than output channels, then ReLU and a 2x2 max pool:
     ConvStage orders its columns by pooling tap. Integer values with ties (and NaN), so that both paths
-    must agree exactly, the input gradient included ("same", valid and strided convolutions)."""
+    must agree exactly, the input gradient included ("same", valid and strided convolutions); without
+    the input gradient, the weight gradient goes channel by channel."""
     def build():
         model = gpucnn.Sequential([Conv2D(1, 12, 3, dtype=F64, **conv), ReLU(), MaxPool2D(2)])
         model.parameters()[0].data[...] = rng_w.integers(-1, 2, (12, 1, 3, 3))
@@ -131,10 +133,11 @@ def test_conv_pool_with_pool_major_columns(conv, threads, nan, rng):
             model = build()
             y = _on_path(path, model.forward, x)
             g = numpy.random.default_rng(8).integers(-3, 4, y.shape).astype(F64)
-            dx = _on_path(path, model.backward, g)
+            dx = _on_path(path, model.backward, g, need_input_grad=input_grad)
             results[path] = [y, dx] + [p.grad for p in model.parameters()]
     finally:
         gpucnn.config.num_threads = None
+    assert (results["fast"][1] is None) == (not input_grad)
     stage = model._fast.segments[0].stages[0]
     assert stage._pool_major(*stage.conv.window.output_size(8, 8))
     for i, (a, b) in enumerate(zip(results["fast"], results["reference"])):
