@@ -108,6 +108,42 @@ def test_conv_relu_maxpool_rewrite_with_ties(rng):
         numpy.testing.assert_array_equal(a, b, err_msg=f"result {i} (y, dx, then gradients)")
 
 
+@pytest.mark.parametrize("conv", [dict(padding=1), dict(padding=0), dict(padding=3, stride=2)])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("nan", [False, True])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_conv_pool_with_pool_major_columns(conv, threads, nan, input_grad, rng):
+    """A convolution with fewer column rows (c*kh*kw) than output channels, then ReLU and a 2x2 max pool:
+    ConvStage orders its columns by pooling tap. Integer values with ties (and NaN), so that both paths
+    must agree exactly, the input gradient included ("same", valid and strided convolutions); without
+    the input gradient, the weight gradient goes channel by channel."""
+    def build():
+        model = gpucnn.Sequential([Conv2D(1, 12, 3, dtype=F64, **conv), ReLU(), MaxPool2D(2)])
+        model.parameters()[0].data[...] = rng_w.integers(-1, 2, (12, 1, 3, 3))
+        model.parameters()[1].data[...] = numpy.arange(12) % 3 - 1.0
+        return model
+    x = rng.integers(-2, 3, (5, 1, 8, 8)).astype(F64)
+    if nan:
+        x[1, 0, 2, 3] = x[4, 0, 7, 7] = numpy.nan
+    results = {}
+    gpucnn.config.num_threads = threads
+    try:
+        for path in ("reference", "fast"):
+            rng_w = numpy.random.default_rng(7)
+            model = build()
+            y = _on_path(path, model.forward, x)
+            g = numpy.random.default_rng(8).integers(-3, 4, y.shape).astype(F64)
+            dx = _on_path(path, model.backward, g, need_input_grad=input_grad)
+            results[path] = [y, dx] + [p.grad for p in model.parameters()]
+    finally:
+        gpucnn.config.num_threads = None
+    assert (results["fast"][1] is None) == (not input_grad)
+    stage = model._fast.segments[0].stages[0]
+    assert stage._pool_major(*stage.conv.window.output_size(8, 8))
+    for i, (a, b) in enumerate(zip(results["fast"], results["reference"])):
+        numpy.testing.assert_array_equal(a, b, err_msg=f"result {i} (y, dx, then gradients)")
+
+
 def test_max_pool_nan_follows_the_reference():
     """A window holding NaN gives NaN, and its gradient goes to the last NaN (the reference's rule)."""
     x = numpy.arange(2 * 2 * 4 * 4, dtype=F64).reshape(2, 2, 4, 4)
@@ -341,3 +377,20 @@ def test_a_forked_child_gets_its_own_worker_threads(rng):
 
 def _forward_shape(model, x):
     return model.forward(x).shape
+
+
+@pytest.mark.parametrize("kh, kw, h, w", [(3, 3, 6, 5), (5, 5, 2, 3), (4, 2, 5, 4), (1, 3, 3, 1), (7, 7, 3, 3)])
+def test_col2im_same_equals_col2im(kh, kw, h, w, rng):
+    """chwn.col2im_same (each offset one shifted run per channel, wrapping columns zeroed) against col2im
+    then the interior, for "same" windows: odd, even (asymmetric padding) and larger than the image."""
+    from gpucnn.fast import chwn
+    from gpucnn.ops.geometry import Window2D
+    pt, pl = (kh - 1) // 2, (kw - 1) // 2
+    win = Window2D(kh, kw, 1, 1, pt, kh - 1 - pt, pl, kw - 1 - pl)
+    c, n = 3, 4
+    assert chwn.same_size(win, h, w)
+    cols = rng.integers(-9, 10, (c * kh * kw, h * w * n)).astype(F64)
+    padded = numpy.empty((c, h + kh - 1, w + kw - 1, n))
+    expected = chwn.col2im(cols.copy(), win, h, w, padded)[:, pt:pt + h, pl:pl + w]
+    got = chwn.col2im_same(cols.copy(), win, h, w, numpy.full((c, h, w, n), numpy.nan))
+    numpy.testing.assert_array_equal(got, expected)
