@@ -147,12 +147,7 @@ class ConvStage(Stage):
             grad_b = y.sum(axis=1) if self.conv.bias is not None else None
         else:
             z = saved["z"]
-            grad_z = self.buffer(ctx, "grad_z", z.shape, dtype)
-            if self.relu is not None:
-                numpy.multiply(grad, z > 0, out=grad_z)
-            else:
-                numpy.copyto(grad_z, grad)
-            grad_b = grad_z.reshape(out_c, -1).sum(axis=1) if self.conv.bias is not None else None
+            grad_z, grad_b = self._pooled_grad(ctx, grad, z, dtype)
             pwin = self.pool.window
             chwn.max_pool_backward(grad_z, saved["masks"], pwin, z.shape[1], z.shape[2], y4,
                                    _tiles_exactly(oh, ow, pwin, z.shape[1], z.shape[2]),
@@ -217,6 +212,17 @@ class ConvStage(Stage):
                                  "x_shape": x.shape, "padded_shape": padded.shape}
         return z
 
+    def _pooled_grad(self, ctx, grad, z, dtype):
+        """(dL/d(pooled conv output before bias and ReLU), the bias gradient or None): ReLU's mask read from
+        the stage's output z, then the bias gradient summed over everything but the channel."""
+        grad_z = self.buffer(ctx, "grad_z", z.shape, dtype)
+        if self.relu is not None:
+            numpy.multiply(grad, z > 0, out=grad_z)
+        else:
+            numpy.copyto(grad_z, grad)
+        grad_b = grad_z.reshape(z.shape[0], -1).sum(axis=1) if self.conv.bias is not None else None
+        return grad_z, grad_b
+
     def _backward_pool_major(self, ctx, grad, need_input_grad):
         saved = ctx.saved[self.index]
         weight = self.conv.weight.data
@@ -226,12 +232,7 @@ class ConvStage(Stage):
         oh, ow = win.output_size(h, w)
         z, masks, cols = saved["z"], saved["masks"], saved.pop("cols")
         taps, k, m = cols.shape[1], cols.shape[0], cols.shape[2]
-        grad_z = self.buffer(ctx, "grad_z", z.shape, dtype)
-        if self.relu is not None:
-            numpy.multiply(grad, z > 0, out=grad_z)
-        else:
-            numpy.copyto(grad_z, grad)
-        grad_b = grad_z.reshape(out_c, -1).sum(axis=1) if self.conv.bias is not None else None
+        grad_z, grad_b = self._pooled_grad(ctx, grad, z, dtype)
         grad_w = self.buffer(ctx, "grad_w", (out_c, k), dtype)
         if not need_input_grad:
             # One output channel at a time: its tap gradients (taps, m) in a small buffer, in cache, and its
