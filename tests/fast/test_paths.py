@@ -96,12 +96,7 @@ def test_conv_relu_maxpool_rewrite_with_ties(rng):
         return model
     x = rng.integers(-2, 3, (5, 2, 8, 8)).astype(F64)
     g = rng.integers(-3, 4, (5, 2, 3, 3)).astype(F64)
-    results = {}
-    for path in ("reference", "fast"):
-        model = build()
-        y = _on_path(path, model.forward, x)
-        dx = _on_path(path, model.backward, g)
-        results[path] = [y, dx] + [p.grad for p in model.parameters()]
+    results, model = _on_both_paths(build, x, g)
     stages = model._fast.segments[0].stages
     assert [type(s).__name__ for s in stages] == ["ConvStage", "ConvStage"] and stages[0].pool is not None
     for i, (a, b) in enumerate(zip(results["fast"], results["reference"])):
@@ -158,15 +153,22 @@ def test_max_pool_nan_follows_the_reference():
         numpy.testing.assert_array_equal(results["fast"][1], results["reference"][1])
 
 
-def _assert_segments_match_the_reference(build, x, g, parts):
-    """A model from ``build()`` cuts into ``parts`` on the fast path and gives the reference's y, dx and
-    parameter gradients."""
+def _on_both_paths(build, x, g):
+    """({path: [y, dx, parameter gradients...]} of a model from ``build()`` run forward on x and backward
+    from g on each path, the model run on the fast path)."""
     results = {}
     for path in ("reference", "fast"):
         model = build()
         y = _on_path(path, model.forward, x)
         dx = _on_path(path, model.backward, g)
         results[path] = [y, dx] + [p.grad for p in model.parameters()]
+    return results, model
+
+
+def _assert_segments_match_the_reference(build, x, g, parts):
+    """A model from ``build()`` cuts into ``parts`` on the fast path and gives the reference's y, dx and
+    parameter gradients."""
+    results, model = _on_both_paths(build, x, g)
     kinds = [type(p).__name__ for p in model._fast.parts]
     assert kinds == parts, kinds
     for i, (a, b) in enumerate(zip(results["fast"], results["reference"])):
