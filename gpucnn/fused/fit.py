@@ -73,18 +73,19 @@ def fit_graph(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validatio
             start_epoch = meta["epoch"]
             batches.set_state(meta["batches"])
             history = meta["history"]
+    if len(x) < batch_size and fallback:
+        return eager_instead(f"{len(x)} samples do not fill one batch of {batch_size}")
     step.bind(x, y)
     model.train()
     _warm_up_kernels(model, notes)
-    if step.num_samples >= batch_size:
-        snapshot = step._snapshot()
-        try:
-            step.capture()
-        except Exception as exc:  # noqa: BLE001 - under fallback any capture failure means the eager loop
-            if not fallback:
-                raise
-            step._restore(snapshot)
-            return eager_instead(f"the capture failed: {type(exc).__name__}: {exc}")
+    snapshot = step._snapshot()
+    try:
+        step.capture()
+    except Exception as exc:  # noqa: BLE001 - under fallback any capture failure means the eager loop
+        if not fallback:
+            raise
+        step._restore(snapshot)
+        return eager_instead(f"the capture failed: {type(exc).__name__}: {exc}")
     if notes is not None:
         print("training step: one CUDA graph launch (gpucnn.compile_step"
               + (", its first step verified against the eager step)" if step.verify_first else ")"),

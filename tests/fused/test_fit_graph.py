@@ -141,6 +141,10 @@ def test_auto_runs_eagerly_where_the_graph_cannot_and_says_why(gpu):
         _auto_fit(gpu, gpucnn.Sequential(gpucnn.models.fashion_cnn(rng=0).layers[:-1]
                                          + [gpucnn.layers.Dropout(0.5, rng=1),
                                             gpucnn.layers.Dense(128, 10, rng=0)]).to("cuda"), x, y, 1, graph=True)
+    tiny, note, _ = _auto_fit(gpu, gpucnn.models.fashion_cnn(rng=0).to("cuda"), x[:1], y[:1], 1)
+    assert "eager, not a CUDA graph (1 samples do not fill one batch of 2)" in note and len(tiny["loss"]) == 1
+    with pytest.raises(ValueError, match="do not fill one batch"):
+        _auto_fit(gpu, gpucnn.models.fashion_cnn(rng=0).to("cuda"), x[:1], y[:1], 1, graph=True)
     with pytest.raises(ValueError, match="graph must be True, False or 'auto'"):
         _auto_fit(gpu, gpucnn.models.fashion_cnn(rng=0).to("cuda"), x, y, 1, graph="yes")
 
