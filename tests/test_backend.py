@@ -71,20 +71,25 @@ def test_missing_cupy_means_no_gpu(monkeypatch):
         backend._probe_cupy.cache_clear()
 
 
-def test_driverless_cupy_means_no_gpu(monkeypatch):
-    """The CI state: cupy imports, the first CUDA call fails."""
+def _cupy_whose_first_call_fails(monkeypatch, message):
+    """A stand-in cupy module that imports, whose getDeviceCount raises RuntimeError(message)."""
     import sys
     import types
 
     class Runtime:
         @staticmethod
         def getDeviceCount():
-            raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+            raise RuntimeError(message)
 
     fake = types.ModuleType("cupy")
     fake.cuda = types.SimpleNamespace(runtime=Runtime)
     fake.ndarray = type("ndarray", (), {})
     monkeypatch.setitem(sys.modules, "cupy", fake)
+
+
+def test_driverless_cupy_means_no_gpu(monkeypatch):
+    """The CI state: cupy imports, the first CUDA call fails."""
+    _cupy_whose_first_call_fails(monkeypatch, "cudaErrorInsufficientDriver: CUDA driver version is insufficient")
     backend._probe_cupy.cache_clear()
     try:
         assert backend.gpu_available() is False
@@ -166,18 +171,7 @@ def test_probe_kernel_that_does_not_compile_is_a_reason(monkeypatch):
 
 
 def test_missing_runtime_with_a_driver_suggests_the_install(monkeypatch):
-    import sys
-    import types
-
-    class Runtime:
-        @staticmethod
-        def getDeviceCount():
-            raise RuntimeError("CUDA runtime library libcudart.so.12 not found")
-
-    fake = types.ModuleType("cupy")
-    fake.cuda = types.SimpleNamespace(runtime=Runtime)
-    fake.ndarray = type("ndarray", (), {})
-    monkeypatch.setitem(sys.modules, "cupy", fake)
+    _cupy_whose_first_call_fails(monkeypatch, "CUDA runtime library libcudart.so.12 not found")
     monkeypatch.setattr(backend, "nvidia_driver_cuda_version", lambda: (12, 4))
     backend._probe_cupy.cache_clear()
     try:
