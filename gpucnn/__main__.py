@@ -1,6 +1,6 @@
 """``python -m gpucnn <command>``: the same as the ``gpucnn`` console script."""
 import sys
 
-from gpucnn.commands import main
+from .commands import main
 
 sys.exit(main())

@@ -25,12 +25,12 @@ import numpy
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import gpucnn  # noqa: E402
-from gpucnn.checkpoint import CheckpointError, load_arrays, save_arrays  # noqa: E402
-from gpucnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU  # noqa: E402
-from gpucnn.losses import SoftmaxCrossEntropy  # noqa: E402
-from gpucnn.optim import Adam, StepLR  # noqa: E402
-from gpucnn.train import fit  # noqa: E402
-from gpucnn.training_checkpoint import load_training_checkpoint  # noqa: E402
+from gpucnn.io.arrays import CheckpointError, load_arrays, save_arrays  # noqa: E402
+from gpucnn.nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU  # noqa: E402
+from gpucnn.nn.losses import SoftmaxCrossEntropy  # noqa: E402
+from gpucnn.optim.optimizers import Adam, StepLR  # noqa: E402
+from gpucnn.train.loop import fit  # noqa: E402
+from gpucnn.train.checkpoint import load_training_checkpoint  # noqa: E402
 
 
 def toy_data(n=48, seed=0):
@@ -262,7 +262,7 @@ def _trained_target():
 
 
 def _same_run_check(path):
-    from gpucnn.train import _same_run
+    from gpucnn.train.loop import _same_run
     from gpucnn.data.batches import BatchIterator
     x, y = toy_data()
     batches = BatchIterator(x, y, 16)

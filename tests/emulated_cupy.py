@@ -791,13 +791,16 @@ class Emulated(types.SimpleNamespace):
     launch, CuPy's included)."""
 
 
+# the modules that import cupy when imported: re-imported over the stand-in
+_ON_CUPY = ("gpucnn.ops.cuda", "gpucnn.compile.cuda_graph.launch")
+
+
 @contextlib.contextmanager
 def cupy_replaced_by(fake):
     """``fake`` as the ``cupy`` module, with gpucnn.ops.cuda re-imported over it; all restored after."""
     import gpucnn.ops as ops_package
 
-    saved_modules = {name: mod for name, mod in sys.modules.items()
-                     if name == "cupy" or name.startswith("gpucnn.ops.cuda")}
+    saved_modules = {name: mod for name, mod in sys.modules.items() if name == "cupy" or name.startswith(_ON_CUPY)}
     had_attr, old_attr = hasattr(ops_package, "cuda"), getattr(ops_package, "cuda", None)
     for name in saved_modules:
         del sys.modules[name]
@@ -805,7 +808,7 @@ def cupy_replaced_by(fake):
     try:
         yield
     finally:
-        for name in [n for n in sys.modules if n == "cupy" or n.startswith("gpucnn.ops.cuda")]:
+        for name in [n for n in sys.modules if n == "cupy" or n.startswith(_ON_CUPY)]:
             del sys.modules[name]
         sys.modules.update(saved_modules)
         if had_attr:
@@ -841,7 +844,8 @@ def installed(harness, kernel_class):
             assert backend.cupy_or_none() is fake
             loader = importlib.import_module("gpucnn.ops.cuda.loader")
             modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
-                       for name in ("conv", "pool", "update", "fused", "loss", "multi_update")}
+                       for name in ("conv", "pool", "update", "loss", "multi_update")}
+            modules["fused"] = importlib.import_module("gpucnn.compile.cuda_graph.launch")
             launches = record_launches(loader)
 
             class Kernel(kernel_class):

@@ -5,10 +5,10 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.architecture import ArchitectureError, build, describe
-from gpucnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
-                           MaxPool2D, ReLU, Sigmoid, Tanh)
-from gpucnn.layers.base import Layer
+from gpucnn.nn.architecture import ArchitectureError, build, describe
+from gpucnn.nn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
+    MaxPool2D, ReLU, Sigmoid, Tanh)
+from gpucnn.nn.layers.base import Layer
 
 
 def every_layer(dtype=numpy.float32):
@@ -61,7 +61,7 @@ def test_save_records_the_architecture_and_the_input_shape(tmp_path, rng):
     model = gpucnn.models.lenet5(rng=0)
     model.forward(rng.random((2, 1, 28, 28), dtype=numpy.float32))
     model.save(tmp_path / "m.npz")
-    _, meta = gpucnn.checkpoint.load_arrays(tmp_path / "m.npz")
+    _, meta = gpucnn.io.arrays.load_arrays(tmp_path / "m.npz")
     assert meta["architecture"]["input_shape"] == [1, 28, 28]
     assert build(meta["architecture"]).summary((1, 28, 28), print_fn=None).total_params == 61_706
 

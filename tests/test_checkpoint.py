@@ -5,7 +5,7 @@ import zipfile
 import numpy
 import pytest
 
-from gpucnn.checkpoint import CheckpointError, load_arrays, save_arrays
+from gpucnn.io.arrays import CheckpointError, load_arrays, save_arrays
 
 
 def test_round_trip(tmp_path):

@@ -7,8 +7,8 @@ import numpy
 
 import gpucnn
 from gpucnn.backend import asnumpy, to_device
-from gpucnn.losses import SoftmaxCrossEntropy
-from gpucnn.optim import Adam
+from gpucnn.nn.losses import SoftmaxCrossEntropy
+from gpucnn.optim.optimizers import Adam
 
 
 def train_steps(device, steps=3):

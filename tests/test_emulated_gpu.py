@@ -32,11 +32,12 @@ import pytest
 import emulated_cupy
 import gpucnn
 from emulated_cupy import DeviceArray, to_host
-from gpucnn import backend, train
-from gpucnn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D,
-                           ReLU, Sigmoid, Tanh)
-from gpucnn.losses import SoftmaxCrossEntropy
-from gpucnn.optim import SGD, Adam, AdamW, StepLR
+from gpucnn import backend
+from gpucnn.train import loop as train
+from gpucnn.nn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, ReLU,
+    Sigmoid, Tanh)
+from gpucnn.nn.losses import SoftmaxCrossEntropy
+from gpucnn.optim.optimizers import SGD, Adam, AdamW, StepLR
 
 pytestmark = pytest.mark.kernels
 

@@ -3,10 +3,10 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.gradcheck import check_layer, check_loss, numerical_grad
-from gpucnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
-                           MaxPool2D, ReLU, Sigmoid, Tanh)
-from gpucnn.losses import MSE, SoftmaxCrossEntropy
+from gpucnn.nn.gradcheck import check_layer, check_loss, numerical_grad
+from gpucnn.nn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
+    MaxPool2D, ReLU, Sigmoid, Tanh)
+from gpucnn.nn.losses import MSE, SoftmaxCrossEntropy
 
 F64 = numpy.float64
 

@@ -4,8 +4,8 @@ import pytest
 
 import oracle
 from helpers import F64, assert_bad_input, assert_close, dev, to_numpy
-from gpucnn.gradcheck import check_loss, numerical_grad
-from gpucnn.losses import MSE, SoftmaxCrossEntropy
+from gpucnn.nn.gradcheck import check_loss, numerical_grad
+from gpucnn.nn.losses import MSE, SoftmaxCrossEntropy
 
 
 @pytest.mark.parametrize("n, k", [(1, 2), (4, 3), (7, 10), (3, 1)])

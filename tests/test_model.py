@@ -2,8 +2,8 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.checkpoint import CheckpointError
-from gpucnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from gpucnn.io.arrays import CheckpointError
+from gpucnn.nn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
 
 def small_model(seed, dtype=numpy.float32):

@@ -4,9 +4,9 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
-                           MaxPool2D, ReLU, Sigmoid, Tanh)
-from gpucnn.layers.base import Layer
+from gpucnn.nn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
+    MaxPool2D, ReLU, Sigmoid, Tanh)
+from gpucnn.nn.layers.base import Layer
 
 onnx = pytest.importorskip("onnx", reason="the onnx package is not installed (pip install 'gpucnn[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: the exported files cannot be run")

@@ -6,7 +6,7 @@ import pytest
 
 from helpers import F64, assert_close, dev, to_numpy
 from gpucnn import Parameter
-from gpucnn.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
+from gpucnn.optim.optimizers import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 
 STEPS = 5
 

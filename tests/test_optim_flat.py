@@ -1,12 +1,12 @@
-"""The multi-tensor optimizer path (gpucnn.optim_flat) on the emulated GPU against the per-parameter CPU path."""
+"""The multi-tensor optimizer path (gpucnn.optim.flat) on the emulated GPU against the per-parameter CPU path."""
 import numpy
 import pytest
 
 import gpucnn
 from emulated_cupy import to_host
 from gpucnn import backend
-from gpucnn.layers import Conv2D, Dense, Flatten, ReLU
-from gpucnn.optim import SGD, Adam, AdamW, StepLR
+from gpucnn.nn.layers import Conv2D, Dense, Flatten, ReLU
+from gpucnn.optim.optimizers import SGD, Adam, AdamW, StepLR
 
 pytestmark = pytest.mark.kernels
 

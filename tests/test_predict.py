@@ -3,8 +3,8 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.functional import softmax
-from gpucnn.layers import BatchNorm1D, Dense, Dropout, ReLU
+from gpucnn.nn.functional import softmax
+from gpucnn.nn.layers import BatchNorm1D, Dense, Dropout, ReLU
 from helpers import assert_close, dev, to_numpy
 
 

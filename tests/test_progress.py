@@ -1,7 +1,7 @@
 """The progress bar: elapsed time and ETA, a line per tenth where the output is not a terminal."""
 import io
 
-from gpucnn.progress import ProgressBar, format_seconds
+from gpucnn.train.progress import ProgressBar, format_seconds
 
 
 class Terminal(io.StringIO):
@@ -40,7 +40,7 @@ def test_sparse_updates_still_give_a_line_per_tenth_crossed():
 
 def test_eta_is_shown_while_running(monkeypatch):
     clock = iter([0.0, 10.0])
-    monkeypatch.setattr("gpucnn.progress.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("gpucnn.train.progress.time.perf_counter", lambda: next(clock))
     stream = io.StringIO()
     bar = ProgressBar(10, stream=stream)
     bar.update(2)  # 2 steps in 10 s: 8 more take 40 s
@@ -49,7 +49,7 @@ def test_eta_is_shown_while_running(monkeypatch):
 
 def test_a_resumed_loop_times_only_its_own_steps(monkeypatch):
     clock = iter([0.0, 10.0])
-    monkeypatch.setattr("gpucnn.progress.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("gpucnn.train.progress.time.perf_counter", lambda: next(clock))
     stream = io.StringIO()
     bar = ProgressBar(10, stream=stream, initial=5)
     bar.update(6)  # 1 step in 10 s since the resume: 4 more take 40 s

@@ -3,7 +3,7 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from gpucnn.nn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from helpers import assert_close
 
 

@@ -3,7 +3,7 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from gpucnn.nn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 
 
 def test_reference_network_has_421642_parameters(capsys):

@@ -6,10 +6,10 @@ import pytest
 
 import gpucnn
 from helpers import F64, assert_close, dev, on_device, set_param, to_numpy
-from gpucnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, LeakyReLU, MaxPool2D,
-                           ReLU, Sigmoid, Tanh)
-from gpucnn.losses import MSE, SoftmaxCrossEntropy
-from gpucnn.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
+from gpucnn.nn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, LeakyReLU, MaxPool2D, ReLU,
+    Sigmoid, Tanh)
+from gpucnn.nn.losses import MSE, SoftmaxCrossEntropy
+from gpucnn.optim.optimizers import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

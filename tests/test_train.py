@@ -6,10 +6,10 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
-from gpucnn.losses import SoftmaxCrossEntropy
-from gpucnn.optim import Adam, StepLR
-from gpucnn.train import TrainingDiverged, evaluate, fit
+from gpucnn.nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from gpucnn.nn.losses import SoftmaxCrossEntropy
+from gpucnn.optim.optimizers import Adam, StepLR
+from gpucnn.train.loop import TrainingDiverged, evaluate, fit
 
 
 def toy_data(n=96, seed=0):
@@ -254,7 +254,7 @@ def test_resume_refuses_another_batch_size_or_data_set_and_changes_nothing(tmp_p
     x, y = toy_data()
     model = toy_model(seed=4)
     before = [p.data.copy() for p in model.parameters()]
-    from gpucnn.checkpoint import CheckpointError
+    from gpucnn.io.arrays import CheckpointError
     with pytest.raises(CheckpointError, match="batch size 16, this run has 32"):
         fit(model, SoftmaxCrossEntropy(), Adam(model.parameters()), x, y, 2, batch_size=32, progress=False,
             checkpoint=ckpt, resume=True)
@@ -284,7 +284,7 @@ def test_resume_keeps_the_given_learning_rate_and_betas_when_asked(tmp_path):
 
 def test_a_checkpoint_whose_schedule_reached_lr_0_resumes(tmp_path):
     """CosineAnnealingLR over one epoch ends on lr 0 (eta_min): a legitimate state that resume must accept."""
-    from gpucnn.optim import CosineAnnealingLR
+    from gpucnn.optim.optimizers import CosineAnnealingLR
     ckpt = str(tmp_path / "c.npz")
     x, y = toy_data()
     model = toy_model()

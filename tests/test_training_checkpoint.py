@@ -10,11 +10,11 @@ import tracemalloc
 import numpy
 import pytest
 
-from gpucnn import checkpoint as checkpoint_module
-from gpucnn.checkpoint import CheckpointError, load_arrays, save_arrays
-from gpucnn.layers import Dense
-from gpucnn.model import Sequential
-from gpucnn.training_checkpoint import load_training_checkpoint, read_training_meta
+from gpucnn.io import arrays as checkpoint_module
+from gpucnn.io.arrays import CheckpointError, load_arrays, save_arrays
+from gpucnn.nn.layers import Dense
+from gpucnn.nn.sequential import Sequential
+from gpucnn.train.checkpoint import load_training_checkpoint, read_training_meta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -36,7 +36,7 @@ def main(argv=None):
         print(_usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from gpucnn import __version__
+        from .. import __version__
         print(f"gpucnn {__version__}")
         return 0
     name, rest = argv[0], argv[1:]

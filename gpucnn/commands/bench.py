@@ -32,11 +32,12 @@ import time
 import numpy
 
 import gpucnn
-from gpucnn import backend, fast
-from gpucnn.layers import Conv2D, Dense
-from gpucnn.losses import SoftmaxCrossEntropy, check_label_range
-from gpucnn.models import fashion_cnn
-from gpucnn.optim import Adam
+from .. import backend
+from ..compile import cpu as fast
+from ..nn.layers import Conv2D, Dense
+from ..nn.losses import SoftmaxCrossEntropy, check_label_range
+from ..nn.models import fashion_cnn
+from ..optim.optimizers import Adam
 
 
 def synchronizer(device):
@@ -301,7 +302,7 @@ def main(argv=None, prog=None):
         p.error(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     backend.set_tf32(args.tf32)  # before any CuPy matrix product
     if args.distributed:
-        from gpucnn.commands import bench_distributed
+        from . import bench_distributed
         return bench_distributed.main(args)
     try:
         devices = args.device or (["cpu", "cuda:0"] if backend.gpu_available() else ["cpu"])

@@ -18,11 +18,11 @@ import time
 
 import numpy
 
-from gpucnn import backend, distributed
-from gpucnn.commands.bench import synchronizer
-from gpucnn.losses import SoftmaxCrossEntropy, check_label_range
-from gpucnn.models import fashion_cnn
-from gpucnn.optim import Adam
+from .. import backend, distributed
+from .bench import synchronizer
+from ..nn.losses import SoftmaxCrossEntropy, check_label_range
+from ..nn.models import fashion_cnn
+from ..optim.optimizers import Adam
 
 __all__ = ["main"]
 

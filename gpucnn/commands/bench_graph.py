@@ -20,10 +20,10 @@ import time
 
 import numpy
 
-from gpucnn import backend
-from gpucnn.losses import SoftmaxCrossEntropy
-from gpucnn.models import fashion_cnn
-from gpucnn.optim import Adam
+from .. import backend
+from ..nn.losses import SoftmaxCrossEntropy
+from ..nn.models import fashion_cnn
+from ..optim.optimizers import Adam
 
 __all__ = ["graph_rows", "gpucnn_graph_step", "torch_graph_step", "count_kernel_nodes", "EPOCH_IMAGES"]
 
@@ -43,7 +43,7 @@ def gpucnn_graph_step(device, batch, images=None, graph_options=None):
     multi-tensor update, captured with the fused layers; ``graph_options`` (compile_step's loss, update,
     verify, verify_every) can replace them. NotImplementedError where compile_step cannot capture them.
     """
-    from gpucnn.fused.step import compile_step
+    from ..compile.cuda_graph.step import compile_step
 
     images = EPOCH_IMAGES if images is None else int(images)
     rng = numpy.random.default_rng(batch)

@@ -18,7 +18,8 @@ import sys
 import numpy
 
 import gpucnn
-from gpucnn import backend, selftest
+from .. import backend
+from . import checks as selftest
 
 
 def _version_triple(value):
@@ -90,7 +91,7 @@ def main(argv=None, prog=None):
     if reason is not None:
         print(f"  GPU              not usable: {reason}")
     else:
-        from gpucnn.ops.cuda import loader
+        from ..ops.cuda import loader
         print(f"  kernel cache     {loader.kernel_cache_dir()}")
     for index, name, gib, capability in listed:
         print(f"  {'cuda:' + str(index):16} {name}, {gib:.1f} GiB, compute capability {capability}")

@@ -12,10 +12,10 @@ model whose weight shapes match the file is used. Needs the onnx package (pip in
 import argparse
 import sys
 
-from gpucnn import architecture
-from gpucnn.checkpoint import CheckpointError, load_arrays
-from gpucnn.models import INPUT_SHAPES, MODELS
-from gpucnn.training_checkpoint import FORMAT as TRAINING_FORMAT
+from ..nn import architecture
+from ..io.arrays import CheckpointError, load_arrays
+from ..nn.models import INPUT_SHAPES, MODELS
+from ..train.checkpoint import FORMAT as TRAINING_FORMAT
 
 SAVED_FORMAT = "gpucnn.Sequential/1"
 
@@ -83,7 +83,7 @@ def rebuild(weights, meta, name=None, source="the file"):
 def main(argv=None, prog=None):
     args = parse_args(argv, prog)
     try:
-        from gpucnn import onnx as gpucnn_onnx
+        from ..io import onnx as gpucnn_onnx
         weights, meta = read_weights(args.model_file)
         model, shape, how = rebuild(weights, meta, args.model, source=args.model_file)
         shape = args.input_shape or shape

@@ -23,14 +23,16 @@ import time
 import numpy
 
 import gpucnn
-from gpucnn import backend, losses, optim
-from gpucnn.checkpoint import CheckpointError
-from gpucnn.config import PATHS, config
-from gpucnn.data import CorruptDataError, DataNotFoundError, load_fashion_mnist, load_mnist
-from gpucnn.data.datasets import find_dataset
-from gpucnn.models import MODELS
-from gpucnn.train import TrainingDiverged, evaluate, fit
-from gpucnn.training_checkpoint import read_training_meta
+from .. import backend
+from ..nn import losses
+from ..optim import optimizers as optim
+from ..io.arrays import CheckpointError
+from ..config import PATHS, config
+from ..data import CorruptDataError, DataNotFoundError, load_fashion_mnist, load_mnist
+from ..data.datasets import find_dataset
+from ..nn.models import MODELS
+from ..train.loop import TrainingDiverged, evaluate, fit
+from ..train.checkpoint import read_training_meta
 
 DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist}
 
@@ -192,7 +194,7 @@ def main(argv=None, prog=None):
     if args.path:
         config.path = args.path
     if args.distributed:
-        from gpucnn import distributed
+        from .. import distributed
         return distributed.run_job(run, args)  # every rank; a rank that fails ends the job
     return run(args)
 
@@ -321,13 +323,13 @@ class _Notes:
 def _device(args):
     if not args.distributed:
         return backend.resolve_device(args.device)
-    from gpucnn import distributed
+    from .. import distributed
     comm = distributed.init()
     return distributed.local_device(args.device, comm.local_rank, comm.local_size)
 
 
 def _distributed_root():
-    from gpucnn import distributed
+    from .. import distributed
     return distributed.init().is_root
 
 

@@ -18,19 +18,19 @@
 // The __global__ kernels (fused_*.cu) are only the phase sequence with the barriers.
 //
 // Index arithmetic is 32-bit (int): every launcher checks at launch that each tensor it
-// passes has fewer than 2^31 elements (gpucnn/ops/cuda/fused.py: check_int32).
+// passes has fewer than 2^31 elements (gpucnn/compile/cuda_graph/launch.py: check_int32).
 #ifndef GPUCNN_FUSED_COMMON_CUH
 #define GPUCNN_FUSED_COMMON_CUH
 
 #include "common.cuh"
 
 // The GEMM tile every fused GEMM kernel instantiates (tile sizes are template parameters
-// of the core below; these are the ones launched, shared with gpucnn/ops/cuda/fused.py).
+// of the core below; these are the ones launched, shared with gpucnn/compile/cuda_graph/launch.py).
 #define GPUCNN_GEMM_TM 64
 #define GPUCNN_GEMM_TN 64
 #define GPUCNN_GEMM_TK 16
 
-// Epilogue flags of the fused kernels (gpucnn/ops/cuda/fused.py: BIAS, RELU, MASK):
+// Epilogue flags of the fused kernels (gpucnn/compile/cuda_graph/launch.py: BIAS, RELU, MASK):
 // add the bias; apply ReLU to the output; multiply a gradient by (activation > 0).
 #define GPUCNN_FUSED_BIAS 1
 #define GPUCNN_FUSED_RELU 2

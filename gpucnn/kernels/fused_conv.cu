@@ -1,7 +1,7 @@
 // Fused convolution kernels: implicit GEMM over NCHW, tiled through shared memory
 // (fused_common.cuh: the core, its thread-to-element map and phases; fused_conv_body.cuh:
 // the problems). One block per GEMM_TM x GEMM_TN output tile, GPUCNN_BLOCK threads,
-// grid = gemm_blocks(M, N). Launchers: gpucnn/ops/cuda/fused.py.
+// grid = gemm_blocks(M, N). Launchers: gpucnn/compile/cuda_graph/launch.py.
 //
 //   conv_fwd_fused:   y = relu(conv(x, w) + b)                  M = O, N = N*oh*ow, K = C*kh*kw
 //   conv_dgrad_fused: gx = conv_transpose(gy, w) * (mask > 0)   M = C, N = N*H*W,   K = O*kh*kw

@@ -1,6 +1,6 @@
 // Fused Dense kernels: a tiled GEMM (fused_common.cuh: the core, its thread-to-element map
 // and phases; fused_dense_body.cuh: the problems). One block per GEMM_TM x GEMM_TN output
-// tile, GPUCNN_BLOCK threads, grid = gemm_blocks(M, N). Launchers: gpucnn/ops/cuda/fused.py.
+// tile, GPUCNN_BLOCK threads, grid = gemm_blocks(M, N). Launchers: gpucnn/compile/cuda_graph/launch.py.
 //
 //   dense_fwd_fused:   y = relu(x @ w.T + b)                           M = N, N = O, K = I
 //   dense_dgrad_fused: gx = (gy * (y > 0)) @ w                         M = N, N = I, K = O

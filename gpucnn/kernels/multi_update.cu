@@ -1,5 +1,5 @@
 // Multi-tensor optimizer updates: every parameter of one device and dtype lives in one flat
-// buffer (gpucnn/optim_flat.py), so a step is two launches whatever the number of tensors:
+// buffer (gpucnn/optim/flat.py), so a step is two launches whatever the number of tensors:
 //   step_scalars:      one thread advances hyper's step count and computes the step's
 //                      scalars (multi_update_body.cuh);
 //   multi_*_update:    thread i (grid-stride) updates flat element i, i in [0, n), n = the

@@ -4,10 +4,10 @@ import pytest
 
 import gpucnn
 from gpucnn.commands import main
-from gpucnn.layers import Dense, Flatten
-from gpucnn.losses import SoftmaxCrossEntropy
-from gpucnn.optim import Adam
-from gpucnn.train import fit
+from gpucnn.nn.layers import Dense, Flatten
+from gpucnn.nn.losses import SoftmaxCrossEntropy
+from gpucnn.optim.optimizers import Adam
+from gpucnn.train.loop import fit
 
 onnx = pytest.importorskip("onnx", reason="the onnx package is not installed (pip install 'gpucnn[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: the exported files cannot be run")
@@ -42,7 +42,7 @@ def test_export_a_training_checkpoint(tmp_path, rng):
 
 def test_a_file_without_architecture_is_matched_to_a_named_model(tmp_path, rng, capsys):
     model = gpucnn.models.fashion_cnn(rng=1)
-    gpucnn.checkpoint.save_arrays(tmp_path / "old.npz", model.named_state(), {"format": "gpucnn.Sequential/1"})
+    gpucnn.io.arrays.save_arrays(tmp_path / "old.npz", model.named_state(), {"format": "gpucnn.Sequential/1"})
     assert main(["export", str(tmp_path / "old.npz"), str(tmp_path / "m.onnx")]) == 0
     assert "fashion_cnn (its weight shapes match the file)" in capsys.readouterr().out
     x = rng.random((2, 1, 28, 28), dtype=numpy.float32)
@@ -58,7 +58,7 @@ def test_errors_are_clear_and_write_nothing(tmp_path, capsys):
     assert "does not match this model" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.npz"), str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
-    gpucnn.checkpoint.save_arrays(tmp_path / "odd.npz", {"w": numpy.zeros(3)}, {"format": "gpucnn.Sequential/1"})
+    gpucnn.io.arrays.save_arrays(tmp_path / "odd.npz", {"w": numpy.zeros(3)}, {"format": "gpucnn.Sequential/1"})
     assert main(["export", str(tmp_path / "odd.npz"), str(out)]) == 2
     assert "give --model NAME" in capsys.readouterr().err
     assert not out.exists()

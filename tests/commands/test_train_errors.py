@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from gpucnn import checkpoint as checkpoint_module
+from gpucnn.io import arrays as checkpoint_module
 from gpucnn.commands import bench as bench_command
 from gpucnn.commands import train as train_command
 from gpucnn.data import idx as idx_module

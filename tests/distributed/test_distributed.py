@@ -30,7 +30,7 @@ import gpucnn.distributed as distributed
 from gpucnn import backend
 from gpucnn.commands import train as train_command
 from gpucnn.distributed import Communicator, DataParallel, DistributedError, local_device
-from gpucnn.losses import SoftmaxCrossEntropy
+from gpucnn.nn.losses import SoftmaxCrossEntropy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -195,7 +195,7 @@ def test_nccl_on_two_real_gpus(tmp_path):
     (x, y), _ = worker.data()
     single = worker.model()
     opt = worker.optimizer("adam", single.parameters())
-    from gpucnn.train import fit
+    from gpucnn.train.loop import fit
     fit(single, SoftmaxCrossEntropy(), opt, x, y, 2, batch_size=worker.BATCH, seed=3, progress=False)
     for key, value in single.named_state().items():
         numpy.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=key)
@@ -215,7 +215,7 @@ def test_fit_outside_mpi_says_how_to_launch(outside_mpi):
     (x, y), _ = worker.data()
     net = worker.model()
     with pytest.raises(DistributedError, match="mpirun -np 2 python scripts/train.py --distributed"):
-        from gpucnn.train import fit
+        from gpucnn.train.loop import fit
         fit(net, SoftmaxCrossEntropy(), worker.optimizer("sgd", net.parameters()), x, y, 1, distributed=True)
 
 

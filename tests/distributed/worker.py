@@ -22,10 +22,10 @@ sys.path[:0] = [os.path.dirname(os.path.dirname(HERE)), os.path.dirname(HERE)]
 
 import gpucnn  # noqa: E402
 import gpucnn.distributed  # noqa: E402,F401
-from gpucnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU  # noqa: E402
-from gpucnn.losses import SoftmaxCrossEntropy  # noqa: E402
-from gpucnn.optim import SGD, Adam  # noqa: E402
-from gpucnn.train import fit  # noqa: E402
+from gpucnn.nn.layers import BatchNorm2D, Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU  # noqa: E402
+from gpucnn.nn.losses import SoftmaxCrossEntropy  # noqa: E402
+from gpucnn.optim.optimizers import SGD, Adam  # noqa: E402
+from gpucnn.train.loop import fit  # noqa: E402
 
 F64 = numpy.float64
 BATCH = 16  # global batch; 40 samples -> batches of 16, 16 and 8

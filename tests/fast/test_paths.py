@@ -4,13 +4,13 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.fast import FastPathMismatch, num_threads
-from gpucnn.fast.runner import Segment
-from gpucnn.fast.threads import blas_control, chunk_bounds
-from gpucnn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, ReLU, Sigmoid
-from gpucnn.losses import SoftmaxCrossEntropy
-from gpucnn.models import fashion_cnn, lenet5
-from gpucnn.optim import SGD, Adam
+from gpucnn.compile.cpu import FastPathMismatch, num_threads
+from gpucnn.compile.cpu.runner import Segment
+from gpucnn.compile.cpu.threads import blas_control, chunk_bounds
+from gpucnn.nn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, ReLU, Sigmoid
+from gpucnn.nn.losses import SoftmaxCrossEntropy
+from gpucnn.nn.models import fashion_cnn, lenet5
+from gpucnn.optim.optimizers import SGD, Adam
 from helpers import F64, assert_close
 
 MODELS = {"fashion_cnn": fashion_cnn, "lenet5": lenet5}
@@ -327,7 +327,7 @@ def test_evaluation_buffers_are_not_kept(rng):
 
 
 def test_the_documented_rounding_difference_of_the_rewrite():
-    """gpucnn/fast/stages.py: raw values 0 < 1 whose sums with the bias round to the same float32. The outputs
+    """gpucnn/compile/cpu/stages.py: raw values 0 < 1 whose sums with the bias round to the same float32. The outputs
     agree; the reference sends the gradient to the first of the two, the fast path to the larger."""
     x = numpy.array([[[[0.0, 1.0], [-100.0, -100.0]]]], dtype=numpy.float32)
     results = {}
@@ -385,7 +385,7 @@ def _forward_shape(model, x):
 def test_col2im_same_equals_col2im(kh, kw, h, w, rng):
     """chwn.col2im_same (each offset one shifted run per channel, wrapping columns zeroed) against col2im
     then the interior, for "same" windows: odd, even (asymmetric padding) and larger than the image."""
-    from gpucnn.fast import chwn
+    from gpucnn.compile.cpu import chwn
     from gpucnn.ops.geometry import Window2D
     pt, pl = (kh - 1) // 2, (kw - 1) // 2
     win = Window2D(kh, kw, 1, 1, pt, kh - 1 - pt, pl, kw - 1 - pl)

@@ -1,7 +1,7 @@
 """Capture-safe stand-ins for the two pieces the graph step plugs in (test use only).
 
 The real ones (``SoftmaxCrossEntropy.fused`` on gpucnn/kernels/loss.cu, and
-gpucnn.fused.update.MultiTensorUpdate over the multi-tensor optimizer) are compile_step's
+gpucnn.compile.cuda_graph.update.MultiTensorUpdate over the multi-tensor optimizer) are compile_step's
 defaults; these show that ``loss=`` / ``update=`` still plug in. They are written with
 CuPy elementwise and reduction kernels only (no cuBLAS, no host reads), which capture;
 their math is the eager path's: gpucnn.losses.SoftmaxCrossEntropy and plain SGD

@@ -11,10 +11,10 @@ import pytest
 import gpucnn
 from emulated_cupy import to_host
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
-from gpucnn.checkpoint import CheckpointError
-from gpucnn.losses import SoftmaxCrossEntropy
-from gpucnn.optim import SGD, Adam, StepLR
-from gpucnn.train import fit
+from gpucnn.io.arrays import CheckpointError
+from gpucnn.nn.losses import SoftmaxCrossEntropy
+from gpucnn.optim.optimizers import SGD, Adam, StepLR
+from gpucnn.train.loop import fit
 
 pytestmark = [pytest.mark.kernels, pytest.mark.graph]
 
@@ -63,7 +63,7 @@ def test_fit_graph_reads_once_per_epoch_and_resumes_at_epoch_boundaries_exactly(
     path = str(tmp_path / "ckpt.npz")
     gpu.syncs.reset()
     straight, straight_opt, straight_history = _graph_fit(gpu, x, y, 2)
-    reads = [event for event in gpu.syncs.events if "gpucnn/fused/step.py" in event[1]]
+    reads = [event for event in gpu.syncs.events if "gpucnn/compile/cuda_graph/step.py" in event[1]]
     assert len(reads) == 2, gpu.syncs.events  # one per epoch (checkpoint-free, validation-free run)
     _graph_fit(gpu, x, y, 1, checkpoint=path)
     resumed, resumed_opt, history = _graph_fit(gpu, x, y, 2, checkpoint=path, resume=True)
@@ -150,7 +150,7 @@ def test_auto_runs_eagerly_where_the_graph_cannot_and_says_why(gpu):
 
 
 def test_auto_falls_back_when_the_capture_fails_with_the_model_untouched(gpu, monkeypatch):
-    from gpucnn.fused.step import GraphStep
+    from gpucnn.compile.cuda_graph.step import GraphStep
     x, y = _data()
     original = GraphStep._train_on
     calls = {"n": 0}

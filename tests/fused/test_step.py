@@ -4,7 +4,7 @@ The reference network (gpucnn.models.fashion_cnn) and LeNet-5 at small batches, 
 and float64; every kernel launch runs in the host harness (the tiled ones phase by phase),
 so the batches and images are kept small. The loss and the optimizer update are the real
 ones by default (``SoftmaxCrossEntropy.fused``: the one-launch loss kernel; gpucnn's SGD and
-Adam through ``gpucnn.fused.update.MultiTensorUpdate``); the capture-safe stand-ins of
+Adam through ``gpucnn.compile.cuda_graph.update.MultiTensorUpdate``); the capture-safe stand-ins of
 tests/fused/standins.py show that ``loss=`` / ``update=`` still plug in.
 """
 import numpy
@@ -13,9 +13,9 @@ import pytest
 import gpucnn
 from emulated_cupy import to_host
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
-from gpucnn.fused.step import GraphMismatchWarning
-from gpucnn.losses import MSE, SoftmaxCrossEntropy
-from gpucnn.optim import SGD, Adam, AdamW
+from gpucnn.compile.cuda_graph.step import GraphMismatchWarning
+from gpucnn.nn.losses import MSE, SoftmaxCrossEntropy
+from gpucnn.optim.optimizers import SGD, Adam, AdamW
 
 pytestmark = [pytest.mark.kernels, pytest.mark.graph]
 
@@ -123,7 +123,7 @@ def test_an_epoch_does_one_host_read(gpu):
     gpu.syncs.reset()
     step.run_epoch(numpy.random.default_rng(3).permutation(5))  # two replays and the eager partial step
     assert gpu.syncs.count == 1, gpu.syncs.events
-    assert "gpucnn/fused/step.py" in gpu.syncs.events[0][1]
+    assert "gpucnn/compile/cuda_graph/step.py" in gpu.syncs.events[0][1]
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "momentum"])

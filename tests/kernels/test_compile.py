@@ -217,7 +217,7 @@ def test_constants_shared_with_python_agree():
                  "ADAM_NO_DECAY", "ADAM_L2", "ADAM_DECOUPLED"):
         assert body["GPUCNN_" + name] == launcher[name], name
     fused = _defines(KERNELS / "fused_common.cuh")
-    fused_launcher = _module_constants(ROOT / "gpucnn" / "ops" / "cuda" / "fused.py")
+    fused_launcher = _module_constants(ROOT / "gpucnn" / "compile" / "cuda_graph" / "launch.py")
     for name in ("GEMM_TM", "GEMM_TN", "GEMM_TK", "FUSED_BIAS", "FUSED_RELU", "FUSED_MASK"):
         assert fused["GPUCNN_" + name] == fused_launcher[name.replace("FUSED_", "")], name
     hyper = _defines(KERNELS / "multi_update_body.cuh")

@@ -1,11 +1,11 @@
-"""The fused kernels (gpucnn/kernels/fused_*.cu) equal their NumPy twins (gpucnn.fused.reference).
+"""The fused kernels (gpucnn/kernels/fused_*.cu) equal their NumPy twins (gpucnn.compile.cuda_graph.reference).
 
 Two layers, as for the other kernels:
 - the kernels themselves in the host harness, the tiled ones replayed block by block and
   phase by phase with every thread of a block (tests/kernels/harness_fused.cuh), against the
   twins composed from the readable ops, float32 and float64, over the conv and pool geometry
   cases of tests/ops/test_cuda_parity.py plus shapes spanning several tiles and k-steps;
-- the launchers (gpucnn/ops/cuda/fused.py) over a NumPy stand-in for CuPy, every launch
+- the launchers (gpucnn/compile/cuda_graph/launch.py) over a NumPy stand-in for CuPy, every launch
   checked for its exact argument types and grid (FakeKernel), and their errors.
 The fused kernels sum in a different order than NumPy's GEMM: float32 is held to 1e-4 and
 float64 to 1e-10 relative to the largest magnitude (test_cuda_parity.assert_close).
@@ -20,7 +20,7 @@ import pytest
 
 from emulated_cupy import cupy_replaced_by, record_launches
 from gpucnn import backend
-from gpucnn.fused import reference
+from gpucnn.compile.cuda_graph import reference
 from gpucnn.ops.geometry import conv_window, pool_window
 from kernels.test_host_harness import FakeKernel, _fake_cupy, parity, run_kernel
 
@@ -208,7 +208,7 @@ def fused(harness, monkeypatch):
     backend.gpu_unavailable_reason()
     with cupy_replaced_by(_fake_cupy()):
         loader = importlib.import_module("gpucnn.ops.cuda.loader")
-        module = importlib.import_module("gpucnn.ops.cuda.fused")
+        module = importlib.import_module("gpucnn.compile.cuda_graph.launch")
         module.launches = record_launches(loader, monkeypatch.setattr)
         monkeypatch.setattr(loader, "get_kernel",
                             lambda file, expression: FakeKernel(loader, harness, file, expression))

@@ -3,8 +3,8 @@ import numpy
 import pytest
 
 from helpers import F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, run
-from gpucnn.gradcheck import check_layer
-from gpucnn.layers import LeakyReLU, ReLU, Sigmoid, Tanh
+from gpucnn.nn.gradcheck import check_layer
+from gpucnn.nn.layers import LeakyReLU, ReLU, Sigmoid, Tanh
 
 
 def _sigmoid(x):

@@ -4,8 +4,8 @@ import pytest
 
 from helpers import (F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, dev,
                      on_device, run, set_param, to_numpy)
-from gpucnn.gradcheck import check_layer
-from gpucnn.layers import BatchNorm1D, BatchNorm2D
+from gpucnn.nn.gradcheck import check_layer
+from gpucnn.nn.layers import BatchNorm1D, BatchNorm2D
 
 EPS, MOMENTUM = 1e-5, 0.1
 

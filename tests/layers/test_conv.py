@@ -5,8 +5,8 @@ import pytest
 import oracle
 from helpers import (F64, accepts, assert_bad_input, assert_close, check_repeatable_and_accumulating,
                      grads, on_device, run, set_param)
-from gpucnn.gradcheck import check_layer
-from gpucnn.layers import Conv2D
+from gpucnn.nn.gradcheck import check_layer
+from gpucnn.nn.layers import Conv2D
 
 # (N, C, H, W, O, kernel_size, stride, padding)
 EDGE_CONFIGS = [

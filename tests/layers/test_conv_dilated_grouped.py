@@ -5,9 +5,9 @@ import pytest
 import gpucnn
 import oracle
 from helpers import F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, on_device, run, set_param
-from gpucnn.checkpoint import save_arrays
-from gpucnn.gradcheck import check_layer
-from gpucnn.layers import Conv2D, Flatten, ReLU
+from gpucnn.io.arrays import save_arrays
+from gpucnn.nn.gradcheck import check_layer
+from gpucnn.nn.layers import Conv2D, Flatten, ReLU
 
 # (N, C, H, W, O, kernel_size, stride, padding, dilation, groups)
 CONFIGS = [

@@ -5,8 +5,8 @@ import pytest
 import oracle
 from helpers import (F64, accepts, assert_bad_input, assert_close, check_repeatable_and_accumulating,
                      on_device, run, set_param)
-from gpucnn.gradcheck import check_layer
-from gpucnn.layers import Dense
+from gpucnn.nn.gradcheck import check_layer
+from gpucnn.nn.layers import Dense
 
 SHAPES = [(1, 1, 1), (2, 3, 4), (5, 7, 3), (4, 16, 10), (3, 2, 9)]   # (N, in, out)
 

@@ -3,8 +3,8 @@ import numpy
 import pytest
 
 from helpers import F64, accepts, assert_bad_input, dev, run, to_numpy
-from gpucnn.gradcheck import check_layer
-from gpucnn.layers import Dropout
+from gpucnn.nn.gradcheck import check_layer
+from gpucnn.nn.layers import Dropout
 
 
 def _positive(rng, shape, dtype=F64):

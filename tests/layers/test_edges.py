@@ -2,9 +2,9 @@
 import numpy
 import pytest
 
-from gpucnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
-                           MaxPool2D, ReLU, Sigmoid, Tanh)
-from gpucnn.losses import MSE
+from gpucnn.nn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
+    MaxPool2D, ReLU, Sigmoid, Tanh)
+from gpucnn.nn.losses import MSE
 
 torch = pytest.importorskip("torch")
 F32 = numpy.float32

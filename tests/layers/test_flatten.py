@@ -3,8 +3,8 @@ import numpy
 import pytest
 
 from helpers import F64, assert_bad_input, check_repeatable_and_accumulating, run
-from gpucnn.gradcheck import check_layer
-from gpucnn.layers import Flatten
+from gpucnn.nn.gradcheck import check_layer
+from gpucnn.nn.layers import Flatten
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 1, 1, 1), (3, 7), (2, 2, 3)])

@@ -4,8 +4,8 @@ import pytest
 
 import oracle
 from helpers import F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, run
-from gpucnn.gradcheck import check_layer
-from gpucnn.layers import AvgPool2D, MaxPool2D
+from gpucnn.nn.gradcheck import check_layer
+from gpucnn.nn.layers import AvgPool2D, MaxPool2D
 
 # (N, C, H, W, kernel_size, stride, padding)
 CONFIGS = [

@@ -73,7 +73,7 @@ def test_emulated_one_launch_no_sync_no_allocation_with_out(gpu, dtype):
 @pytest.mark.kernels
 def test_emulated_loss_layer_on_the_second_device_with_int32_labels(gpu):
     """SoftmaxCrossEntropy on 'cuda:1' with device 0 current; int32 labels are converted on the device."""
-    from gpucnn.losses import SoftmaxCrossEntropy
+    from gpucnn.nn.losses import SoftmaxCrossEntropy
 
     logits, labels = _case(9, 4, 3)
     loss_fn = SoftmaxCrossEntropy(check_labels=False)

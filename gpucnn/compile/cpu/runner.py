@@ -1,0 +1,313 @@
+"""How a Sequential model runs on the fast path: its layers cut into segments, each run chunk by chunk.
+
+A *plan* walks the layers once per input rank: runs of layers the fast path knows become a
+``Segment`` of stages (gpucnn/compile/cpu/stages.py); any other layer (BatchNorm, Dropout, a subclass,
+a layer of the user's own) stays itself and runs on the whole batch as on the reference path.
+A segment takes and returns the public layout ((N, C, H, W) or (N, F)); inside it, each chunk
+of the batch lives in the internal layout, in its own arena, on its own thread.
+
+Determinism: a chunk's arithmetic does not depend on the other chunks, and the per-chunk
+parameter gradients are added in chunk order, so results repeat bit for bit for a given thread
+count. Between thread counts, forward values agree bit for bit where BLAS computes each output
+column the same way whatever the width (OpenBLAS does); parameter gradients differ in float
+rounding, since the batch is summed in one partial sum per chunk.
+"""
+import warnings
+
+import numpy
+
+from ...config import PATHS, config
+from ...nn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D,
+    ReLU, Sigmoid, Tanh)
+from .arena import Arena
+from .stages import ActivationStage, ConvStage, DenseStage, FlattenStage, PoolStage
+from .threads import chunk_bounds, num_threads, run_chunks, single_threaded_blas
+
+__all__ = ["runner_for", "FastRunner", "FastPathMismatch", "Segment"]
+
+_KEPT_SHAPES = 2  # batch shapes whose buffers a segment keeps in training (the batch size, the last batch)
+_KEPT_RUNNERS = 4  # input ranks / layer lists a model keeps a runner for
+_ACTIVATIONS = (ReLU, LeakyReLU, Sigmoid, Tanh)
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+# layers run as themselves after which the rank is still known
+_SAME_RANK = (Dropout, BatchNorm1D, BatchNorm2D, Conv2D, MaxPool2D, AvgPool2D)
+
+
+def _plain_window(layer):
+    """Windows the fast path computes: no dilation, and for a convolution one group."""
+    return not layer.window.dilated and getattr(layer, "groups", 1) == 1
+
+
+class FastPathMismatch(RuntimeError):
+    """Verify mode found the fast path and the reference path disagreeing."""
+
+
+class _Chunk:
+    """One chunk's buffers, what its stages saved for backward, and its parameter gradients."""
+
+    def __init__(self):
+        self.arena = Arena()
+        self.saved = {}
+        self.grads = {}
+
+
+def _internal(a):
+    """The internal layout of a public (N, C, H, W) or (N, F) array: a view, no copy."""
+    return a.transpose(1, 2, 3, 0) if a.ndim == 4 else a.T
+
+
+def _public_into(internal, out):
+    out[...] = internal.transpose(3, 0, 1, 2) if internal.ndim == 4 else internal.T
+
+
+class Segment:
+    """Consecutive layers run as stages, chunk by chunk, on the worker threads."""
+
+    def __init__(self, stages):
+        self.stages = stages
+        self.layers = [layer for stage in stages for layer in stage.layers]
+        self._shapes = {}
+        self._chunks = {}
+        self._last = None  # (bounds, chunks, input shape, output shape) of the forward not yet differentiated
+
+    def _out_shape(self, shape, dtype):
+        key = (shape, dtype)
+        if key not in self._shapes:
+            for stage in self.stages:
+                shape, dtype = stage.out_shape(shape, dtype)
+            self._shapes[key] = (shape, dtype)
+        return self._shapes[key]
+
+    def _chunks_for(self, n, count):
+        key = (n, count)
+        if key not in self._chunks:
+            if len(self._chunks) >= _KEPT_SHAPES:
+                self._chunks.pop(next(iter(self._chunks)))
+            self._chunks[key] = [_Chunk() for _ in range(count)]
+        return self._chunks[key]
+
+    def forward(self, x, keep=True):
+        """``keep=False`` (evaluation) uses buffers that go when the next forward comes, so that a large
+        evaluation batch does not stay in memory beside the training buffers."""
+        out_shape, out_dtype = self._out_shape(tuple(x.shape), x.dtype)
+        bounds = chunk_bounds(x.shape[0], num_threads())
+        chunks = self._chunks_for(x.shape[0], len(bounds)) if keep else [_Chunk() for _ in bounds]
+        out = numpy.empty(out_shape, dtype=out_dtype)
+
+        def work(i):
+            start, stop = bounds[i]
+            chunk = chunks[i]
+            chunk.saved.clear()
+            h = _internal(x[start:stop])
+            for stage in self.stages:
+                h = stage.forward(chunk, h)
+            _public_into(h, out[start:stop])
+
+        self._last = None
+        with single_threaded_blas(len(bounds)):
+            run_chunks(work, len(bounds))
+        self._last = (bounds, chunks, tuple(x.shape), out_shape)
+        return out
+
+    def backward(self, grad_out, need_input_grad):
+        if self._last is None:
+            raise RuntimeError(f"{self.layers[-1].name}: backward() called before forward(), or twice after one "
+                               "forward (the fast path reuses the forward's buffers for the gradients; use "
+                               "gpucnn.config.path = 'reference' to differentiate one forward more than once)")
+        bounds, chunks, in_shape, out_shape = self._last
+        if tuple(grad_out.shape) != out_shape:
+            raise ValueError(f"{self.layers[-1].name}: backward expected a gradient of shape {out_shape}, "
+                             f"got {tuple(grad_out.shape)}")
+        self._last = None
+        grad_in = [None] * len(bounds)
+
+        def work(i):
+            start, stop = bounds[i]
+            chunk = chunks[i]
+            chunk.grads.clear()
+            h = _internal(grad_out[start:stop])
+            for k in range(len(self.stages) - 1, -1, -1):
+                h = self.stages[k].backward(chunk, h, need_input_grad or k > 0)
+            grad_in[i] = h
+
+        with single_threaded_blas(len(bounds)):
+            run_chunks(work, len(bounds))
+        for stage in self.stages:
+            for k, param in enumerate(stage.params()):
+                for chunk in chunks:  # chunk order: the same sums every run
+                    param.grad += chunk.grads[stage.index][k]
+        if not need_input_grad:
+            return None
+        grad_x = numpy.empty(in_shape, dtype=grad_in[0].dtype)
+        for (start, stop), g in zip(bounds, grad_in):
+            _public_into(g, grad_x[start:stop])
+        return grad_x
+
+
+def _plan(layers, rank):
+    """[Segment or Layer]: the layers grouped into fast segments, the rest kept as themselves."""
+    parts, stages = [], []
+
+    def close():
+        if stages:
+            parts.append(Segment(list(stages)))
+            stages.clear()
+
+    i = 0
+    while i < len(layers):
+        layer, kind = layers[i], type(layers[i])
+        index = len(stages)
+        if rank == 4 and kind is Conv2D and _plain_window(layer):
+            relu = layers[i + 1] if i + 1 < len(layers) and type(layers[i + 1]) is ReLU else None
+            j = i + 1 + (relu is not None)
+            pool = layers[j] if j < len(layers) and type(layers[j]) is MaxPool2D and not layers[j].window.padded \
+                and _plain_window(layers[j]) else None
+            stage = ConvStage(index, layer, relu, pool)
+        elif rank == 4 and kind in (MaxPool2D, AvgPool2D) and _plain_window(layer):
+            stage = PoolStage(index, layer)
+        elif rank in (2, 4) and kind in _ACTIVATIONS:
+            stage = ActivationStage(index, layer)
+        elif rank in (2, 4) and kind is Flatten:
+            stage, rank = FlattenStage(index, layer), 2
+        elif rank == 2 and kind is Dense:
+            stage = DenseStage(index, layer)
+        else:
+            close()
+            parts.append(layer)
+            rank = rank if kind in _SAME_RANK else None
+            i += 1
+            continue
+        stages.append(stage)
+        i += len(stage.layers)
+    close()
+    return parts
+
+
+class FastRunner:
+    """The fast path of one model for one input rank; verify mode compares it with the reference path."""
+
+    def __init__(self, model, rank):
+        self.model = model
+        self.parts = _plan(model.layers, rank)
+        self.verified = set()  # input shapes whose first step verify mode has checked
+        self._verifying = None
+
+    @property
+    def segments(self):
+        return [p for p in self.parts if isinstance(p, Segment)]
+
+    def _run_forward(self, x):
+        for part in self.parts:
+            x = part.forward(x, keep=self.model.training) if isinstance(part, Segment) else part.forward(x)
+        return x
+
+    def _run_backward(self, grad, need_input_grad):
+        for i in range(len(self.parts) - 1, -1, -1):
+            need = need_input_grad or i > 0
+            grad = self.parts[i].backward(grad, need) if isinstance(self.parts[i], Segment) else \
+                self.parts[i].backward(grad, need_input_grad=need)
+        return grad
+
+    def forward(self, x):
+        mode = _verify_mode()
+        key = tuple(x.shape)
+        self._verifying = key if mode and key not in self.verified else None
+        if self._verifying is None:
+            return self._run_forward(x)
+        before = _layer_state(self.model)
+        y = self._run_forward(x)
+        _restore_layer_state(self.model, before)  # the reference forward draws the same dropout masks, and
+        _compare("forward output", y, self.model.reference_forward(x), mode)  # moves running statistics once
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        key, self._verifying = self._verifying, None
+        if key is None:
+            return self._run_backward(grad_out, need_input_grad)
+        # Verify: both paths from the same starting gradients; the reference's gradients are kept.
+        params = self.model.parameters()
+        before = [p.grad.copy() for p in params]
+        grad_x = self._run_backward(grad_out, need_input_grad)
+        fast_grads = [p.grad.copy() for p in params]
+        for p, g in zip(params, before):
+            p.grad[...] = g
+        ref_x = self.model.reference_backward(grad_out, need_input_grad)
+        mode = _verify_mode()
+        if need_input_grad:
+            _compare("input gradient", grad_x, ref_x, mode)
+        # A gradient that is zero in exact arithmetic (a bias before BatchNorm) is rounding noise on both
+        # paths: measured against the largest gradient of the model, not against itself.
+        largest = max((float(numpy.max(numpy.abs(p.grad), initial=0.0)) for p in params), default=0.0)
+        for i, (p, g) in enumerate(zip(params, fast_grads)):
+            _compare(f"gradient of parameter {i} ({p.name}, shape {tuple(p.shape)})", g, p.grad, mode, largest)
+        self.verified.add(key)
+        return grad_x
+
+
+def _layer_state(model):
+    """What a forward changes besides its caches: random generators (Dropout) and buffers (BatchNorm)."""
+    state = []
+    for layer in model.layers:
+        rng = getattr(layer, "rng", None)
+        rng_state = rng.bit_generator.state if isinstance(rng, numpy.random.Generator) else None
+        state.append((rng_state, {name: getattr(layer, name).copy() for name in layer.buffer_names}))
+    return state
+
+
+def _restore_layer_state(model, state):
+    for layer, (rng_state, buffers) in zip(model.layers, state):
+        if rng_state is not None:
+            layer.rng.bit_generator.state = rng_state
+        for name, value in buffers.items():
+            getattr(layer, name)[...] = value
+
+
+def _verify_mode():
+    mode = config.verify
+    if mode in (False, None):
+        return None
+    if mode is True:
+        return "raise"
+    if mode not in ("raise", "warn"):
+        raise ValueError(f"gpucnn.config.verify must be False, True, 'raise' or 'warn', got {mode!r}")
+    return mode
+
+
+def _compare(what, fast, reference, mode, scale_floor=0.0):
+    """Equal up to float rounding: max |fast - ref| <= rtol * max(max |ref|, scale_floor) (rtol by dtype)."""
+    rtol = 1e-9 if reference.dtype == numpy.float64 else 2e-3
+    fast, reference = numpy.asarray(fast, dtype=numpy.float64), numpy.asarray(reference, dtype=numpy.float64)
+    same_nan = numpy.array_equal(numpy.isnan(fast), numpy.isnan(reference))
+    finite = ~numpy.isnan(reference)
+    scale = max(float(numpy.max(numpy.abs(reference[finite]), initial=0.0)), scale_floor)
+    error = float(numpy.max(numpy.abs(fast[finite] - reference[finite]), initial=0.0))
+    if same_nan and error <= rtol * scale + 1e-30:
+        return
+    message = (f"gpucnn verify: the fast path's {what} differs from the reference path's: max |difference| "
+               f"{error:.3g} against max |value| {scale:.3g} (tolerance {rtol:g} relative)"
+               + ("" if same_nan else ", and NaN in different places")
+               + "; set gpucnn.config.path = 'reference' and please report it")
+    if mode == "raise":
+        raise FastPathMismatch(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def runner_for(model, x):
+    """The FastRunner that should run ``model`` on ``x``, or None for the reference path (config.path
+    'reference', arrays on a GPU, an input rank or a dtype other than float32/float64, nothing it can speed up)."""
+    path = config.path
+    if path not in PATHS:
+        raise ValueError(f"gpucnn.config.path must be one of {PATHS}, got {path!r}")
+    if path == "reference" or type(x) is not numpy.ndarray or x.ndim not in (2, 4) or x.dtype not in _FLOATS:
+        return None
+    params = model.parameters()
+    if any(type(p.data) is not numpy.ndarray or p.data.dtype not in _FLOATS for p in params):
+        return None  # GPU arrays; float16, whose sums the reference path widens
+    key = (x.ndim,) + tuple((id(layer), type(layer)) for layer in model.layers)
+    cache = model.__dict__.setdefault("_fast_runners", {})
+    runner = cache.get(key)
+    if runner is None:
+        if len(cache) >= _KEPT_RUNNERS:
+            cache.pop(next(iter(cache)))
+        runner = cache[key] = FastRunner(model, x.ndim)
+    return runner if runner.segments else None

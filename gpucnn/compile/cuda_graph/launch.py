@@ -1,0 +1,231 @@
+"""Launchers of the fused kernels (gpucnn/kernels/fused_*.cu) for CuPy arrays: the ops of the graph-captured step.
+
+Each replaces a chain of readable ops (named per function; their NumPy twins, composed from
+those ops, are in ``gpucnn.compile.cuda_graph.reference`` and take the same arguments):
+
+- ``conv2d_forward``: ``relu(conv2d(x, w) + b)`` as one implicit GEMM (no im2col matrix);
+- ``conv2d_data_grad``: conv2d's dx, times ``(mask > 0)`` when a mask is given;
+- ``conv2d_weight_grad``: conv2d's dW and db in one GEMM;
+- ``linear_forward`` / ``linear_data_grad`` / ``linear_weight_grad``: the same for Dense, the
+  ReLU after the layer folded into the backward pass when ``y`` is given;
+- ``max_pool2d_forward`` (uint8 argmax) / ``max_pool2d_backward`` (times ``(x > 0)``).
+
+Nothing here reads device memory back, calls cuBLAS or synchronises: every function can be
+captured into a CUDA graph. Sizes are checked before launch, including that every tensor
+has fewer than 2^31 elements (the kernels index with 32-bit ints).
+"""
+import cupy
+import numpy
+
+from ...ops.cuda import loader
+
+__all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
+           "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward", "check_int32", "gemm_blocks"]
+
+# Must equal GPUCNN_GEMM_* and GPUCNN_FUSED_* of gpucnn/kernels/fused_common.cuh (tests/kernels/test_compile.py).
+GEMM_TM, GEMM_TN, GEMM_TK = 64, 64, 16
+BIAS, RELU, MASK = 1, 2, 4
+
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+_INT32_LIMIT = 2 ** 31 - 1
+
+
+def check_int32(op, **sizes):
+    """Raise ValueError unless every named element count fits a 32-bit index."""
+    for name, size in sizes.items():
+        if int(size) > _INT32_LIMIT:
+            raise ValueError(f"{op} (fused CUDA): {name} has {int(size)} elements, more than the 32-bit indices "
+                             f"of the fused kernels allow ({_INT32_LIMIT}); use the eager path")
+
+
+def gemm_blocks(m, n):
+    """Blocks of a fused GEMM launch: one per GEMM_TM x GEMM_TN output tile (at least 1)."""
+    return max(1, -(-m // GEMM_TM) * -(-n // GEMM_TN))
+
+
+def _check(op, arrays, ndims):
+    dtypes = set()
+    for name, (a, ndim) in zip(arrays, zip(arrays.values(), ndims)):
+        if not isinstance(a, cupy.ndarray):
+            raise TypeError(f"{op} (fused CUDA): {name} must be a CuPy array, got {type(a).__name__}")
+        if a.ndim != ndim:
+            raise ValueError(f"{op} (fused CUDA): {name} must be {ndim}-D, got shape {tuple(a.shape)}")
+        dtypes.add(numpy.dtype(a.dtype))
+    if len(dtypes) != 1 or next(iter(dtypes)) not in _FLOATS:
+        got = ", ".join(f"{name} {a.dtype}" for name, a in arrays.items())
+        raise TypeError(f"{op} (fused CUDA): expected float32 or float64 arrays of one dtype, got {got}")
+    check_int32(op, **{name: a.size for name, a in arrays.items()})
+    return next(iter(dtypes))
+
+
+def _conv_geometry(x_shape, out_channels, window):
+    n, c, h, w = (int(s) for s in x_shape)
+    oh, ow = window.output_size(h, w)
+    return (n, c, h, w, int(out_channels), window.kh, window.kw, window.sy, window.sx, window.pt, window.pl,
+            oh, ow)
+
+
+def _check_shape(op, name, array, expected):
+    if tuple(array.shape) != tuple(expected):
+        raise ValueError(f"{op} (fused CUDA): {name} has shape {tuple(array.shape)}, expected {tuple(expected)}")
+
+
+@loader.on_device_of_first_argument
+def conv2d_forward(x, weight, bias, window, relu=False):
+    """``relu(conv2d(x, weight) + bias)`` (ReLU when ``relu``); replaces ops.conv.conv2d_forward + activation.relu."""
+    dtype = _check("conv2d_forward", {"x": x, "weight": weight}, (4, 4))
+    geometry = _conv_geometry(x.shape, weight.shape[0], window)
+    n, c, _, _, o, kh, kw, _, _, _, _, oh, ow = geometry
+    _check_shape("conv2d_forward", "weight", weight, (o, c, kh, kw))
+    if bias is not None:
+        _check_shape("conv2d_forward", "bias", bias, (o,))
+    y = cupy.empty((n, o, oh, ow), dtype=dtype)
+    check_int32("conv2d_forward", y=y.size)
+    if y.size:
+        flags = (BIAS if bias is not None else 0) | (RELU if relu else 0)
+        loader.launch("fused_conv.cu", "conv_fwd_fused", dtype,
+                      (cupy.ascontiguousarray(x), cupy.ascontiguousarray(weight),
+                       weight if bias is None else cupy.ascontiguousarray(bias), y) + geometry + (flags,),
+                      grid=gemm_blocks(o, n * oh * ow))
+    return y
+
+
+@loader.on_device_of_first_argument
+def conv2d_data_grad(grad_y, weight, x_shape, window, mask=None):
+    """conv2d's dx (times ``mask > 0`` when given: the ReLU below); replaces the dx of ops.conv.conv2d_backward."""
+    dtype = _check("conv2d_data_grad", {"grad_y": grad_y, "weight": weight}, (4, 4))
+    geometry = _conv_geometry(x_shape, weight.shape[0], window)
+    n, c, h, w, o, kh, kw, _, _, _, _, oh, ow = geometry
+    _check_shape("conv2d_data_grad", "grad_y", grad_y, (n, o, oh, ow))
+    if mask is not None:
+        _check_shape("conv2d_data_grad", "mask", mask, (n, c, h, w))
+    grad_x = cupy.empty((n, c, h, w), dtype=dtype)
+    check_int32("conv2d_data_grad", grad_x=grad_x.size)
+    if grad_x.size:
+        loader.launch("fused_conv.cu", "conv_dgrad_fused", dtype,
+                      (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(weight),
+                       grad_y if mask is None else cupy.ascontiguousarray(mask), grad_x) + geometry
+                      + (MASK if mask is not None else 0,),
+                      grid=gemm_blocks(c, n * h * w))
+    return grad_x
+
+
+@loader.on_device_of_first_argument
+def conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias=True):
+    """(dW, db or None) of conv2d in one GEMM; replaces the dW, db of ops.conv.conv2d_backward."""
+    dtype = _check("conv2d_weight_grad", {"grad_y": grad_y, "x": x}, (4, 4))
+    geometry = _conv_geometry(x.shape, weight_shape[0], window)
+    n, c, _, _, o, kh, kw, _, _, _, _, oh, ow = geometry
+    _check_shape("conv2d_weight_grad", "grad_y", grad_y, (n, o, oh, ow))
+    if tuple(weight_shape[1:]) != (c, kh, kw):
+        raise ValueError(f"conv2d_weight_grad (fused CUDA): weight shape {tuple(weight_shape)} does not fit x "
+                         f"{tuple(x.shape)} and the window {kh}x{kw}")
+    grad_w = cupy.empty((o, c, kh, kw), dtype=dtype)
+    grad_b = cupy.empty((o,), dtype=dtype) if need_bias else None
+    check_int32("conv2d_weight_grad", grad_w=grad_w.size)
+    if grad_w.size:
+        loader.launch("fused_conv.cu", "conv_wgrad_fused", dtype,
+                      (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(x), grad_w,
+                       grad_w if grad_b is None else grad_b) + geometry + (BIAS if need_bias else 0,),
+                      grid=gemm_blocks(o, c * kh * kw + (1 if need_bias else 0)))
+    return grad_w, grad_b
+
+
+@loader.on_device_of_first_argument
+def linear_forward(x, weight, bias, relu=False):
+    """``relu(x @ weight.T + bias)``; replaces ops.linear.linear_forward (+ ops.activation.relu)."""
+    dtype = _check("linear_forward", {"x": x, "weight": weight}, (2, 2))
+    n, i = (int(s) for s in x.shape)
+    o = int(weight.shape[0])
+    _check_shape("linear_forward", "weight", weight, (o, i))
+    if bias is not None:
+        _check_shape("linear_forward", "bias", bias, (o,))
+    y = cupy.empty((n, o), dtype=dtype)
+    check_int32("linear_forward", y=y.size)
+    if y.size:
+        flags = (BIAS if bias is not None else 0) | (RELU if relu else 0)
+        loader.launch("fused_dense.cu", "dense_fwd_fused", dtype,
+                      (cupy.ascontiguousarray(x), cupy.ascontiguousarray(weight),
+                       weight if bias is None else cupy.ascontiguousarray(bias), y, n, i, o, flags),
+                      grid=gemm_blocks(n, o))
+    return y
+
+
+@loader.on_device_of_first_argument
+def linear_data_grad(grad_y, weight, y=None):
+    """``(grad_y * (y > 0)) @ weight`` (no mask without ``y``); replaces ops.linear's dx (+ relu_backward)."""
+    dtype = _check("linear_data_grad", {"grad_y": grad_y, "weight": weight}, (2, 2))
+    n, o = (int(s) for s in grad_y.shape)
+    i = int(weight.shape[1])
+    _check_shape("linear_data_grad", "weight", weight, (o, i))
+    if y is not None:
+        _check_shape("linear_data_grad", "y", y, (n, o))
+    grad_x = cupy.empty((n, i), dtype=dtype)
+    check_int32("linear_data_grad", grad_x=grad_x.size)
+    if grad_x.size:
+        loader.launch("fused_dense.cu", "dense_dgrad_fused", dtype,
+                      (cupy.ascontiguousarray(grad_y), grad_y if y is None else cupy.ascontiguousarray(y),
+                       cupy.ascontiguousarray(weight), grad_x, n, i, o, MASK if y is not None else 0),
+                      grid=gemm_blocks(n, i))
+    return grad_x
+
+
+@loader.on_device_of_first_argument
+def linear_weight_grad(grad_y, x, y=None, need_bias=True):
+    """(dW, db or None) with gz = grad_y * (y > 0) (no mask without ``y``); replaces ops.linear's dW, db."""
+    dtype = _check("linear_weight_grad", {"grad_y": grad_y, "x": x}, (2, 2))
+    n, o = (int(s) for s in grad_y.shape)
+    i = int(x.shape[1])
+    _check_shape("linear_weight_grad", "x", x, (n, i))
+    if y is not None:
+        _check_shape("linear_weight_grad", "y", y, (n, o))
+    grad_w = cupy.empty((o, i), dtype=dtype)
+    grad_b = cupy.empty((o,), dtype=dtype) if need_bias else None
+    check_int32("linear_weight_grad", grad_w=grad_w.size)
+    if grad_w.size:
+        flags = (BIAS if need_bias else 0) | (MASK if y is not None else 0)
+        loader.launch("fused_dense.cu", "dense_wgrad_fused", dtype,
+                      (cupy.ascontiguousarray(grad_y), grad_y if y is None else cupy.ascontiguousarray(y),
+                       cupy.ascontiguousarray(x), grad_w, grad_w if grad_b is None else grad_b, n, i, o, flags),
+                      grid=gemm_blocks(o, i + (1 if need_bias else 0)))
+    return grad_w, grad_b
+
+
+def _pool_args(x_shape, window):
+    h, w = int(x_shape[2]), int(x_shape[3])
+    oh, ow = window.output_size(h, w)
+    if window.kh * window.kw > 255:
+        raise ValueError(f"max_pool2d (fused CUDA): a {window.kh}x{window.kw} window does not fit a uint8 argmax")
+    return (h, w, window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow)
+
+
+@loader.on_device_of_first_argument
+def max_pool2d_forward(x, window):
+    """(y, argmax uint8); replaces ops.pool.max_pool2d_forward (same rule for ties and NaN)."""
+    dtype = _check("max_pool2d_forward", {"x": x}, (4,))
+    geometry = _pool_args(x.shape, window)
+    n, c = int(x.shape[0]), int(x.shape[1])
+    y = cupy.empty((n, c) + geometry[-2:], dtype=dtype)
+    argmax = cupy.empty(y.shape, dtype=numpy.uint8)
+    if y.size:
+        loader.launch("fused_pool.cu", "max_pool_u8_fwd", dtype,
+                      (cupy.ascontiguousarray(x), y, argmax) + geometry + (y.size,))
+    return y, argmax
+
+
+@loader.on_device_of_first_argument
+def max_pool2d_backward(grad_y, argmax, x, window, mask=True):
+    """dx of max pooling, times ``(x > 0)`` when ``mask`` (x is the ReLU output below the pool);
+    replaces ops.pool.max_pool2d_backward + ops.activation.relu_backward."""
+    dtype = _check("max_pool2d_backward", {"grad_y": grad_y, "x": x}, (4, 4))
+    geometry = _pool_args(x.shape, window)
+    _check_shape("max_pool2d_backward", "grad_y", grad_y, tuple(x.shape[:2]) + geometry[-2:])
+    _check_shape("max_pool2d_backward", "argmax", argmax, grad_y.shape)
+    if numpy.dtype(argmax.dtype) != numpy.dtype(numpy.uint8):
+        raise TypeError(f"max_pool2d_backward (fused CUDA): argmax must be uint8, got {argmax.dtype}")
+    grad_x = cupy.empty(x.shape, dtype=dtype)
+    if grad_x.size:
+        loader.launch("fused_pool.cu", "max_pool_u8_bwd", dtype,
+                      (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(argmax), cupy.ascontiguousarray(x),
+                       grad_x) + geometry + (MASK if mask else 0, grad_x.size))
+    return grad_x

@@ -1,0 +1,454 @@
+"""``compile_step``: the whole training step of a Sequential model as one CUDA graph launch.
+
+What one launch does, all on the device (gpucnn/compile/cuda_graph/plan.py for the layers):
+
+    positions = counter * B + arange(B);  idx = order[positions];  counter += 1
+    xb, yb = x_train[idx], y_train[idx]                            (the batch gathered in the graph)
+    logits = stages.forward(xb)                                    (fused kernels)
+    loss, dlogits, correct = loss(logits, yb)                      (pluggable, capture-safe)
+    grads = stages.backward(dlogits)                               (fused kernels)
+    update(params, grads)                                          (pluggable, capture-safe)
+    stats += [loss * B, correct]                                   (read once per epoch)
+
+Static buffers: the training set, the shuffled order, the step counter, the statistics,
+the parameters (updated in place) and the gradients stay at fixed addresses; every
+intermediate comes from a memory pool private to the step (``cupy.cuda.using_allocator``),
+warmed by two uncaptured runs (undone) before the capture, so that no block the graph uses
+is ever handed to another array.
+
+The last partial batch of an epoch (``len(x) % B`` samples) runs the same fused step
+outside the graph (an eager step), accumulating into the same statistics: one graph, no
+second capture, still one host read per epoch.
+
+Pluggable, capture-safe pieces (they must not read device memory back, call cuBLAS or
+synchronise):
+- ``loss(logits, labels) -> (mean loss: 0-d array, dL/dlogits, correct count: 0-d array)``;
+  by default ``loss_fn.fused`` (``SoftmaxCrossEntropy.fused``: the one-launch softmax
+  cross-entropy kernel into buffers it keeps);
+- ``update(params, grads)``, updating the parameter arrays in place; by default
+  ``optimizer.fused_step`` where the optimizer has one, else, for gpucnn's SGD, Adam and
+  AdamW, ``MultiTensorUpdate(optimizer)`` (gpucnn/compile/cuda_graph/update.py: the multi-tensor
+  launch with the step count and lr on the device). Optional hooks of the update object,
+  all called outside the graph: ``sync_from(optimizer)`` before every epoch (a new learning
+  rate from a scheduler, say), ``after_step()`` after every step it ran (the host's step
+  counts), ``is_current()`` (False: the buffers it captured were replaced, capture again)
+  and ``refresh()`` before a capture.
+
+Verify mode (``verify=True``): before the first replay, one step is run on the eager
+path (model.forward, loss_fn, model.backward, optimizer.step) and the captured step
+replays on the same batch, parameters and optimizer state; the loss and every gradient
+must agree with the eager step's, and every updated parameter with the eager optimizer's
+step from the same state and the graph's gradients (see ``GraphStep._verify`` for why),
+to a relative tolerance of 1e-4 (float32) or 1e-10 (float64) of the tensor's largest
+magnitude (the fused kernels sum in another order than cuBLAS). In between, the parameters
+and the optimizer's state (its state arrays, step counts and device scalars) are restored
+in place, so that every address the graph holds stays valid. On disagreement a
+``GraphMismatchWarning`` names the first tensor that differs, the parameters and the
+optimizer are restored, and training continues on the eager path. ``verify_every=N``
+repeats the check every N graph steps.
+"""
+import warnings
+
+import numpy
+
+from ...backend import cupy_or_none
+from .plan import build_stages
+from .update import MultiTensorUpdate
+
+__all__ = ["compile_step", "GraphStep", "GraphMismatchWarning", "TOLERANCES"]
+
+#: relative tolerance of the verify mode, per dtype, against the largest magnitude of the eager tensor
+TOLERANCES = {numpy.dtype(numpy.float32): 1e-4, numpy.dtype(numpy.float64): 1e-10}
+
+
+#: uncaptured runs of the step (undone) before the capture, to warm the step's private memory pool
+WARMUP_RUNS = 2
+
+
+class GraphMismatchWarning(UserWarning):
+    """The captured step disagreed with the eager step; training goes on eagerly."""
+
+
+def compile_step(model, loss_fn, optimizer, batch_size, loss=None, update=None, verify=True, verify_every=None):
+    """The training step of ``model`` as one CUDA graph launch (see the module docstring).
+
+    Args:
+        model: a Sequential on a CUDA device (``model.to('cuda')``), of the layers in
+            ``gpucnn.compile.cuda_graph.plan.SUPPORTED_LAYERS``.
+        loss_fn, optimizer: the eager path's loss and optimizer (the reference of verify mode
+            and the fallback); their capture-safe forms are ``loss`` and ``update``.
+        batch_size: samples per graph step.
+        loss, update: capture-safe callables (default ``loss_fn.fused``, and ``optimizer.fused_step`` or, for
+            gpucnn's SGD, Adam and AdamW, ``MultiTensorUpdate(optimizer)``).
+        verify: compare the first replay with an eager step. verify_every: repeat every N steps.
+
+    Returns:
+        A ``GraphStep``; ``bind(x, y)`` then ``run_epoch(order)`` per epoch.
+
+    Example:
+        >>> model = gpucnn.models.fashion_cnn().to('cuda')
+        >>> loss_fn, optimizer = gpucnn.losses.SoftmaxCrossEntropy(), gpucnn.optim.Adam(model.parameters())
+        >>> step = gpucnn.compile_step(model, loss_fn, optimizer, 256)
+        >>> step.bind(x_train_gpu, y_train_gpu)
+        >>> stats = step.run_epoch(numpy.random.default_rng(0).permutation(len(x_train_gpu)))
+    """
+    return GraphStep(model, loss_fn, optimizer, batch_size, loss, update, verify, verify_every)
+
+
+def _missing(what, provider):
+    return NotImplementedError(f"compile_step needs a capture-safe {what}: pass {what}=..., or use a "
+                               f"{provider} (it must not read device memory back, call cuBLAS or synchronise)")
+
+
+class GraphStep:
+    """A captured training step and its static buffers (made by ``compile_step``)."""
+
+    def __init__(self, model, loss_fn, optimizer, batch_size, loss=None, update=None, verify=True,
+                 verify_every=None):
+        cupy = cupy_or_none()
+        if cupy is None:
+            raise RuntimeError("compile_step needs CuPy and a CUDA device (the eager path runs on the CPU)")
+        params = model.parameters()
+        if not params or not all(isinstance(p.data, cupy.ndarray) for p in params):
+            raise ValueError("compile_step: the model's parameters must be on a CUDA device (model.to('cuda'))")
+        if int(batch_size) < 1:
+            raise ValueError(f"compile_step: batch_size must be >= 1, got {batch_size!r}")
+        if verify_every is not None and int(verify_every) < 1:
+            raise ValueError(f"compile_step: verify_every must be >= 1 or None, got {verify_every!r}")
+        if hasattr(optimizer, "multi_tensor_groups"):
+            # The multi-tensor optimizer moves parameters and gradients into flat buffers at its first step;
+            # do it now, so that the addresses the graph captures are the ones every later step uses.
+            optimizer.multi_tensor_groups()
+        self.cupy = cupy
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.batch_size = int(batch_size)
+        self.params = params
+        self.dtype = numpy.dtype(params[0].dtype)
+        self.stages = build_stages(model)
+        self.loss = loss if loss is not None else getattr(loss_fn, "fused", None)
+        if self.loss is None:
+            raise _missing("loss", "loss whose .fused(logits, labels) returns (loss, dlogits, correct)")
+        self.update = update if update is not None else _default_update(optimizer)
+        if self.update is None:
+            raise _missing("update", "optimizer with .fused_step(params, grads) (or gpucnn's SGD, Adam, AdamW)")
+        self.verify_first, self.verify_every = bool(verify), (int(verify_every) if verify_every else None)
+        self.eager = False  # True after a failed verification: every later step runs on the eager path
+        self.graph = None
+        self.steps_done = 0  # graph steps over the lifetime (verify_every counts them)
+        self.graph_launches = 0
+        self.mismatch = None
+        self._position = 0
+        self._pool = cupy.cuda.MemoryPool()
+        self._stream = cupy.cuda.Stream(non_blocking=True)
+
+    # ------------------------------------------------------------------ buffers and capture
+
+    def bind(self, x, y):
+        """Put the training set in static device buffers (a copy in the model's dtype; labels int64)."""
+        cp = self.cupy
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"GraphStep.bind: x and y must be non-empty and of one length, got {len(x)}, {len(y)}")
+        with self.params[0].data.device:
+            self.x = cp.ascontiguousarray(cp.asarray(x).astype(self.dtype))
+            self.y = cp.ascontiguousarray(cp.asarray(y).astype(numpy.int64))
+            self.num_samples = len(x)
+            self.order = cp.zeros(self.num_samples, dtype=numpy.int64)
+            self.counter = cp.zeros(1, dtype=numpy.int64)
+            self.lanes = cp.arange(self.batch_size, dtype=numpy.int64)
+            self.stats = cp.zeros(2, dtype=numpy.float64)  # [sum of losses * batch size, correct predictions]
+        self.graph = None
+        return self
+
+    def _train_on(self, xb, yb):
+        """The fused step on one batch: returns (loss, correct, grads); updates the parameters in place."""
+        h = xb
+        for stage in self.stages:
+            h = stage.forward(h)
+        loss, grad, correct = self.loss(h, yb)
+        masked = False
+        for i in range(len(self.stages) - 1, -1, -1):
+            grad, masked = self.stages[i].backward(grad, i > 0, masked)
+        grads = [g for stage in self.stages for g in stage.grads]
+        self.update([p.data for p in self.params], grads)
+        return loss, correct, grads
+
+    def _graph_body(self):
+        """What the graph holds: gather the batch by the device counter, train on it, count."""
+        positions = self.lanes + self.counter * self.batch_size
+        idx = self.order[positions]
+        xb, yb = self.x[idx], self.y[idx]
+        self.counter += 1
+        loss, correct, grads = self._train_on(xb, yb)
+        self.stats[0:1] += loss * self.batch_size
+        self.stats[1:2] += correct
+        self.grads = grads  # the graph writes these buffers: keep them (verify mode reads them)
+
+    def _drop_intermediates(self):
+        self.grads = None
+        for stage in self.stages:
+            stage.cache = None
+            stage.grads = []
+
+    def _snapshot(self):
+        """The parameters and the optimizer's state, to restore in place (every address stays valid)."""
+        return [p.data.copy() for p in self.params], _OptimizerSnapshot(self.optimizer)
+
+    def _restore(self, snapshot):
+        params, optimizer = snapshot
+        for p, saved in zip(self.params, params):
+            p.data[...] = saved
+        optimizer.restore()
+
+    def _hook(self, name, *args):
+        hook = getattr(self.update, name, None)
+        return hook(*args) if hook is not None else None
+
+    def _replay(self):
+        self.graph.launch(self._stream)
+        self.graph_launches += 1
+        self._hook("after_step")
+
+    def _ensure_current(self):
+        """Capture again when the update's captured buffers were replaced (a checkpoint loaded, say)."""
+        if self.graph is not None and self._hook("is_current") is False:
+            self.graph = None
+
+    def capture(self):
+        """Warm the private pool with WARMUP_RUNS uncaptured steps (then undone) and capture the step."""
+        if self.num_samples < self.batch_size:
+            raise ValueError(f"compile_step: {self.num_samples} samples do not fill one batch of {self.batch_size}")
+        cp = self.cupy
+        self._hook("refresh")  # the buffers the update will capture are the current ones
+        with self.params[0].data.device, self._stream:
+            self._stream.wait_event(cp.cuda.Stream.null.record())
+            saved = self._snapshot()
+            self.counter.fill(0)  # a capture again (after a checkpoint was loaded) starts past the last epoch
+            with cp.cuda.using_allocator(self._pool.malloc):
+                # Warm-up, as PyTorch's graph recipe does too: the pool reaches a steady state of free blocks
+                # (a first run from an empty pool splits blocks differently than later runs).
+                for _ in range(WARMUP_RUNS):
+                    self._graph_body()
+                    self._restore(saved)
+                    self._drop_intermediates()  # their blocks go back to the pool, for the capture to take
+                    self.counter.fill(0)  # each run gathers the first batch: never past the order's end
+                    self.stats.fill(0)
+                self._stream.begin_capture()
+                try:
+                    self._graph_body()
+                except BaseException:
+                    try:
+                        self._stream.end_capture()  # leave the stream usable; the body's error is the news
+                    except Exception:  # noqa: BLE001 - the capture is invalid after that error anyway
+                        pass
+                    raise
+                graph = self._stream.end_capture()
+        self.graph = graph
+        return graph
+
+    def launch(self):
+        """One graph step on the next batch of the current order (after ``run_epoch`` or ``start``); after the
+        last full batch it starts over at the first (a device fill, outside the graph). For benchmarks."""
+        if self.graph is None:
+            raise RuntimeError("GraphStep.launch: nothing captured yet (call start(order) or run_epoch first)")
+        with self.params[0].data.device, self._stream:
+            if self._position >= self.num_samples // self.batch_size:
+                self.counter.fill(0)
+                self._position = 0
+            self._replay()
+        self._position += 1
+
+    def start(self, order):
+        """Capture if needed and load ``order`` without training: for ``launch`` (benchmarks)."""
+        order = numpy.asarray(order, dtype=numpy.int64)
+        self._ensure_current()
+        if self.graph is None:
+            self.capture()
+        self._hook("sync_from", self.optimizer)
+        with self.params[0].data.device, self._stream:
+            self._stream.wait_event(self.cupy.cuda.Stream.null.record())
+            self.order[...] = order
+            self.counter.fill(0)
+        self._position = 0
+
+    def synchronize(self):
+        """Wait for the step's stream (benchmarks time whole launches with it)."""
+        self._stream.synchronize()
+
+    @property
+    def captured(self):
+        """Names of the captured operations, where the CuPy in use reports them (the emulated one does)."""
+        return getattr(self.graph, "captured", None)
+
+    # ------------------------------------------------------------------ epochs
+
+    def run_epoch(self, order):
+        """Train one epoch over the samples in ``order`` (a permutation of range(len(x)));
+        returns {'loss', 'accuracy', 'seen'} after one host read."""
+        cp = self.cupy
+        order = numpy.asarray(order, dtype=numpy.int64)
+        if order.shape != (self.num_samples,):
+            raise ValueError(f"run_epoch: order must have {self.num_samples} entries, got shape {order.shape}")
+        self._ensure_current()
+        if self.graph is None and not self.eager:
+            self.capture()
+        if not self.eager:
+            self._hook("sync_from", self.optimizer)
+        full = self.num_samples // self.batch_size
+        with self.params[0].data.device, self._stream:
+            self._stream.wait_event(cp.cuda.Stream.null.record())
+            self.order[...] = order  # host to device, outside the graph
+            self.stats.fill(0)
+            self.counter.fill(0)
+            for step in range(full):
+                if self.eager:
+                    self._eager_step(step * self.batch_size, (step + 1) * self.batch_size)
+                    continue
+                due = self.verify_first if self.steps_done == 0 else (
+                    self.verify_every is not None and self.steps_done % self.verify_every == 0)
+                if due:
+                    self._verify(step)
+                    if self.eager:
+                        self._eager_step(step * self.batch_size, (step + 1) * self.batch_size)
+                        continue
+                else:
+                    self._replay()
+                self.steps_done += 1
+            if full * self.batch_size < self.num_samples:
+                if self.eager:
+                    self._eager_step(full * self.batch_size, self.num_samples)
+                else:
+                    self._partial_step(full * self.batch_size)
+            loss_sum, correct = (float(v) for v in cp.asnumpy(self.stats))  # the one host read of the epoch
+        return {"loss": loss_sum / self.num_samples, "accuracy": correct / self.num_samples,
+                "seen": self.num_samples}
+
+    def _partial_step(self, start):
+        """The last, smaller batch: the same fused step, outside the graph (default allocator)."""
+        idx = self.order[start:]
+        loss, correct, _ = self._train_on(self.x[idx], self.y[idx])
+        self._hook("after_step")
+        self.stats[0:1] += loss * (self.num_samples - start)
+        self.stats[1:2] += correct
+
+    def _eager_step(self, start, stop):
+        """One step on the eager (reference) path, counted on the device like the graph's."""
+        idx = self.order[start:stop]
+        xb, yb = self.x[idx], self.y[idx]
+        logits = self.model.forward(xb)
+        loss = self.loss_fn.forward(logits, yb)
+        self.optimizer.zero_grad()
+        self.model.backward(self.loss_fn.backward(), need_input_grad=False)
+        self.optimizer.step()
+        self.stats[0:1] += loss * (stop - start)
+        self.stats[1:2] += (logits.argmax(axis=1) == yb).sum()
+
+    # ------------------------------------------------------------------ verify mode
+
+    def _verify(self, step):
+        """Step ``step`` of the epoch on the eager path, then on the graph from the same state; compare.
+
+        The loss and the gradients are compared with the eager step's. The updated parameters are
+        compared with the eager optimizer's step taken from the same state with the graph's own
+        gradients: Adam maps a gradient g to about lr g / (|g| + eps), so two gradients that agree
+        to fp32 rounding can give updates that differ by up to lr where |g| is near eps; the update
+        is compared like with like, the gradients that feed it are compared above."""
+        cp = self.cupy
+        start, stop = step * self.batch_size, (step + 1) * self.batch_size
+        saved = self._snapshot()
+        stats_before = cp.asnumpy(self.stats)
+        self._eager_step(start, stop)
+        stats_eager = cp.asnumpy(self.stats)
+        names = [_param_name(self.model, p) for p in self.params]
+        expected = [("loss", numpy.array((stats_eager[0] - stats_before[0]) / self.batch_size))]
+        expected += [(f"{name}.grad", cp.asnumpy(p.grad)) for name, p in zip(names, self.params)]
+        self._restore(saved)
+        self.stats[...] = cp.asarray(stats_before)
+        self.counter.fill(step)
+        self._replay()
+        stats_graph = cp.asnumpy(self.stats)
+        actual = [numpy.array((stats_graph[0] - stats_before[0]) / self.batch_size)]
+        actual += [cp.asnumpy(g) for g in self.grads] + [cp.asnumpy(p.data) for p in self.params]
+        after_graph = self._snapshot()
+        self._restore(saved)  # the eager update from the same state, with the graph's gradients
+        self.optimizer.zero_grad()
+        for p, grad in zip(self.params, self.grads):
+            p.accumulate_grad(grad)
+        self.optimizer.step()
+        expected += [(name, cp.asnumpy(p.data)) for name, p in zip(names, self.params)]
+        self._restore(after_graph)
+        tolerance = TOLERANCES[self.dtype]
+        for (name, want), got in zip(expected, actual):
+            error = _relative_error(got, want)
+            if not error <= tolerance:
+                self.mismatch = (name, error)
+                warnings.warn(GraphMismatchWarning(
+                    f"compile_step verify: the captured step disagrees with the eager step at step {step} of the "
+                    f"epoch: first differing tensor {name!r} (relative error {error:.3g} > {tolerance:g} of its "
+                    f"largest magnitude); training continues on the eager path"), stacklevel=3)
+                self._restore(saved)
+                self.stats[...] = cp.asarray(stats_before)
+                self.eager = True
+                return False
+        return True
+
+
+def _relative_error(actual, expected):
+    actual, expected = numpy.asarray(actual, dtype=numpy.float64), numpy.asarray(expected, dtype=numpy.float64)
+    if actual.shape != expected.shape:
+        return float("inf")
+    if not numpy.array_equal(numpy.isfinite(actual), numpy.isfinite(expected)):
+        return float("inf")
+    finite = numpy.isfinite(expected)
+    if not finite.any():
+        return 0.0
+    scale = max(float(numpy.max(numpy.abs(expected[finite]))), numpy.finfo(numpy.float64).tiny)
+    return float(numpy.max(numpy.abs(actual[finite] - expected[finite]))) / scale
+
+
+def _param_name(model, param):
+    for i, layer in enumerate(model.layers):
+        for name in ("weight", "bias"):
+            if getattr(layer, name, None) is param:
+                return f"layers.{i}.{type(layer).__name__}.{name}"
+    return "parameter"
+
+
+def _default_update(optimizer):
+    fused_step = getattr(optimizer, "fused_step", None)
+    if fused_step is not None:
+        return fused_step
+    if hasattr(optimizer, "multi_tensor_groups") and hasattr(optimizer, "update_group"):
+        return MultiTensorUpdate(optimizer)
+    return None
+
+
+def _is_array(value):
+    return hasattr(value, "shape") and hasattr(value, "copy") and not isinstance(value, (int, float))
+
+
+class _OptimizerSnapshot:
+    """The optimizer's state (arrays, step counts, lr, the flat groups' device scalars), restored in place:
+    the state dicts and arrays stay the same objects, so the flat groups stay current and the graph's
+    addresses valid. Device copies only, no host read."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.lr = optimizer.lr
+        self.states = [(s, {k: (v.copy() if _is_array(v) else v) for k, v in s.items()}) for s in optimizer.state]
+        # the flat groups built so far (gpucnn/optim/flat.py); their device scalars advance with each update
+        self.groups = [(g, g.hyper.copy(), g.steps, g.lr) for g in (getattr(optimizer, "_groups", None) or ())]
+
+    def restore(self):
+        for state, saved in self.states:
+            for key in set(state) - set(saved):
+                del state[key]
+            for key, value in saved.items():
+                current = state.get(key)
+                if _is_array(value) and _is_array(current) and current.shape == value.shape:
+                    current[...] = value
+                else:
+                    state[key] = value.copy() if _is_array(value) else value
+        for group, hyper, steps, lr in self.groups:
+            group.hyper[...] = hyper
+            group.steps, group.lr = steps, lr
+        self.optimizer.lr = self.lr

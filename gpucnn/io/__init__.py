@@ -1,0 +1,1 @@
+"""Files: arrays (.npz without pickle, written atomically, checked before loading) and ONNX."""

@@ -1,0 +1,190 @@
+"""Export a Sequential to ONNX (opset 17), for onnxruntime and every other ONNX consumer.
+
+Needs the ``onnx`` package (``pip install 'gpucnn[onnx]'``). Each layer becomes the ONNX
+operator with the same meaning:
+
+    Conv2D -> Conv (explicit pads: 'same' with an even kernel pads one more at the bottom/right),
+    MaxPool2D -> MaxPool, AvgPool2D -> AveragePool (count_include_pad=1, as gpucnn counts the padded
+    zeros), Dense -> Gemm (transB=1), Flatten -> Flatten(axis=1), ReLU/LeakyReLU/Sigmoid/Tanh ->
+    Relu/LeakyRelu/Sigmoid/Tanh, BatchNorm1D/2D -> BatchNormalization in eval form (the running
+    statistics), Dropout -> nothing (it is the identity at inference).
+
+The input is ``"input"`` of shape (batch, *input_shape) with a dynamic batch; the output is ``"output"``.
+Both are float32, and so are the weights: a float64 model is rounded to float32, the precision
+that ONNX runtimes serve (onnxruntime has no float64 convolution on the CPU).
+"""
+import os
+import tempfile
+
+import numpy
+
+from ..nn import layers
+from ..backend import asnumpy
+from ..nn.summary import output_shapes
+
+__all__ = ["export", "to_onnx", "ExportError", "OPSET"]
+
+OPSET = 17
+_IR_VERSION = 8  # the IR version of opset 17: readable by every onnxruntime that runs opset 17
+
+
+class ExportError(ValueError):
+    """The model cannot be written as ONNX (an unsupported layer, or an input shape it cannot take)."""
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(f"gpucnn.onnx needs the onnx package: pip install 'gpucnn[onnx]' ({exc})") from None
+    return onnx
+
+
+class _Graph:
+    """Nodes and initializers being collected; each layer's output is named after its index."""
+
+    def __init__(self, onnx, dtype):
+        self.onnx = onnx
+        self.dtype = dtype
+        self.nodes, self.initializers = [], []
+
+    def constant(self, name, array):
+        self.initializers.append(self.onnx.numpy_helper.from_array(
+            numpy.ascontiguousarray(asnumpy(array), dtype=self.dtype), name))
+        return name
+
+    def node(self, op, inputs, output, **attrs):
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+
+def _pair(value):
+    return [int(v) for v in (value if isinstance(value, (tuple, list)) else (value, value))]
+
+
+def _conv(g, layer, x, out, i):
+    w = layer.window
+    inputs = [x, g.constant(f"{i}.weight", layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(g.constant(f"{i}.bias", layer.bias.data))
+    # dilation and groups: read where Conv2D has them, the defaults otherwise.
+    return g.node("Conv", inputs, out, kernel_shape=list(layer.weight.shape[2:]), strides=[w.sy, w.sx],
+                  pads=[w.pt, w.pl, w.pb, w.pr], dilations=_pair(getattr(layer, "dilation", (1, 1))),
+                  group=int(getattr(layer, "groups", 1)))
+
+
+def _pool(op, **extra):
+    def emit(g, layer, x, out, i):
+        w = layer.window
+        return g.node(op, [x], out, kernel_shape=[w.kh, w.kw], strides=[w.sy, w.sx],
+                      pads=[w.pt, w.pl, w.pb, w.pr], **extra)
+    return emit
+
+
+def _dense(g, layer, x, out, i):
+    inputs = [x, g.constant(f"{i}.weight", layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(g.constant(f"{i}.bias", layer.bias.data))
+    return g.node("Gemm", inputs, out, transB=1)
+
+
+def _batchnorm(g, layer, x, out, i):
+    inputs = [x] + [g.constant(f"{i}.{name}", getattr(layer, name) if name.startswith("running") else
+                               getattr(layer, name).data)
+                    for name in ("weight", "bias", "running_mean", "running_var")]
+    return g.node("BatchNormalization", inputs, out, epsilon=layer.eps)  # training_mode=0: running statistics
+
+
+def _simple(op, **attrs):
+    return lambda g, layer, x, out, i: g.node(op, [x], out, **attrs)
+
+
+_EXPORTERS = {
+    "Conv2D": _conv,
+    "MaxPool2D": _pool("MaxPool"),
+    "AvgPool2D": _pool("AveragePool", count_include_pad=1),
+    "Dense": _dense,
+    "Flatten": _simple("Flatten", axis=1),
+    "ReLU": _simple("Relu"),
+    "Sigmoid": _simple("Sigmoid"),
+    "Tanh": _simple("Tanh"),
+    "LeakyReLU": lambda g, layer, x, out, i: g.node("LeakyRelu", [x], out, alpha=layer.negative_slope),
+    "BatchNorm1D": _batchnorm,
+    "BatchNorm2D": _batchnorm,
+    "Dropout": None,  # the identity at inference: no node
+}
+
+
+def _exporter(layer, index):
+    # Only gpucnn's own types: a subclass may compute something else under the same name.
+    name = type(layer).__name__
+    if name not in _EXPORTERS or type(layer) is not getattr(layers, name, None):
+        supported = ", ".join(sorted(_EXPORTERS))
+        raise ExportError(f"gpucnn.onnx.export: layer {index} ({layer!r}) has no ONNX form; supported layers: "
+                          f"{supported}")
+    return _EXPORTERS[name]
+
+
+def to_onnx(model, input_shape):
+    """The ``onnx.ModelProto`` of ``model`` for inputs of shape (batch, *input_shape); see ``export``."""
+    onnx = _import_onnx()
+    input_shape = tuple(int(d) for d in input_shape)
+    if not model.layers:
+        raise ExportError("gpucnn.onnx.export: the model has no layers")
+    emitters = [_exporter(layer, i) for i, layer in enumerate(model.layers)]  # every layer checked first
+    try:
+        shapes = output_shapes(model, input_shape)
+    except (ValueError, TypeError) as exc:
+        raise ExportError(f"gpucnn.onnx.export: the model cannot take inputs of shape (N, "
+                          f"{', '.join(map(str, input_shape))}): {exc}") from None
+    dtype = numpy.dtype(numpy.float32)
+    elem_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    g = _Graph(onnx, dtype)
+    x = "input"
+    for i, (layer, emit) in enumerate(zip(model.layers, emitters)):
+        if emit is not None:
+            x = emit(g, layer, x, f"{i}.{type(layer).__name__}", i)
+    # A fixed output name (runtimes optimise the Identity away); it also gives a graph of Dropouts alone a node.
+    g.nodes.append(onnx.helper.make_node("Identity", [x], ["output"], name="output"))
+    graph = onnx.helper.make_graph(
+        g.nodes, "gpucnn.Sequential",
+        [onnx.helper.make_tensor_value_info("input", elem_type, ["batch", *input_shape])],
+        [onnx.helper.make_tensor_value_info("output", elem_type, ["batch", *shapes[-1]])],
+        initializer=g.initializers)
+    proto = onnx.helper.make_model(graph, producer_name="gpucnn",
+                                   opset_imports=[onnx.helper.make_opsetid("", OPSET)])
+    proto.ir_version = _IR_VERSION
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def export(model, path, input_shape):
+    """Write ``model`` to ``path`` as an ONNX file (opset 17, dynamic batch), atomically.
+
+    Args:
+        model: a Sequential of gpucnn's layers (on any device; the weights are copied to the host).
+        path: the .onnx file to write.
+        input_shape: one sample's shape, e.g. (1, 28, 28); the batch dimension is left dynamic.
+
+    Raises:
+        ExportError: a layer with no ONNX form (named in the message), or an input shape the model cannot take.
+        ImportError: the onnx package is missing.
+
+    Example:
+        >>> gpucnn.onnx.export(model, "fashion_cnn.onnx", (1, 28, 28))
+        >>> onnxruntime.InferenceSession("fashion_cnn.onnx").run(None, {"input": x})[0]   # == model.predict(x)
+    """
+    data = to_onnx(model, input_shape).SerializeToString()
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
