@@ -24,8 +24,9 @@ import numpy
 from numpy.lib.stride_tricks import as_strided
 
 from ..backend import get_array_module
+from .linear import grouped_matmul
 
-__all__ = ["conv2d_forward", "conv2d_backward", "im2col", "col2im", "grouped_matmul"]
+__all__ = ["conv2d_forward", "conv2d_backward", "im2col", "col2im"]
 
 
 def conv2d_forward(x, weight, bias, window, groups=1):
@@ -94,19 +95,6 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True, grad_we
     grad_cols = grouped_matmul(weight.reshape(groups, out_c // groups, -1).transpose(0, 2, 1), gy_groups)
     grad_x = _col2im_grid(grad_cols, x_shape, window, oh, grid_w)
     return grad_x, grad_w, grad_b
-
-
-def grouped_matmul(a, b, out=None):
-    """One matrix product per group, stacked: a (G, m, k) and b (G, k, n) give (G*m, n), rows (g, m).
-
-    Works on NumPy and CuPy arrays alike (views are fine); one group is the plain 2-D ``a[0] @ b[0]``.
-    ``out``: an optional C-contiguous array of G*m*n elements (any shape) written instead of a new one.
-    """
-    xp = get_array_module(a)
-    g, m, n = a.shape[0], a.shape[1], b.shape[2]
-    if g == 1:
-        return xp.matmul(a[0], b[0], out=None if out is None else out.reshape(m, n))
-    return xp.matmul(a, b, out=None if out is None else out.reshape(g, m, n)).reshape(-1, n)
 
 
 def im2col(x, window, oh, ow):

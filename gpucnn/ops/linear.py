@@ -1,8 +1,13 @@
-"""Dense (fully connected) layer math: y = x @ W.T + b, with W of shape (out, in) as in PyTorch."""
+"""Dense (fully connected) layer math: y = x @ W.T + b, with W of shape (out, in) as in PyTorch.
+
+Also the matrix product that a grouped convolution lowers to (``grouped_matmul``), shared by
+``gpucnn.ops.conv`` and its CUDA twin ``gpucnn.ops.cuda.conv``: it lives here, beside the
+dense-layer math, so that neither of those two modules imports the other.
+"""
 
 from ..backend import get_array_module
 
-__all__ = ["linear_forward", "linear_backward"]
+__all__ = ["linear_forward", "linear_backward", "grouped_matmul"]
 
 
 def linear_forward(x, weight, bias):
@@ -25,3 +30,16 @@ def linear_backward(grad_y, x, weight, need_bias=True, need_input_grad=True, gra
     grad_w = xp.matmul(grad_y.T, x, out=grad_weight_out)
     grad_b = grad_y.sum(axis=0, out=grad_bias_out) if need_bias else None
     return grad_x, grad_w, grad_b
+
+
+def grouped_matmul(a, b, out=None):
+    """One matrix product per group, stacked: a (G, m, k) and b (G, k, n) give (G*m, n), rows (g, m).
+
+    Works on NumPy and CuPy arrays alike (views are fine); one group is the plain 2-D ``a[0] @ b[0]``.
+    ``out``: an optional C-contiguous array of G*m*n elements (any shape) written instead of a new one.
+    """
+    xp = get_array_module(a)
+    g, m, n = a.shape[0], a.shape[1], b.shape[2]
+    if g == 1:
+        return xp.matmul(a[0], b[0], out=None if out is None else out.reshape(m, n))
+    return xp.matmul(a, b, out=None if out is None else out.reshape(g, m, n)).reshape(-1, n)

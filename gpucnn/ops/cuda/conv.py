@@ -6,7 +6,7 @@ Forward, lowered to one matrix product as on the CPU:
     y_mat = W.reshape(O, K) @ cols      (O, N*oh*ow)   one cuBLAS GEMM (cupy.matmul)
     y = transpose01(y_mat) + bias       (N, O, oh, ow) one kernel swaps O and N and adds the bias
 
-With G groups each product is one per group (``gpucnn.ops.conv.grouped_matmul``: a batched
+With G groups each product is one per group (``gpucnn.ops.linear.grouped_matmul``: a batched
 GEMM of G blocks, rows of cols and of W split by group); im2col, col2im and the axis swap
 do not change. Dilation only changes which input element a tap reads (im2col, col2im and
 the direct kernel take (dy, dx)).
@@ -35,7 +35,7 @@ import cupy
 import numpy
 
 from . import loader
-from ..conv import grouped_matmul
+from ..linear import grouped_matmul
 
 __all__ = ["conv2d_forward", "conv2d_backward", "DIRECT_MAX_K"]
 
