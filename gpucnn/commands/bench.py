@@ -23,142 +23,22 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy
 
-import gpucnn
 from .. import backend
 from ..compile import cpu as fast
-from ..nn.layers import Conv2D, Dense
-from ..nn.losses import SoftmaxCrossEntropy, check_label_range
-from ..nn.models import fashion_cnn
-from ..optim.optimizers import Adam
+# The timing and the timed steps live in modules of their own, which bench_graph and bench_distributed
+# import too; the names stay importable from here.
+from .bench_steps import gpucnn_step, on_path, per_layer_times, torch_network, torch_step, train_step_flops
+from .timing import matmul_peak, synchronizer, timed, timed_alternating
 
-
-def synchronizer(device):
-    if device == "cpu":
-        return lambda: None
-    gpu = backend.cupy_or_none().cuda.Device(int(device.split(":")[1]))
-    return gpu.synchronize
-
-
-def timed(fn, sync, repeats, warmup):
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def train_step_flops(model, batch):
-    """Multiply-adds x2 of conv and dense layers: forward once, backward twice (input and weight gradients)."""
-    flops, shape = 0, (batch, 1, 28, 28)
-    for layer in model.layers:
-        if isinstance(layer, Conv2D):
-            oh, ow = layer.window.output_size(*shape[2:])
-            flops += 2 * batch * layer.out_channels * oh * ow * layer.weight.data[0].size
-            shape = (batch, layer.out_channels, oh, ow)
-        elif isinstance(layer, Dense):
-            flops += 2 * batch * layer.in_features * layer.out_features
-        elif hasattr(layer, "window"):
-            shape = shape[:2] + layer.window.output_size(*shape[2:])
-    return 3 * flops
-
-
-def matmul_peak(device, sync):
-    n = 4096 if device != "cpu" else 1024
-    a = backend.to_device(numpy.ones((n, n), dtype=numpy.float32), device)
-    with backend.device_scope(a):
-        seconds = timed(lambda: a @ a, sync, 15, 3)
-    return 2 * n ** 3 / seconds / 1e9
-
-
-def gpucnn_step(device, batch):
-    """(train_step, forward, flops) of the reference network on random data."""
-    rng = numpy.random.default_rng(batch)
-    x = backend.to_device(rng.random((batch, 1, 28, 28), dtype=numpy.float32), device)
-    y = backend.to_device(rng.integers(0, 10, batch), device)
-    model = fashion_cnn(rng=0).to(device)
-    check_label_range(y, 10, "bench labels")  # once, before timing: no read-back inside a timed step
-    loss_fn = SoftmaxCrossEntropy(check_labels=False)
-    opt = Adam(model.parameters())
-
-    def step():
-        loss_fn.forward(model.forward(x), y)
-        opt.zero_grad()
-        model.backward(loss_fn.backward(), need_input_grad=False)  # as fit() does; torch skips it too
-        opt.step()
-
-    return step, lambda: model.forward(x), train_step_flops(model, batch), (model, x)
-
-
-def per_layer_times(model, x, sync, repeats, warmup):
-    layers, h = [], x
-    for layer in model.layers:
-        out = layer.forward(h)
-        grad = out * 0 + 1
-        forward_s = timed(lambda: layer.forward(h), sync, repeats, warmup)
-        both_s = timed(lambda: (layer.forward(h), layer.backward(grad)), sync, repeats, warmup)
-        layers.append({"layer": type(layer).__name__, "shape": list(out.shape), "forward_s": forward_s,
-                       "backward_s": both_s - forward_s})
-        h = out
-    return layers
-
-
-def torch_step(device, batch, tf32=False):
-    """(train_step, forward, info) of the same network in PyTorch, or None without torch (or its GPU)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    dev = "cpu" if device == "cpu" else device
-    if dev != "cpu" and not torch.cuda.is_available():
-        return None
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = tf32  # like for like with gpucnn's precision
-    torch.backends.cudnn.allow_tf32 = tf32
-    nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10)).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(batch)
-    x = torch.rand((batch, 1, 28, 28), generator=gen).to(dev)
-    y = torch.randint(0, 10, (batch,), generator=gen).to(dev)
-
-    def step():
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def forward():
-        with torch.no_grad():
-            model(x)
-
-    return step, forward, {"version": torch.__version__, "threads": torch.get_num_threads()}
-
-
-def on_path(path, fn):
-    """fn run with gpucnn.config.path set to ``path`` (then restored)."""
-    def run():
-        before, gpucnn.config.path = gpucnn.config.path, path
-        try:
-            return fn()
-        finally:
-            gpucnn.config.path = before
-    return run
+__all__ = ["main", "compare", "cold_compile_seconds", "cpu_model", "print_row", "gpucnn_step", "torch_step",
+           "torch_network", "train_step_flops", "per_layer_times", "on_path", "synchronizer", "timed",
+           "timed_alternating", "matmul_peak"]
 
 
 def cpu_model():
@@ -233,29 +113,6 @@ def cold_compile_seconds(device, dtype="float32"):
                 raise RuntimeError(f"compiling the kernels in a fresh process failed: {done.stderr.strip()[-400:]}")
             result[key] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
-
-
-def timed_alternating(fns, sync, repeats, warmup, rounds=4):
-    """{name: median seconds}. Rounds of blocks, each function in turn running one untimed call then
-    repeats/rounds timed ones: drift in the machine's speed hits every function alike. Blocks, and
-    a pause before each, because one library's idle worker threads (OpenMP and OpenBLAS spin a
-    while after work) otherwise compete with the other's timed calls."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    per_block = max(1, repeats // rounds)
-    samples = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            time.sleep(0.3)  # let the previous block's spinning worker threads go to sleep
-            fn()
-            for _ in range(per_block):
-                sync()
-                start = time.perf_counter()
-                fn()
-                sync()
-                samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

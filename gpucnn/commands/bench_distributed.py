@@ -19,10 +19,10 @@ import time
 import numpy
 
 from .. import backend, distributed
-from .bench import synchronizer
 from ..nn.losses import SoftmaxCrossEntropy, check_label_range
 from ..nn.models import fashion_cnn
 from ..optim.optimizers import Adam
+from .timing import synchronizer
 
 __all__ = ["main"]
 

@@ -1,11 +1,11 @@
 """The graph rows of ``gpucnn bench --graph``: the captured step against PyTorch, eager and captured by hand.
 
 For each CUDA device and batch size, run in the same process and timed in alternating
-blocks (``bench.timed_alternating``):
+blocks (``timing.timed_alternating``):
 - gpucnn graph: ``gpucnn.compile_step`` of the reference network with SoftmaxCrossEntropy and
   Adam (one graph launch per step: fused layers, the one-launch loss kernel, the
   multi-tensor Adam update);
-- PyTorch eager (cuDNN): the same network and Adam, as ``bench.torch_step``;
+- PyTorch eager (cuDNN): the same network and Adam, as ``bench_steps.torch_step``;
 - PyTorch graph: the same step captured by hand in a ``torch.cuda.CUDAGraph`` (PyTorch's
   recipe: static input tensors, three warm-up steps on a side stream, Adam(capturable=True)).
 Also reported: kernel launches per step (the gpucnn graph's kernel nodes, from CuPy's
@@ -24,6 +24,8 @@ from .. import backend
 from ..nn.losses import SoftmaxCrossEntropy
 from ..nn.models import fashion_cnn
 from ..optim.optimizers import Adam
+from .bench_steps import torch_network, torch_step
+from .timing import synchronizer, timed_alternating
 
 __all__ = ["graph_rows", "gpucnn_graph_step", "torch_graph_step", "count_kernel_nodes", "EPOCH_IMAGES"]
 
@@ -66,13 +68,6 @@ def gpucnn_graph_step(device, batch, images=None, graph_options=None):
     return step.launch, step.synchronize, {"launches": launches, "epoch_s": epoch_s, "eager": step.eager}
 
 
-def _torch_network(torch, dev):
-    nn = torch.nn
-    return nn.Sequential(nn.Conv2d(1, 32, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(32, 64, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10)).to(dev)
-
-
 def torch_graph_step(device, batch, warmup_steps=3):
     """(replay, info) of the PyTorch step captured by hand in a torch.cuda.CUDAGraph, or None without
     torch or its GPU."""
@@ -84,7 +79,7 @@ def torch_graph_step(device, batch, warmup_steps=3):
         return None
     dev = torch.device(device)
     torch.backends.cudnn.benchmark = True
-    model = _torch_network(torch, dev)
+    model = torch_network(torch, dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
     gen = torch.Generator().manual_seed(batch)
     static_x = torch.rand((batch, 1, 28, 28), generator=gen).to(dev)
@@ -126,13 +121,11 @@ def torch_kernels_per_step(step, device):
 def graph_rows(device, batch, repeats, warmup, with_torch=True, images=None, graph_options=None):
     """{'gpucnn_graph', 'torch_eager', 'torch_graph'}: each {'step_s', 'launches', 'epoch_s', ...} or
     {'unavailable': why}. Times are medians over alternating blocks, in seconds."""
-    from . import bench
-
     unavailable = "graph rows need a CUDA device" if device == "cpu" else None
     rows = {name: {"unavailable": unavailable} for name in ("gpucnn_graph", "torch_eager", "torch_graph")}
     if unavailable:
         return rows
-    fns, syncs = {}, [bench.synchronizer(device)]
+    fns, syncs = {}, [synchronizer(device)]
     try:
         launch, sync, info = gpucnn_graph_step(device, batch, images, graph_options)
         fns["gpucnn_graph"], rows["gpucnn_graph"] = launch, info
@@ -140,7 +133,7 @@ def graph_rows(device, batch, repeats, warmup, with_torch=True, images=None, gra
     except NotImplementedError as exc:
         rows["gpucnn_graph"] = {"unavailable": str(exc)}
     if with_torch:
-        eager = bench.torch_step(device, batch)
+        eager = torch_step(device, batch)
         captured = torch_graph_step(device, batch)
         if eager is None or captured is None:
             rows["torch_eager"] = rows["torch_graph"] = {"unavailable": "torch with CUDA is not importable"}
@@ -153,7 +146,7 @@ def graph_rows(device, batch, repeats, warmup, with_torch=True, images=None, gra
     else:
         rows["torch_eager"] = rows["torch_graph"] = {"unavailable": "--no-torch"}
     if fns:
-        times = bench.timed_alternating(fns, lambda: [s() for s in syncs], repeats, warmup)
+        times = timed_alternating(fns, lambda: [s() for s in syncs], repeats, warmup)
         steps = -(-(EPOCH_IMAGES if images is None else images) // batch)
         for name, seconds in times.items():
             rows[name]["step_s"] = seconds
