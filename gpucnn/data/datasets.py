@@ -12,7 +12,8 @@ Without one, the places searched, in order, for a directory holding all four are
 ``<name>`` is ``fashion-mnist`` or ``mnist``. When none has them and
 ``download=True``, the gzipped files are fetched into ``~/.cache/gpucnn/<name>``
 over HTTPS first, each checked against the SHA-256 in ``SHA256`` before it gets its
-final name; a mirror that serves other bytes (or a web page) is skipped for the next.
+final name; a mirror that serves other bytes (or a web page) is skipped for the next
+(the fetching itself: gpucnn/data/download.py).
 
 Local and cached files are checked against ``PAYLOAD_SHA256``, digests of the
 decompressed IDX bytes: gzip headers differ between copies (Debian's carry no file
@@ -21,12 +22,10 @@ name and another mtime) but the payload is the same.
 import hashlib
 import os
 import pathlib
-import tempfile
-import urllib.error
-import urllib.request
 
 import numpy
 
+from . import download
 from .idx import CorruptDataError, idx_payload, parse_idx
 
 __all__ = ["load_fashion_mnist", "load_mnist", "DataNotFoundError", "SHA256", "PAYLOAD_SHA256", "MIRRORS",
@@ -109,9 +108,6 @@ PAYLOAD_SHA256 = {
 
 _DISPLAY_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}
 _SYSTEM_DIRS = {"fashion-mnist": [pathlib.Path("/usr/share/datasets/fashion-mnist")], "mnist": []}
-_DOWNLOAD_TIMEOUT_S = 60
-# No file of either data set is above 30 MB compressed; a larger body is not the file.
-_MAX_DOWNLOAD_BYTES = 64 << 20
 
 
 def load_fashion_mnist(data_dir=None, download=True, normalize=True):
@@ -342,115 +338,8 @@ def _not_found_message(name, looked, download, download_errors):
 
 
 def _download(name, target_dir):
-    """Fetch the files missing from ``target_dir``; a list of short error lines, empty on success.
-
-    Stops at the first file no mirror could deliver: the network is then most
-    likely unreachable and the other files would only repeat the same errors.
-    A mirror that delivers other bytes (a wrong SHA-256, a web page, too large a body)
-    is skipped for the next; CorruptDataError when every mirror did so for a file.
-    """
-    created_dir = not target_dir.exists()
-    try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return [f"cannot create {target_dir}: {exc}"]
+    """Fetch the files missing from ``target_dir``; a list of short error lines, empty on success
+    (gpucnn/data/download.py: mirrors in order, each file checked against ``SHA256``)."""
     present = _files_in(target_dir)
-    for part, file_name in FILE_NAMES.items():
-        if part in present:
-            continue
-        gz_name = file_name + ".gz"
-        errors, wrong_bytes = [], 0
-        for mirror in MIRRORS[name]:
-            url = mirror + gz_name
-            try:
-                _download_verified(url, target_dir / gz_name, SHA256[name][gz_name])
-                break
-            except CorruptDataError as exc:
-                wrong_bytes += 1
-                errors.append(str(exc))
-            except Exception as exc:  # URLError, HTTPError, timeouts, disk full, ...
-                errors.append(f"{url}: {_short_error(exc)}")
-        else:
-            if created_dir and not any(target_dir.iterdir()):
-                target_dir.rmdir()  # an offline machine keeps no empty cache directory
-            if wrong_bytes == len(MIRRORS[name]):
-                raise CorruptDataError("no mirror delivered the right bytes:\n" +
-                                       "\n".join(f"  - {error}" for error in errors))
-            return errors
-    return []
-
-
-def _short_error(exc):
-    reason = getattr(exc, "reason", None)  # URLError wraps the socket error here
-    return f"{type(exc).__name__}: {reason if reason is not None else exc}"
-
-
-def _download_verified(url, destination, expected_sha256):
-    """Fetch ``url`` into ``destination`` only if its SHA-256 is ``expected_sha256``.
-
-    The bytes go to a temporary file next to ``destination`` that is renamed when
-    the digest matches, so an interrupted or wrong download never leaves a file
-    that a later search would take for the real one.
-    """
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part",
-                                         dir=destination.parent)
-    os.close(handle)
-    temporary = pathlib.Path(temporary)
-    try:
-        _fetch_url(url, temporary)
-        digest = _sha256_of(temporary)
-        if digest != expected_sha256:
-            raise CorruptDataError(
-                f"{url}: downloaded file has SHA-256 {digest}, expected {expected_sha256}; "
-                f"it was deleted, nothing was saved as {destination}")
-        os.replace(temporary, destination)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
-def _fetch_url(url, destination):
-    """Write the body of ``url`` to the file ``destination``, at most _MAX_DOWNLOAD_BYTES.
-
-    CorruptDataError (so the next mirror is tried) when the body is not a gzip file (an
-    error page served with status 200) or is larger than any file of the data sets.
-    """
-    with _open_url(url) as response, open(destination, "wb") as out:
-        declared = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
-        if declared is not None and declared.isdigit() and int(declared) > _MAX_DOWNLOAD_BYTES:
-            raise CorruptDataError(f"{url}: serves {declared} bytes, more than the {_MAX_DOWNLOAD_BYTES} any "
-                                   f"file of the data set has; not the file, nothing downloaded")
-        total = 0
-        while True:
-            chunk = response.read(1 << 20)
-            if not chunk:
-                break
-            if total == 0 and not chunk.startswith(b"\x1f\x8b"):
-                kind = "a web page" if chunk.lstrip()[:1] == b"<" else f"bytes {chunk[:4].hex(' ')}"
-                raise CorruptDataError(f"{url}: served {kind}, not a gzip file; skipped")
-            total += len(chunk)
-            if total > _MAX_DOWNLOAD_BYTES:
-                raise CorruptDataError(f"{url}: body exceeds {_MAX_DOWNLOAD_BYTES} bytes; not the file, stopped")
-            out.write(chunk)
-
-
-class _NoDowngrade(urllib.request.HTTPRedirectHandler):
-    """Follow redirects, but never from HTTPS to plain HTTP."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if req.full_url.startswith("https://") and not newurl.startswith("https://"):
-            raise urllib.error.URLError(f"refused a redirect from HTTPS to {newurl}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _open_url(url):
-    """The response for ``url`` (the one network call; tests replace it with a fake opener)."""
-    return urllib.request.build_opener(_NoDowngrade).open(url, timeout=_DOWNLOAD_TIMEOUT_S)
-
-
-def _sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    missing = [file_name + ".gz" for part, file_name in FILE_NAMES.items() if part not in present]
+    return download.fetch_missing(target_dir, missing, MIRRORS[name], SHA256[name])

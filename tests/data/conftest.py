@@ -3,7 +3,7 @@ import urllib.error
 
 import pytest
 
-from gpucnn.data import datasets
+from gpucnn.data import datasets, download
 
 NUM_TRAIN, NUM_TEST = 6, 4
 
@@ -20,5 +20,5 @@ def isolated(tmp_path, monkeypatch):
 
     def no_network(url, destination):
         raise urllib.error.URLError("network disabled in tests")
-    monkeypatch.setattr(datasets, "_fetch_url", no_network)
+    monkeypatch.setattr(download, "fetch_url", no_network)
     return home

@@ -12,7 +12,7 @@ import urllib.error
 import numpy
 import pytest
 
-from gpucnn.data import CorruptDataError, DataNotFoundError, datasets, load_fashion_mnist, load_mnist
+from gpucnn.data import CorruptDataError, DataNotFoundError, datasets, download, load_fashion_mnist, load_mnist
 from .test_idx import idx_bytes
 
 from .conftest import NUM_TEST, NUM_TRAIN  # noqa: E402 (the counts the isolated fixture patches in)
@@ -161,7 +161,7 @@ def serve(monkeypatch, tag, corrupt=None, failing_mirrors=()):
             raise urllib.error.URLError("mirror down")
         name = url.rsplit("/", 1)[1]
         destination.write_bytes(b"tampered" if name == corrupt else gz_files[name])
-    monkeypatch.setattr(datasets, "_fetch_url", fake_fetch)
+    monkeypatch.setattr(download, "fetch_url", fake_fetch)
     return fetched
 
 

@@ -8,11 +8,11 @@ import urllib.request
 
 import pytest
 
-from gpucnn.data import CorruptDataError, datasets, load_fashion_mnist, load_mnist
+from gpucnn.data import CorruptDataError, datasets, download, load_fashion_mnist, load_mnist
 from .test_datasets import fake_files, first_label, write_dataset
 
 
-REAL_FETCH_URL = datasets._fetch_url  # the isolated fixture replaces it; these tests replace the opener below it
+REAL_FETCH_URL = download.fetch_url  # the isolated fixture replaces it; these tests replace the opener below it
 
 
 class FakeResponse(io.BytesIO):
@@ -35,8 +35,8 @@ def serve_through_opener(monkeypatch, tag, bodies):
             raise answer
         return answer if isinstance(answer, FakeResponse) else FakeResponse(answer)
 
-    monkeypatch.setattr(datasets, "_open_url", fake_open)
-    monkeypatch.setattr(datasets, "_fetch_url", REAL_FETCH_URL)
+    monkeypatch.setattr(download, "open_url", fake_open)
+    monkeypatch.setattr(download, "fetch_url", REAL_FETCH_URL)
     return opened
 
 
@@ -67,7 +67,7 @@ def test_every_mirror_wrong_is_corrupt_data_and_leaves_nothing(monkeypatch, isol
 
 
 def test_downloads_are_capped(monkeypatch, isolated):
-    monkeypatch.setattr(datasets, "_MAX_DOWNLOAD_BYTES", 1000)
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 1000)
     first = datasets.MIRRORS["mnist"][0]
 
     def bodies(url, good):
@@ -82,7 +82,7 @@ def test_downloads_are_capped(monkeypatch, isolated):
 
 
 def test_https_never_redirects_to_http():
-    handler = datasets._NoDowngrade()
+    handler = download.NoDowngrade()
     request = urllib.request.Request("https://example.org/a.gz")
     with pytest.raises(urllib.error.URLError, match="refused a redirect from HTTPS"):
         handler.redirect_request(request, None, 302, "Found", {}, "http://example.org/a.gz")
