@@ -262,11 +262,11 @@ def _trained_target():
 
 
 def _same_run_check(path):
-    from gpucnn.train.loop import _same_run
+    from gpucnn.train.checkpoint import same_run_check
     from gpucnn.data.batches import BatchIterator
     x, y = toy_data()
     batches = BatchIterator(x, y, 16)
-    return _same_run(path, 16, len(batches), batches)
+    return same_run_check(path, 16, len(batches), batches)
 
 
 def attack(workdir, stride=1, verbose=False, bomb_mib=1024):

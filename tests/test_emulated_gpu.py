@@ -33,7 +33,7 @@ import emulated_cupy
 import gpucnn
 from emulated_cupy import DeviceArray, to_host
 from gpucnn import backend
-from gpucnn.train import loop as train
+from gpucnn.train import eager_step, loop as train
 from gpucnn.nn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, ReLU,
     Sigmoid, Tanh)
 from gpucnn.nn.losses import SoftmaxCrossEntropy
@@ -327,12 +327,12 @@ class FitTrace:
                                 (loss_fn, "forward", "loss.forward"), (loss_fn, "backward", "loss.backward"),
                                 (optimizer, "zero_grad", "optimizer.zero_grad"),
                                 (optimizer, "step", "optimizer.step"),
-                                (train, "check_label_range", "fit label check"),
-                                (train, "_evaluate", "evaluate"),  # fit validates through _evaluate
+                                (eager_step, "check_label_range", "fit label check"),
+                                (train, "evaluate_with_bar", "evaluate"),  # fit validates through it
                                 (train, "save_training_checkpoint", "checkpoint"),
-                                (train, "_all_finite", "finite weights"),
-                                (train._EpochStats, "record", "stats.record"),
-                                (train._EpochStats, "sync", "stats.sync")):
+                                (train, "all_finite", "finite weights"),
+                                (eager_step.EpochStats, "record", "stats.record"),
+                                (eager_step.EpochStats, "sync", "stats.sync")):
             monkeypatch.setattr(obj, attr, self.wrap(name, getattr(obj, attr)))
 
     def steps(self):
@@ -551,7 +551,7 @@ def test_load_keeps_a_model_on_its_device(gpu, tmp_path):
 def test_fit_statistics_live_on_the_device_of_the_logits(gpu):
     logits = backend.to_device(numpy.eye(3, dtype=F32), "cuda:1")
     labels = backend.to_device(numpy.array([0, 1, 1]), "cuda:1")
-    stats = train._EpochStats(2, None)
+    stats = eager_step.EpochStats(2, None)
     with logits.device:
         loss = -logits.mean()
     stats.record(0, loss, logits, labels)

@@ -17,7 +17,7 @@ from ..io.arrays import CheckpointError, CheckpointReader, save_arrays
 from ..data.batches import BatchIterator
 from .rng_state import generator_state_from_json, generator_state_to_json
 
-__all__ = ["save_training_checkpoint", "load_training_checkpoint", "read_training_meta", "FORMAT"]
+__all__ = ["save_training_checkpoint", "load_training_checkpoint", "read_training_meta", "same_run_check", "FORMAT"]
 
 FORMAT = "gpucnn.training/1"
 _HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_second")
@@ -96,6 +96,22 @@ def load_training_checkpoint(path, model, optimizer, scheduler=None, check=None,
         raise CheckpointError(f"{path}: {exc}") from None
     _apply(path, meta, model, model_state, optimizer, opt_state, opt_meta, scheduler, keep)
     return meta
+
+
+
+def same_run_check(path, batch_size, steps_per_epoch, batches):
+    """A ``check`` for load_training_checkpoint: the checkpoint's batch size, data-set size and step fit this
+    run (a BatchIterator ``batches`` of ``steps_per_epoch`` steps); CheckpointError otherwise."""
+    def check(meta):
+        for key, ours in (("batch_size", batch_size), ("num_samples", batches.num_samples)):
+            theirs = meta.get(key)
+            if theirs is not None and theirs != ours:
+                what = key.replace("_", " ").replace("num samples", "data-set size")
+                raise CheckpointError(f"{path}: was written with {what} {theirs}, this run has {ours}; "
+                                      f"refusing to resume on other terms")
+        if meta["step"] > steps_per_epoch:
+            raise CheckpointError(f"{path}: step {meta['step']} is past the {steps_per_epoch} steps of an epoch")
+    return check
 
 
 def _check_format(meta, path):

@@ -189,11 +189,11 @@ class GraphStep:
             stage.cache = None
             stage.grads = []
 
-    def _snapshot(self):
+    def snapshot(self):
         """The parameters and the optimizer's state, to restore in place (every address stays valid)."""
         return [p.data.copy() for p in self.params], _OptimizerSnapshot(self.optimizer)
 
-    def _restore(self, snapshot):
+    def restore(self, snapshot):
         params, optimizer = snapshot
         for p, saved in zip(self.params, params):
             p.data[...] = saved
@@ -221,14 +221,14 @@ class GraphStep:
         self._hook("refresh")  # the buffers the update will capture are the current ones
         with self.params[0].data.device, self._stream:
             self._stream.wait_event(cp.cuda.Stream.null.record())
-            saved = self._snapshot()
+            saved = self.snapshot()
             self.counter.fill(0)  # a capture again (after a checkpoint was loaded) starts past the last epoch
             with cp.cuda.using_allocator(self._pool.malloc):
                 # Warm-up, as PyTorch's graph recipe does too: the pool reaches a steady state of free blocks
                 # (a first run from an empty pool splits blocks differently than later runs).
                 for _ in range(WARMUP_RUNS):
                     self._graph_body()
-                    self._restore(saved)
+                    self.restore(saved)
                     self._drop_intermediates()  # their blocks go back to the pool, for the capture to take
                     self.counter.fill(0)  # each run gathers the first batch: never past the order's end
                     self.stats.fill(0)
@@ -354,28 +354,28 @@ class GraphStep:
         is compared like with like, the gradients that feed it are compared above."""
         cp = self.cupy
         start, stop = step * self.batch_size, (step + 1) * self.batch_size
-        saved = self._snapshot()
+        saved = self.snapshot()
         stats_before = cp.asnumpy(self.stats)
         self._eager_step(start, stop)
         stats_eager = cp.asnumpy(self.stats)
         names = [_param_name(self.model, p) for p in self.params]
         expected = [("loss", numpy.array((stats_eager[0] - stats_before[0]) / self.batch_size))]
         expected += [(f"{name}.grad", cp.asnumpy(p.grad)) for name, p in zip(names, self.params)]
-        self._restore(saved)
+        self.restore(saved)
         self.stats[...] = cp.asarray(stats_before)
         self.counter.fill(step)
         self._replay()
         stats_graph = cp.asnumpy(self.stats)
         actual = [numpy.array((stats_graph[0] - stats_before[0]) / self.batch_size)]
         actual += [cp.asnumpy(g) for g in self.grads] + [cp.asnumpy(p.data) for p in self.params]
-        after_graph = self._snapshot()
-        self._restore(saved)  # the eager update from the same state, with the graph's gradients
+        after_graph = self.snapshot()
+        self.restore(saved)  # the eager update from the same state, with the graph's gradients
         self.optimizer.zero_grad()
         for p, grad in zip(self.params, self.grads):
             p.accumulate_grad(grad)
         self.optimizer.step()
         expected += [(name, cp.asnumpy(p.data)) for name, p in zip(names, self.params)]
-        self._restore(after_graph)
+        self.restore(after_graph)
         tolerance = TOLERANCES[self.dtype]
         for (name, want), got in zip(expected, actual):
             error = _relative_error(got, want)
@@ -385,7 +385,7 @@ class GraphStep:
                     f"compile_step verify: the captured step disagrees with the eager step at step {step} of the "
                     f"epoch: first differing tensor {name!r} (relative error {error:.3g} > {tolerance:g} of its "
                     f"largest magnitude); training continues on the eager path"), stacklevel=3)
-                self._restore(saved)
+                self.restore(saved)
                 self.stats[...] = cp.asarray(stats_before)
                 self.eager = True
                 return False

@@ -1,0 +1,95 @@
+"""The graph training step: ``fit`` over ``gpucnn.compile_step`` (fit(graph='auto')'s choice on CUDA).
+
+Only the step differs from the eager one; ``fit``'s loop does the rest (validation, the
+finiteness rules, checkpoints, resume, signals). What running whole epochs on the device changes:
+- the shuffled order comes from the same ``BatchIterator`` as the eager step, so a seed visits
+  the batches in the same order on both, and checkpoints are interchangeable at epoch boundaries;
+- losses are read back once per epoch (the step accumulates them on the device), so the
+  progress bar shows epochs, and a non-finite loss is noticed at the end of its epoch;
+- a signal is honoured at the end of the running epoch; resuming a checkpoint written
+  mid-epoch needs the eager step (``graph='auto'`` goes there by itself).
+"""
+import math
+import time
+
+from ..compile.cuda_graph.step import compile_step
+from .eager_step import EpochOutcome
+from .kernels import warm_up_kernels
+from .progress import ProgressBar
+
+__all__ = ["GraphSteps", "graph_steps"]
+
+
+class GraphEpochStats:
+    """An epoch's totals as the graph step reads them back: the same names as ``EpochStats``."""
+
+    def __init__(self, result):
+        self.mean_loss, self.accuracy, self.seen_now = result["loss"], result["accuracy"], result["seen"]
+
+
+class GraphSteps:
+    """The step ``fit`` runs as one CUDA graph launch per batch."""
+
+    name = "graph"
+
+    def __init__(self, step):
+        self.step = step
+
+    def progress_bar(self, epoch, epochs, steps_per_epoch, stream, enabled, skip_steps):
+        return ProgressBar(1, f"epoch {epoch + 1}/{epochs} (graph) ", stream, enabled=enabled)
+
+    def run_epoch(self, epoch, batches, skip_steps, partial, bar, interrupt, diverged):
+        started = time.perf_counter()
+        stats = GraphEpochStats(self.step.run_epoch(batches.next_order()))
+        seconds = time.perf_counter() - started
+        bar.update(1, loss=stats.mean_loss, acc=stats.accuracy, img_s=stats.seen_now / max(seconds, 1e-9))
+        if not math.isfinite(stats.mean_loss):
+            bar.close()
+            raise diverged(f"loss became {stats.mean_loss} in epoch {epoch + 1} (graph step)")
+        return EpochOutcome(stats, seconds)
+
+
+def graph_steps(model, loss_fn, optimizer, x, y, batch_size, scheduler, graph_options, resumed_mid_epoch,
+                checkpoint, fallback, notes):
+    """The captured step for this training, or None where it cannot run it and ``fallback`` is on (then a note
+    on ``notes`` says why, and the model and optimizer are as they were); without ``fallback`` those cases
+    raise. Kernels are compiled and the step captured here, before the first epoch's timer starts."""
+    def eager_instead(reason):
+        if notes is not None:
+            print(f"training step: eager, not a CUDA graph ({reason})", file=notes, flush=True)
+
+    try:
+        step = compile_step(model, loss_fn, optimizer, batch_size, **(graph_options or {}))
+    except (NotImplementedError, ValueError) as exc:
+        if not fallback:
+            raise
+        return eager_instead(exc)
+    if scheduler is not None and not hasattr(step.update, "sync_from"):
+        if fallback:
+            return eager_instead("the captured update cannot take a scheduler's learning rate")
+        raise ValueError("fit(graph=True): a scheduler changes the learning rate, but the captured update has no "
+                         "sync_from(optimizer) to take the new rate between epochs")
+    if resumed_mid_epoch is not None:
+        if fallback:
+            return eager_instead(f"{checkpoint} was written mid-epoch; the graph resumes at epoch boundaries")
+        raise ValueError(f"fit(graph=True): {checkpoint} was written in the middle of epoch "
+                         f"{resumed_mid_epoch + 1}; resume it with graph=False (the graph path resumes at "
+                         f"epoch boundaries)")
+    if len(x) < batch_size and fallback:
+        return eager_instead(f"{len(x)} samples do not fill one batch of {batch_size}")
+    step.bind(x, y)
+    model.train()
+    warm_up_kernels(model, notes)
+    snapshot = step.snapshot()
+    try:
+        step.capture()
+    except Exception as exc:  # noqa: BLE001 - under fallback any capture failure means the eager step
+        if not fallback:
+            raise
+        step.restore(snapshot)
+        return eager_instead(f"the capture failed: {type(exc).__name__}: {exc}")
+    if notes is not None:
+        print("training step: one CUDA graph launch (gpucnn.compile_step"
+              + (", its first step verified against the eager step)" if step.verify_first else ")"),
+              file=notes, flush=True)
+    return GraphSteps(step)
