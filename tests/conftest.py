@@ -46,8 +46,8 @@ def device(request):
 @pytest.fixture(scope="session")
 def harness(tmp_path_factory):
     """tests/kernels/harness.cu, built once per run by nvcc (host code, no GPU needed): it runs our CUDA
-    kernels' bodies on the CPU, thread by thread (tests/kernels/test_host_harness.py)."""
-    from kernels.test_host_harness import started_harness
+    kernels' bodies on the CPU, thread by thread (tests/support/kernel_harness.py)."""
+    from support.kernel_harness import started_harness
     with started_harness(tmp_path_factory.mktemp("harness")) as runner:
         yield runner
 
@@ -57,7 +57,7 @@ def gpu(harness):
     """An emulated CUDA device: tests/emulated_cupy.py installed as CuPy, its kernels run by the harness.
     (Tests of a real GPU use the ``device`` fixture and the ``gpu`` marker.)"""
     import emulated_cupy
-    from kernels.test_host_harness import FakeKernel
+    from support.kernel_harness import FakeKernel
     with emulated_cupy.installed(harness, FakeKernel) as emulated:
         yield emulated
 

@@ -14,7 +14,7 @@ import pytest
 import emulated_cupy
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
 from gpucnn.commands import bench, bench_graph
-from kernels.test_host_harness import FakeKernel
+from support.kernel_harness import FakeKernel
 
 
 def test_bench_graph_rows_on_cpu_say_why(capsys):

@@ -11,7 +11,7 @@ import pytest
 
 import emulated_cupy
 from gpucnn.commands import bench, launch_count
-from kernels.test_host_harness import FakeKernel
+from support.kernel_harness import FakeKernel
 
 pytestmark = pytest.mark.kernels
 

@@ -8,7 +8,7 @@ import pytest
 import emulated_cupy
 from commands.test_train_and_bench import load_script, write_idx
 from gpucnn.data import datasets
-from kernels.test_host_harness import FakeKernel
+from support.kernel_harness import FakeKernel
 
 pytestmark = [pytest.mark.kernels, pytest.mark.graph]
 

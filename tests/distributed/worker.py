@@ -161,7 +161,7 @@ def _kernels_to_the_host_harness():
     import importlib
     import tempfile
 
-    from kernels.test_host_harness import FakeKernel, Harness
+    from support.kernel_harness import FakeKernel, Harness
 
     harness = Harness(os.environ["GPUCNN_TEST_HARNESS"], tempfile.mkdtemp(prefix="gpucnn-harness-rank"))
     loader = importlib.import_module("gpucnn.ops.cuda.loader")

@@ -4,11 +4,11 @@ Two layers, as for the other kernels:
 - the kernels themselves in the host harness, the tiled ones replayed block by block and
   phase by phase with every thread of a block (tests/kernels/harness_fused.cuh), against the
   twins composed from the readable ops, float32 and float64, over the conv and pool geometry
-  cases of tests/ops/test_cuda_parity.py plus shapes spanning several tiles and k-steps;
+  cases of tests/support/cuda_cases.py plus shapes spanning several tiles and k-steps;
 - the launchers (gpucnn/compile/cuda_graph/launch.py) over a NumPy stand-in for CuPy, every launch
   checked for its exact argument types and grid (FakeKernel), and their errors.
 The fused kernels sum in a different order than NumPy's GEMM: float32 is held to 1e-4 and
-float64 to 1e-10 relative to the largest magnitude (test_cuda_parity.assert_close).
+float64 to 1e-10 relative to the largest magnitude (tests/support/cuda_parity.py: assert_close).
 """
 import importlib
 import os
@@ -22,19 +22,21 @@ from emulated_cupy import cupy_replaced_by, record_launches
 from gpucnn import backend
 from gpucnn.compile.cuda_graph import reference
 from gpucnn.ops.geometry import conv_window, pool_window
-from kernels.test_host_harness import FakeKernel, _fake_cupy, parity, run_kernel
+from support import cuda_cases as cases
+from support import cuda_parity as parity
+from support.kernel_harness import FakeKernel, numpy_cupy, run_kernel
 
 pytestmark = pytest.mark.kernels
 
-DTYPES = parity.DTYPES
+DTYPES = cases.DTYPES
 # name, N, C, H, W, O, window, bias: the parity cases, and shapes over several GEMM tiles and k-steps.
 # The fused kernels take dilation 1 and groups 1 only (compile_step refuses other convolutions).
-CONV_CASES = [case[:8] for case in parity.CONV_CASES
-              if parity.conv_case(case)[7] == 1 and (case[6].dy, case[6].dx) == (1, 1)] + [
+CONV_CASES = [case[:8] for case in cases.CONV_CASES
+              if cases.conv_case(case)[7] == 1 and (case[6].dy, case[6].dx) == (1, 1)] + [
     ("tiles_m_n_k", 2, 3, 9, 9, 70, conv_window(3, 1, 1), True),
     ("fmnist_conv2", 2, 32, 14, 14, 64, conv_window(3, 1, "same"), True),
 ]
-POOL_CASES = parity.POOL_CASES
+POOL_CASES = cases.POOL_CASES
 DENSE_CASES = [(1, 1, 1), (3, 5, 2), (70, 20, 65), (5, 130, 10), (4, 0, 3), (2, 3136, 128)]
 
 
@@ -53,7 +55,7 @@ def _conv_data(case, dtype, seed=0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV_CASES, ids=parity._ids(CONV_CASES))
+@pytest.mark.parametrize("case", CONV_CASES, ids=cases.case_ids(CONV_CASES))
 def test_fused_conv_kernels_match_twins(harness, case, dtype):
     _, n, c, h, w, o, window, with_bias = case
     rng, x, weight, bias = _conv_data(case, dtype)
@@ -123,7 +125,7 @@ def _pool_geometry(h, w, window):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", POOL_CASES, ids=parity._ids(POOL_CASES))
+@pytest.mark.parametrize("case", POOL_CASES, ids=cases.case_ids(POOL_CASES))
 def test_fused_max_pool_kernels_match_twins(harness, case, dtype):
     _, n, c, h, w, window = case
     rng = numpy.random.default_rng(3)
@@ -206,7 +208,7 @@ def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel):
 @pytest.fixture
 def fused(harness, monkeypatch):
     backend.gpu_unavailable_reason()
-    with cupy_replaced_by(_fake_cupy()):
+    with cupy_replaced_by(numpy_cupy()):
         loader = importlib.import_module("gpucnn.ops.cuda.loader")
         module = importlib.import_module("gpucnn.compile.cuda_graph.launch")
         module.launches = record_launches(loader, monkeypatch.setattr)

@@ -1,144 +1,28 @@
-"""The kernels' index arithmetic, run on the CPU, equals the NumPy ops; so do the launchers.
+"""The kernels' index arithmetic, run on the CPU, equals the NumPy ops.
 
-tests/kernels/harness.cu is built once per session by nvcc (host code: no GPU needed).
-It runs a kernel's __host__ __device__ body (gpucnn/kernels/*_body.cuh, the code the
-GPU kernels call) over every index, with arguments given in the kernel's own parameter
-order, arrays as raw binary files.
+tests/kernels/harness.cu is built once per session by nvcc (host code: no GPU needed;
+tests/support/kernel_harness.py). It runs a kernel's __host__ __device__ body
+(gpucnn/kernels/*_body.cuh, the code the GPU kernels call) over every index, with arguments
+given in the kernel's own parameter order, arrays as raw binary files.
 
-Two layers of tests:
-- kernel bodies against gpucnn.ops.conv's im2col / col2im / forward / bias sum;
-- the launchers themselves (gpucnn/ops/cuda/{conv,pool,update}.py and loader.py) imported
-  over a NumPy stand-in for CuPy, where every kernel launch goes through the harness.
-  They run the very checks of tests/ops/test_cuda_parity.py (NumPy parity forward and
-  backward, non-contiguous views, inputs left unmodified, repeatable backward, errors
-  before launch), and each launch is checked for the exact scalar types of the kernel's
-  signature, C-contiguous pointer arguments and the launch shape.
+Here: the kernel bodies against gpucnn.ops.conv's im2col / col2im / forward / bias sum, the
+pooling, loss and multi-tensor update ops. The launchers themselves, over a NumPy stand-in for
+CuPy, are in tests/kernels/test_emulated_launchers.py.
 
 Skipped only where nvcc is not on PATH.
 """
-import contextlib
-import importlib
-import importlib.util
-import pathlib
-import shutil
-import os
 import subprocess
-import sys
-import tempfile
-import types
 
 import numpy
 import pytest
 
-from emulated_cupy import cupy_replaced_by, record_launches
-from gpucnn import backend
 from gpucnn.ops import conv as np_conv
 from gpucnn.ops.cuda import loader as real_loader
+from support import cuda_cases as cases
+from support import cuda_parity as parity
+from support.kernel_harness import run_kernel
 
 pytestmark = pytest.mark.kernels
-
-HERE = pathlib.Path(__file__).resolve().parent
-NVCC = shutil.which("nvcc")
-
-
-def _load_parity():
-    """tests/ops/test_cuda_parity.py as a plain module (its checks are reused here)."""
-    path = HERE.parent / "ops" / "test_cuda_parity.py"
-    spec = importlib.util.spec_from_file_location("gpucnn_tests_cuda_parity_checks", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-parity = _load_parity()
-
-
-class Harness:
-    """The built harness, kept running in --serve mode: one kernel run per line, no process start each."""
-
-    def __init__(self, exe, workdir):
-        self.exe = exe
-        self.workdir = workdir  # where run_kernel puts the argument files
-        self.process = None
-
-    def _server(self):
-        if self.process is None or self.process.poll() is not None:
-            self.process = subprocess.Popen([self.exe, "--serve"], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        return self.process
-
-    def run(self, argv):
-        assert not any("\t" in a or "\n" in a for a in argv)
-        server = self._server()
-        server.stdin.write("\t".join(argv) + "\n")
-        server.stdin.flush()
-        answer = server.stdout.readline()
-        if answer != "ok\n":
-            server.wait()
-            error = server.stderr.read()
-            self.process = None
-            raise AssertionError(f"harness {' '.join(argv)} failed: {error}")
-
-    def close(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.stdin.close()
-            self.process.wait()
-            for stream in (self.process.stdout, self.process.stderr):
-                stream.close()
-
-
-@contextlib.contextmanager
-def started_harness(directory):
-    """harness.cu built by nvcc into ``directory`` and started (the session fixture ``harness`` in
-    tests/conftest.py: built once per run); skips where nvcc is missing."""
-    if NVCC is None:
-        pytest.skip("nvcc is not on PATH")
-    out = pathlib.Path(directory) / "harness"
-    cmd = [NVCC, "-std=c++17", "-O1", "-I", real_loader.KERNELS_DIR, str(HERE / "harness.cu"), "-o", str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 0, \
-        f"building the harness failed:\n{' '.join(cmd)}\n{result.stdout}{result.stderr}"
-    # Arrays travel through files: put them in memory (/dev/shm) where there is one, since
-    # rewriting small files on a disk file system costs milliseconds each.
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix="gpucnn-harness-", dir=shm) as exchange:
-        runner = Harness(str(out), exchange)
-        try:
-            yield runner
-        finally:
-            runner.close()
-
-
-def run_kernel(harness, file, name, dtype, args, index=None):
-    """Run kernel ``name`` of ``file`` in the harness; non-const array arguments are updated in place.
-
-    ``index`` ('int' or 'long long') is the index type of a kernel templated on one; the harness runs
-    the body instantiated for it, as the GPU runs the launched instantiation.
-    """
-    workdir = harness.workdir
-    signature = real_loader.resolved_signature(file, name, index)
-    assert len(args) == len(signature), f"{name}: {len(args)} arguments for {len(signature)} parameters"
-    types = "f32" if numpy.dtype(dtype) == numpy.float32 else "f64"
-    if index is not None:
-        types += {"int": "/i32", "long long": "/i64"}[index]
-    argv = [name, types]
-    paths, outputs = {}, []
-    for ctype, value in zip(signature, args):
-        if ctype.endswith("*"):
-            assert isinstance(value, numpy.ndarray) and value.flags.c_contiguous
-            if id(value) not in paths:
-                paths[id(value)] = pathlib.Path(workdir) / f"arg{len(paths)}.bin"
-                value.tofile(paths[id(value)])
-            argv.append(str(paths[id(value)]))
-            if not ctype.startswith("const"):
-                outputs.append((value, paths[id(value)]))
-        elif ctype in ("T", "double"):
-            argv.append(float(value).hex())
-        else:
-            argv.append(str(int(value)))
-    harness.run(argv)
-    for array, path in outputs:
-        array[...] = numpy.fromfile(path, dtype=array.dtype).reshape(array.shape)
 
 
 def test_block_size_is_shared(harness):
@@ -162,12 +46,12 @@ def test_command_line_mode(harness, tmp_path):
 
 # ----------------------------------------------------------------------------- kernel bodies
 
-CONV_CASES = parity.CONV_CASES
-DTYPES = parity.DTYPES
+CONV_CASES = cases.CONV_CASES
+DTYPES = cases.DTYPES
 
 
 def _geometry(case):
-    n, c, h, w, o, window, _, groups = parity.conv_case(case)
+    n, c, h, w, o, window, _, groups = cases.conv_case(case)
     oh, ow = window.output_size(h, w)
     return n, c, h, w, o, window, oh, ow, groups
 
@@ -185,7 +69,7 @@ INDEX_TYPES = real_loader.INDEX_TYPES
 
 @pytest.mark.parametrize("index", INDEX_TYPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV_CASES, ids=parity._ids(CONV_CASES))
+@pytest.mark.parametrize("case", CONV_CASES, ids=cases.case_ids(CONV_CASES))
 def test_conv_bodies_match_numpy(harness, case, dtype, index):
     """im2col (exact), col2im gather, direct convolution, transpose01 and row_sum against NumPy, with
     32-bit and with 64-bit indices."""
@@ -234,7 +118,7 @@ def test_conv_bodies_match_numpy(harness, case, dtype, index):
 
 
 @pytest.mark.parametrize("index", INDEX_TYPES)
-@pytest.mark.parametrize("case", parity.POOL_CASES[:8], ids=parity._ids(parity.POOL_CASES[:8]))
+@pytest.mark.parametrize("case", cases.POOL_CASES[:8], ids=cases.case_ids(cases.POOL_CASES[:8]))
 def test_pool_bodies_match_numpy(harness, case, index):
     """The four pooling kernels against NumPy, with 32-bit and with 64-bit indices."""
     from gpucnn.ops import pool as np_pool
@@ -427,207 +311,3 @@ def test_multi_update_steps_match_numpy(harness, rule, dtype):
         for got, want in zip(states, ref_states):
             parity.assert_close(got, want, dtype, f"state after step {step + 1}")
     assert hyper[np_multi.HYPER_STEP] == 3
-
-
-# ----------------------------------------------------------------------------- launchers, emulated
-
-def _fake_empty(shape, dtype=numpy.float64):
-    """Like cupy.empty, but filled with garbage that shows up if a kernel leaves an element unwritten."""
-    a = numpy.empty(shape, dtype=dtype)
-    a.fill(numpy.nan if a.dtype.kind == "f" else (-123456 if a.dtype.itemsize >= 4 else 0xAB))
-    return a
-
-
-def _fake_cupy():
-    fake = types.ModuleType("cupy")
-    fake.ndarray = numpy.ndarray
-    fake.ascontiguousarray = numpy.ascontiguousarray
-    fake.empty = _fake_empty
-    fake.zeros = numpy.zeros
-    fake.matmul = numpy.matmul
-    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0))
-    return fake
-
-
-class FakeKernel:
-    """Stands in for a cupy.RawKernel: checks the launch like the driver would not, then runs the harness."""
-
-    def __init__(self, loader, harness, file, expression):
-        self.loader, self.harness, self.file = loader, harness, file
-        self.name, arguments = expression[:-1].split("<")
-        ctype, _, index = (part.strip() for part in arguments.partition(","))
-        self.index = index or None
-        self.dtype = {"float": numpy.float32, "double": numpy.float64}[ctype]
-
-    def __call__(self, grid, block, args, shared_mem=0):
-        assert block == (self.loader.BLOCK,), block
-        assert isinstance(grid, tuple) and all(isinstance(g, int) and g >= 1 for g in grid), grid
-        assert grid[0] <= 2 ** 31 - 1 and (len(grid) == 1 or self.name == "row_sum"), grid
-        assert shared_mem == 0
-        signature = self.loader.resolved_signature(self.file, self.name, self.index)
-        assert len(args) == len(signature)
-        exact = {"int": numpy.int32, "long long": numpy.int64, "T": self.dtype, "double": numpy.float64}
-        for position, (ctype, value) in enumerate(zip(signature, args)):
-            if ctype.endswith("*"):
-                want = self.loader.POINTER_DTYPES.get(ctype.rstrip("*").replace("const ", "").strip(), self.dtype)
-                assert isinstance(value, numpy.ndarray) and value.flags.c_contiguous, (self.name, position)
-                assert value.dtype == want, (self.name, position, value.dtype)
-            else:
-                assert type(value) is exact[ctype], (self.name, position, ctype, type(value))
-        if self.name in ("softmax_xent", "step_scalars"):  # one block: the harness replays its phases
-            assert grid == (1,), grid
-        if self.name == "row_sum":  # grid (rows, chunks); the harness replays exactly that grid
-            length, chunk = int(args[3]), int(args[4])
-            assert grid == (int(args[2]), max(1, -(-length // chunk))) and grid[1] <= 65535, grid
-        if self.index == "int":  # 32-bit indices only where the launcher checked that they fit
-            sizes = [a.size for a in args if isinstance(a, numpy.ndarray)] + [int(args[-1])]
-            assert max(sizes) <= self.loader.INT32_INDEX_LIMIT, (self.name, sizes)
-        run_kernel(self.harness, self.file, self.name, self.dtype, args, self.index)
-
-
-@pytest.fixture
-def emulated(harness, monkeypatch):
-    """``dev`` for the parity checks: the real launchers over a NumPy stand-in for CuPy."""
-    backend.gpu_unavailable_reason()  # settle backend's CuPy probe before cupy is faked
-    with cupy_replaced_by(_fake_cupy()):
-        loader = importlib.import_module("gpucnn.ops.cuda.loader")
-        conv = importlib.import_module("gpucnn.ops.cuda.conv")
-        pool = importlib.import_module("gpucnn.ops.cuda.pool")
-        update = importlib.import_module("gpucnn.ops.cuda.update")
-        launches = record_launches(loader, monkeypatch.setattr)
-        monkeypatch.setattr(loader, "get_kernel",
-                            lambda file, expression: FakeKernel(loader, harness, file, expression))
-        copy = lambda a: numpy.array(a, copy=True)  # noqa: E731
-        yield types.SimpleNamespace(asarray=copy, asnumpy=copy, conv=conv, pool=pool, update=update,
-                                    loader=loader, launches=launches)
-
-
-# Every case, dtype and layout, as on the GPU.
-CONV_GRID = [(case, layout) for case in CONV_CASES for layout in parity.LAYOUTS]
-POOL_GRID = [(case, layout) for case in parity.POOL_CASES for layout in parity.LAYOUTS]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case,layout", CONV_GRID, ids=[f"{c[0]}-{lay}" for c, lay in CONV_GRID])
-def test_emulated_conv_launcher(emulated, case, dtype, layout):
-    parity.check_conv(emulated, case, dtype, layout)
-
-
-def test_emulated_conv_uses_both_paths(emulated):
-    """The direct kernel for small K, im2col + GEMM above DIRECT_MAX_K."""
-    def rows_per_group(case):
-        _, c, _, _, _, window, _, groups = parity.conv_case(case)
-        return c // groups * window.kh * window.kw
-
-    small = [case for case in CONV_CASES if rows_per_group(case) <= emulated.conv.DIRECT_MAX_K]
-    large = [case for case in CONV_CASES if rows_per_group(case) > emulated.conv.DIRECT_MAX_K]
-    assert small and large
-    parity.check_conv(emulated, small[0], numpy.float64, "contiguous")
-    assert ("conv.cu", "conv_direct") in emulated.launches
-    emulated.launches.clear()
-    parity.check_conv(emulated, large[0], numpy.float64, "contiguous")
-    assert ("conv.cu", "conv_direct") not in emulated.launches
-    assert ("conv.cu", "im2col") in emulated.launches
-
-
-@pytest.mark.parametrize("chunk,max_grid_y,passes", [(64, 65535, 2), (64, 3, 2), (8, 65535, 3)])
-def test_emulated_bias_sum_in_several_passes(emulated, monkeypatch, chunk, max_grid_y, passes):
-    """Rows longer than a chunk: chunk sums, then sums of those (the grid's y extent capped)."""
-    monkeypatch.setattr(emulated.conv, "ROW_SUM_CHUNK", chunk)
-    monkeypatch.setattr(emulated.conv, "_MAX_GRID_Y", max_grid_y)
-    case = next(c for c in CONV_CASES if c[0] == "fmnist2_same3x3")  # rows of N*oh*ow = 392
-    for dtype in DTYPES:
-        emulated.launches.clear()
-        parity.check_conv(emulated, case, dtype, "contiguous")
-        assert emulated.launches.count(("conv.cu", "row_sum")) == 2 * passes  # two backward passes
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case,layout", POOL_GRID, ids=[f"{c[0]}-{lay}" for c, lay in POOL_GRID])
-def test_emulated_pool_launchers(emulated, case, dtype, layout):
-    parity.check_max_pool(emulated, case, dtype, layout)
-    parity.check_max_pool(emulated, case, dtype, layout, special=True, seed=1)
-    parity.check_avg_pool(emulated, case, dtype, layout)
-
-
-@pytest.mark.parametrize("layout", parity.LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_emulated_update_launchers(emulated, dtype, layout):
-    for case in parity.SGD_CASES:
-        parity.check_sgd(emulated, case, dtype, layout)
-    for case in parity.ADAM_CASES:
-        parity.check_adam(emulated, case, dtype, layout)
-
-
-def test_emulated_public_launchers_enter_the_device_of_their_input(emulated):
-    """Every public launcher runs under ``with <first argument>.device:`` (loader.on_device_of_first_argument)."""
-    for module, names in ((emulated.conv, ("conv2d_forward", "conv2d_backward")),
-                          (emulated.pool, ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-                                           "avg_pool2d_backward")),
-                          (emulated.update, ("sgd_update", "adam_update"))):
-        for name in names:
-            function = getattr(module, name)
-            assert getattr(function, "__wrapped__", None) is not None, f"{module.__name__}.{name} is not wrapped"
-
-
-def test_emulated_errors_raise_before_launch(emulated):
-    parity.check_errors(emulated)
-
-
-def test_emulated_launchers_leave_real_modules_alone(emulated):
-    """The fixture's stand-in for CuPy stays inside it (checked again by the next test)."""
-    assert sys.modules["cupy"].ndarray is numpy.ndarray
-
-
-def test_fake_cupy_is_gone():
-    cupy = sys.modules.get("cupy")
-    assert cupy is None or cupy.ndarray is not numpy.ndarray
-    assert backend.get_array_module(numpy.zeros(1)) is numpy
-
-
-# ----------------------------------------------------------------------------- index width
-
-def test_index_type_switches_to_64_bit_past_the_int32_limit():
-    """32-bit indices up to INT32_INDEX_LIMIT elements, 64-bit above; the limit leaves room for the
-    grid-stride loop's last step (index + one grid of threads) below 2^31."""
-    limit = real_loader.INT32_INDEX_LIMIT
-    assert limit + real_loader.MAX_BLOCKS * real_loader.BLOCK <= 2 ** 31 - 1
-    assert real_loader.index_type(1) == "int"
-    assert real_loader.index_type(10, limit, 3) == "int"
-    assert real_loader.index_type(10, limit + 1) == "long long"
-    assert real_loader.index_type(2 ** 31, 5) == "long long"
-    # conv2 of the reference network at batch 256: every size fits, with room to spare
-    n, c, o, p = 256, 32, 64, 14 * 14
-    assert real_loader.index_type(n * c * p, c * 9 * n * p, n * o * p) == "int"
-    # batch 65536 of the same layer: the columns matrix (3.7e9 elements) does not
-    assert real_loader.index_type(c * 9 * 65536 * p) == "long long"
-
-
-def test_launch_requires_the_index_type_of_the_kernel():
-    with pytest.raises(ValueError, match="index type"):
-        real_loader.resolved_signature("conv.cu", "im2col")
-    with pytest.raises(ValueError, match="index type"):
-        real_loader.resolved_signature("conv.cu", "row_sum", "int")
-    with pytest.raises(ValueError, match="index type"):
-        real_loader.resolved_signature("conv.cu", "im2col", "short")
-    assert real_loader.resolved_signature("pool.cu", "max_pool_fwd", "long long")[-1] == "long long"
-
-
-@pytest.mark.parametrize("limit,expected", [(None, {"int"}), (200, {"int", "long long"}), (0, {"long long"})])
-def test_emulated_launchers_pick_the_index_type_by_size(emulated, monkeypatch, limit, expected):
-    """The launchers launch the 64-bit instantiations exactly when a size passes the limit (lowered here
-    so that small arrays cross it), and the results stay equal to NumPy's either way."""
-    if limit is not None:
-        monkeypatch.setattr(emulated.loader, "INT32_INDEX_LIMIT", limit)
-    expressions = []
-    get_kernel = emulated.loader.get_kernel
-    monkeypatch.setattr(emulated.loader, "get_kernel",
-                        lambda file, expression: expressions.append(expression) or get_kernel(file, expression))
-    for name in ("grouped_dilated_gemm", "depthwise_same"):
-        parity.check_conv(emulated, next(c for c in CONV_CASES if c[0] == name), numpy.float64, "contiguous")
-    case = next(c for c in parity.POOL_CASES if c[0] == "overlap_3x3_s2")
-    parity.check_max_pool(emulated, case, numpy.float32, "contiguous")
-    parity.check_avg_pool(emulated, case, numpy.float32, "contiguous")
-    indices = {expression[:-1].partition(", ")[2] for expression in expressions if ", " in expression}
-    assert indices == expected
-    # FakeKernel asserted on every 'int' launch that all its sizes fit under the limit
