@@ -25,12 +25,14 @@ from ..nn.layers import AvgPool2D, Conv2D, Dense, MaxPool2D
 from ..nn.losses import SoftmaxCrossEntropy
 from ..nn.models import fashion_cnn
 from ..optim.optimizers import SGD, Adam, AdamW
+from ..compile.verify import TOLERANCES, precision_mode, relative_error
+from ..compile.verify import tolerance as verify_tolerance
 
 __all__ = ["Check", "gpu_checks", "cpu_checks", "relative_error", "TOLERANCE"]
 
-# Largest relative error accepted between a CUDA result and NumPy's, per float type: float32
-# sums in another order differ by a few units in the last place times the reduction length.
-TOLERANCE = {numpy.dtype(numpy.float32): 1e-4, numpy.dtype(numpy.float64): 1e-10}
+# Largest relative error accepted between a CUDA result and NumPy's, per float type, in the precision mode
+# in use: the one table of gpucnn/compile/verify.py.
+TOLERANCE = {numpy.dtype(name): limit for (name, mode), limit in TOLERANCES.items() if mode == "fp32"}
 
 
 class Check:
@@ -46,22 +48,9 @@ class Check:
         return f"{status}  {self.name}{error}{detail}"
 
 
-def relative_error(got, want):
-    """max |got - want| / max(max |want|, tiny), on the host; inf when shapes differ or values are not finite."""
-    got, want = backend.asnumpy(got).astype(numpy.float64), backend.asnumpy(want).astype(numpy.float64)
-    if got.shape != want.shape:
-        return float("inf")
-    if got.size == 0:
-        return 0.0
-    diff = numpy.abs(got - want)
-    if not numpy.all(numpy.isfinite(diff)):
-        return float("inf")
-    return float(diff.max() / max(float(numpy.abs(want).max()), 1e-30))
-
-
 def _compare(name, pairs, dtype):
     """A Check over [(what, got, want)]: passes when every relative error is within the dtype's tolerance."""
-    tolerance = TOLERANCE[numpy.dtype(dtype)]
+    tolerance = verify_tolerance(dtype, precision_mode())
     worst, worst_what = 0.0, ""
     for what, got, want in pairs:
         error = relative_error(got, want)

@@ -1,6 +1,7 @@
 """How a Sequential model runs on the fast path: its layers cut into segments, each run chunk by chunk.
 
-A *plan* walks the layers once per input rank: runs of layers the fast path knows become a
+The one planner (gpucnn/compile/plan.py) walks the layers once per input rank; ``take`` says which of
+its matches this path runs: runs of them become a
 ``Segment`` of stages (gpucnn/compile/cpu/stages.py); any other layer (BatchNorm, Dropout, a subclass,
 a layer of the user's own) stays itself and runs on the whole batch as on the reference path.
 A segment takes and returns the public layout ((N, C, H, W) or (N, F)); inside it, each chunk
@@ -17,8 +18,9 @@ import warnings
 import numpy
 
 from ...config import PATHS, config
-from ...nn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D,
-    ReLU, Sigmoid, Tanh)
+from ...nn.layers import MaxPool2D, ReLU
+from ..plan import plan
+from ..verify import describe_difference, relative_error, tolerance
 from .arena import Arena
 from .stages import ActivationStage, ConvStage, DenseStage, FlattenStage, PoolStage
 from .threads import chunk_bounds, num_threads, run_chunks, single_threaded_blas
@@ -27,10 +29,7 @@ __all__ = ["runner_for", "FastRunner", "FastPathMismatch", "Segment"]
 
 _KEPT_SHAPES = 2  # batch shapes whose buffers a segment keeps in training (the batch size, the last batch)
 _KEPT_RUNNERS = 4  # input ranks / layer lists a model keeps a runner for
-_ACTIVATIONS = (ReLU, LeakyReLU, Sigmoid, Tanh)
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
-# layers run as themselves after which the rank is still known
-_SAME_RANK = (Dropout, BatchNorm1D, BatchNorm2D, Conv2D, MaxPool2D, AvgPool2D)
 
 
 def _plain_window(layer):
@@ -144,42 +143,47 @@ class Segment:
         return grad_x
 
 
+def take(match, rank):
+    """What this executor runs of a planner match (gpucnn/compile/plan.py): plain windows (no dilation, one
+    group), in the rank each stage is written for; max pooling folds into the convolution when unpadded."""
+    layers, first = match.layers, match.layers[0]
+    if match.kind == "conv":
+        if rank != 4 or not _plain_window(first):
+            return 0
+        pool = layers[-1] if type(layers[-1]) is MaxPool2D else None
+        folds = pool is not None and not pool.window.padded and _plain_window(pool)
+        return len(layers) if folds or pool is None else len(layers) - 1
+    if match.kind == "pool":
+        return int(rank == 4 and _plain_window(first))
+    if match.kind == "dense":
+        return int(rank == 2)  # its ReLU runs as an activation stage of its own
+    return int(rank in (2, 4))  # elementwise, flatten
+
+
+def _stage(index, match):
+    kind, layers = match.kind, match.layers
+    if kind == "conv":
+        relu = layers[1] if len(layers) > 1 and type(layers[1]) is ReLU else None
+        pool = layers[-1] if type(layers[-1]) is MaxPool2D else None
+        return ConvStage(index, layers[0], relu, pool)
+    return {"pool": PoolStage, "elementwise": ActivationStage, "flatten": FlattenStage,
+            "dense": DenseStage}[kind](index, layers[0])
+
+
 def _plan(layers, rank):
-    """[Segment or Layer]: the layers grouped into fast segments, the rest kept as themselves."""
+    """[Segment or Layer]: the planner's steps, consecutive stages grouped into fast segments, the rest kept as
+    themselves."""
     parts, stages = [], []
-
-    def close():
-        if stages:
-            parts.append(Segment(list(stages)))
-            stages.clear()
-
-    i = 0
-    while i < len(layers):
-        layer, kind = layers[i], type(layers[i])
-        index = len(stages)
-        if rank == 4 and kind is Conv2D and _plain_window(layer):
-            relu = layers[i + 1] if i + 1 < len(layers) and type(layers[i + 1]) is ReLU else None
-            j = i + 1 + (relu is not None)
-            pool = layers[j] if j < len(layers) and type(layers[j]) is MaxPool2D and not layers[j].window.padded \
-                and _plain_window(layers[j]) else None
-            stage = ConvStage(index, layer, relu, pool)
-        elif rank == 4 and kind in (MaxPool2D, AvgPool2D) and _plain_window(layer):
-            stage = PoolStage(index, layer)
-        elif rank in (2, 4) and kind in _ACTIVATIONS:
-            stage = ActivationStage(index, layer)
-        elif rank in (2, 4) and kind is Flatten:
-            stage, rank = FlattenStage(index, layer), 2
-        elif rank == 2 and kind is Dense:
-            stage = DenseStage(index, layer)
+    for step in plan(layers, take, rank):
+        if step.match is None:
+            if stages:
+                parts.append(Segment(stages))
+                stages = []
+            parts.append(step.layer)
         else:
-            close()
-            parts.append(layer)
-            rank = rank if kind in _SAME_RANK else None
-            i += 1
-            continue
-        stages.append(stage)
-        i += len(stage.layers)
-    close()
+            stages.append(_stage(len(stages), step.match))
+    if stages:
+        parts.append(Segment(stages))
     return parts
 
 
@@ -274,19 +278,13 @@ def _verify_mode():
 
 
 def _compare(what, fast, reference, mode, scale_floor=0.0):
-    """Equal up to float rounding: max |fast - ref| <= rtol * max(max |ref|, scale_floor) (rtol by dtype)."""
-    rtol = 1e-9 if reference.dtype == numpy.float64 else 2e-3
-    fast, reference = numpy.asarray(fast, dtype=numpy.float64), numpy.asarray(reference, dtype=numpy.float64)
-    same_nan = numpy.array_equal(numpy.isnan(fast), numpy.isnan(reference))
-    finite = ~numpy.isnan(reference)
-    scale = max(float(numpy.max(numpy.abs(reference[finite]), initial=0.0)), scale_floor)
-    error = float(numpy.max(numpy.abs(fast[finite] - reference[finite]), initial=0.0))
-    if same_nan and error <= rtol * scale + 1e-30:
+    """Equal up to float rounding, by the one verifier's rule and tolerance (gpucnn/compile/verify.py)."""
+    limit = tolerance(reference.dtype)
+    error = relative_error(fast, reference, scale_floor)
+    if error <= limit:
         return
-    message = (f"gpucnn verify: the fast path's {what} differs from the reference path's: max |difference| "
-               f"{error:.3g} against max |value| {scale:.3g} (tolerance {rtol:g} relative)"
-               + ("" if same_nan else ", and NaN in different places")
-               + "; set gpucnn.config.path = 'reference' and please report it")
+    message = (f"gpucnn verify: the fast path's {what} differs from the reference path's: "
+               f"{describe_difference(what, error, limit)}; set gpucnn.config.path = 'reference' and please report it")
     if mode == "raise":
         raise FastPathMismatch(message)
     warnings.warn(message, RuntimeWarning, stacklevel=4)

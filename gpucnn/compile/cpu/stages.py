@@ -38,7 +38,7 @@ it saves (batch 256 0.94x), hence the condition.
 import numpy
 from numpy.lib.stride_tricks import as_strided
 
-from ...nn.layers.activation import ReLU, _check_float
+from ...nn.layers.activation import ReLU, check_float
 from ...ops.geometry import check_input
 from . import chwn
 
@@ -329,7 +329,7 @@ class ActivationStage(Stage):
         self.layers = (layer,)
 
     def out_shape(self, shape, dtype):
-        _check_float(shape_probe(shape, dtype), self.layer.name)
+        check_float(shape_probe(shape, dtype), self.layer.name)
         return shape, dtype
 
     def forward(self, ctx, x):
@@ -356,7 +356,7 @@ class FlattenStage(Stage):
         self.layers = (layer,)
 
     def out_shape(self, shape, dtype):
-        _check_float(shape_probe(shape, dtype), "Flatten")
+        check_float(shape_probe(shape, dtype), "Flatten")
         return (shape[0], int(numpy.prod(shape[1:]))), dtype
 
     def forward(self, ctx, x):

@@ -1,5 +1,8 @@
 """A Sequential model as a list of fused stages: the forward and backward pass of the graph-captured step.
 
+The one planner (gpucnn/compile/plan.py) matches the layers; ``take`` says what this executor runs of
+each match, and a layer it does not take makes ``build_stages`` refuse the model, naming the layer.
+
 Each stage replaces one or two layers with the fused launchers of ``gpucnn.compile.cuda_graph.launch``
 (or, where no fused kernel exists yet, with capture-safe readable ops):
 
@@ -19,6 +22,7 @@ Nothing here reads device memory back, calls cuBLAS or synchronises.
 """
 from ...nn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
 from ...ops import activation, pool
+from ..plan import plan
 
 __all__ = ["build_stages", "SUPPORTED_LAYERS"]
 
@@ -133,30 +137,40 @@ class _ElementwiseStage:
         return pool.avg_pool2d_backward(grad, self.cache), False
 
 
+def take(match, rank):
+    """What the graph runs of a planner match (gpucnn/compile/plan.py): everything matched but LeakyReLU and
+    Sigmoid; a dilated or grouped convolution is refused with the reason (the fused kernels do not take it)."""
+    first = match.layers[0]
+    if match.kind == "conv" and (first.dilation != (1, 1) or first.groups != 1):
+        raise NotImplementedError(f"compile_step: layer {match.start} ({first!r}) is dilated or grouped; the "
+                                  f"fused convolution kernels handle dilation 1 and groups 1 only (use the eager "
+                                  f"path for this model)")
+    if match.kind == "elementwise":
+        return int(type(first) in (ReLU, Tanh))
+    return len(match.layers)
+
+
+def _stages(match):
+    layers = match.layers
+    relu = len(layers) > 1 and type(layers[1]) is ReLU
+    if match.kind in ("conv", "dense"):
+        stages = [(_ConvStage if match.kind == "conv" else _DenseStage)(layers[0], relu)]
+        if type(layers[-1]) is MaxPool2D:  # conv [+ ReLU] + max-pool: the pool's backward applies the ReLU mask
+            stages.append(_MaxPoolStage(layers[-1], fold_relu=relu))
+        return stages
+    if type(layers[0]) is MaxPool2D:
+        return [_MaxPoolStage(layers[0], fold_relu=False)]
+    return [_ElementwiseStage(layers[0])]
+
+
 def build_stages(model):
     """The fused stages of a Sequential ``model``; NotImplementedError names a layer without one."""
-    layers = list(model.layers)
-    stages, i = [], 0
-    while i < len(layers):
-        layer = layers[i]
-        relu_next = i + 1 < len(layers) and type(layers[i + 1]) is ReLU
-        if isinstance(layer, Conv2D) and (layer.dilation != (1, 1) or layer.groups != 1):
-            raise NotImplementedError(f"compile_step: layer {i} ({layer!r}) is dilated or grouped; the fused "
-                                      f"convolution kernels handle dilation 1 and groups 1 only (use the eager "
-                                      f"path for this model)")
-        if isinstance(layer, (Conv2D, Dense)):
-            stage = (_ConvStage if isinstance(layer, Conv2D) else _DenseStage)(layer, relu_next)
-            i += 2 if relu_next else 1
-        elif isinstance(layer, MaxPool2D):
-            after_relu = bool(stages) and getattr(stages[-1], "relu", False) and isinstance(stages[-1], _ConvStage)
-            stage = _MaxPoolStage(layer, after_relu)
-            i += 1
-        elif type(layer) in (Flatten, Tanh, ReLU, AvgPool2D):
-            stage = _ElementwiseStage(layer)
-            i += 1
-        else:
-            raise NotImplementedError(f"compile_step: layer {i} ({type(layer).__name__}) has no fused stage; the "
-                                      f"graph-captured step supports {', '.join(SUPPORTED_LAYERS)} (use the eager "
-                                      f"path for this model)")
-        stages.append(stage)
+    stages = []
+    for step in plan(model.layers, take):
+        if step.match is None:
+            index = model.layers.index(step.layer)
+            raise NotImplementedError(f"compile_step: layer {index} ({type(step.layer).__name__}) has no fused "
+                                      f"stage; the graph-captured step supports {', '.join(SUPPORTED_LAYERS)} (use "
+                                      f"the eager path for this model)")
+        stages.extend(_stages(step.match))
     return stages

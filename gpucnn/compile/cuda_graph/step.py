@@ -52,13 +52,15 @@ import warnings
 import numpy
 
 from ...backend import cupy_or_none
+from ..verify import TOLERANCES as VERIFY_TOLERANCES, precision_mode, relative_error
+from ..verify import tolerance as verify_tolerance
 from .plan import build_stages
 from .update import MultiTensorUpdate
 
 __all__ = ["compile_step", "GraphStep", "GraphMismatchWarning", "TOLERANCES"]
 
-#: relative tolerance of the verify mode, per dtype, against the largest magnitude of the eager tensor
-TOLERANCES = {numpy.dtype(numpy.float32): 1e-4, numpy.dtype(numpy.float64): 1e-10}
+#: relative tolerance of the verify mode per dtype in strict FP32 (the one table: gpucnn/compile/verify.py)
+TOLERANCES = {numpy.dtype(name): limit for (name, mode), limit in VERIFY_TOLERANCES.items() if mode == "fp32"}
 
 
 #: uncaptured runs of the step (undone) before the capture, to warm the step's private memory pool
@@ -376,9 +378,9 @@ class GraphStep:
         self.optimizer.step()
         expected += [(name, cp.asnumpy(p.data)) for name, p in zip(names, self.params)]
         self.restore(after_graph)
-        tolerance = TOLERANCES[self.dtype]
+        tolerance = verify_tolerance(self.dtype, precision_mode())
         for (name, want), got in zip(expected, actual):
-            error = _relative_error(got, want)
+            error = relative_error(got, want)
             if not error <= tolerance:
                 self.mismatch = (name, error)
                 warnings.warn(GraphMismatchWarning(
@@ -390,19 +392,6 @@ class GraphStep:
                 self.eager = True
                 return False
         return True
-
-
-def _relative_error(actual, expected):
-    actual, expected = numpy.asarray(actual, dtype=numpy.float64), numpy.asarray(expected, dtype=numpy.float64)
-    if actual.shape != expected.shape:
-        return float("inf")
-    if not numpy.array_equal(numpy.isfinite(actual), numpy.isfinite(expected)):
-        return float("inf")
-    finite = numpy.isfinite(expected)
-    if not finite.any():
-        return 0.0
-    scale = max(float(numpy.max(numpy.abs(expected[finite]))), numpy.finfo(numpy.float64).tiny)
-    return float(numpy.max(numpy.abs(actual[finite] - expected[finite]))) / scale
 
 
 def _param_name(model, param):

@@ -7,7 +7,7 @@ from .base import Layer, check_grad_array
 __all__ = ["ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout"]
 
 
-def _check_float(x, layer):
+def check_float(x, layer):
     if not hasattr(x, "dtype") or x.dtype.kind != "f":
         raise TypeError(f"{layer}: expected a floating-point array, got {getattr(x, 'dtype', type(x).__name__)}")
     if x.ndim == 0 or x.shape[0] == 0:
@@ -25,7 +25,7 @@ class _Elementwise(Layer):
         raise NotImplementedError
 
     def forward(self, x):
-        _check_float(x, self.name)
+        check_float(x, self.name)
         y = self._f(x)
         self._cache = y if self.uses_output else x
         return y
@@ -118,7 +118,7 @@ class Dropout(Layer):
         return generator.random_sample(shape, dtype=dtype)
 
     def forward(self, x):
-        _check_float(x, "Dropout")
+        check_float(x, "Dropout")
         if not self.training or self.p == 0.0:
             self._cache = None
             return x
