@@ -7,15 +7,17 @@
 
 Writes to --out: metrics.csv, metrics.json, curves.png (when matplotlib is installed),
 model.npz (the final weights) and checkpoint.npz (updated after every epoch and on Ctrl-C).
+While a run writes there, --out holds its lock (.gpucnn-train.lock, gpucnn/commands/run_lock.py):
+a second run into the same directory is refused, naming the process that holds it; the lock of
+a process that has ended is taken over. Under --distributed, rank 0 holds it.
 Expected failures (bad arguments, missing or damaged data, a bad checkpoint, a full disk,
-out of memory) end with one line, "error: ...", and exit status 2.
+out of memory, an --out in use) end with one line, "error: ...", and exit status 2.
 """
 import argparse
-import csv
-import errno
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -32,12 +34,13 @@ from ..data import CorruptDataError, DataNotFoundError, load_fashion_mnist, load
 from ..data.datasets import find_dataset
 from ..nn.models import MODELS
 from ..train.loop import TrainingDiverged, evaluate, fit
-from ..train.checkpoint import read_training_meta
+from . import run_lock
+# The pieces of the command, in modules of their own; their names stay importable from here.
+from .errors import CommandError, os_error, out_of_memory
+from .train_record import Notes, plot_curves, print_row, write_metrics
+from .train_resume import OPTIMIZER_SETTINGS, resume_plan  # noqa: F401 (OPTIMIZER_SETTINGS: importable from here)
 
 DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist}
-
-# command-line option -> the optimizer setting a checkpoint also holds
-_OPTIMIZER_SETTINGS = {"lr": "lr", "betas": "betas", "momentum": "momentum", "weight_decay": "weight_decay"}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -95,6 +98,8 @@ def _parser(prog):
 def parse_args(argv=None, prog=None):
     p = _parser(prog)
     args = p.parse_args(argv)
+    # the command line, as the run directory's lock records it for a run that is refused
+    args.command = " ".join([prog or p.prog] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -136,59 +141,6 @@ def make_schedule(args, optimizer):
     return None
 
 
-def write_metrics(out, history):
-    keys = [k for k in history if history[k]]
-    with open(os.path.join(out, "metrics.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(keys)
-        writer.writerows(zip(*(history[k] for k in keys)))
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(history, f, indent=1)
-
-
-def plot_curves(out, history):
-    """curves.png: loss and accuracy per epoch; skipped (with a note) without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = history["epoch"]
-    ax_loss.plot(epochs, history["loss"], "o-", label="train")
-    ax_acc.plot(epochs, [100 * a for a in history["accuracy"]], "o-", label="train")
-    if history["val_loss"]:
-        ax_loss.plot(epochs, history["val_loss"], "s-", label="test")
-        ax_acc.plot(epochs, [100 * a for a in history["val_accuracy"]], "s-", label="test")
-    for ax, label in ((ax_loss, "cross-entropy"), (ax_acc, "accuracy (%)")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    path = os.path.join(out, "curves.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def print_row(history):
-    i = len(history["epoch"]) - 1
-    if i == 0:
-        print(f"{'epoch':>5} {'loss':>8} {'acc %':>7} {'test loss':>9} {'test acc %':>10} {'lr':>9} "
-              f"{'seconds':>8} {'img/s':>8}")
-    val_loss = f"{history['val_loss'][i]:9.4f}" if history["val_loss"] else f"{'-':>9}"
-    val_acc = f"{100 * history['val_accuracy'][i]:10.2f}" if history["val_accuracy"] else f"{'-':>10}"
-    print(f"{history['epoch'][i]:5d} {history['loss'][i]:8.4f} {100 * history['accuracy'][i]:7.2f} {val_loss} "
-          f"{val_acc} {history['lr'][i]:9.2e} {history['seconds'][i]:8.1f} {history['images_per_second'][i]:8.0f}",
-          flush=True)
-
-
-class CommandError(Exception):
-    """An expected failure of the command, reported as one line."""
-
-
 def main(argv=None, prog=None):
     args = parse_args(argv, prog)
     if args.path:
@@ -202,22 +154,24 @@ def main(argv=None, prog=None):
 def run(args):
     out = args.out or os.path.join("runs", args.model)
     checkpoint = args.checkpoint or os.path.join(out, "checkpoint.npz")
-    created = []
+    created, locks = [], []
     status = 2
     try:
-        status = _run(args, out, checkpoint, created)
+        status = _run(args, out, checkpoint, created, locks)
         return status
     except (CommandError, CheckpointError, DataNotFoundError, CorruptDataError, TrainingDiverged,
             NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except MemoryError as exc:
-        print(f"error: {_out_of_memory(exc, args.batch_size)}", file=sys.stderr)
+        print(f"error: {out_of_memory(exc, args.batch_size)}", file=sys.stderr)
     except OSError as exc:
-        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        print(f"error: {os_error(exc)}", file=sys.stderr)
     except KeyboardInterrupt:  # before training started (fit turns Ctrl-C during training into a checkpoint)
         print("\ninterrupted before training started; nothing was written", file=sys.stderr)
         return 130
     finally:
+        for lock in locks:  # whatever ended the run: the next run into --out may start
+            lock.release()
         # A run that failed before writing anything leaves no directory. Only a failed one: under --distributed
         # another rank may still be writing into a directory this rank created.
         for directory in reversed(created if status != 0 else []):
@@ -228,7 +182,7 @@ def run(args):
     return 2
 
 
-def _run(args, out, checkpoint, created):
+def _run(args, out, checkpoint, created, locks):
     try:
         device = _device(args)
     except (RuntimeError, ValueError) as exc:
@@ -237,7 +191,8 @@ def _run(args, out, checkpoint, created):
         print(backend.describe_auto_choice(device))
     if args.graph and device == "cpu":
         raise CommandError("--graph needs a CUDA device (the captured step runs on the GPU); drop --graph on the CPU")
-    _prepare_directory(out, created, "--out")
+    # the lock before anything is written into --out: a refused run changes nothing there
+    _prepare_directory(out, created, "--out", before_writing=lambda: _lock_run_directory(args, out, locks))
     _prepare_directory(os.path.dirname(os.path.abspath(checkpoint)), created, "--checkpoint")
     source = find_dataset(args.dataset, args.data_dir)
     print(f"data: {args.dataset} from {source['directory']}"
@@ -252,13 +207,13 @@ def _run(args, out, checkpoint, created):
     schedule = make_schedule(args, optimizer)
     print(f"{args.model} on {args.dataset}: {len(x_train)} training images, {len(x_test)} test images, "
           f"{sum(p.data.size for p in model.parameters())} parameters, device {device}")
-    resume, keep, done = _resume_plan(args, checkpoint, optimizer, schedule, len(x_train))
+    resume, keep, done = resume_plan(args, checkpoint, optimizer, schedule, len(x_train))
 
     def on_epoch_end(history):
         done["history"] = history
         print_row(history)
 
-    notes = _Notes(sys.stdout)
+    notes = Notes(sys.stdout)
     started = time.time()
     try:
         history = fit(model, losses.SoftmaxCrossEntropy(), optimizer, x_train, y_train, args.epochs,
@@ -275,7 +230,7 @@ def _run(args, out, checkpoint, created):
             plot = plot_curves(out, done["history"])
             print(f"wrote {out}/metrics.csv, metrics.json" + (f", {os.path.basename(plot)}" if plot else "")
                   + f" for the {len(done['history']['epoch'])} epochs done", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_status", 130)  # 143 after a SIGTERM
     if args.distributed and not _distributed_root():
         return 0  # rank 0 evaluates and writes the files
     final = evaluate(model, x_test, y_test, losses.SoftmaxCrossEntropy(), progress=not args.no_progress)
@@ -305,21 +260,6 @@ def _run(args, out, checkpoint, created):
     return 0
 
 
-class _Notes:
-    """fit's notes, printed as they come; keeps the one saying which training step ran (for summary.json)."""
-
-    def __init__(self, stream):
-        self.stream, self.step = stream, None
-
-    def write(self, text):
-        if text.startswith("training step: "):
-            self.step = text[len("training step: "):].strip()
-        return self.stream.write(text)
-
-    def flush(self):
-        self.stream.flush()
-
-
 def _device(args):
     if not args.distributed:
         return backend.resolve_device(args.device)
@@ -333,8 +273,15 @@ def _distributed_root():
     return distributed.init().is_root
 
 
-def _prepare_directory(directory, created, option):
-    """Create ``directory`` (remembering what was created) and prove it writable before any training."""
+def _lock_run_directory(args, out, locks):
+    """Take the lock of --out (rank 0's alone under --distributed); RunDirectoryInUse when a live run holds it."""
+    if not args.distributed or _distributed_root():
+        locks.append(run_lock.acquire(out, command=getattr(args, "command", None), option="--out"))
+
+
+def _prepare_directory(directory, created, option, before_writing=None):
+    """Create ``directory`` (remembering what was created) and prove it writable before any training;
+    ``before_writing`` runs between the two (the run directory's lock)."""
     missing = []
     probe = os.path.abspath(directory)
     while not os.path.exists(probe):
@@ -346,71 +293,10 @@ def _prepare_directory(directory, created, option):
         raise CommandError(f"{option} {directory}: cannot create it ({exc.strerror or exc})") from None
     finally:
         created.extend(d for d in reversed(missing) if os.path.isdir(d) and d not in created)
+    if before_writing is not None:
+        before_writing()
     try:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as exc:
         raise CommandError(f"{option} {directory}: cannot write there ({exc.strerror or exc})") from None
-
-
-def _resume_plan(args, checkpoint, optimizer, schedule, num_samples):
-    """(resume?, optimizer settings kept from the command line, {'history': what is done so far})."""
-    if not (args.resume or args.resume_or_start):
-        return False, (), {"history": None}
-    if not os.path.exists(checkpoint):
-        if args.resume:
-            raise CommandError(f"--resume: there is no checkpoint at {checkpoint}; give --resume-or-start to "
-                               f"start a new run when there is none")
-        print(f"no checkpoint at {checkpoint}: starting a new run")
-        return False, (), {"history": None}
-    meta = read_training_meta(checkpoint)
-    info = meta.get("info") or {}
-    terms = [("--dataset", info, "dataset", args.dataset), ("--limit", info, "limit", args.limit),
-             ("--batch-size", meta, "batch_size", args.batch_size), ("data-set size", meta, "num_samples", num_samples)]
-    for what, held, key, ours in terms:
-        if key in held and held[key] != ours:
-            raise CommandError(f"{checkpoint}: was written with {what} {_shown(held[key])}, this run has "
-                               f"{what} {_shown(ours)}; refusing to resume on other terms")
-    print(f"resuming from epoch {meta['epoch'] + 1}, step {meta['step']} of {checkpoint}")
-    keep = []
-    held = dict(meta["optimizer"].get("hyper") or {}, lr=meta["optimizer"].get("lr"))
-    if isinstance(meta.get("scheduler"), dict) and schedule is not None:
-        held["lr"] = meta["scheduler"].get("base_lr")  # the schedule's base, which --lr sets
-    for option, setting in _OPTIMIZER_SETTINGS.items():
-        if setting not in held or not hasattr(optimizer, setting):
-            continue
-        ours = getattr(optimizer, setting)
-        ours = list(ours) if isinstance(ours, tuple) else ours
-        flag = "--" + option.replace("_", "-")
-        if option in args.explicit:
-            keep.append(setting)
-            if held[setting] != ours:
-                print(f"{flag}: the command line's {_shown(ours)} wins over the checkpoint's {_shown(held[setting])}")
-        elif held[setting] != ours:
-            print(f"{flag}: the checkpoint's {_shown(held[setting])} is used (give {flag} to override it)")
-    return True, tuple(keep), {"history": meta.get("history")}
-
-
-def _shown(value):
-    if value is None:
-        return "none"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def _out_of_memory(exc, batch_size):
-    text = str(exc)
-    if "batch size" in text:
-        return text
-    return (f"out of memory at batch size {batch_size}; try a smaller batch, e.g. --batch-size "
-            f"{max(batch_size // 2, 1)} ({text or type(exc).__name__})")
-
-
-def _os_error(exc):
-    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-    if exc.errno == errno.ENOSPC:
-        return f"no space left on the device writing{where}; free some space or give another --out"
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"cannot write{where}: {exc.strerror}"
-    return f"{exc.strerror or exc}{':' + where if where else ''}"
