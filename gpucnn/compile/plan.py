@@ -8,6 +8,7 @@ Patterns (the first that fits, each taking every optional layer that follows in 
     elementwise  ReLU | LeakyReLU | Sigmoid | Tanh
     flatten      Flatten
 
+Each layer type declares its places in these patterns in the registry (gpucnn/nn/registry.py).
 A pattern matches only the exact layer classes (a subclass of the user's own may compute
 something else). The planner also follows the rank of the data (4: feature maps, 2: feature
 vectors) from the model's input, because which executor can take a match depends on it.
@@ -23,22 +24,25 @@ A model is a chain of layers today (Sequential); the plan is a list of steps in 
 graph of layers, the patterns match along chains of layers whose outputs have one consumer, and
 every other node becomes a step of its own.
 """
-from ..nn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
-                         MaxPool2D, ReLU, Sigmoid, Tanh)
+from ..nn.registry import LAYER_TYPES, layer_type
 
 __all__ = ["PATTERNS", "Match", "Step", "plan", "rank_after"]
 
-#: pattern name -> the classes allowed at each position (the first is required, the rest optional)
-PATTERNS = {
-    "conv": ((Conv2D,), (ReLU,), (MaxPool2D,)),
-    "dense": ((Dense,), (ReLU,)),
-    "pool": ((MaxPool2D, AvgPool2D),),
-    "elementwise": ((ReLU, LeakyReLU, Sigmoid, Tanh),),
-    "flatten": ((Flatten,),),
-}
 
-# layers after which the rank of the data is what it was before
-_SAME_RANK = (Dropout, BatchNorm1D, BatchNorm2D, Conv2D, Dense, MaxPool2D, AvgPool2D, ReLU, LeakyReLU, Sigmoid, Tanh)
+def _patterns():
+    """pattern name -> the classes allowed at each position (the first is required, the rest optional), from
+    the ``patterns`` each layer type declares in the registry (gpucnn/nn/registry.py)."""
+    places = {}
+    for entry in LAYER_TYPES.values():
+        for kind, position in entry.patterns:
+            places.setdefault(kind, {}).setdefault(position, []).append(entry.cls)
+    order = ("conv", "dense", "pool", "elementwise", "flatten")  # first fit wins; others after, by name
+    kinds = [k for k in order if k in places] + sorted(set(places) - set(order))
+    return {k: tuple(tuple(places[k][i]) for i in sorted(places[k])) for k in kinds}
+
+
+#: pattern name -> the classes allowed at each position
+PATTERNS = _patterns()
 
 
 class Match:
@@ -79,9 +83,10 @@ def _match_at(layers, i):
 
 def rank_after(layer, rank):
     """The rank of the data after ``layer`` (None: not known, for a layer of the user's own)."""
-    if type(layer) is Flatten:
-        return 2
-    return rank if type(layer) in _SAME_RANK else None
+    entry = layer_type(layer)
+    if entry is None:
+        return None
+    return rank if entry.rank == "same" else entry.rank
 
 
 def plan(layers, take, rank=None):

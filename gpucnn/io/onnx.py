@@ -18,7 +18,7 @@ import tempfile
 
 import numpy
 
-from ..nn import layers
+from ..nn.registry import LAYER_TYPES, layer_type
 from ..backend import asnumpy
 from ..nn.summary import output_shapes
 
@@ -99,30 +99,30 @@ def _simple(op, **attrs):
     return lambda g, layer, x, out, i: g.node(op, [x], out, **attrs)
 
 
-_EXPORTERS = {
-    "Conv2D": _conv,
-    "MaxPool2D": _pool("MaxPool"),
-    "AvgPool2D": _pool("AveragePool", count_include_pad=1),
-    "Dense": _dense,
+# ONNX operator -> the function that writes its node; which layer type exports to which operator is the
+# registry's ``onnx`` (gpucnn/nn/registry.py).
+EMITTERS = {
+    "Conv": _conv,
+    "MaxPool": _pool("MaxPool"),
+    "AveragePool": _pool("AveragePool", count_include_pad=1),
+    "Gemm": _dense,
     "Flatten": _simple("Flatten", axis=1),
-    "ReLU": _simple("Relu"),
+    "Relu": _simple("Relu"),
     "Sigmoid": _simple("Sigmoid"),
     "Tanh": _simple("Tanh"),
-    "LeakyReLU": lambda g, layer, x, out, i: g.node("LeakyRelu", [x], out, alpha=layer.negative_slope),
-    "BatchNorm1D": _batchnorm,
-    "BatchNorm2D": _batchnorm,
-    "Dropout": None,  # the identity at inference: no node
+    "LeakyRelu": lambda g, layer, x, out, i: g.node("LeakyRelu", [x], out, alpha=layer.negative_slope),
+    "BatchNormalization": _batchnorm,
 }
 
 
 def _exporter(layer, index):
-    # Only gpucnn's own types: a subclass may compute something else under the same name.
-    name = type(layer).__name__
-    if name not in _EXPORTERS or type(layer) is not getattr(layers, name, None):
-        supported = ", ".join(sorted(_EXPORTERS))
+    """The emitter of ``layer``'s node; None for a layer with no node (Dropout at inference)."""
+    entry = layer_type(layer)  # only gpucnn's own types: a subclass may compute something else
+    if entry is None:
+        supported = ", ".join(sorted(LAYER_TYPES))
         raise ExportError(f"gpucnn.onnx.export: layer {index} ({layer!r}) has no ONNX form; supported layers: "
                           f"{supported}")
-    return _EXPORTERS[name]
+    return None if entry.onnx is None else EMITTERS[entry.onnx]
 
 
 def to_onnx(model, input_shape):

@@ -1,5 +1,5 @@
 """Sequential: layers applied in order, backward in reverse."""
-from . import architecture
+from .registry import describe
 from ..backend import asnumpy, device_of, device_scope
 from ..io.arrays import CheckpointError, CheckpointReader, check_cast, save_arrays
 from ..compile.cpu import runner_for
@@ -211,7 +211,7 @@ class Sequential:
         ``gpucnn export`` (or ``gpucnn.architecture.build``) can rebuild the model from the file alone.
         """
         save_arrays(path, self.named_state(), {"format": _FORMAT, "layers": [repr(layer) for layer in self.layers],
-                                               "architecture": architecture.describe(self, self.input_shape)})
+                                               "architecture": describe(self, self.input_shape)})
 
     def load(self, path):
         """Read weights written by ``save``; on any error the model's weights are left as they were.

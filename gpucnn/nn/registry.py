@@ -1,0 +1,133 @@
+"""The one registry of layer types: what every part of gpucnn needs to know of a layer, in one entry.
+
+Each entry says, for one layer class:
+- ``args``: its architecture name (the key) and constructor arguments, so that a saved file can
+  rebuild the model (``describe`` / ``gpucnn.architecture.build``); ``dtype``: whether it takes one;
+- ``onnx``: the ONNX operator it exports to (``gpucnn.io.onnx`` keeps one emitter per operator;
+  None: no node, as Dropout at inference);
+- ``patterns``: its places in the planner's patterns (``gpucnn/compile/plan.py``), as
+  (pattern, position): position 0 starts the pattern, later ones are optional followers;
+- ``rank``: the rank of the data after it ('same', or 2 for Flatten), which the planner follows;
+- ``cuda_kernels``: the kernels of its eager CUDA ops, as ``file.cu:function`` of
+  ``gpucnn/kernels`` (the fused ones of the graph step live with their stages).
+
+How to add a layer type (docs/architecture.md; tests/nn/test_registry.py enforces each step):
+write its op in ``gpucnn/ops`` (forward and backward, the NumPy reference), its layer class in
+``gpucnn/nn/layers``, export it from ``gpucnn.nn.layers``, add its entry here, and optionally a
+CPU fast stage (``gpucnn/compile/cpu``) and a graph stage (``gpucnn/compile/cuda_graph``).
+"""
+import numpy
+
+from . import layers as L
+
+__all__ = ["LayerType", "LAYER_TYPES", "layer_type", "describe", "ArchitectureError"]
+
+
+class ArchitectureError(ValueError):
+    """An architecture that cannot be described or rebuilt."""
+
+
+class LayerType:
+    """One registry entry (see the module docstring)."""
+
+    def __init__(self, cls, args, onnx, patterns=(), rank="same", cuda_kernels=(), dtype=False):
+        self.cls, self.args, self.onnx, self.patterns = cls, args, onnx, tuple(patterns)
+        self.rank, self.cuda_kernels, self.dtype = rank, tuple(cuda_kernels), dtype
+
+    @property
+    def name(self):
+        return self.cls.__name__
+
+
+def _pool_args(layer):
+    w = layer.window
+    return {"kernel_size": [w.kh, w.kw], "stride": [w.sy, w.sx], "padding": [w.pt, w.pl]}
+
+
+def _conv_args(layer):
+    w = layer.window
+    padding = layer.padding if isinstance(layer.padding, str) else [w.pt, w.pl]
+    return {"in_channels": layer.in_channels, "out_channels": layer.out_channels,
+            "kernel_size": list(layer.weight.shape[2:]), "stride": [w.sy, w.sx], "padding": padding,
+            "dilation": list(layer.dilation), "groups": layer.groups, "bias": layer.bias is not None}
+
+
+def _dense_args(layer):
+    return {"in_features": layer.in_features, "out_features": layer.out_features, "bias": layer.bias is not None}
+
+
+def _batchnorm_args(layer):
+    return {"num_features": layer.num_features, "eps": layer.eps, "momentum": layer.momentum}
+
+
+def _no_args(layer):
+    return {}
+
+
+_CONV_KERNELS = ("conv.cu:im2col", "conv.cu:col2im", "conv.cu:conv_direct", "conv.cu:transpose01",
+                 "conv.cu:row_sum")
+_ACTIVATION = ("elementwise", 0)
+
+LAYER_TYPES = {t.name: t for t in (
+    LayerType(L.Conv2D, _conv_args, "Conv", [("conv", 0)], cuda_kernels=_CONV_KERNELS, dtype=True),
+    LayerType(L.Dense, _dense_args, "Gemm", [("dense", 0)], dtype=True),
+    LayerType(L.MaxPool2D, _pool_args, "MaxPool", [("pool", 0), ("conv", 2)],
+              cuda_kernels=("pool.cu:max_pool_fwd", "pool.cu:max_pool_bwd")),
+    LayerType(L.AvgPool2D, _pool_args, "AveragePool", [("pool", 0)],
+              cuda_kernels=("pool.cu:avg_pool_fwd", "pool.cu:avg_pool_bwd")),
+    LayerType(L.Flatten, _no_args, "Flatten", [("flatten", 0)], rank=2),
+    LayerType(L.ReLU, _no_args, "Relu", [_ACTIVATION, ("conv", 1), ("dense", 1)]),
+    LayerType(L.LeakyReLU, lambda layer: {"negative_slope": layer.negative_slope}, "LeakyRelu", [_ACTIVATION]),
+    LayerType(L.Sigmoid, _no_args, "Sigmoid", [_ACTIVATION]),
+    LayerType(L.Tanh, _no_args, "Tanh", [_ACTIVATION]),
+    LayerType(L.Dropout, lambda layer: {"p": layer.p}, None),
+    LayerType(L.BatchNorm1D, _batchnorm_args, "BatchNormalization", dtype=True),
+    LayerType(L.BatchNorm2D, _batchnorm_args, "BatchNormalization", dtype=True),
+)}
+
+
+def layer_type(layer):
+    """The registry entry of ``layer``, or None for a class of the user's own (a subclass included: it may
+    compute something else under the same name)."""
+    entry = LAYER_TYPES.get(type(layer).__name__)
+    return entry if entry is not None and type(layer) is entry.cls else None
+
+
+def describe(model, input_shape=None):
+    """The JSON-able architecture of ``model``, or None when a layer is not one of gpucnn's own.
+
+        {"layers": [{"type": "Conv2D", "args": {"in_channels": 1, "out_channels": 32, ...}}, ...],
+         "dtype": "float32", "input_shape": [1, 28, 28]}
+    """
+    specs = []
+    for layer in model.layers:
+        entry = layer_type(layer)
+        if entry is None:
+            return None
+        specs.append({"type": entry.name, "args": entry.args(layer)})
+    params = model.parameters()
+    spec = {"layers": specs, "dtype": str(params[0].data.dtype) if params else "float32"}
+    if input_shape is not None:
+        spec["input_shape"] = [int(d) for d in input_shape]
+    return spec
+
+
+def build_layers(spec):
+    """Fresh layers (on the CPU) from ``describe``'s output; ArchitectureError when unusable."""
+    try:
+        dtype = numpy.dtype(spec.get("dtype", "float32"))
+        built = []
+        for i, item in enumerate(spec["layers"]):
+            if item["type"] not in LAYER_TYPES:
+                raise ArchitectureError(f"layer {i}: unknown layer type {item['type']!r}")
+            entry = LAYER_TYPES[item["type"]]
+            args = {k: tuple(v) if isinstance(v, list) else v for k, v in item["args"].items()}
+            if entry.dtype:
+                args["dtype"] = dtype
+            built.append(entry.cls(**args))
+    except ArchitectureError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArchitectureError(f"cannot rebuild the model from its recorded architecture: "
+                                f"{type(exc).__name__}: {exc}") from None
+    return built
