@@ -1,17 +1,55 @@
 """Max and average pooling over NCHW volumes, with PyTorch's semantics.
 
 Max pooling pads with -inf (padding never wins) and records, for every output, which
-element of its window won (``argmax``, row-major in the window, the first of equal
-values; uint8 when the window has at most 255 elements). Only real elements win: a window
-whose real values are all -inf names its first real element, as PyTorch does. Backward sends each output
-gradient to that element only: the argmax mask. Overlapping windows add their gradients.
-
-Average pooling pads with zeros and always divides by kh*kw (PyTorch's default,
-count_include_pad=True); backward spreads each output gradient evenly over its window.
+element of its window won: the argmax. Backward sends each output gradient to that element
+only; where windows overlap, the gradients add. Average pooling pads with zeros and always
+divides by kh*kw (PyTorch's default, count_include_pad=True); backward spreads each output
+gradient evenly over its window.
 
 Both loop over the kh*kw kernel offsets, each step a vectorised operation on whole
 (N, C, out_h, out_w) slices; never a loop over pixels. CuPy arrays go to
 ``gpucnn.ops.cuda.pool``, which has the same functions.
+
+The argmax convention (every path computes this one; only the encoding differs)
+-------------------------------------------------------------------------------
+- The argmax of an output is the window-local index ``k = i*kw + j`` of the winning tap
+  (row i, column j of the window, counted from its top-left corner, padding included).
+- Ties: the first maximum in that row-major order wins.
+- NaN: a window holding NaN outputs NaN, and its gradient goes to the LAST NaN of the window
+  (PyTorch's scan, ``if (v > best || isnan(v))``, replaces the running maximum on every NaN;
+  tests/test_torch_parity.py::test_pool_nan_propagates holds it).
+- A window whose real elements are all -inf outputs -inf and names its first real element,
+  never padding, as PyTorch does (its scan starts at the first real element).
+- Backward, where windows overlap, adds each input element's share in ascending k, the order
+  of the loop over taps below; in one window order, so two runs give the same bits.
+
+Its four encodings, and why each differs (cost)
+-----------------------------------------------
+- Here (the reference): ``k`` as uint8 when the window has at most 255 elements, else int32;
+  a quarter of int32's memory for every real network's window.
+- The CUDA op (``gpucnn.ops.cuda.pool``; ``gpucnn/kernels/pool_body.cuh``, ``max_pool_fwd_body``
+  and ``max_pool_bwd_body``): ``k`` as int32 always, whatever the window; no dtype to pick or check
+  per launch, at four times the memory of uint8. Its gather (one thread per input element) visits
+  the covering windows with oy, ox descending, i.e. k ascending: bitwise the reference's order.
+- The fused CUDA graph (``gpucnn.compile.cuda_graph.launch``; ``gpucnn/kernels/fused_pool_body.cuh``,
+  ``max_pool_u8_fwd_body`` / ``max_pool_u8_bwd_body``): ``k`` as uint8, refused above 255 elements;
+  the smallest encoding, as the graph keeps every activation for a whole step. Its gather visits
+  the covering windows in ascending (oy, ox), i.e. k DESCENDING: the opposite order to
+  ``pool_body.cuh``, so with three or more overlapping windows naming one element the sum may
+  round differently (two terms add the same either way). Its forward starts at k = 0 rather than
+  at the first real element, so an all -inf window with top/left padding names padding and its
+  gradient is lost (after a ReLU no input is -inf, which is the case the graph is built for).
+- The CPU fast path (``gpucnn.compile.cpu.chwn.max_pool_taps``, used by ``stages.py``'s ConvStage and
+  PoolStage): a bool mask per window position, ``masks[k] == (argmax == k)``, (kh*kw, C, oh, ow, N);
+  kh*kw bytes per output instead of one, in exchange the forward builds them from the equality
+  tests it makes anyway and the backward is one multiply per tap with no comparison. It adds in
+  ascending k like the reference. It marks the first tap equal to the maximum, padding included,
+  so an all -inf window with top/left padding also sends its gradient to padding.
+
+What would make them one: uint8 ``k`` everywhere (int32 above 255 elements) with pool.cu templated
+on the argmax type; fused_pool_body.cuh's gather walking oy, ox descending and its forward starting
+at the first real element, as pool_body.cuh does (fused_pool would then be pool.cu's kernel plus
+the ReLU mask); the fast path ANDing each mask with "tap k is real" (``_real_taps`` below).
 """
 import numpy
 
