@@ -55,7 +55,8 @@ from ...backend import cupy_or_none
 from ..verify import TOLERANCES as VERIFY_TOLERANCES, precision_mode, relative_error
 from ..verify import tolerance as verify_tolerance
 from .plan import build_stages
-from .update import MultiTensorUpdate
+from .snapshot import OptimizerSnapshot, param_name
+from .update import default_update
 
 __all__ = ["compile_step", "GraphStep", "GraphMismatchWarning", "TOLERANCES"]
 
@@ -130,7 +131,7 @@ class GraphStep:
         self.loss = loss if loss is not None else getattr(loss_fn, "fused", None)
         if self.loss is None:
             raise _missing("loss", "loss whose .fused(logits, labels) returns (loss, dlogits, correct)")
-        self.update = update if update is not None else _default_update(optimizer)
+        self.update = update if update is not None else default_update(optimizer)
         if self.update is None:
             raise _missing("update", "optimizer with .fused_step(params, grads) (or gpucnn's SGD, Adam, AdamW)")
         self.verify_first, self.verify_every = bool(verify), (int(verify_every) if verify_every else None)
@@ -193,7 +194,7 @@ class GraphStep:
 
     def snapshot(self):
         """The parameters and the optimizer's state, to restore in place (every address stays valid)."""
-        return [p.data.copy() for p in self.params], _OptimizerSnapshot(self.optimizer)
+        return [p.data.copy() for p in self.params], OptimizerSnapshot(self.optimizer)
 
     def restore(self, snapshot):
         params, optimizer = snapshot
@@ -360,7 +361,7 @@ class GraphStep:
         stats_before = cp.asnumpy(self.stats)
         self._eager_step(start, stop)
         stats_eager = cp.asnumpy(self.stats)
-        names = [_param_name(self.model, p) for p in self.params]
+        names = [param_name(self.model, p) for p in self.params]
         expected = [("loss", numpy.array((stats_eager[0] - stats_before[0]) / self.batch_size))]
         expected += [(f"{name}.grad", cp.asnumpy(p.grad)) for name, p in zip(names, self.params)]
         self.restore(saved)
@@ -392,52 +393,3 @@ class GraphStep:
                 self.eager = True
                 return False
         return True
-
-
-def _param_name(model, param):
-    for i, layer in enumerate(model.layers):
-        for name in ("weight", "bias"):
-            if getattr(layer, name, None) is param:
-                return f"layers.{i}.{type(layer).__name__}.{name}"
-    return "parameter"
-
-
-def _default_update(optimizer):
-    fused_step = getattr(optimizer, "fused_step", None)
-    if fused_step is not None:
-        return fused_step
-    if hasattr(optimizer, "multi_tensor_groups") and hasattr(optimizer, "update_group"):
-        return MultiTensorUpdate(optimizer)
-    return None
-
-
-def _is_array(value):
-    return hasattr(value, "shape") and hasattr(value, "copy") and not isinstance(value, (int, float))
-
-
-class _OptimizerSnapshot:
-    """The optimizer's state (arrays, step counts, lr, the flat groups' device scalars), restored in place:
-    the state dicts and arrays stay the same objects, so the flat groups stay current and the graph's
-    addresses valid. Device copies only, no host read."""
-
-    def __init__(self, optimizer):
-        self.optimizer = optimizer
-        self.lr = optimizer.lr
-        self.states = [(s, {k: (v.copy() if _is_array(v) else v) for k, v in s.items()}) for s in optimizer.state]
-        # the flat groups built so far (gpucnn/optim/flat.py); their device scalars advance with each update
-        self.groups = [(g, g.hyper.copy(), g.steps, g.lr) for g in (getattr(optimizer, "_groups", None) or ())]
-
-    def restore(self):
-        for state, saved in self.states:
-            for key in set(state) - set(saved):
-                del state[key]
-            for key, value in saved.items():
-                current = state.get(key)
-                if _is_array(value) and _is_array(current) and current.shape == value.shape:
-                    current[...] = value
-                else:
-                    state[key] = value.copy() if _is_array(value) else value
-        for group, hyper, steps, lr in self.groups:
-            group.hyper[...] = hyper
-            group.steps, group.lr = steps, lr
-        self.optimizer.lr = self.lr

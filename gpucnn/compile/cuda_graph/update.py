@@ -17,7 +17,7 @@ checkpoint, ``model.to``, replacing ``optimizer.state``) makes ``is_current()`` 
 step then captures again after ``refresh()`` builds the groups from the current values.
 """
 
-__all__ = ["MultiTensorUpdate"]
+__all__ = ["MultiTensorUpdate", "default_update"]
 
 
 class MultiTensorUpdate:
@@ -75,3 +75,14 @@ class MultiTensorUpdate:
             written = p.grad_out()
             if written is not None:
                 p.accumulate_grad(written)  # the buffer already holds it: this only ends the cleared state
+
+
+def default_update(optimizer):
+    """compile_step's update for ``optimizer``: its own ``fused_step``, else the multi-tensor launch for
+    gpucnn's SGD, Adam and AdamW; None when it has neither."""
+    fused_step = getattr(optimizer, "fused_step", None)
+    if fused_step is not None:
+        return fused_step
+    if hasattr(optimizer, "multi_tensor_groups") and hasattr(optimizer, "update_group"):
+        return MultiTensorUpdate(optimizer)
+    return None
