@@ -54,9 +54,9 @@ def harness(tmp_path_factory):
 
 @pytest.fixture
 def gpu(harness):
-    """An emulated CUDA device: tests/emulated_cupy.py installed as CuPy, its kernels run by the harness.
+    """An emulated CUDA device: tests/support/emulated_cupy installed as CuPy, its kernels run by the harness.
     (Tests of a real GPU use the ``device`` fixture and the ``gpu`` marker.)"""
-    import emulated_cupy
+    from support import emulated_cupy
     from support.kernel_harness import FakeKernel
     with emulated_cupy.installed(harness, FakeKernel) as emulated:
         yield emulated

@@ -120,7 +120,7 @@ def test_to_device_cuda_round_trip():
 @contextlib.contextmanager
 def emulated_cupy(**breakage):
     """The emulated CuPy as ``cupy``, with pieces broken as named: nvrtc=exc, cublas=exc, kernel_source=str."""
-    from emulated_cupy import cupy_replaced_by, make_fake_cupy
+    from support.emulated_cupy import cupy_replaced_by, make_fake_cupy
 
     fake = make_fake_cupy()
     if "nvrtc" in breakage:

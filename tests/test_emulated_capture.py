@@ -1,4 +1,4 @@
-"""The emulated CuPy models stream capture as CuPy 14 and the CUDA runtime do (tests/emulated_streams.py).
+"""The emulated CuPy models stream capture as CuPy 14 and the CUDA runtime do (tests/support/emulated_streams.py).
 
 Captured work replays on the buffers it was captured on; what CuPy refuses during a capture
 (host reads and writes, synchronisation, cuBLAS, work on another stream, and, by the
@@ -7,7 +7,7 @@ emulation's stricter rule, an allocation the warmed pool cannot serve) raises.
 import numpy
 import pytest
 
-from emulated_cupy import to_host
+from support.emulated_cupy import to_host
 
 pytestmark = [pytest.mark.kernels, pytest.mark.graph]
 

@@ -1,10 +1,10 @@
 """gpucnn's CuPy path end to end, on an emulated device (no GPU needed; nvcc is).
 
-tests/emulated_cupy.py installs a stand-in ``cupy`` whose ndarray is a distinct subclass
+tests/support/emulated_cupy installs a stand-in ``cupy`` whose ndarray is a distinct subclass
 of numpy.ndarray: gpucnn.backend then reports 'cuda:0', models move there with
 ``model.to('cuda')``, every op takes its CuPy branch, and every kernel launch of the real
 launchers (gpucnn/ops/cuda/*.py) runs the kernel's body on the CPU in the harness of
-tests/kernels/test_host_harness.py (``FakeKernel``, which also checks each launch's
+tests/support/kernel_harness.py (``FakeKernel``, which also checks each launch's
 argument types and grid). Every host read-back of a device array is counted.
 
 Checked against the same model on the CPU:
@@ -29,9 +29,9 @@ import shutil
 import numpy
 import pytest
 
-import emulated_cupy
+from support import emulated_cupy
 import gpucnn
-from emulated_cupy import DeviceArray, to_host
+from support.emulated_cupy import DeviceArray, to_host
 from gpucnn import backend
 from gpucnn.train import eager_step, loop as train
 from gpucnn.nn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, ReLU,

@@ -3,7 +3,7 @@ import numpy
 import pytest
 
 import gpucnn
-from emulated_cupy import to_host
+from support.emulated_cupy import to_host
 from gpucnn import backend
 from gpucnn.nn.layers import Conv2D, Dense, Flatten, ReLU
 from gpucnn.optim.optimizers import SGD, Adam, AdamW, StepLR

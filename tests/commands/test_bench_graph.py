@@ -11,7 +11,7 @@ import types
 import numpy
 import pytest
 
-import emulated_cupy
+from support import emulated_cupy
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
 from gpucnn.commands import bench, bench_graph
 from support.kernel_harness import FakeKernel

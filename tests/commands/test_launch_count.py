@@ -9,7 +9,7 @@ kernel). The test holds the count at 40 or fewer.
 import numpy
 import pytest
 
-import emulated_cupy
+from support import emulated_cupy
 from gpucnn.commands import bench, launch_count
 from support.kernel_harness import FakeKernel
 

@@ -5,7 +5,7 @@ import json
 import numpy
 import pytest
 
-import emulated_cupy
+from support import emulated_cupy
 from commands.test_train_and_bench import load_script, write_idx
 from gpucnn.data import datasets
 from support.kernel_harness import FakeKernel

@@ -11,7 +11,7 @@ oversubscribed on a small machine) and skip with the reason where mpirun or mpi4
 - a rank that is killed, hangs or raises ends the job with an error within a bounded time;
 - ``gpucnn train --distributed``: one log, files from rank 0, resume;
 - ``gpucnn bench --distributed`` reports images/s and scaling efficiency from rank 0;
-- the NCCL path on the emulated GPUs (tests/emulated_cupy.py), NCCL faked at its calls;
+- the NCCL path on the emulated GPUs (tests/support/emulated_cupy), NCCL faked at its calls;
   on two real GPUs it runs for real (skipped elsewhere, with the reason).
 In-process: the error outside mpirun, and the choice of each rank's GPU.
 """

@@ -124,7 +124,7 @@ class NcclOverMpi:
     arguments are checked, and the sums travel through MPI on host copies of the device arrays."""
 
     def __init__(self, mpi, device_id):
-        import emulated_cupy
+        from support import emulated_cupy
         self.emulated, self.mpi, self.device_id = emulated_cupy, mpi, device_id
         self.unique_id = mpi.broadcast_object(b"id-from-rank-0" if mpi.rank == 0 else None)
         self.calls = []
@@ -171,7 +171,7 @@ def _kernels_to_the_host_harness():
 def run_nccl(out):
     """Emulated GPUs (this rank's own, cuda:<local rank>), NCCL faked at its calls: gradients of shards
     averaged on the device, against the full batch's gradient on the CPU."""
-    import emulated_cupy
+    from support import emulated_cupy
     from gpucnn import backend
     from gpucnn.distributed import Communicator, DataParallel, local_device
     from gpucnn.distributed.mpi import MpiBackend, import_mpi

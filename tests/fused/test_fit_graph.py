@@ -9,7 +9,7 @@ import numpy
 import pytest
 
 import gpucnn
-from emulated_cupy import to_host
+from support.emulated_cupy import to_host
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
 from gpucnn.io.arrays import CheckpointError
 from gpucnn.nn.losses import SoftmaxCrossEntropy

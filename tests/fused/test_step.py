@@ -11,7 +11,7 @@ import numpy
 import pytest
 
 import gpucnn
-from emulated_cupy import to_host
+from support.emulated_cupy import to_host
 from fused.standins import SGDStandIn, SoftmaxCrossEntropyStandIn
 from gpucnn.compile.cuda_graph.step import GraphMismatchWarning
 from gpucnn.nn.losses import MSE, SoftmaxCrossEntropy

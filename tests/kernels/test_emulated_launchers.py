@@ -21,7 +21,7 @@ from gpucnn import backend
 from gpucnn.ops.cuda import loader as real_loader
 from support import cuda_cases as cases
 from support import cuda_parity as parity
-from emulated_cupy import cupy_replaced_by, record_launches
+from support.emulated_cupy import cupy_replaced_by, record_launches
 from support.kernel_harness import FakeKernel, numpy_cupy
 
 pytestmark = pytest.mark.kernels

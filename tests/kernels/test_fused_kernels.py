@@ -18,12 +18,12 @@ import subprocess
 import numpy
 import pytest
 
-from emulated_cupy import cupy_replaced_by, record_launches
 from gpucnn import backend
 from gpucnn.compile.cuda_graph import reference
 from gpucnn.ops.geometry import conv_window, pool_window
 from support import cuda_cases as cases
 from support import cuda_parity as parity
+from support.emulated_cupy import cupy_replaced_by, record_launches
 from support.kernel_harness import FakeKernel, numpy_cupy, run_kernel
 
 pytestmark = pytest.mark.kernels

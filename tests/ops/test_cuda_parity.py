@@ -23,13 +23,13 @@ import types
 import numpy
 import pytest
 
-from emulated_cupy import record_launches
 from gpucnn.ops import conv as np_conv
 from gpucnn.ops import pool as np_pool
 from gpucnn.ops.geometry import conv_window, pool_window
 from support.cuda_cases import ADAM_CASES, CONV_CASES, DTYPES, LAYOUTS, POOL_CASES, SGD_CASES, case_ids
 from support.cuda_parity import (assert_close, check_adam, check_avg_pool, check_conv, check_errors, check_max_pool,
                                  check_sgd)
+from support.emulated_cupy import record_launches
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 import numpy
 import pytest
 
-from emulated_cupy import to_host
+from support.emulated_cupy import to_host
 from gpucnn import backend
 from gpucnn.ops.loss import softmax_cross_entropy
 

@@ -1,7 +1,7 @@
 """fit's one epoch loop: the eager and the graph step share its finiteness rules and its signal handling.
 
 The eager cases run on the CPU (both CPU paths, through the suite's --gpucnn-path); the graph
-cases on the emulated CuPy (tests/emulated_cupy.py), where the captured step runs through the
+cases on the emulated CuPy (tests/support/emulated_cupy), where the captured step runs through the
 host harness.
 """
 import os

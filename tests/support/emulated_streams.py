@@ -1,4 +1,4 @@
-"""Streams, a memory pool, stream capture and CUDA graphs for the emulated CuPy (tests/emulated_cupy.py).
+"""Streams, a memory pool, stream capture and CUDA graphs for the emulated CuPy (tests/support/emulated_cupy).
 
 The emulated device runs every operation at once on the CPU; this module adds what a CUDA
 graph needs to be checked without a GPU:
