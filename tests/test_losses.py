@@ -2,8 +2,8 @@
 import numpy
 import pytest
 
-import oracle
-from helpers import F64, assert_bad_input, assert_close, dev, to_numpy
+from support import oracle
+from support.helpers import F64, assert_bad_input, assert_close, dev, to_numpy
 from gpucnn.nn.gradcheck import check_loss, numerical_grad
 from gpucnn.nn.losses import MSE, SoftmaxCrossEntropy
 

@@ -4,7 +4,7 @@ import math
 import numpy
 import pytest
 
-from helpers import F64, assert_close, dev, to_numpy
+from support.helpers import F64, assert_close, dev, to_numpy
 from gpucnn import Parameter
 from gpucnn.optim.optimizers import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 

@@ -2,7 +2,7 @@
 import numpy
 import pytest
 
-from helpers import dev, to_numpy
+from support.helpers import dev, to_numpy
 from gpucnn.nn.layers import BatchNorm2D, Conv2D, Dense
 from gpucnn.parameter import Parameter
 

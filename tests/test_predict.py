@@ -5,7 +5,7 @@ import pytest
 import gpucnn
 from gpucnn.nn.functional import softmax
 from gpucnn.nn.layers import BatchNorm1D, Dense, Dropout, ReLU
-from helpers import assert_close, dev, to_numpy
+from support.helpers import assert_close, dev, to_numpy
 
 
 def model_with_mode_dependent_layers():

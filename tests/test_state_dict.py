@@ -4,7 +4,7 @@ import pytest
 
 import gpucnn
 from gpucnn.nn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
-from helpers import assert_close
+from support.helpers import assert_close
 
 
 def gpucnn_net(seed=0):

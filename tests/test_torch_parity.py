@@ -5,7 +5,7 @@ import numpy
 import pytest
 
 import gpucnn
-from helpers import F64, assert_close, dev, on_device, set_param, to_numpy
+from support.helpers import F64, assert_close, dev, on_device, set_param, to_numpy
 from gpucnn.nn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, LeakyReLU, MaxPool2D, ReLU,
     Sigmoid, Tanh)
 from gpucnn.nn.losses import MSE, SoftmaxCrossEntropy

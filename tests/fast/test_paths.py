@@ -11,7 +11,7 @@ from gpucnn.nn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Leaky
 from gpucnn.nn.losses import SoftmaxCrossEntropy
 from gpucnn.nn.models import fashion_cnn, lenet5
 from gpucnn.optim.optimizers import SGD, Adam
-from helpers import F64, assert_close
+from support.helpers import F64, assert_close
 
 MODELS = {"fashion_cnn": fashion_cnn, "lenet5": lenet5}
 

@@ -2,7 +2,7 @@
 import numpy
 import pytest
 
-from helpers import F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, run
+from support.helpers import F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, run
 from gpucnn.nn.gradcheck import check_layer
 from gpucnn.nn.layers import LeakyReLU, ReLU, Sigmoid, Tanh
 

@@ -2,8 +2,8 @@
 import numpy
 import pytest
 
-from helpers import (F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, dev,
-                     on_device, run, set_param, to_numpy)
+from support.helpers import (F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, dev,
+                             on_device, run, set_param, to_numpy)
 from gpucnn.nn.gradcheck import check_layer
 from gpucnn.nn.layers import BatchNorm1D, BatchNorm2D
 

@@ -3,8 +3,9 @@ import numpy
 import pytest
 
 import gpucnn
-import oracle
-from helpers import F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, on_device, run, set_param
+from support import oracle
+from support.helpers import (F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, on_device, run,
+                             set_param)
 from gpucnn.io.arrays import save_arrays
 from gpucnn.nn.gradcheck import check_layer
 from gpucnn.nn.layers import Conv2D, Flatten, ReLU

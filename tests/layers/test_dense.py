@@ -2,9 +2,9 @@
 import numpy
 import pytest
 
-import oracle
-from helpers import (F64, accepts, assert_bad_input, assert_close, check_repeatable_and_accumulating,
-                     on_device, run, set_param)
+from support import oracle
+from support.helpers import (F64, accepts, assert_bad_input, assert_close, check_repeatable_and_accumulating,
+                             on_device, run, set_param)
 from gpucnn.nn.gradcheck import check_layer
 from gpucnn.nn.layers import Dense
 

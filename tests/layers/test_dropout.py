@@ -2,7 +2,7 @@
 import numpy
 import pytest
 
-from helpers import F64, accepts, assert_bad_input, dev, run, to_numpy
+from support.helpers import F64, accepts, assert_bad_input, dev, run, to_numpy
 from gpucnn.nn.gradcheck import check_layer
 from gpucnn.nn.layers import Dropout
 

@@ -2,8 +2,8 @@
 import numpy
 import pytest
 
-import oracle
-from helpers import F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, run
+from support import oracle
+from support.helpers import F64, assert_bad_input, assert_close, check_repeatable_and_accumulating, run
 from gpucnn.nn.gradcheck import check_layer
 from gpucnn.nn.layers import AvgPool2D, MaxPool2D
 

@@ -8,7 +8,7 @@ import inspect
 import numpy
 import pytest
 
-from oracle import assert_close, to_numpy  # noqa: F401  (re-exported for the test files)
+from support.oracle import assert_close, to_numpy  # noqa: F401  (re-exported for the test files)
 
 F64 = numpy.float64
 
