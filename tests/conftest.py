@@ -2,13 +2,25 @@
 
 ``pytest --gpucnn-path=reference`` runs the whole suite with ``gpucnn.config.path = 'reference'``
 (the default is the package's own default, the fast CPU path): CI runs both.
+
+pytest puts tests/ on sys.path (this file sits in a folder without __init__.py), so the shared test
+support imports as ``support.*`` (tests/support/); scripts/ goes on it here (last, so that its
+train.py and bench.py shadow nothing), so that tests import a script's functions by name
+(``import checkpoint_attack``).
 """
+import os
+import sys
+
 import numpy
 import pytest
 
 import gpucnn
 from gpucnn import backend
 from gpucnn.config import PATHS
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+if SCRIPTS not in sys.path:
+    sys.path.append(SCRIPTS)
 
 
 def pytest_addoption(parser):

@@ -3,10 +3,10 @@
 The attacks live in scripts/checkpoint_attack.py (which also runs them over every byte and
 prints the figures); here they run over every 13th byte, with a smaller inflating member.
 """
-import importlib.util
 import os
 import tracemalloc
 
+import checkpoint_attack as attack  # scripts/ (put on sys.path by tests/conftest.py)
 import numpy
 import pytest
 
@@ -15,19 +15,6 @@ from gpucnn.io.arrays import CheckpointError, load_arrays, save_arrays
 from gpucnn.nn.layers import Dense
 from gpucnn.nn.sequential import Sequential
 from gpucnn.train.checkpoint import load_training_checkpoint, read_training_meta
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_attack():
-    path = os.path.join(ROOT, "scripts", "checkpoint_attack.py")
-    spec = importlib.util.spec_from_file_location("checkpoint_attack", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-attack = load_attack()
 
 
 @pytest.fixture

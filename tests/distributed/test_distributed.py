@@ -32,12 +32,11 @@ from gpucnn.commands import train as train_command
 from gpucnn.distributed import Communicator, DataParallel, DistributedError, local_device
 from gpucnn.nn.losses import SoftmaxCrossEntropy
 
+from . import worker
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-WORKER = os.path.join(HERE, "worker.py")
-spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
-worker = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(worker)
+WORKER = os.path.join(HERE, "worker.py")  # what mpirun runs; imported here for its models and data
 
 
 def _mpi_missing():
