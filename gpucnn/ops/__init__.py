@@ -1,0 +1,363 @@
+"""The readable math of every op, and the index of all its implementations.
+
+Each module here is one op family in NumPy, written as the tutorials write it: ``conv``, ``pool``,
+``linear``, ``activation``, ``batchnorm``, ``loss``, ``update``, ``multi_update``; ``geometry`` holds
+all window arithmetic. The ops take NumPy or CuPy arrays; the few with CUDA kernels of their own
+hand CuPy arrays to ``gpucnn.ops.cuda`` (same functions, same arguments, same results), whose
+launchers compile ``gpucnn/kernels/*.cu`` through ``gpucnn/ops/cuda/loader.py``.
+
+Two fast paths replace these ops and are held against them (``gpucnn.config.path``, verify modes):
+the CPU fast path ``gpucnn.compile.cpu`` (threads, a channel-major layout; its stages in
+``stages.py``, their array code in ``chwn.py``), and the CUDA graph ``gpucnn.compile.cuda_graph``
+(fused kernels captured as one graph per training step; its stages in ``plan.py``, launchers in
+``launch.py``, and the NumPy twins of the fused kernels, composed from these ops, in ``reference.py``).
+
+The index below is ``OP_INDEX`` (and ``index_text()`` prints it); tests/ops/test_op_index.py checks
+that every name in it exists, that every kernel is defined in its file, and that this text matches.
+Per op: reference (NumPy, here), cuda launcher (eager, ``gpucnn.ops.cuda``), kernel
+(``file:function``; the ``*_body.cuh`` function holds the per-element math the CPU harness replays),
+cpu fast stage, graph stage (``compile/cuda_graph/plan.py``), graph launcher (``launch.py``, or the
+eager launcher the graph captures), graph kernel, fused twin (``compile/cuda_graph/reference.py``).
+
+conv2d_forward: y = W @ im2col(x) + b
+    reference       gpucnn.ops.conv.conv2d_forward, gpucnn.ops.conv.im2col
+    cuda launcher   gpucnn.ops.cuda.conv.conv2d_forward
+    kernel          gpucnn/kernels/conv.cu:im2col, gpucnn/kernels/conv_body.cuh:im2col_body,
+                    gpucnn/kernels/conv.cu:conv_direct, gpucnn/kernels/conv_body.cuh:conv_direct_body,
+                    gpucnn/kernels/conv.cu:transpose01, gpucnn/kernels/conv_body.cuh:transpose01_body
+    cpu fast stage  gpucnn.compile.cpu.stages.ConvStage.forward, gpucnn.compile.cpu.chwn.im2col
+    graph stage     gpucnn.compile.cuda_graph.plan._ConvStage.forward
+    graph launcher  gpucnn.compile.cuda_graph.launch.conv2d_forward
+    graph kernel    gpucnn/kernels/fused_conv.cu:conv_fwd_fused
+    fused twin      gpucnn.compile.cuda_graph.reference.conv2d_forward
+    note            the eager CUDA product is cuBLAS (cupy.matmul); conv_direct replaces im2col + GEMM when
+                    C/groups*kh*kw <= DIRECT_MAX_K. The fast paths take no dilation and one group.
+
+conv2d_weight_grad: dW = dY @ im2col(x).T, db = dY summed
+    reference       gpucnn.ops.conv.conv2d_backward
+    cuda launcher   gpucnn.ops.cuda.conv.conv2d_backward
+    kernel          gpucnn/kernels/conv.cu:transpose01, gpucnn/kernels/conv.cu:row_sum,
+                    gpucnn/kernels/conv_body.cuh:row_sum_partial
+    cpu fast stage  gpucnn.compile.cpu.stages.ConvStage.backward
+    graph stage     gpucnn.compile.cuda_graph.plan._ConvStage.backward
+    graph launcher  gpucnn.compile.cuda_graph.launch.conv2d_weight_grad
+    graph kernel    gpucnn/kernels/fused_conv.cu:conv_wgrad_fused
+    fused twin      gpucnn.compile.cuda_graph.reference.conv2d_weight_grad
+    note            dW is a cuBLAS GEMM on the eager CUDA path; the graph's dW and db are one kernel.
+
+conv2d_input_grad: dX = col2im(W.T @ dY) = full convolution of dY with the kernel rotated by 180 degrees
+    reference       gpucnn.ops.conv.conv2d_backward, gpucnn.ops.conv.col2im,
+                    gpucnn.ops.conv.conv2d_input_grad
+    cuda launcher   gpucnn.ops.cuda.conv.conv2d_backward
+    kernel          gpucnn/kernels/conv.cu:col2im, gpucnn/kernels/conv_body.cuh:col2im_body
+    cpu fast stage  gpucnn.compile.cpu.stages.ConvStage.backward, gpucnn.compile.cpu.chwn.col2im,
+                    gpucnn.compile.cpu.chwn.col2im_same
+    graph stage     gpucnn.compile.cuda_graph.plan._ConvStage.backward
+    graph launcher  gpucnn.compile.cuda_graph.launch.conv2d_data_grad
+    graph kernel    gpucnn/kernels/fused_conv.cu:conv_dgrad_fused
+    fused twin      gpucnn.compile.cuda_graph.reference.conv2d_data_grad
+    note            conv2d_input_grad is the tutorial's formula, beside col2im; the tests hold them equal.
+
+max_pool2d: y = max over each window, argmax = i*kw + j of the winner (convention: gpucnn/ops/pool.py)
+    reference       gpucnn.ops.pool.max_pool2d_forward, gpucnn.ops.pool.max_pool2d_backward
+    cuda launcher   gpucnn.ops.cuda.pool.max_pool2d_forward, gpucnn.ops.cuda.pool.max_pool2d_backward
+    kernel          gpucnn/kernels/pool.cu:max_pool_fwd, gpucnn/kernels/pool_body.cuh:max_pool_fwd_body,
+                    gpucnn/kernels/pool.cu:max_pool_bwd, gpucnn/kernels/pool_body.cuh:max_pool_bwd_body
+    cpu fast stage  gpucnn.compile.cpu.stages.PoolStage, gpucnn.compile.cpu.stages.ConvStage,
+                    gpucnn.compile.cpu.chwn.max_pool_forward, gpucnn.compile.cpu.chwn.max_pool_backward
+    graph stage     gpucnn.compile.cuda_graph.plan._MaxPoolStage
+    graph launcher  gpucnn.compile.cuda_graph.launch.max_pool2d_forward,
+                    gpucnn.compile.cuda_graph.launch.max_pool2d_backward
+    graph kernel    gpucnn/kernels/fused_pool.cu:max_pool_u8_fwd,
+                    gpucnn/kernels/fused_pool_body.cuh:max_pool_u8_fwd_body,
+                    gpucnn/kernels/fused_pool.cu:max_pool_u8_bwd,
+                    gpucnn/kernels/fused_pool_body.cuh:max_pool_u8_bwd_body
+    fused twin      gpucnn.compile.cuda_graph.reference.max_pool2d_forward,
+                    gpucnn.compile.cuda_graph.reference.max_pool2d_backward
+    note            ConvStage folds an unpadded max pool after Conv2D [+ ReLU]; four argmax encodings, one
+                    convention (gpucnn/ops/pool.py).
+
+avg_pool2d: y = mean over each window, padded zeros counted
+    reference       gpucnn.ops.pool.avg_pool2d_forward, gpucnn.ops.pool.avg_pool2d_backward
+    cuda launcher   gpucnn.ops.cuda.pool.avg_pool2d_forward, gpucnn.ops.cuda.pool.avg_pool2d_backward
+    kernel          gpucnn/kernels/pool.cu:avg_pool_fwd, gpucnn/kernels/pool_body.cuh:avg_pool_fwd_body,
+                    gpucnn/kernels/pool.cu:avg_pool_bwd, gpucnn/kernels/pool_body.cuh:avg_pool_bwd_body
+    cpu fast stage  gpucnn.compile.cpu.stages.PoolStage, gpucnn.compile.cpu.chwn.avg_pool_forward,
+                    gpucnn.compile.cpu.chwn.avg_pool_backward
+    graph stage     gpucnn.compile.cuda_graph.plan._ElementwiseStage
+    graph launcher  gpucnn.ops.cuda.pool.avg_pool2d_forward, gpucnn.ops.cuda.pool.avg_pool2d_backward
+    graph kernel    gpucnn/kernels/pool.cu:avg_pool_fwd, gpucnn/kernels/pool.cu:avg_pool_bwd
+    fused twin      none
+    note            the graph captures the eager op (reached through gpucnn.ops.pool): no fused kernel.
+
+linear: y = x @ W.T + b; dx = dY @ W, dW = dY.T @ x, db = dY summed
+    reference       gpucnn.ops.linear.linear_forward, gpucnn.ops.linear.linear_backward,
+                    gpucnn.ops.linear.grouped_matmul
+    cuda launcher   none
+    kernel          none
+    cpu fast stage  gpucnn.compile.cpu.stages.DenseStage
+    graph stage     gpucnn.compile.cuda_graph.plan._DenseStage
+    graph launcher  gpucnn.compile.cuda_graph.launch.linear_forward,
+                    gpucnn.compile.cuda_graph.launch.linear_data_grad,
+                    gpucnn.compile.cuda_graph.launch.linear_weight_grad
+    graph kernel    gpucnn/kernels/fused_dense.cu:dense_fwd_fused,
+                    gpucnn/kernels/fused_dense.cu:dense_dgrad_fused,
+                    gpucnn/kernels/fused_dense.cu:dense_wgrad_fused
+    fused twin      gpucnn.compile.cuda_graph.reference.linear_forward,
+                    gpucnn.compile.cuda_graph.reference.linear_data_grad,
+                    gpucnn.compile.cuda_graph.reference.linear_weight_grad
+    note            on CuPy arrays the reference itself runs: cupy.matmul (cuBLAS), no kernel of ours.
+
+activations: relu, leaky_relu, sigmoid, tanh and their backward
+    reference       gpucnn.ops.activation.relu, gpucnn.ops.activation.relu_backward,
+                    gpucnn.ops.activation.leaky_relu, gpucnn.ops.activation.leaky_relu_backward,
+                    gpucnn.ops.activation.sigmoid, gpucnn.ops.activation.sigmoid_backward,
+                    gpucnn.ops.activation.tanh, gpucnn.ops.activation.tanh_backward
+    cuda launcher   none
+    kernel          none
+    cpu fast stage  gpucnn.compile.cpu.stages.ActivationStage, gpucnn.compile.cpu.stages.ConvStage
+    graph stage     gpucnn.compile.cuda_graph.plan._ElementwiseStage,
+                    gpucnn.compile.cuda_graph.plan._ConvStage, gpucnn.compile.cuda_graph.plan._DenseStage
+    graph launcher  none
+    graph kernel    none
+    fused twin      none
+    note            on CuPy arrays the reference itself runs (CuPy's elementwise kernels). A ReLU after
+                    Conv2D or Dense is folded into the fused kernels' epilogue and mask (relu=True); the
+                    graph takes ReLU and Tanh alone, and refuses LeakyReLU and Sigmoid.
+
+batch_norm: y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel
+    reference       gpucnn.ops.batchnorm.batch_norm_forward, gpucnn.ops.batchnorm.batch_norm_backward
+    cuda launcher   none
+    kernel          none
+    cpu fast stage  none
+    graph stage     none
+    graph launcher  none
+    graph kernel    none
+    fused twin      none
+    note            on CuPy arrays the reference itself runs; the CPU fast path runs the layer as itself,
+                    and the graph refuses it.
+
+softmax_cross_entropy: loss = mean(-log_softmax(z)[y]), dL/dz = (softmax(z) - onehot(y)) / N, correct count
+    reference       gpucnn.ops.loss.softmax_cross_entropy
+    cuda launcher   gpucnn.ops.cuda.loss.softmax_cross_entropy
+    kernel          gpucnn/kernels/loss.cu:softmax_xent, gpucnn/kernels/loss_body.cuh:softmax_xent_rows
+    cpu fast stage  none
+    graph stage     gpucnn.nn.losses.SoftmaxCrossEntropy.fused
+    graph launcher  gpucnn.ops.cuda.loss.softmax_cross_entropy
+    graph kernel    gpucnn/kernels/loss.cu:softmax_xent
+    fused twin      none
+    note            the loss is not a layer: the CPU fast path leaves it to the reference; the graph
+                    captures the eager kernel through the loss's capture-safe form (compile_step's loss).
+
+optimizer_updates: one parameter's SGD (momentum, Nesterov, weight decay) or Adam / AdamW step, in place
+    reference       gpucnn.ops.update.sgd_update, gpucnn.ops.update.adam_update
+    cuda launcher   gpucnn.ops.cuda.update.sgd_update, gpucnn.ops.cuda.update.adam_update
+    kernel          gpucnn/kernels/update.cu:sgd_update, gpucnn/kernels/update_body.cuh:sgd_body,
+                    gpucnn/kernels/update.cu:adam_update, gpucnn/kernels/update_body.cuh:adam_body
+    cpu fast stage  none
+    graph stage     none
+    graph launcher  none
+    graph kernel    none
+    fused twin      none
+    note            called per parameter by gpucnn.optim (always on the CPU; on the GPU when
+                    gpucnn.config.multi_tensor_optimizer is off). The graph steps with multi_tensor_updates.
+
+multi_tensor_updates: the same steps over one flat buffer of many parameters, scalars on the device
+    reference       gpucnn.ops.multi_update.multi_sgd_update, gpucnn.ops.multi_update.multi_adam_update,
+                    gpucnn.ops.multi_update.step_scalars
+    cuda launcher   gpucnn.ops.cuda.multi_update.multi_sgd_update,
+                    gpucnn.ops.cuda.multi_update.multi_adam_update
+    kernel          gpucnn/kernels/multi_update.cu:step_scalars,
+                    gpucnn/kernels/multi_update_body.cuh:step_scalars_body,
+                    gpucnn/kernels/multi_update.cu:multi_sgd_update,
+                    gpucnn/kernels/multi_update.cu:multi_adam_update
+    cpu fast stage  none
+    graph stage     gpucnn.compile.cuda_graph.update.MultiTensorUpdate
+    graph launcher  gpucnn.ops.cuda.multi_update.multi_sgd_update,
+                    gpucnn.ops.cuda.multi_update.multi_adam_update
+    graph kernel    gpucnn/kernels/multi_update.cu:step_scalars,
+                    gpucnn/kernels/multi_update.cu:multi_sgd_update,
+                    gpucnn/kernels/multi_update.cu:multi_adam_update
+    fused twin      none
+    note            gpucnn.optim's default on the GPU (flat groups: gpucnn/optim/flat.py); the graph
+                    captures the eager launches.
+"""
+import textwrap
+
+__all__ = ["OP_INDEX", "FIELDS", "index_text"]
+
+#: (key in an OP_INDEX entry, its label in the text)
+FIELDS = (("reference", "reference"), ("cuda_launcher", "cuda launcher"), ("kernel", "kernel"),
+          ("cpu_fast_stage", "cpu fast stage"), ("graph_stage", "graph stage"),
+          ("graph_launcher", "graph launcher"), ("graph_kernel", "graph kernel"), ("twin", "fused twin"),
+          ("note", "note"))
+
+_K = "gpucnn/kernels/"
+_CONV, _POOL, _CPU = "gpucnn.ops.conv.", "gpucnn.ops.pool.", "gpucnn.compile.cpu."
+_PLAN, _LAUNCH, _TWIN = "gpucnn.compile.cuda_graph.plan.", "gpucnn.compile.cuda_graph.launch.", \
+    "gpucnn.compile.cuda_graph.reference."
+
+#: Every op: a one-line formula ("what") and, per field of FIELDS, a list of names (Python objects as
+#: dotted paths, kernels as "file:function"), an empty list where the path lacks the op ("none"), or text.
+OP_INDEX = {
+    "conv2d_forward": {
+        "what": "y = W @ im2col(x) + b",
+        "reference": [_CONV + "conv2d_forward", _CONV + "im2col"],
+        "cuda_launcher": ["gpucnn.ops.cuda.conv.conv2d_forward"],
+        "kernel": [_K + "conv.cu:im2col", _K + "conv_body.cuh:im2col_body", _K + "conv.cu:conv_direct",
+                   _K + "conv_body.cuh:conv_direct_body", _K + "conv.cu:transpose01",
+                   _K + "conv_body.cuh:transpose01_body"],
+        "cpu_fast_stage": [_CPU + "stages.ConvStage.forward", _CPU + "chwn.im2col"],
+        "graph_stage": [_PLAN + "_ConvStage.forward"],
+        "graph_launcher": [_LAUNCH + "conv2d_forward"],
+        "graph_kernel": [_K + "fused_conv.cu:conv_fwd_fused"],
+        "twin": [_TWIN + "conv2d_forward"],
+        "note": "the eager CUDA product is cuBLAS (cupy.matmul); conv_direct replaces im2col + GEMM when "
+                "C/groups*kh*kw <= DIRECT_MAX_K. The fast paths take no dilation and one group.",
+    },
+    "conv2d_weight_grad": {
+        "what": "dW = dY @ im2col(x).T, db = dY summed",
+        "reference": [_CONV + "conv2d_backward"],
+        "cuda_launcher": ["gpucnn.ops.cuda.conv.conv2d_backward"],
+        "kernel": [_K + "conv.cu:transpose01", _K + "conv.cu:row_sum", _K + "conv_body.cuh:row_sum_partial"],
+        "cpu_fast_stage": [_CPU + "stages.ConvStage.backward"],
+        "graph_stage": [_PLAN + "_ConvStage.backward"],
+        "graph_launcher": [_LAUNCH + "conv2d_weight_grad"],
+        "graph_kernel": [_K + "fused_conv.cu:conv_wgrad_fused"],
+        "twin": [_TWIN + "conv2d_weight_grad"],
+        "note": "dW is a cuBLAS GEMM on the eager CUDA path; the graph's dW and db are one kernel.",
+    },
+    "conv2d_input_grad": {
+        "what": "dX = col2im(W.T @ dY) = full convolution of dY with the kernel rotated by 180 degrees",
+        "reference": [_CONV + "conv2d_backward", _CONV + "col2im", _CONV + "conv2d_input_grad"],
+        "cuda_launcher": ["gpucnn.ops.cuda.conv.conv2d_backward"],
+        "kernel": [_K + "conv.cu:col2im", _K + "conv_body.cuh:col2im_body"],
+        "cpu_fast_stage": [_CPU + "stages.ConvStage.backward", _CPU + "chwn.col2im", _CPU + "chwn.col2im_same"],
+        "graph_stage": [_PLAN + "_ConvStage.backward"],
+        "graph_launcher": [_LAUNCH + "conv2d_data_grad"],
+        "graph_kernel": [_K + "fused_conv.cu:conv_dgrad_fused"],
+        "twin": [_TWIN + "conv2d_data_grad"],
+        "note": "conv2d_input_grad is the tutorial's formula, beside col2im; the tests hold them equal.",
+    },
+    "max_pool2d": {
+        "what": "y = max over each window, argmax = i*kw + j of the winner (convention: gpucnn/ops/pool.py)",
+        "reference": [_POOL + "max_pool2d_forward", _POOL + "max_pool2d_backward"],
+        "cuda_launcher": ["gpucnn.ops.cuda.pool.max_pool2d_forward", "gpucnn.ops.cuda.pool.max_pool2d_backward"],
+        "kernel": [_K + "pool.cu:max_pool_fwd", _K + "pool_body.cuh:max_pool_fwd_body", _K + "pool.cu:max_pool_bwd",
+                   _K + "pool_body.cuh:max_pool_bwd_body"],
+        "cpu_fast_stage": [_CPU + "stages.PoolStage", _CPU + "stages.ConvStage", _CPU + "chwn.max_pool_forward",
+                           _CPU + "chwn.max_pool_backward"],
+        "graph_stage": [_PLAN + "_MaxPoolStage"],
+        "graph_launcher": [_LAUNCH + "max_pool2d_forward", _LAUNCH + "max_pool2d_backward"],
+        "graph_kernel": [_K + "fused_pool.cu:max_pool_u8_fwd", _K + "fused_pool_body.cuh:max_pool_u8_fwd_body",
+                         _K + "fused_pool.cu:max_pool_u8_bwd", _K + "fused_pool_body.cuh:max_pool_u8_bwd_body"],
+        "twin": [_TWIN + "max_pool2d_forward", _TWIN + "max_pool2d_backward"],
+        "note": "ConvStage folds an unpadded max pool after Conv2D [+ ReLU]; four argmax encodings, one "
+                "convention (gpucnn/ops/pool.py).",
+    },
+    "avg_pool2d": {
+        "what": "y = mean over each window, padded zeros counted",
+        "reference": [_POOL + "avg_pool2d_forward", _POOL + "avg_pool2d_backward"],
+        "cuda_launcher": ["gpucnn.ops.cuda.pool.avg_pool2d_forward", "gpucnn.ops.cuda.pool.avg_pool2d_backward"],
+        "kernel": [_K + "pool.cu:avg_pool_fwd", _K + "pool_body.cuh:avg_pool_fwd_body", _K + "pool.cu:avg_pool_bwd",
+                   _K + "pool_body.cuh:avg_pool_bwd_body"],
+        "cpu_fast_stage": [_CPU + "stages.PoolStage", _CPU + "chwn.avg_pool_forward", _CPU + "chwn.avg_pool_backward"],
+        "graph_stage": [_PLAN + "_ElementwiseStage"],
+        "graph_launcher": ["gpucnn.ops.cuda.pool.avg_pool2d_forward", "gpucnn.ops.cuda.pool.avg_pool2d_backward"],
+        "graph_kernel": [_K + "pool.cu:avg_pool_fwd", _K + "pool.cu:avg_pool_bwd"],
+        "twin": [],
+        "note": "the graph captures the eager op (reached through gpucnn.ops.pool): no fused kernel.",
+    },
+    "linear": {
+        "what": "y = x @ W.T + b; dx = dY @ W, dW = dY.T @ x, db = dY summed",
+        "reference": ["gpucnn.ops.linear.linear_forward", "gpucnn.ops.linear.linear_backward",
+                      "gpucnn.ops.linear.grouped_matmul"],
+        "cuda_launcher": [],
+        "kernel": [],
+        "cpu_fast_stage": [_CPU + "stages.DenseStage"],
+        "graph_stage": [_PLAN + "_DenseStage"],
+        "graph_launcher": [_LAUNCH + "linear_forward", _LAUNCH + "linear_data_grad", _LAUNCH + "linear_weight_grad"],
+        "graph_kernel": [_K + "fused_dense.cu:dense_fwd_fused", _K + "fused_dense.cu:dense_dgrad_fused",
+                         _K + "fused_dense.cu:dense_wgrad_fused"],
+        "twin": [_TWIN + "linear_forward", _TWIN + "linear_data_grad", _TWIN + "linear_weight_grad"],
+        "note": "on CuPy arrays the reference itself runs: cupy.matmul (cuBLAS), no kernel of ours.",
+    },
+    "activations": {
+        "what": "relu, leaky_relu, sigmoid, tanh and their backward",
+        "reference": ["gpucnn.ops.activation." + name + suffix for name in ("relu", "leaky_relu", "sigmoid", "tanh")
+                      for suffix in ("", "_backward")],
+        "cuda_launcher": [],
+        "kernel": [],
+        "cpu_fast_stage": [_CPU + "stages.ActivationStage", _CPU + "stages.ConvStage"],
+        "graph_stage": [_PLAN + "_ElementwiseStage", _PLAN + "_ConvStage", _PLAN + "_DenseStage"],
+        "graph_launcher": [],
+        "graph_kernel": [],
+        "twin": [],
+        "note": "on CuPy arrays the reference itself runs (CuPy's elementwise kernels). A ReLU after Conv2D or "
+                "Dense is folded into the fused kernels' epilogue and mask (relu=True); the graph takes ReLU "
+                "and Tanh alone, and refuses LeakyReLU and Sigmoid.",
+    },
+    "batch_norm": {
+        "what": "y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel",
+        "reference": ["gpucnn.ops.batchnorm.batch_norm_forward", "gpucnn.ops.batchnorm.batch_norm_backward"],
+        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [], "graph_launcher": [],
+        "graph_kernel": [], "twin": [],
+        "note": "on CuPy arrays the reference itself runs; the CPU fast path runs the layer as itself, and the "
+                "graph refuses it.",
+    },
+    "softmax_cross_entropy": {
+        "what": "loss = mean(-log_softmax(z)[y]), dL/dz = (softmax(z) - onehot(y)) / N, correct count",
+        "reference": ["gpucnn.ops.loss.softmax_cross_entropy"],
+        "cuda_launcher": ["gpucnn.ops.cuda.loss.softmax_cross_entropy"],
+        "kernel": [_K + "loss.cu:softmax_xent", _K + "loss_body.cuh:softmax_xent_rows"],
+        "cpu_fast_stage": [],
+        "graph_stage": ["gpucnn.nn.losses.SoftmaxCrossEntropy.fused"],
+        "graph_launcher": ["gpucnn.ops.cuda.loss.softmax_cross_entropy"],
+        "graph_kernel": [_K + "loss.cu:softmax_xent"],
+        "twin": [],
+        "note": "the loss is not a layer: the CPU fast path leaves it to the reference; the graph captures the "
+                "eager kernel through the loss's capture-safe form (compile_step's loss).",
+    },
+    "optimizer_updates": {
+        "what": "one parameter's SGD (momentum, Nesterov, weight decay) or Adam / AdamW step, in place",
+        "reference": ["gpucnn.ops.update.sgd_update", "gpucnn.ops.update.adam_update"],
+        "cuda_launcher": ["gpucnn.ops.cuda.update.sgd_update", "gpucnn.ops.cuda.update.adam_update"],
+        "kernel": [_K + "update.cu:sgd_update", _K + "update_body.cuh:sgd_body", _K + "update.cu:adam_update",
+                   _K + "update_body.cuh:adam_body"],
+        "cpu_fast_stage": [], "graph_stage": [], "graph_launcher": [], "graph_kernel": [], "twin": [],
+        "note": "called per parameter by gpucnn.optim (always on the CPU; on the GPU when "
+                "gpucnn.config.multi_tensor_optimizer is off). The graph steps with multi_tensor_updates.",
+    },
+    "multi_tensor_updates": {
+        "what": "the same steps over one flat buffer of many parameters, scalars on the device",
+        "reference": ["gpucnn.ops.multi_update.multi_sgd_update", "gpucnn.ops.multi_update.multi_adam_update",
+                      "gpucnn.ops.multi_update.step_scalars"],
+        "cuda_launcher": ["gpucnn.ops.cuda.multi_update.multi_sgd_update",
+                          "gpucnn.ops.cuda.multi_update.multi_adam_update"],
+        "kernel": [_K + "multi_update.cu:step_scalars", _K + "multi_update_body.cuh:step_scalars_body",
+                   _K + "multi_update.cu:multi_sgd_update", _K + "multi_update.cu:multi_adam_update"],
+        "cpu_fast_stage": [],
+        "graph_stage": ["gpucnn.compile.cuda_graph.update.MultiTensorUpdate"],
+        "graph_launcher": ["gpucnn.ops.cuda.multi_update.multi_sgd_update",
+                           "gpucnn.ops.cuda.multi_update.multi_adam_update"],
+        "graph_kernel": [_K + "multi_update.cu:step_scalars", _K + "multi_update.cu:multi_sgd_update",
+                         _K + "multi_update.cu:multi_adam_update"],
+        "twin": [],
+        "note": "gpucnn.optim's default on the GPU (flat groups: gpucnn/optim/flat.py); the graph captures the "
+                "eager launches.",
+    },
+}
+
+
+def index_text(width=108):
+    """OP_INDEX as the text of this module's docstring: one block per op, one line per field."""
+    blocks = []
+    for op, entry in OP_INDEX.items():
+        lines = [f"{op}: {entry['what']}"]
+        for key, label in FIELDS:
+            value = entry[key]
+            text = value if isinstance(value, str) else (", ".join(value) or "none")
+            lines += textwrap.wrap(text, width, initial_indent=f"    {label:<16}", subsequent_indent=" " * 20,
+                                   break_on_hyphens=False, break_long_words=False)
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
