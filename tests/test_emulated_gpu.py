@@ -19,9 +19,7 @@ Checked against the same model on the CPU:
   between the emulated GPU and the CPU both ways, and resuming on the other side
   continues the same run;
 - Sequential.save on the device and load on the CPU (and back) keep the weights exactly;
-- (e) a model on the second emulated device ('cuda:1') while device 0 is current: layers,
-  losses, optimizers, loading, batching and fit enter their arrays' device themselves (CuPy
-  without peer access refuses work on another device's arrays, and so does the emulation).
+- (e) a model on the second emulated device ('cuda:1'): tests/test_emulated_second_device.py.
 """
 import functools
 import shutil
@@ -29,110 +27,18 @@ import shutil
 import numpy
 import pytest
 
-from support import emulated_cupy
 import gpucnn
-from support.emulated_cupy import DeviceArray, to_host
 from gpucnn import backend
-from gpucnn.train import eager_step, loop as train
-from gpucnn.nn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU, MaxPool2D, ReLU,
-    Sigmoid, Tanh)
 from gpucnn.nn.losses import SoftmaxCrossEntropy
-from gpucnn.optim.optimizers import SGD, Adam, AdamW, StepLR
+from gpucnn.optim.optimizers import SGD, Adam, StepLR
+from gpucnn.train import eager_step, loop as train
+from support.emulated_cupy import DeviceArray, to_host
+from support.emulated_models import (FIT, OPTIMIZERS, STEPS_PER_EPOCH, SyncProbe, assert_close, assert_on_device,
+                                     build_model, fit_adam, fit_data, fit_model, mirror_device_dropout)
 
 pytestmark = pytest.mark.kernels
 
 F32, F64 = numpy.float32, numpy.float64
-
-
-# ----------------------------------------------------------------------------- helpers
-
-def tolerance(dtype):
-    return 1e-4 if numpy.dtype(dtype) == numpy.dtype(F32) else 1e-10
-
-
-def assert_close(actual, expected, dtype, what):
-    """``actual`` (device or host) equals ``expected`` (host) to the dtype's tolerance, scaled."""
-    actual, expected = to_host(actual), numpy.asarray(expected)
-    assert actual.dtype == numpy.dtype(dtype), f"{what}: dtype {actual.dtype}, expected {numpy.dtype(dtype)}"
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
-    tol = tolerance(dtype)
-    scale = max(1.0, float(numpy.max(numpy.abs(expected)))) if expected.size else 1.0
-    numpy.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=what)
-
-
-def assert_on_device(array, dtype, what):
-    assert type(array) is DeviceArray, f"{what}: a {type(array).__name__}, not a device array"
-    assert array.dtype == numpy.dtype(dtype), f"{what}: dtype {array.dtype}, expected {numpy.dtype(dtype)}"
-
-
-def _device_like_uniform(layer, xp, shape, dtype):
-    seed = int(layer.rng.integers(2 ** 62))  # exactly what Dropout._uniform draws on the device path
-    return emulated_cupy.uniform(seed, shape, dtype)
-
-
-def mirror_device_dropout(model):
-    """Make a CPU model's Dropout draw the masks the emulated device draws (CuPy's RNG differs from NumPy's).
-
-    Only the CPU reference is touched: the device model runs Dropout._uniform as it is.
-    """
-    for layer in model.layers:
-        if isinstance(layer, Dropout):
-            layer._uniform = functools.partial(_device_like_uniform, layer)
-    return model
-
-
-def build_model(dtype, seed=0):
-    """Every layer kind; both conv paths (direct kernel for K <= 32, im2col + GEMM above), dilated and
-    grouped convolutions on both."""
-    rng = numpy.random.default_rng(seed)
-    return gpucnn.Sequential([
-        # no bias before BatchNorm: its gradient is zero up to rounding, which Adam would blow up to +-lr
-        Conv2D(2, 3, 3, padding="same", bias=False, dtype=dtype, rng=rng),          # K=18: direct, (3,3,9,9)
-        BatchNorm2D(3, dtype=dtype),
-        LeakyReLU(0.1),
-        MaxPool2D(3, stride=2, padding=1),                                          # overlapping, (3,3,5,5)
-        Conv2D(3, 4, (3, 4), stride=(1, 2), padding=(1, 2), dtype=dtype, rng=rng),  # K=36: GEMM, (3,4,5,3)
-        ReLU(),
-        Conv2D(4, 4, 2, padding="same", dtype=dtype, rng=rng),                      # even kernel: pads 0/1
-        Conv2D(4, 4, 3, padding="same", dilation=2, groups=4, dtype=dtype, rng=rng),  # depthwise, dilated: direct
-        Conv2D(4, 4, (4, 5), padding="same", dilation=(1, 2), groups=2, dtype=dtype, rng=rng),  # K/group=40: GEMM
-        Tanh(),
-        AvgPool2D(2, stride=1, padding=1),                                          # (3,4,6,4)
-        Flatten(),
-        Dropout(0.25, rng=seed + 1),
-        Dense(96, 8, dtype=dtype, rng=rng),
-        Sigmoid(),
-        Dense(8, 3, dtype=dtype, rng=rng),
-    ])
-
-
-OPTIMIZERS = {
-    "sgd_nesterov": lambda params: SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
-    "adam": lambda params: Adam(params, lr=1e-3, weight_decay=1e-3),
-    "adamw": lambda params: AdamW(params, lr=1e-3, weight_decay=1e-2),
-}
-
-
-class SyncProbe:
-    """Counts the syncs inside a call: ``probe.calls[name]`` lists (count, events) per call."""
-
-    def __init__(self, syncs):
-        self.syncs = syncs
-        self.calls = {}
-
-    def run(self, name, function, *args, **kwargs):
-        start = len(self.syncs.events)
-        try:
-            return function(*args, **kwargs)
-        finally:
-            events = self.syncs.since(start)
-            self.calls.setdefault(name, []).append((len(events), events))
-
-    def counts(self, name):
-        return [count for count, _ in self.calls.get(name, [])]
-
-    def where(self, name):
-        return [event for _, events in self.calls.get(name, []) for event in events]
 
 
 # ----------------------------------------------------------------------------- the emulation itself
@@ -271,34 +177,6 @@ def test_host_input_to_a_device_model_is_refused(gpu):
 
 # ----------------------------------------------------------------------------- (c) fit, checkpoints
 
-def fit_data(n=24, seed=0):
-    """Images whose class is the quadrant holding the bright square."""
-    rng = numpy.random.default_rng(seed)
-    x = rng.random((n, 1, 8, 8), dtype=F32) * 0.1
-    y = rng.integers(0, 4, n)
-    for k, (r, c) in enumerate([(0, 0), (0, 4), (4, 0), (4, 4)]):
-        x[y == k, 0, r:r + 4, c:c + 4] += 1.0
-    return x, y
-
-
-def fit_model(seed=0):
-    return gpucnn.Sequential([Conv2D(1, 3, 3, padding="same", rng=seed), ReLU(), MaxPool2D(2), Flatten(),
-                              Dropout(0.2, rng=seed), Dense(48, 4, rng=seed)])
-
-
-FIT = dict(batch_size=8, seed=3, progress=False, sync_every=2)
-STEPS_PER_EPOCH = 3
-
-
-def _fit(model, x, y, epochs, **kwargs):
-    optimizer = Adam(model.parameters(), lr=1e-2)
-    scheduler = StepLR(optimizer, step_size=1, gamma=0.5)
-    loss_fn = SoftmaxCrossEntropy()
-    history = train.fit(model, loss_fn, optimizer, x, y, epochs, validation=(x, y), scheduler=scheduler,
-                        **FIT, **kwargs)
-    return history, optimizer, scheduler, loss_fn
-
-
 class FitTrace:
     """Attributes every sync during fit to the outermost instrumented call it happened in."""
 
@@ -349,7 +227,7 @@ def test_fit_on_device_matches_cpu_and_syncs_only_on_purpose(gpu, tmp_path, monk
     x, y = fit_data()
     epochs = 2
     cpu_model = mirror_device_dropout(fit_model())
-    cpu_history, cpu_opt, _, _ = _fit(cpu_model, x, y, epochs, checkpoint=str(tmp_path / "cpu.npz"))
+    cpu_history, cpu_opt, _, _ = fit_adam(cpu_model, x, y, epochs, checkpoint=str(tmp_path / "cpu.npz"))
 
     gpu_model = fit_model().to("cuda")
     gx, gy = backend.to_device(x, "cuda"), backend.to_device(y, "cuda")
@@ -419,10 +297,10 @@ def test_fit_on_device_matches_cpu_and_syncs_only_on_purpose(gpu, tmp_path, monk
     # And the CPU checkpoint loads into a device model; resuming there continues the CPU run.
     shutil.copy(tmp_path / "cpu.npz", tmp_path / "cpu_resumed_on_gpu.npz")
     resumed = fit_model(seed=9).to("cuda")  # weights, RNGs: all from the checkpoint
-    resumed_history, resumed_opt, _, _ = _fit(resumed, gx, gy, epochs + 1,
+    resumed_history, resumed_opt, _, _ = fit_adam(resumed, gx, gy, epochs + 1,
                                               checkpoint=str(tmp_path / "cpu_resumed_on_gpu.npz"),
                                               resume=True)
-    cpu_continued_history, _, _, _ = _fit(cpu_model, x, y, epochs + 1, checkpoint=str(tmp_path / "cpu.npz"),
+    cpu_continued_history, _, _, _ = fit_adam(cpu_model, x, y, epochs + 1, checkpoint=str(tmp_path / "cpu.npz"),
                                           resume=True)
     assert resumed_history["epoch"] == cpu_continued_history["epoch"] == [1, 2, 3]
     assert resumed_history["lr"] == cpu_continued_history["lr"]
@@ -460,171 +338,3 @@ def test_save_on_device_load_on_cpu_and_back(gpu, tmp_path):
         numpy.testing.assert_array_equal(to_host(value), cpu_state[key], err_msg=key)
     for p in back.parameters():
         assert_on_device(p.grad, dtype, "gradient after load")
-
-
-# ----------------------------------------------------------------------------- (e) a second device
-#
-# The emulated machine has two devices. A model on 'cuda:1' is used while device 0 is current (the
-# default, as in any script that never calls cupy.cuda.Device(1).use()). CuPy allocates, launches and
-# runs cuBLAS on the *current* device: a kernel touching another device's array raises ValueError
-# where the devices have no peer access (or warns, PerformanceWarning, where CuPy turns peer access
-# on), and our RawKernels would read foreign pointers unchecked. The emulation raises at the first one.
-
-def _second_device_data(dtype=F32):
-    x = numpy.random.default_rng(3).standard_normal((3, 2, 9, 9)).astype(dtype)
-    y = numpy.array([2, 0, 1])
-    return x, y, backend.to_device(x, "cuda:1"), backend.to_device(y, "cuda:1")
-
-
-def test_layers_and_optimizers_run_on_the_device_of_their_arrays(gpu):
-    """forward, backward and optimizer.step enter the device of their arrays themselves (no user scope)."""
-    x, y, gx, gy = _second_device_data()
-    cpu_model = mirror_device_dropout(build_model(F32))
-    gpu_model = build_model(F32).to("cuda:1")
-    cpu_opt, gpu_opt = Adam(cpu_model.parameters(), lr=1e-3), Adam(gpu_model.parameters(), lr=1e-3)
-    cpu_loss, gpu_loss = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
-    for step in range(2):
-        expected = cpu_model.forward(x)
-        cpu_loss.forward(expected, y)
-        cpu_opt.zero_grad()
-        expected_grad_x = cpu_model.backward(cpu_loss.backward())
-        cpu_opt.step()
-
-        logits = gpu_model.forward(gx)
-        gpu_loss.forward(logits, gy)
-        grad_logits = gpu_loss.backward()
-        gpu_opt.zero_grad()
-        grad_x = gpu_model.backward(grad_logits)
-        gpu_opt.step()
-        assert backend.device_of(logits) == backend.device_of(grad_x) == "cuda:1"
-        assert_close(logits, expected, F32, f"logits on cuda:1, step {step}")
-        assert_close(grad_x, expected_grad_x, F32, f"grad_x on cuda:1, step {step}")
-    for i, (p, q) in enumerate(zip(gpu_model.parameters(), cpu_model.parameters())):
-        assert backend.device_of(p.data) == backend.device_of(p.grad) == "cuda:1", i
-        assert_close(p.data, q.data, F32, f"parameter {i} on cuda:1")
-    assert all(backend.device_of(v) == "cuda:1" for v in gpu_opt.state_arrays()[0].values())
-    assert gpu.devices.events == []
-
-
-def test_loss_backward_runs_on_the_device_of_the_logits(gpu):
-    _, _, gx, gy = _second_device_data()
-    logits = backend.to_device(numpy.random.default_rng(0).standard_normal((3, 3)).astype(F32), "cuda:1")
-    loss_fn = SoftmaxCrossEntropy()
-    loss_fn.forward(logits, gy)
-    grad = loss_fn.backward()
-    assert backend.device_of(grad) == "cuda:1"
-
-
-def test_loss_label_check_runs_on_the_device_of_the_labels(gpu):
-    _, _, _, gy = _second_device_data()
-    logits = backend.to_device(numpy.zeros((3, 3), F32), "cuda:1")
-    SoftmaxCrossEntropy().forward(logits, gy)
-
-
-def test_zero_grad_runs_on_the_device_of_the_gradients(gpu):
-    model = build_model(F32).to("cuda:1")
-    Adam(model.parameters()).zero_grad()
-
-
-@pytest.mark.parametrize("opt_name", ["sgd_nesterov", "adam"])
-def test_optimizer_state_follows_the_model_to_another_device(gpu, opt_name):
-    x, y, gx, gy = _second_device_data()
-    model = build_model(F32).to("cuda:1")
-    optimizer = OPTIMIZERS[opt_name](model.parameters())
-    for data, labels in ((gx, gy), (backend.to_device(x, "cuda:0"), backend.to_device(y, "cuda:0"))):
-        loss_fn = SoftmaxCrossEntropy()
-        loss_fn.forward(model.forward(data), labels)
-        optimizer.zero_grad()
-        model.backward(loss_fn.backward())
-        optimizer.step()
-        model.to("cuda:0")
-    assert all(backend.device_of(v) == "cuda:0" for v in optimizer.state_arrays()[0].values())
-
-
-def test_load_keeps_a_model_on_its_device(gpu, tmp_path):
-    build_model(F32).save(tmp_path / "w.npz")
-    model = build_model(F32, seed=1).to("cuda:1").load(tmp_path / "w.npz")
-    devices = {key: backend.device_of(value) for key, value in model.named_state().items()}
-    assert set(devices.values()) == {"cuda:1"}, devices
-
-
-def test_fit_statistics_live_on_the_device_of_the_logits(gpu):
-    logits = backend.to_device(numpy.eye(3, dtype=F32), "cuda:1")
-    labels = backend.to_device(numpy.array([0, 1, 1]), "cuda:1")
-    stats = eager_step.EpochStats(2, None)
-    with logits.device:
-        loss = -logits.mean()
-    stats.record(0, loss, logits, labels)
-    assert backend.device_of(stats.losses) == backend.device_of(stats.correct) == "cuda:1"
-
-
-def test_shuffled_batches_are_gathered_on_the_device_of_the_data(gpu):
-    _, _, gx, gy = _second_device_data()
-    for xb, yb in gpucnn.data.BatchIterator(gx, gy, 2, seed=0):
-        assert backend.device_of(xb) == backend.device_of(yb) == "cuda:1"
-
-
-def test_fit_on_the_second_device_matches_cpu(gpu, tmp_path):
-    x, y = fit_data()
-    cpu_model = mirror_device_dropout(fit_model())
-    cpu_history, _, _, _ = _fit(cpu_model, x, y, 1)
-    gpu_model = fit_model().to("cuda:1")
-    gpu_history, _, _, _ = _fit(gpu_model, backend.to_device(x, "cuda:1"), backend.to_device(y, "cuda:1"), 1,
-                                checkpoint=str(tmp_path / "c.npz"))
-    numpy.testing.assert_allclose(gpu_history["loss"], cpu_history["loss"], rtol=1e-4)
-    assert all(backend.device_of(p.data) == "cuda:1" for p in gpu_model.parameters())
-    assert gpu.devices.events == []
-
-
-def test_fit_compiles_the_kernels_of_its_float_type_before_the_first_step(gpu, monkeypatch):
-    import io
-    calls = []
-    real_compile_all = gpu.loader.compile_all
-
-    def recording_compile_all(dtype, device=None):
-        calls.append((numpy.dtype(dtype), device, len(gpu.launches)))
-        return real_compile_all(dtype, device)
-
-    monkeypatch.setattr(gpu.loader, "compile_all", recording_compile_all)
-    x, y = fit_data()
-    model = fit_model().to("cuda:1")
-    log = io.StringIO()
-    train.fit(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=0.1), backend.to_device(x, "cuda:1"),
-              backend.to_device(y, "cuda:1"), 1, batch_size=16, stream=log)
-    assert calls == [(numpy.dtype(F32), 1, 0)]  # float32 only, on the model's device, before any launch
-    assert "CUDA kernels ready in" in log.getvalue()
-    assert len(gpu.launches) > 0
-
-
-def test_predict_summary_state_dict_and_export_of_a_device_model(gpu, tmp_path):
-    def make():
-        return gpucnn.Sequential([Conv2D(1, 3, 3, padding="same", rng=0), BatchNorm2D(3), ReLU(), MaxPool2D(2),
-                                  Flatten(), Dropout(0.5, rng=0), Dense(3 * 4 * 4, 5, rng=1)])
-
-    cpu_model, gpu_model = make(), make().to("cuda")
-    x = numpy.random.default_rng(0).random((7, 1, 8, 8), dtype=F32)
-    out = gpu_model.predict(x, batch_size=3)  # host inputs, moved batch by batch
-    assert isinstance(out, DeviceArray) and gpu_model.training
-    assert_close(out, cpu_model.predict(x), F32, "predict")
-    assert gpu_model.summary((1, 8, 8), print_fn=None).total_params == cpu_model.summary((1, 8, 8),
-                                                                                         print_fn=None).total_params
-    gpu_model.forward(backend.to_device(x, "cuda"))  # running statistics move on the device
-    state = gpu_model.state_dict()
-    assert all(isinstance(v, DeviceArray) for v in state.values())
-    cpu_model.load_state_dict(state)  # device arrays into a host model ...
-    assert all(type(v) is numpy.ndarray for v in cpu_model.state_dict().values())
-    make().to("cuda").load_state_dict(cpu_model.state_dict())  # ... and host arrays into a device model
-    assert_close(gpu_model.predict(x), cpu_model.predict(x), F32, "after load_state_dict")
-    if _onnx_runtime() is not None:  # the export copies the device weights to the host
-        gpucnn.onnx.export(gpu_model, tmp_path / "m.onnx", (1, 8, 8))
-        session = _onnx_runtime().InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-        assert_close(session.run(None, {"input": x})[0], cpu_model.predict(x), F32, "onnx")
-
-
-def _onnx_runtime():
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-    except ImportError:
-        return None
-    return onnxruntime
