@@ -6,7 +6,8 @@
 pytest puts tests/ on sys.path (this file sits in a folder without __init__.py), so the shared test
 support imports as ``support.*`` (tests/support/); scripts/ goes on it here (last, so that its
 train.py and bench.py shadow nothing), so that tests import a script's functions by name
-(``import checkpoint_attack``).
+(``import checkpoint_attack``); the repository root goes last, so that the wrappers whose names are
+taken (train, bench) import as ``scripts.train`` and ``scripts.bench``.
 """
 import os
 import sys
@@ -18,9 +19,11 @@ import gpucnn
 from gpucnn import backend
 from gpucnn.config import PATHS
 
-SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
-if SCRIPTS not in sys.path:
-    sys.path.append(SCRIPTS)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "scripts")
+for _folder in (SCRIPTS, ROOT):  # ROOT: scripts/ imports as the namespace package ``scripts`` too
+    if _folder not in sys.path:
+        sys.path.append(_folder)
 
 
 def pytest_addoption(parser):

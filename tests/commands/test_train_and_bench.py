@@ -1,6 +1,6 @@
 """The train and bench commands end to end (through the scripts/ wrappers) on a tiny IDX data set."""
 import gzip
-import importlib.util
+import importlib
 import json
 import os
 
@@ -13,10 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/<name>.py, imported as ``scripts.<name>`` (tests/conftest.py puts the repository root on the path)."""
+    return importlib.import_module(f"scripts.{name}")
 
 
 def write_idx(path, array):
