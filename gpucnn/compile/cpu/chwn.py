@@ -30,7 +30,7 @@ import numpy
 from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["tap", "im2col", "col2im", "col2im_same", "same_size", "max_pool_forward", "max_pool_backward",
-           "max_pool_taps", "gather_taps", "tap_major", "pool_scratch_shape", "avg_pool_forward",
+           "max_pool_taps", "route_dead_windows_to_real", "gather_taps", "tap_major", "pool_scratch_shape", "avg_pool_forward",
            "avg_pool_backward"]
 
 
@@ -138,6 +138,24 @@ def max_pool_forward(padded, window, oh, ow, out, masks, seen, scratch=None):
             taps = gather_taps(padded[b], window, oh, ow, scratch[:, :b.stop - b.start])
         max_pool_taps(taps, out[b], masks[:, b], seen[b])
     return out
+
+
+def route_dead_windows_to_real(out, masks, window, h, w):
+    """Where a padded window holds nothing but -inf (so its maximum is -inf, which the padding equals too),
+    send its gradient to the window's first real element, as gpucnn.ops.pool does (and PyTorch): the taps
+    of ``max_pool_taps`` would name the padding, and the gradient would be lost. ``out`` (C, oh, ow, N),
+    ``masks`` (kh*kw, C, oh, ow, N); (h, w): the unpadded input's size."""
+    dead = numpy.isneginf(out)
+    if not dead.any():
+        return
+    oh, ow = out.shape[1:3]
+    rows = window.sy * numpy.arange(oh)[None, :] + numpy.arange(window.kh)[:, None] - window.pt  # (kh, oh)
+    cols = window.sx * numpy.arange(ow)[None, :] + numpy.arange(window.kw)[:, None] - window.pl  # (kw, ow)
+    real = (((rows >= 0) & (rows < h))[:, None, :, None] & ((cols >= 0) & (cols < w))[None, :, None, :])
+    real = real.reshape(window.kh * window.kw, oh, ow)
+    first = numpy.arange(real.shape[0])[:, None, None] == real.argmax(axis=0)  # (kh*kw, oh, ow)
+    c, oy, ox, n = numpy.nonzero(dead)
+    masks[:, c, oy, ox, n] = first[:, oy, ox]
 
 
 def pool_scratch_shape(shape, itemsize, window, oh, ow):

@@ -300,6 +300,8 @@ class PoolStage(Stage):
             masks = self.buffer(ctx, "masks", (win.kh * win.kw, c, oh, ow, n), numpy.bool_)
             chwn.max_pool_forward(padded, win, oh, ow, out, masks, self.buffer(ctx, "seen", out.shape, numpy.bool_),
                                   self.pool_scratch(ctx, padded, win, oh, ow))
+            if win.padded:
+                chwn.route_dead_windows_to_real(out, masks, win, h, w)
             saved["masks"] = masks
         else:
             chwn.avg_pool_forward(padded, win, oh, ow, out)
