@@ -23,12 +23,14 @@ from . import backend, optim
 from .compile.cuda_graph.step import compile_step
 from .config import config, seed
 from .nn import gradcheck, layers, losses, models
+from .nn.graph import Input
+from .nn.model import Model
 from .nn.sequential import Sequential
 from .parameter import Parameter
 
 __version__ = "0.1.0"  # the one place the version is written (setup.cfg reads it)
 
-__all__ = ["Parameter", "Sequential", "backend", "compile_step", "config", "seed", "gradcheck", "layers", "losses",
+__all__ = ["Input", "Model", "Parameter", "Sequential", "backend", "compile_step", "config", "seed", "gradcheck", "layers", "losses",
            "models", "optim", "__version__"]
 
 # Where modules that users import by name live now: `import gpucnn.losses`, `from gpucnn.layers.conv import

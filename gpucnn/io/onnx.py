@@ -1,4 +1,4 @@
-"""Export a Sequential to ONNX (opset 17), for onnxruntime and every other ONNX consumer.
+"""Export a Sequential or a Model to ONNX (opset 17), for onnxruntime and every other ONNX consumer.
 
 Needs the ``onnx`` package (``pip install 'gpucnn[onnx]'``). Each layer becomes the ONNX
 operator with the same meaning:
@@ -7,7 +7,8 @@ operator with the same meaning:
     MaxPool2D -> MaxPool, AvgPool2D -> AveragePool (count_include_pad=1, as gpucnn counts the padded
     zeros), Dense -> Gemm (transB=1), Flatten -> Flatten(axis=1), ReLU/LeakyReLU/Sigmoid/Tanh ->
     Relu/LeakyRelu/Sigmoid/Tanh, BatchNorm1D/2D -> BatchNormalization in eval form (the running
-    statistics), Dropout -> nothing (it is the identity at inference).
+    statistics), Dropout -> nothing (it is the identity at inference), Add -> Add, Concatenate ->
+    Concat, GlobalAvgPool2D -> GlobalAveragePool; a nested Sequential or Model is inlined.
 
 The input is ``"input"`` of shape (batch, *input_shape) with a dynamic batch; the output is ``"output"``.
 Both are float32, and so are the weights: a float64 model is rounded to float32, the precision
@@ -112,6 +113,10 @@ EMITTERS = {
     "Tanh": _simple("Tanh"),
     "LeakyRelu": lambda g, layer, x, out, i: g.node("LeakyRelu", [x], out, alpha=layer.negative_slope),
     "BatchNormalization": _batchnorm,
+    "GlobalAveragePool": _simple("GlobalAveragePool"),
+    # the layers of several inputs get the list of their inputs' names
+    "Add": lambda g, layer, x, out, i: g.node("Add", list(x), out),
+    "Concat": lambda g, layer, x, out, i: g.node("Concat", list(x), out, axis=layer.axis),
 }
 
 
@@ -125,31 +130,79 @@ def _exporter(layer, index):
     return None if entry.onnx is None else EMITTERS[entry.onnx]
 
 
+def _children(net):
+    """[(name, layer)] of a Sequential ('0', '1', ...) or a Model (its layers' names); None for a plain layer."""
+    if hasattr(net, "nodes"):
+        return net.named_children()
+    if hasattr(net, "locate"):
+        return [(str(i), layer) for i, layer in enumerate(net.layers)]
+    return None
+
+
+def _check_exportable(net, prefix=""):
+    """Every layer, nested ones included, checked before anything is written."""
+    for name, layer in _children(net):
+        if _children(layer) is not None:
+            _check_exportable(layer, f"{prefix}{name}.")
+        else:
+            _exporter(layer, f"{prefix}{name}")
+
+
+def _emit(g, net, x, prefix):
+    """Emit the nodes of a Sequential or Model reading the tensor named ``x``; returns its output's name. Constants
+    and nodes are named by the dotted paths of state_dict ('layer1.0.conv1.weight')."""
+    if not hasattr(net, "nodes"):  # a chain
+        for name, layer in _children(net):
+            x = _emit_layer(g, layer, x, f"{prefix}{name}")
+        return x
+    if len(net.inputs) != 1 or len(net.outputs) != 1:
+        raise ExportError("gpucnn.onnx.export: a Model of several inputs or outputs is not exported yet")
+    names = {net.inputs[0].id: x}
+    for node, name in zip(net.nodes, net.node_names):
+        args = [names[t.id] for t in node.inputs]
+        names[node.output.id] = _emit_layer(g, node.layer, args if node.multi else args[0], f"{prefix}{name}")
+    return names[net.outputs[0].id]
+
+
+def _emit_layer(g, layer, x, path):
+    if _children(layer) is not None:
+        return _emit(g, layer, x, path + ".")
+    emit = _exporter(layer, path)
+    return x if emit is None else emit(g, layer, x, f"{path}.{type(layer).__name__}", path)
+
+
+def _output_shape(model, input_shape):
+    if hasattr(model, "nodes"):
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ExportError("gpucnn.onnx.export: a Model of several inputs or outputs is not exported yet")
+        if model.inputs[0].shape != input_shape:
+            raise ValueError(f"the model was built for inputs of shape {model.inputs[0].shape}")
+        return model.outputs[0].shape
+    return output_shapes(model, input_shape)[-1]
+
+
 def to_onnx(model, input_shape):
     """The ``onnx.ModelProto`` of ``model`` for inputs of shape (batch, *input_shape); see ``export``."""
     onnx = _import_onnx()
     input_shape = tuple(int(d) for d in input_shape)
     if not model.layers:
         raise ExportError("gpucnn.onnx.export: the model has no layers")
-    emitters = [_exporter(layer, i) for i, layer in enumerate(model.layers)]  # every layer checked first
+    _check_exportable(model)
     try:
-        shapes = output_shapes(model, input_shape)
+        output_shape = _output_shape(model, input_shape)
     except (ValueError, TypeError) as exc:
         raise ExportError(f"gpucnn.onnx.export: the model cannot take inputs of shape (N, "
                           f"{', '.join(map(str, input_shape))}): {exc}") from None
     dtype = numpy.dtype(numpy.float32)
     elem_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
     g = _Graph(onnx, dtype)
-    x = "input"
-    for i, (layer, emit) in enumerate(zip(model.layers, emitters)):
-        if emit is not None:
-            x = emit(g, layer, x, f"{i}.{type(layer).__name__}", i)
+    x = _emit(g, model, "input", "")
     # A fixed output name (runtimes optimise the Identity away); it also gives a graph of Dropouts alone a node.
     g.nodes.append(onnx.helper.make_node("Identity", [x], ["output"], name="output"))
     graph = onnx.helper.make_graph(
-        g.nodes, "gpucnn.Sequential",
+        g.nodes, f"gpucnn.{type(model).__name__}",
         [onnx.helper.make_tensor_value_info("input", elem_type, ["batch", *input_shape])],
-        [onnx.helper.make_tensor_value_info("output", elem_type, ["batch", *shapes[-1]])],
+        [onnx.helper.make_tensor_value_info("output", elem_type, ["batch", *output_shape])],
         initializer=g.initializers)
     proto = onnx.helper.make_model(graph, producer_name="gpucnn",
                                    opset_imports=[onnx.helper.make_opsetid("", OPSET)])

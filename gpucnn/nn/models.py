@@ -1,11 +1,14 @@
 """Named reference models."""
+import functools
+
 import numpy
 
 from ..config import make_rng
 from .layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
+from .resnet import resnet8, resnet20
 from .sequential import Sequential
 
-__all__ = ["fashion_cnn", "lenet5", "MODELS", "INPUT_SHAPES"]
+__all__ = ["fashion_cnn", "lenet5", "resnet8", "resnet20", "MODELS", "INPUT_SHAPES"]
 
 
 def fashion_cnn(num_classes=10, dtype=numpy.float32, rng=None):
@@ -36,7 +39,10 @@ def lenet5(num_classes=10, dtype=numpy.float32, rng=None):
     ])
 
 
-MODELS = {"fashion_cnn": fashion_cnn, "lenet5": lenet5}
+#: the named models of ``gpucnn train --model``, built for Fashion-MNIST's (1, 28, 28) images
+MODELS = {"fashion_cnn": fashion_cnn, "lenet5": lenet5,
+          "resnet8": functools.partial(resnet8, in_channels=1, input_size=28),
+          "resnet20": functools.partial(resnet20, in_channels=1, input_size=28)}
 
 #: the shape of one sample each named model is built for (C, H, W)
-INPUT_SHAPES = {"fashion_cnn": (1, 28, 28), "lenet5": (1, 28, 28)}
+INPUT_SHAPES = {"fashion_cnn": (1, 28, 28), "lenet5": (1, 28, 28), "resnet8": (1, 28, 28), "resnet20": (1, 28, 28)}

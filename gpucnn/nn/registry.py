@@ -20,7 +20,8 @@ import numpy
 
 from . import layers as L
 
-__all__ = ["LayerType", "LAYER_TYPES", "layer_type", "describe", "ArchitectureError"]
+__all__ = ["LayerType", "LAYER_TYPES", "layer_type", "describe", "describe_layer", "build_layer", "build_layers",
+           "ArchitectureError"]
 
 
 class ArchitectureError(ValueError):
@@ -83,6 +84,9 @@ LAYER_TYPES = {t.name: t for t in (
     LayerType(L.Dropout, lambda layer: {"p": layer.p}, None),
     LayerType(L.BatchNorm1D, _batchnorm_args, "BatchNormalization", dtype=True),
     LayerType(L.BatchNorm2D, _batchnorm_args, "BatchNormalization", dtype=True),
+    LayerType(L.Add, _no_args, "Add"),
+    LayerType(L.Concatenate, lambda layer: {"axis": layer.axis}, "Concat"),
+    LayerType(L.GlobalAvgPool2D, _no_args, "GlobalAveragePool"),
 )}
 
 
@@ -93,41 +97,83 @@ def layer_type(layer):
     return entry if entry is not None and type(layer) is entry.cls else None
 
 
+def describe_layer(layer):
+    """{"type", "args"} of one of gpucnn's layers, {"type": "Sequential"|"Model", ...} of a nested network, or None
+    (a layer of the user's own: the architecture cannot be recorded)."""
+    if hasattr(layer, "nodes"):  # a Model
+        nodes = []
+        tensors = {t.id: k for k, t in enumerate(layer.inputs)}
+        for node, name in zip(layer.nodes, layer.node_names):
+            spec = describe_layer(node.layer)
+            if spec is None:
+                return None
+            nodes.append({"name": name, "layer": spec, "inputs": [tensors[t.id] for t in node.inputs],
+                          "multi": node.multi})
+            tensors[node.output.id] = len(tensors)
+        return {"type": "Model", "name": layer.given_name,
+                "inputs": [{"shape": list(t.shape), "dtype": t.dtype.name} for t in layer.inputs],
+                "nodes": nodes, "outputs": [tensors[t.id] for t in layer.outputs],
+                "multi_input": layer.multi_input, "multi_output": layer.multi_output}
+    if hasattr(layer, "locate"):  # a Sequential
+        specs = [describe_layer(item) for item in layer.layers]
+        if any(spec is None for spec in specs):
+            return None
+        return {"type": "Sequential", "name": layer.given_name, "layers": specs}
+    entry = layer_type(layer)
+    if entry is None:
+        return None
+    spec = {"type": entry.name, "args": entry.args(layer)}
+    if layer.given_name is not None:
+        spec["name"] = layer.given_name
+    return spec
+
+
 def describe(model, input_shape=None):
-    """The JSON-able architecture of ``model``, or None when a layer is not one of gpucnn's own.
+    """The JSON-able architecture of ``model`` (a Sequential or a Model), or None when a layer is not one of
+    gpucnn's own.
 
         {"layers": [{"type": "Conv2D", "args": {"in_channels": 1, "out_channels": 32, ...}}, ...],
-         "dtype": "float32", "input_shape": [1, 28, 28]}
+         "dtype": "float32", "input_shape": [1, 28, 28]}                       (a Sequential)
+        {"graph": {"type": "Model", "nodes": [{"name": "conv1", "layer": {...}, "inputs": [0]}, ...], ...},
+         "dtype": "float32", "input_shape": [3, 32, 32]}                        (a Model)
     """
-    specs = []
-    for layer in model.layers:
-        entry = layer_type(layer)
-        if entry is None:
+    if hasattr(model, "nodes"):
+        graph = describe_layer(model)
+        if graph is None:
             return None
-        specs.append({"type": entry.name, "args": entry.args(layer)})
+        spec = {"graph": graph}
+    else:
+        specs = [describe_layer(layer) for layer in model.layers]
+        if any(s is None or s["type"] in ("Sequential", "Model") for s in specs):
+            return None  # a chain file holds plain layers (older versions read it)
+        spec = {"layers": specs}
     params = model.parameters()
-    spec = {"layers": specs, "dtype": str(params[0].data.dtype) if params else "float32"}
+    spec["dtype"] = str(params[0].data.dtype) if params else "float32"
     if input_shape is not None:
         spec["input_shape"] = [int(d) for d in input_shape]
     return spec
 
 
+def build_layer(item, dtype, where="layer"):
+    """A fresh layer of gpucnn's own from ``describe_layer``'s record of it (a nested network not included)."""
+    if item["type"] not in LAYER_TYPES:
+        raise ArchitectureError(f"{where}: unknown layer type {item['type']!r}")
+    entry = LAYER_TYPES[item["type"]]
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in item["args"].items()}
+    if entry.dtype:
+        args["dtype"] = dtype
+    if item.get("name") is not None:
+        args["name"] = item["name"]
+    return entry.cls(**args)
+
+
 def build_layers(spec):
-    """Fresh layers (on the CPU) from ``describe``'s output; ArchitectureError when unusable."""
+    """Fresh layers (on the CPU) from ``describe``'s output of a Sequential; ArchitectureError when unusable."""
     try:
         dtype = numpy.dtype(spec.get("dtype", "float32"))
-        built = []
-        for i, item in enumerate(spec["layers"]):
-            if item["type"] not in LAYER_TYPES:
-                raise ArchitectureError(f"layer {i}: unknown layer type {item['type']!r}")
-            entry = LAYER_TYPES[item["type"]]
-            args = {k: tuple(v) if isinstance(v, list) else v for k, v in item["args"].items()}
-            if entry.dtype:
-                args["dtype"] = dtype
-            built.append(entry.cls(**args))
+        return [build_layer(item, dtype, f"layer {i}") for i, item in enumerate(spec["layers"])]
     except ArchitectureError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArchitectureError(f"cannot rebuild the model from its recorded architecture: "
                                 f"{type(exc).__name__}: {exc}") from None
-    return built

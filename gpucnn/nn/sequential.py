@@ -1,19 +1,15 @@
 """Sequential: layers applied in order, backward in reverse."""
 from .registry import describe
-from ..backend import asnumpy, device_of, device_scope
-from ..io.arrays import CheckpointError, CheckpointReader, check_cast, save_arrays
+from ..backend import device_scope
 from ..compile.cpu import runner_for
+from .graph import check_name, is_symbolic, record
 from .layers.base import Layer
-from .predict import predict
-from .state_dict import load_state_dict
+from .network import Network
 from .summary import summarize
 
 __all__ = ["Sequential"]
 
-_FORMAT = "gpucnn.Sequential/1"
-
-
-class Sequential:
+class Sequential(Network):
     """A stack of layers.
 
     Example:
@@ -22,7 +18,12 @@ class Sequential:
         >>> grad_x = model.backward(loss.backward())
     """
 
-    def __init__(self, layers):
+    FORMAT = "gpucnn.Sequential/1"
+
+    #: a Sequential inside a Model holds no arrays of its own, only its layers'
+    buffer_names = ()
+
+    def __init__(self, layers, name=None):
         layers = list(layers)
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
@@ -30,6 +31,12 @@ class Sequential:
         self.layers = layers
         self.training = True
         self.input_shape = None  # of one sample, remembered from the first forward (for summary, save, export)
+        self.given_name = check_name(name)
+
+    @property
+    def name(self):
+        """The name given at construction (its prefix inside a Model: 'layer1.0.conv1.weight'), else 'Sequential'."""
+        return self.given_name or "Sequential"
 
     def forward(self, x):
         """The model's output; on the CPU through gpucnn.compile.cpu unless ``gpucnn.config.path = 'reference'``."""
@@ -40,7 +47,11 @@ class Sequential:
             self.input_shape = sample_shape
         return y
 
-    __call__ = forward
+    def __call__(self, x):
+        """``forward(x)``; on symbolic tensors (``gpucnn.Input``) it records a node of a Model's graph."""
+        if is_symbolic(x):
+            return record(self, x)
+        return self.forward(x)
 
     def reference_forward(self, x):
         """The readable path: each layer's forward in turn."""
@@ -68,37 +79,6 @@ class Sequential:
                 grad_out = self.layers[i].backward(grad_out)
         return grad_out
 
-    def parameters(self):
-        return [p for layer in self.layers for p in layer.parameters()]
-
-    def zero_grad(self):
-        for layer in self.layers:
-            layer.zero_grad()
-
-    def train(self, mode=True):
-        self.training = bool(mode)
-        for layer in self.layers:
-            layer.train(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
-
-    def to(self, device):
-        """Move every parameter and buffer to ``device`` ('cpu', 'cuda', 'cuda:N', 'auto'); returns self.
-
-        ``model.device`` then says where it went ('auto' picks the GPU when one is usable).
-        """
-        for layer in self.layers:
-            layer.to(device)
-        return self
-
-    @property
-    def device(self):
-        """'cpu' or 'cuda:N': where the parameters live ('cpu' for a model without any)."""
-        params = self.parameters()
-        return device_of(params[0].data) if params else "cpu"
-
     def named_state(self):
         """{'<index>.<name>': array} for every parameter and buffer."""
         state = {}
@@ -107,71 +87,14 @@ class Sequential:
                 state[f"{i}.{name}"] = value
         return state
 
-    def expected_state(self):
-        """{'<index>.<name>': (shape, None)}: what a file must hold to load into this model."""
-        return {key: (tuple(value.shape), None) for key, value in self.named_state().items()}
+    def locate(self, key):
+        """(layer, name within it) of a ``named_state`` key '<index>.<name>'."""
+        index, name = key.split(".", 1)
+        return self.layers[int(index)], name
 
-    def check_state(self, state, source="state"):
-        """CheckpointError unless ``state`` fits: the same names and shapes, finite values, no lossy dtype change."""
-        own = self.named_state()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise CheckpointError(f"{source}: does not match this model (missing {missing}, unexpected {unexpected})")
-        for key, value in own.items():
-            if tuple(state[key].shape) != tuple(value.shape):
-                raise CheckpointError(f"{source}: {key} has shape {tuple(state[key].shape)}, "
-                                      f"the model expects {tuple(value.shape)}")
-            if state[key].dtype.kind != "f":
-                raise CheckpointError(f"{source}: {key} has dtype {state[key].dtype}, expected floats")
-            try:
-                check_cast(asnumpy(state[key]), value.dtype, key)
-            except ValueError as exc:
-                raise CheckpointError(f"{source}: {exc}") from None
-
-    def load_state(self, state, source="state"):
-        """Set every parameter and buffer from ``state``; checks everything first, so a mismatch changes nothing."""
-        self.check_state(state, source)
-        own = self.named_state()
-        try:
-            for key in own:
-                index, name = key.split(".", 1)
-                self.layers[int(index)].set_state(name, state[key])
-        except BaseException:
-            self._restore(own)  # set_state replaces arrays, so the old ones are intact: put them back
-            raise
-
-    def _restore(self, saved):
-        for key, value in saved.items():
-            index, name = key.split(".", 1)
-            layer = self.layers[int(index)]
-            current = getattr(layer, name)
-            if hasattr(current, "grad"):
-                current.data = value
-            else:
-                setattr(layer, name, value)
-
-    def state_dict(self):
-        """{'<index>.<name>': array} of every parameter and buffer, keyed as PyTorch keys an nn.Sequential
-        ("0.weight", "3.running_mean"). The arrays are the model's own, not copies (as in PyTorch).
-
-        Example:
-            >>> torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-        """
-        return dict(self.named_state())
-
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy ``state_dict``'s arrays (NumPy, CuPy, CPU torch tensors) into the model, cast to its dtype, on
-        its device.
-
-        strict=True: the keys must be exactly the model's (ValueError otherwise). strict=False loads the
-        keys both have. Either way a wrong shape (ValueError) or a non-float array (TypeError) changes
-        nothing. Returns (missing_keys, unexpected_keys), as PyTorch does.
-
-        Example:
-            >>> model.load_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()})
-        """
-        return load_state_dict(self, state_dict, strict)
+    def architecture(self):
+        """The JSON-able record that rebuilds this model (gpucnn.architecture.build), or None."""
+        return describe(self, self.input_shape)
 
     def summary(self, input_shape=None, print_fn=print):
         """Print and return a table of the layers, their output shapes and parameter counts, with totals.
@@ -195,40 +118,6 @@ class Sequential:
         if print_fn is not None:
             print_fn(str(result))
         return result
-
-    def predict(self, x, batch_size=256):
-        """The outputs (logits) for ``x``, in eval mode (restored after), ``batch_size`` samples at a time, on
-        the model's device (inputs elsewhere are moved batch by batch).
-
-        For probabilities: ``gpucnn.functional.softmax(model.predict(x))``; for classes: ``.argmax(axis=1)``.
-        """
-        return predict(self, x, batch_size)
-
-    def save(self, path):
-        """Write the weights to ``path`` (.npz, atomically, no pickle); the model stays on its device.
-
-        The file also records the architecture when every layer is one of gpucnn's own, so that
-        ``gpucnn export`` (or ``gpucnn.architecture.build``) can rebuild the model from the file alone.
-        """
-        save_arrays(path, self.named_state(), {"format": _FORMAT, "layers": [repr(layer) for layer in self.layers],
-                                               "architecture": describe(self, self.input_shape)})
-
-    def load(self, path):
-        """Read weights written by ``save``; on any error the model's weights are left as they were.
-
-        The file's names and array shapes are checked against the model before any data is read.
-        """
-        with CheckpointReader(path) as reader:
-            if reader.meta.get("format") != _FORMAT:
-                raise CheckpointError(f"{path}: not a saved Sequential (format {reader.meta.get('format')!r})")
-            reader.check_members(self.expected_state())
-            arrays = reader.read_all()
-            meta = reader.meta
-        self.load_state(arrays, source=str(path))
-        recorded = (meta.get("architecture") or {}).get("input_shape")
-        if self.input_shape is None and recorded:
-            self.input_shape = tuple(recorded)
-        return self
 
     def __repr__(self):
         inner = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))

@@ -1,7 +1,9 @@
 """state_dict / load_state_dict with PyTorch's keys and PyTorch's ``strict`` rules.
 
-Keys are ``"<layer index>.<name>"`` ("0.weight", "3.running_mean"), the names PyTorch gives the
-same arrays in an ``nn.Sequential`` of the same layers, so weights cross over with one loop:
+Keys are the dotted names of ``named_state``: ``"<layer index>.<name>"`` in a Sequential ("0.weight",
+"3.running_mean"), the names PyTorch gives the same arrays in an ``nn.Sequential`` of the same layers,
+and ``"<layer name>.<name>"`` in a Model ("conv1.weight", "block2.bn1.running_mean"), PyTorch's
+attribute paths; so weights cross over with one loop:
 
     model.load_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()}, strict=False)
 
@@ -58,7 +60,6 @@ def load_state_dict(model, state_dict, strict=True):
                             f"{target.dtype}; values are cast to it)")
         checked[key] = value
     for key, value in checked.items():
-        index, name = key.split(".", 1)
         # CuPy refuses implicit copies between host and device: move each array to its target's device first.
-        model.layers[int(index)].set_state(name, to_device(value, device_of(own[key])))
+        model.set_state(key, to_device(value, device_of(own[key])))
     return IncompatibleKeys(missing, unexpected)

@@ -33,6 +33,7 @@ class Summary:
     total_params: int
     buffer_values: int
     param_bytes: int
+    title: str = "Sequential"
 
     def __str__(self):
         table = [("Layer", "Output shape", "Params")]
@@ -43,7 +44,7 @@ class Summary:
         def line(row):
             return f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}"
 
-        lines = [f"Sequential, input {_batch_shape(self.input_shape)}", rule, line(table[0]), rule]
+        lines = [f"{self.title}, input {_batch_shape(self.input_shape)}", rule, line(table[0]), rule]
         lines += [line(row) for row in table[1:]]
         lines += [rule, f"Total params: {self.total_params:,} ({self.param_bytes / 2 ** 20:.2f} MiB)"]
         if self.buffer_values:

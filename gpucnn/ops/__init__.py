@@ -1,7 +1,7 @@
 """The readable math of every op, and the index of all its implementations.
 
 Each module here is one op family in NumPy, written as the tutorials write it: ``conv``, ``pool``,
-``linear``, ``activation``, ``batchnorm``, ``loss``, ``update``, ``multi_update``; ``geometry`` holds
+``linear``, ``activation``, ``batchnorm``, ``merge``, ``loss``, ``update``, ``multi_update``; ``geometry`` holds
 all window arithmetic. The ops take NumPy or CuPy arrays; the few with CUDA kernels of their own
 hand CuPy arrays to ``gpucnn.ops.cuda`` (same functions, same arguments, same results), whose
 launchers compile ``gpucnn/kernels/*.cu`` through ``gpucnn/ops/cuda/loader.py``.
@@ -136,6 +136,21 @@ batch_norm: y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel
     fused twin      none
     note            on CuPy arrays the reference itself runs; the CPU fast path runs the layer as itself,
                     and the graph refuses it.
+
+merge: add (y = x_1 + x_2 + ...), concatenate (along an axis), global_avg_pool2d (the mean of each map)
+    reference       gpucnn.ops.merge.add, gpucnn.ops.merge.add_backward, gpucnn.ops.merge.concatenate,
+                    gpucnn.ops.merge.concatenate_backward, gpucnn.ops.merge.global_avg_pool2d,
+                    gpucnn.ops.merge.global_avg_pool2d_backward
+    cuda launcher   none
+    kernel          none
+    cpu fast stage  none
+    graph stage     none
+    graph launcher  none
+    graph kernel    none
+    fused twin      none
+    note            the joins of a Model's graph (gpucnn/nn/model.py); on CuPy arrays the reference itself
+                    runs (CuPy's elementwise kernels and copies, memory-bound either way). The fast paths
+                    run them as themselves.
 
 softmax_cross_entropy: loss = mean(-log_softmax(z)[y]), dL/dz = (softmax(z) - onehot(y)) / N, correct count
     reference       gpucnn.ops.loss.softmax_cross_entropy
@@ -304,6 +319,16 @@ OP_INDEX = {
         "graph_kernel": [], "twin": [],
         "note": "on CuPy arrays the reference itself runs; the CPU fast path runs the layer as itself, and the "
                 "graph refuses it.",
+    },
+    "merge": {
+        "what": "add (y = x_1 + x_2 + ...), concatenate (along an axis), global_avg_pool2d (the mean of each map)",
+        "reference": ["gpucnn.ops.merge." + name + suffix for name in ("add", "concatenate", "global_avg_pool2d")
+                      for suffix in ("", "_backward")],
+        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [], "graph_launcher": [],
+        "graph_kernel": [], "twin": [],
+        "note": "the joins of a Model's graph (gpucnn/nn/model.py); on CuPy arrays the reference itself runs "
+                "(CuPy's elementwise kernels and copies, memory-bound either way). The fast paths run them as "
+                "themselves.",
     },
     "softmax_cross_entropy": {
         "what": "loss = mean(-log_softmax(z)[y]), dL/dz = (softmax(z) - onehot(y)) / N, correct count",

@@ -12,7 +12,6 @@ import math
 
 import numpy
 
-from ..nn.architecture import describe
 from ..io.arrays import CheckpointError, CheckpointReader, save_arrays
 from ..data.batches import BatchIterator
 from .rng_state import generator_state_from_json, generator_state_to_json
@@ -36,7 +35,7 @@ def save_training_checkpoint(path, model, optimizer, scheduler, progress):
     arrays.update({f"optimizer.{k}": v for k, v in opt_arrays.items()})
     meta = {
         "format": FORMAT,
-        "architecture": describe(model, getattr(model, "input_shape", None)),  # lets `gpucnn export` rebuild the model
+        "architecture": model.architecture(),  # lets `gpucnn export` rebuild the model
         "optimizer": {"type": type(optimizer).__name__, **opt_scalars},
         "scheduler": scheduler.state() if scheduler is not None else None,
         "layer_rngs": {str(i): generator_state_to_json(rng.bit_generator.state)
@@ -191,7 +190,7 @@ def _apply(path, meta, model, model_state, optimizer, opt_state, opt_meta, sched
         for key, state in meta.get("layer_rngs", {}).items():
             rngs[int(key)].bit_generator.state = generator_state_from_json(state)
     except BaseException:
-        model._restore(saved_model)
+        model.restore_state(saved_model)
         vars(optimizer).clear()
         vars(optimizer).update(saved_opt[2])
         if scheduler is not None:

@@ -39,6 +39,9 @@ SAMPLES = {
     "Dropout": (lambda: L.Dropout(0.5, rng=0), 2),
     "BatchNorm1D": (lambda: L.BatchNorm1D(4), 2),
     "BatchNorm2D": (lambda: L.BatchNorm2D(2), 4),
+    "Add": (lambda: L.Add(), 4),
+    "Concatenate": (lambda: L.Concatenate(axis=1), 4),
+    "GlobalAvgPool2D": (lambda: L.GlobalAvgPool2D(), 4),
 }
 
 #: layer type -> (CPU fast stage, graph stage, ONNX operator): which paths it has; every type has the
@@ -56,6 +59,9 @@ PATHS = {
     "Dropout": (False, False, None),
     "BatchNorm1D": (False, False, "BatchNormalization"),
     "BatchNorm2D": (False, False, "BatchNormalization"),
+    "Add": (False, False, "Add"),
+    "Concatenate": (False, False, "Concat"),
+    "GlobalAvgPool2D": (False, False, "GlobalAveragePool"),
 }
 
 

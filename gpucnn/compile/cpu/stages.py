@@ -290,9 +290,8 @@ class PoolStage(Stage):
         oh, ow = win.output_size(h, w)
         padded = x
         if win.padded:
-            fill = -numpy.inf if self.is_max else 0
             padded = self.buffer(ctx, "padded", (c, h + win.pt + win.pb, w + win.pl + win.pr, n), x.dtype)
-            padded.fill(fill)
+            padded.fill(-numpy.inf if self.is_max else 0)
             padded[:, win.pt:win.pt + h, win.pl:win.pl + w, :] = x
         out = self.buffer(ctx, "out", (c, oh, ow, n), x.dtype)
         saved = ctx.saved[self.index] = {"x_shape": x.shape, "padded_shape": padded.shape, "dtype": x.dtype}

@@ -49,8 +49,8 @@ class ReLU(_Elementwise):
 class LeakyReLU(_Elementwise):
     """x for x > 0, else negative_slope * x."""
 
-    def __init__(self, negative_slope=0.01):
-        super().__init__()
+    def __init__(self, negative_slope=0.01, name=None):
+        super().__init__(name)
         self.negative_slope = float(negative_slope)
 
     def _f(self, x):
@@ -96,8 +96,8 @@ class Dropout(Layer):
     resumed run draws the masks the uninterrupted one would have drawn.
     """
 
-    def __init__(self, p=0.5, rng=None):
-        super().__init__()
+    def __init__(self, p=0.5, rng=None, name=None):
+        super().__init__(name)
         if not 0.0 <= float(p) < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
         self.p = float(p)

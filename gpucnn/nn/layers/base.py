@@ -1,6 +1,7 @@
 """What every layer shares: parameters, buffers, train/eval mode, moving between devices."""
 from ...backend import device_of, device_scope, get_array_module, to_device
 from ...parameter import Parameter
+from ..graph import check_name, is_symbolic, record
 
 __all__ = ["Layer", "check_grad_array"]
 
@@ -24,12 +25,14 @@ class Layer:
     #: names of non-trainable arrays that belong to the layer's state (saved, moved)
     buffer_names = ()
 
-    def __init__(self):
+    def __init__(self, name=None):
         self.training = True
+        self.given_name = check_name(name)
 
     @property
     def name(self):
-        return type(self).__name__
+        """The name given at construction (``Conv2D(..., name="conv1")``), else the type's name."""
+        return self.given_name or type(self).__name__
 
     def forward(self, x):
         raise NotImplementedError
@@ -40,6 +43,10 @@ class Layer:
         raise NotImplementedError
 
     def __call__(self, x):
+        """``forward(x)`` on arrays; on the symbolic tensors of ``gpucnn.Input`` it records a node of a graph
+        (gpucnn/nn/graph.py) and checks the shapes at once."""
+        if is_symbolic(x):
+            return record(self, x)
         return self.forward(x)
 
     def parameters(self):

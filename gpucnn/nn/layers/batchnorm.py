@@ -14,8 +14,8 @@ class _BatchNorm(Layer):
     ndim = None
     buffer_names = ("running_mean", "running_var")
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=numpy.float32):
-        super().__init__()
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=numpy.float32, name=None):
+        super().__init__(name)
         self.num_features = check_positive_int(num_features, "num_features", self.name)
         self.eps = float(eps)
         self.momentum = float(momentum)

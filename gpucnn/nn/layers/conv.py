@@ -43,8 +43,8 @@ class Conv2D(Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, dtype=numpy.float32, rng=None):
-        super().__init__()
+                 bias=True, dtype=numpy.float32, rng=None, name=None):
+        super().__init__(name)
         self.in_channels = check_positive_int(in_channels, "in_channels", "Conv2D")
         self.out_channels = check_positive_int(out_channels, "out_channels", "Conv2D")
         self.groups = check_groups(groups, self.in_channels, self.out_channels, "Conv2D")

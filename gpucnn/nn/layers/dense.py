@@ -25,8 +25,8 @@ class Dense(Layer):
         (8, 128)
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=numpy.float32, rng=None):
-        super().__init__()
+    def __init__(self, in_features, out_features, bias=True, dtype=numpy.float32, rng=None, name=None):
+        super().__init__(name)
         self.in_features = check_positive_int(in_features, "in_features", "Dense")
         self.out_features = check_positive_int(out_features, "out_features", "Dense")
         bound = math.sqrt(6.0 / self.in_features)
@@ -62,8 +62,8 @@ class Dense(Layer):
 class Flatten(Layer):
     """(N, C, H, W) -> (N, C*H*W), row-major like PyTorch's nn.Flatten."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, name=None):
+        super().__init__(name)
         self._cache = None
 
     def forward(self, x):

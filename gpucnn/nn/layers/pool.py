@@ -10,8 +10,8 @@ class _Pool2D(Layer):
     _forward_op = None
     _backward_op = None
 
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
+    def __init__(self, kernel_size, stride=None, padding=0, name=None):
+        super().__init__(name)
         self.window = pool_window(kernel_size, stride, padding, self.name)
         self._cache = None
 
