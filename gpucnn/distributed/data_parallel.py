@@ -107,7 +107,7 @@ class DataParallel:
         return reduced
 
     def _buffers(self):
-        return [getattr(layer, name) for layer in self.model.layers for name in layer.buffer_names]
+        return [getattr(layer, name) for layer in self.model.leaf_layers() for name in layer.buffer_names]
 
     def _broadcast_all(self, arrays):
         for group, flat in _buckets(arrays):

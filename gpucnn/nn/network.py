@@ -18,6 +18,13 @@ class Network:
     FORMAT = None
     layers = ()
 
+    def leaf_layers(self):
+        """Every layer that is not itself a network, nested ones included, in the order they run."""
+        leaves = []
+        for layer in self.layers:
+            leaves.extend(layer.leaf_layers() if isinstance(layer, Network) else [layer])
+        return leaves
+
     def parameters(self):
         """Every Parameter, in the order the layers run."""
         return [p for layer in self.layers for p in layer.parameters()]

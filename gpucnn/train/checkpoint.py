@@ -24,7 +24,7 @@ _HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", 
 
 def _layer_rngs(model):
     """{layer index: numpy Generator} for layers that draw random numbers (Dropout)."""
-    return {i: layer.rng for i, layer in enumerate(model.layers)
+    return {i: layer.rng for i, layer in enumerate(model.leaf_layers())  # nested networks' layers too
             if isinstance(getattr(layer, "rng", None), numpy.random.Generator)}
 
 

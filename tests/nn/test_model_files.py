@@ -41,3 +41,28 @@ def test_gpucnn_export_rebuilds_a_model_from_its_training_checkpoint(tmp_path):
                      batch_size=8, progress=False, checkpoint=str(tmp_path / "c.npz"))
     assert main(["export", str(tmp_path / "c.npz"), str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def test_a_dropout_nested_in_a_model_resumes_exactly(tmp_path):
+    from gpucnn.nn.layers import Dense, Dropout, Flatten
+
+    def build():
+        x = gpucnn.Input((3, 8, 8))
+        h = gpucnn.Sequential([Flatten(), Dropout(0.3, rng=7)], name="head")(x)
+        return gpucnn.Model(x, Dense(192, 5, rng=1, name="fc")(h))
+
+    x = numpy.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(numpy.float32)
+    y = numpy.random.default_rng(1).integers(0, 5, 16)
+
+    def run(model, epochs, **kwargs):
+        return gpucnn.train.fit(model, gpucnn.losses.SoftmaxCrossEntropy(), gpucnn.optim.Adam(model.parameters()),
+                                x, y, epochs, batch_size=8, progress=False, **kwargs)
+
+    straight = build()
+    expected = run(straight, 3)
+    run(build(), 2, checkpoint=str(tmp_path / "c.npz"))
+    resumed = build()
+    resumed.leaf_layers()[1].rng = numpy.random.default_rng(99)  # everything must come from the checkpoint
+    assert run(resumed, 3, checkpoint=str(tmp_path / "c.npz"), resume=True)["loss"] == expected["loss"]
+    for p, q in zip(resumed.parameters(), straight.parameters()):
+        numpy.testing.assert_array_equal(p.data, q.data)
