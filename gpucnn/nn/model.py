@@ -18,7 +18,8 @@ from ..backend import device_scope
 from .graph import GraphError, SymbolicTensor, is_symbolic, record
 from .layers.base import Layer, check_grad_array
 from .network import Network
-from .registry import describe
+from .registry import describe, layer_type
+from .sequential import Sequential
 from .summary import Summary, SummaryRow
 
 __all__ = ["Model"]
@@ -38,6 +39,14 @@ def _auto_name(layer, taken):
     while f"{base}_{k}" in taken:
         k += 1
     return f"{base}_{k}"
+
+
+class _Step:
+    """What forward runs at one point: ``runner`` (a layer, a nested network, or a chain of layers as a
+    Sequential) from ``inputs`` to ``output``."""
+
+    def __init__(self, runner, inputs, output, multi):
+        self.runner, self.inputs, self.output, self.multi = runner, inputs, output, multi
 
 
 class Model(Network, Layer):
@@ -72,6 +81,31 @@ class Model(Network, Layer):
             self.node_names.append(name_)
         self._by_name = dict(zip(self.node_names, self.layers))
         self.input_shape = self.inputs[0].shape if not self.multi_input else None
+        self.steps = self._chained_steps()
+
+    def _chained_steps(self):
+        """[Step]: what forward runs, in order. Consecutive nodes of gpucnn's own one-input layers, each reading
+        only the previous one's output (used by nothing else), run as one chain: a Sequential of them, which
+        the CPU fast path plans as it plans any chain (gpucnn/compile/plan.py); every other node runs alone."""
+        uses = {}
+        for t in [t for node in self.nodes for t in node.inputs] + self.outputs:
+            uses[t.id] = uses.get(t.id, 0) + 1
+        groups = []
+        for node in self.nodes:
+            chainable = not node.multi and layer_type(node.layer) is not None
+            previous = groups[-1][1][-1] if groups else None
+            if chainable and previous is not None and groups[-1][0] and \
+                    node.inputs[0] is previous.output and uses[previous.output.id] == 1:
+                groups[-1][1].append(node)
+            else:
+                groups.append((chainable, [node]))
+        steps = []
+        for _, nodes in groups:
+            if len(nodes) == 1:
+                steps.append(_Step(nodes[0].layer, nodes[0].inputs, nodes[0].output, nodes[0].multi))
+            else:
+                steps.append(_Step(Sequential([n.layer for n in nodes]), nodes[0].inputs, nodes[-1].output, False))
+        return steps
 
     def _topological_nodes(self):
         """The nodes the outputs depend on, each after the nodes it reads (in the order they were recorded)."""
@@ -103,9 +137,9 @@ class Model(Network, Layer):
                                  f"{tuple(getattr(a, 'shape', ()))}")
         values = {t.id: a for t, a in zip(self.inputs, arrays)}
         with device_scope(arrays[0]):
-            for node in self.nodes:
-                args = [values[t.id] for t in node.inputs]
-                values[node.output.id] = node.layer.forward(args if node.multi else args[0])
+            for step in self.steps:
+                args = [values[t.id] for t in step.inputs]
+                values[step.output.id] = step.runner.forward(args if step.multi else args[0])
         outputs = [values[t.id] for t in self.outputs]
         if self.input_shape is None and not self.multi_input:
             self.input_shape = self.inputs[0].shape
@@ -130,14 +164,14 @@ class Model(Network, Layer):
             grads[t.id] = g if t.id not in grads else grads[t.id] + g
         inputs = {t.id for t in self.inputs}
         with device_scope(grads_out[0]):
-            for node in reversed(self.nodes):
-                g = grads.pop(node.output.id)
-                reads_inputs_only = all(t.id in inputs for t in node.inputs)
+            for step in reversed(self.steps):
+                g = grads.pop(step.output.id)
+                reads_inputs_only = all(t.id in inputs for t in step.inputs)
                 need = need_input_grad or not reads_inputs_only
-                result = node.layer.backward(g, need_input_grad=need)
+                result = step.runner.backward(g, need_input_grad=need)
                 if not need:
                     continue
-                for t, r in zip(node.inputs, result if node.multi else [result]):
+                for t, r in zip(step.inputs, result if step.multi else [result]):
                     grads[t.id] = r if t.id not in grads else grads[t.id] + r  # a new array: r may be shared
         if not need_input_grad:
             return None
