@@ -6,6 +6,10 @@
 //   conv_fwd_fused:   y = relu(conv(x, w) + b)                  M = O, N = N*oh*ow, K = C*kh*kw
 //   conv_dgrad_fused: gx = conv_transpose(gy, w) * (mask > 0)   M = C, N = N*H*W,   K = O*kh*kw
 //   conv_wgrad_fused: [gw | gb] = gy_mat @ [cols.T | 1]         M = O, N = K (+1),   K = N*oh*ow
+//
+// Split-K of the weight gradient (fused_splitk.cuh), when the launcher picks S > 1 slices:
+//   conv_wgrad_partial_fused: partial[s] = conv_wgrad's GEMM over k-slice s  grid = gemm_blocks(M, N) * S
+//   conv_wgrad_reduce_fused:  [gw | gb] = sum of partial[s], s ascending     grid-stride over M*N
 #include "fused_conv_body.cuh"
 
 #define GPUCNN_CONV_GEOMETRY_PARAMS int N, int C, int H, int W, int O, int kh, int kw, int sy, int sx, int pt, \
@@ -36,4 +40,22 @@ __global__ void conv_wgrad_fused(const T* __restrict__ grad_y, const T* __restri
     const gpucnn::fused::ConvWeightGrad<T> p{grad_y, x, grad_w, grad_b, GPUCNN_CONV_GEOMETRY, flags,
                                              O, KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N * oh * ow, KW};
     gpucnn::fused::tiled_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p);
+}
+
+template <typename T>
+__global__ void conv_wgrad_partial_fused(const T* __restrict__ grad_y, const T* __restrict__ x,
+                                         T* __restrict__ partial, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int slices) {
+    const int KW = C * kh * kw;
+    const gpucnn::fused::ConvWeightGrad<T> p{grad_y, x, nullptr, nullptr, GPUCNN_CONV_GEOMETRY, flags,
+                                             O, KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N * oh * ow, KW};
+    gpucnn::fused::split_k_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p, partial, slices);
+}
+
+// partial (slices, O, cols), cols = KW = C*kh*kw (+1: the bias column), total = O * cols; grad_b unused without
+// the bias column.
+template <typename T>
+__global__ void conv_wgrad_reduce_fused(const T* __restrict__ partial, T* __restrict__ grad_w, T* __restrict__ grad_b,
+                                        int slices, int cols, int KW, int total) {
+    GPUCNN_GRID_STRIDE_LOOP32(idx, total)
+    gpucnn::fused::split_k_reduce_body(idx, partial, grad_w, grad_b, slices, cols, KW, total);
 }

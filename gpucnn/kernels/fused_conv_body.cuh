@@ -8,7 +8,7 @@
 #ifndef GPUCNN_FUSED_CONV_BODY_CUH
 #define GPUCNN_FUSED_CONV_BODY_CUH
 
-#include "fused_common.cuh"
+#include "fused_splitk.cuh"  // (includes fused_common.cuh)
 
 namespace gpucnn {
 namespace fused {
@@ -111,7 +111,8 @@ struct ConvDataGrad {
 // whose right-hand side is a column of ones, so it is reduced in the same fixed order.
 // GEMM: M = O, N = K (+1 with BIAS), K_gemm = N*P (col = (n, oy, ox));
 //   lhs(o, col) = grad_y[n, o, oy, ox];  rhs(col, k) = patch(k, col), or 1 for k == K;
-//   store(o, k): grad_w[o, k], or grad_b[o] for k == K.
+//   store(o, k): grad_w[o, k], or grad_b[o] for k == K (store_weight_grad, fused_splitk.cuh).
+// Split-K (conv_wgrad_partial_fused + conv_wgrad_reduce_fused) runs this problem in k-slices.
 template <typename T>
 struct ConvWeightGrad {
     const T* grad_y;
@@ -130,8 +131,7 @@ struct ConvWeightGrad {
     }
     __host__ __device__ inline T rhs(int k, int n) const { return n < KW ? g.patch(x, n, k) : T(1); }
     __host__ __device__ inline void store(int m, int n, T acc) const {
-        if (n < KW) grad_w[m * KW + n] = acc;
-        else grad_b[m] = acc;
+        store_weight_grad(grad_w, grad_b, KW, m, n, acc);
     }
 };
 

@@ -5,6 +5,10 @@
 //   dense_fwd_fused:   y = relu(x @ w.T + b)                           M = N, N = O, K = I
 //   dense_dgrad_fused: gx = (gy * (y > 0)) @ w                         M = N, N = I, K = O
 //   dense_wgrad_fused: [gw | gb] = (gy * (y > 0)).T @ [x | 1]          M = O, N = I (+1), K = N
+//
+// Split-K of the weight gradient (fused_splitk.cuh), when the launcher picks S > 1 slices:
+//   dense_wgrad_partial_fused: partial[s] = dense_wgrad's GEMM over k-slice s  grid = gemm_blocks(M, N) * S
+//   dense_wgrad_reduce_fused:  [gw | gb] = sum of partial[s], s ascending      grid-stride over M*N
 #include "fused_dense_body.cuh"
 
 template <typename T>
@@ -28,4 +32,22 @@ __global__ void dense_wgrad_fused(const T* __restrict__ grad_y, const T* __restr
     const gpucnn::fused::DenseWeightGrad<T> p{grad_y, y, x, grad_w, grad_b, flags,
                                               O, I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I};
     gpucnn::fused::tiled_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p);
+}
+
+template <typename T>
+__global__ void dense_wgrad_partial_fused(const T* __restrict__ grad_y, const T* __restrict__ y,
+                                          const T* __restrict__ x, T* __restrict__ partial, int N, int I, int O,
+                                          int flags, int slices) {
+    const gpucnn::fused::DenseWeightGrad<T> p{grad_y, y, x, nullptr, nullptr, flags,
+                                              O, I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I};
+    gpucnn::fused::split_k_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p, partial, slices);
+}
+
+// partial (slices, O, cols), cols = KW = I (+1: the bias column), total = O * cols; grad_b unused without the
+// bias column.
+template <typename T>
+__global__ void dense_wgrad_reduce_fused(const T* __restrict__ partial, T* __restrict__ grad_w,
+                                         T* __restrict__ grad_b, int slices, int cols, int KW, int total) {
+    GPUCNN_GRID_STRIDE_LOOP32(idx, total)
+    gpucnn::fused::split_k_reduce_body(idx, partial, grad_w, grad_b, slices, cols, KW, total);
 }

@@ -56,7 +56,8 @@ struct DenseDataGrad {
 // Weight and bias gradients in one GEMM: grad_w = gz.T @ x, grad_b = gz summed over the batch
 // (BIAS: column I of the product, against a column of ones, reduced in the same fixed order).
 // GEMM: M = O, N = I (+1 with BIAS), K = N;  lhs(o, n) = gz[n, o];  rhs(n, i) = x[n, i] or 1;
-// store(o, i): grad_w[o, i], or grad_b[o] for i == I.
+// store(o, i): grad_w[o, i], or grad_b[o] for i == I (store_weight_grad, fused_splitk.cuh).
+// Split-K (dense_wgrad_partial_fused + dense_wgrad_reduce_fused) runs this problem in k-slices.
 template <typename T>
 struct DenseWeightGrad {
     const T* grad_y;
@@ -71,8 +72,7 @@ struct DenseWeightGrad {
     __host__ __device__ inline T lhs(int m, int k) const { return masked(grad_y, y, k * M + m, flags); }
     __host__ __device__ inline T rhs(int k, int n) const { return n < I ? x[k * I + n] : T(1); }
     __host__ __device__ inline void store(int m, int n, T acc) const {
-        if (n < I) grad_w[m * I + n] = acc;
-        else grad_b[m] = acc;
+        store_weight_grad(grad_w, grad_b, I, m, n, acc);
     }
 };
 

@@ -4,6 +4,8 @@
 // each block of the launch grid, each phase in order, and within a phase every thread
 // t = 0 .. GPUCNN_BLOCK-1 in turn; shared memory is one array per block, each thread's
 // registers a state struct. The grid-stride kernels visit every index once, in order.
+// Split-K (fused_splitk.cuh): pass 1 is replayed with its own block map, block by block, each
+// block's k range phase by phase; pass 2 is a grid-stride kernel.
 #include "../../gpucnn/kernels/fused_conv_body.cuh"
 #include "../../gpucnn/kernels/fused_dense_body.cuh"
 #include "../../gpucnn/kernels/fused_pool_body.cuh"
@@ -23,29 +25,58 @@ inline bool threads_reversed() {
 
 inline int thread_at(int i) { return threads_reversed() ? GPUCNN_BLOCK - 1 - i : i; }
 
+// One block of the GEMM core: output tile ``tile`` summed over k in [k_begin, k_end), phase by phase.
 template <typename T, int TM, int TN, int TK, class P>
-void replay_tiled_gemm(const P& p) {
+void replay_gemm_tile(const P& p, int tile, int k_begin, int k_end) {
     using namespace gpucnn::fused;
     std::vector<T> As(TK * TM), Bs(TK * TN);
     std::vector<GemmThread<T, TM, TN>> threads(GPUCNN_BLOCK);
-    const int blocks = gemm_blocks<TM, TN>(p.M, p.N);
-    for (int block = 0; block < blocks; ++block) {
-        for (auto& s : threads) gemm_zero(s);
-        for (int k0 = 0; k0 < p.K; k0 += TK) {
-            for (int i = 0; i < GPUCNN_BLOCK; ++i)
-                gemm_load_phase<T, TM, TN, TK>(p, block, thread_at(i), k0, As.data(), Bs.data());
-            // __syncthreads()
-            for (int i = 0; i < GPUCNN_BLOCK; ++i)
-                gemm_multiply_phase<T, TM, TN, TK>(thread_at(i), As.data(), Bs.data(), threads[thread_at(i)]);
-            // __syncthreads()
-        }
-        for (int i = 0; i < GPUCNN_BLOCK; ++i) gemm_store_phase(p, block, thread_at(i), threads[thread_at(i)]);
+    for (auto& s : threads) gemm_zero(s);
+    for (int k0 = k_begin; k0 < k_end; k0 += TK) {
+        for (int i = 0; i < GPUCNN_BLOCK; ++i)
+            gemm_load_phase<T, TM, TN, TK>(p, tile, thread_at(i), k0, As.data(), Bs.data());
+        // __syncthreads()
+        for (int i = 0; i < GPUCNN_BLOCK; ++i)
+            gemm_multiply_phase<T, TM, TN, TK>(thread_at(i), As.data(), Bs.data(), threads[thread_at(i)]);
+        // __syncthreads()
     }
+    for (int i = 0; i < GPUCNN_BLOCK; ++i) gemm_store_phase(p, tile, thread_at(i), threads[thread_at(i)]);
+}
+
+template <typename T, int TM, int TN, int TK, class P>
+void replay_tiled_gemm(const P& p) {
+    const int blocks = gpucnn::fused::gemm_blocks<TM, TN>(p.M, p.N);
+    for (int block = 0; block < blocks; ++block) replay_gemm_tile<T, TM, TN, TK>(p, block, 0, p.K);
 }
 
 template <typename T, class P>
 void replay_gemm(const P& p) {
     replay_tiled_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p);
+}
+
+// Split-K pass 1 (fused_splitk.cuh: split_k_gemm): blocks b = 0 .. tiles*slices-1 with the kernel's block map.
+template <typename T, class P>
+void replay_split_k_gemm(const P& p, T* partial, int slices) {
+    using namespace gpucnn::fused;
+    if (slices < 1) die("slices must be >= 1");
+    constexpr int TM = GPUCNN_GEMM_TM, TN = GPUCNN_GEMM_TN, TK = GPUCNN_GEMM_TK;
+    const int blocks = gemm_blocks<TM, TN>(p.M, p.N) * slices;
+    for (int block = 0; block < blocks; ++block) {
+        const SplitKBlock b = split_k_block<TM, TN, TK>(block, p.M, p.N, p.K, slices);
+        const SplitKPartial<T, P> q(p, partial, b.slice);
+        replay_gemm_tile<T, TM, TN, TK>(q, b.tile, b.k_begin, b.k_end);
+    }
+}
+
+// Split-K pass 2 (split_k_reduce_body), a grid-stride kernel: every output index once, in order.
+template <typename T>
+void replay_split_k_reduce(Args<T>& a) {
+    const T* partial = a.array(false);
+    T* gw = a.array(true);
+    T* gb = a.array(true);
+    int slices = a.i32(), cols = a.i32(), KW = a.i32(), total = a.i32();
+    for (int idx = 0; idx < total; ++idx)
+        gpucnn::fused::split_k_reduce_body<T>(idx, partial, gw, gb, slices, cols, KW, total);
 }
 
 template <typename T>
@@ -87,6 +118,18 @@ bool run_fused(const std::string& kernel, Args<T>& a) {
         const int KW = g.C * g.kh * g.kw;
         replay_gemm<T>(ConvWeightGrad<T>{gy, x, gw, gb, g, flags, g.O, KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0),
                                          g.N * g.oh * g.ow, KW});
+    } else if (kernel == "conv_wgrad_partial_fused") {
+        const T* gy = a.array(false);
+        const T* x = a.array(false);
+        T* partial = a.array(true);
+        ConvGeometry g = conv_geometry(a);
+        int flags = a.i32(), slices = a.i32();
+        const int KW = g.C * g.kh * g.kw;
+        replay_split_k_gemm<T>(ConvWeightGrad<T>{gy, x, nullptr, nullptr, g, flags, g.O,
+                                                 KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), g.N * g.oh * g.ow, KW},
+                               partial, slices);
+    } else if (kernel == "conv_wgrad_reduce_fused" || kernel == "dense_wgrad_reduce_fused") {
+        replay_split_k_reduce<T>(a);
     } else if (kernel == "dense_fwd_fused") {
         const T* x = a.array(false);
         const T* w = a.array(false);
@@ -109,6 +152,15 @@ bool run_fused(const std::string& kernel, Args<T>& a) {
         T* gb = a.array(true);
         int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32();
         replay_gemm<T>(DenseWeightGrad<T>{gy, y, x, gw, gb, flags, O, I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I});
+    } else if (kernel == "dense_wgrad_partial_fused") {
+        const T* gy = a.array(false);
+        const T* y = a.array(false);
+        const T* x = a.array(false);
+        T* partial = a.array(true);
+        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32(), slices = a.i32();
+        replay_split_k_gemm<T>(DenseWeightGrad<T>{gy, y, x, nullptr, nullptr, flags, O,
+                                                  I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I},
+                               partial, slices);
     } else if (kernel == "max_pool_u8_fwd") {
         const T* x = a.array(false);
         T* y = a.array(true);

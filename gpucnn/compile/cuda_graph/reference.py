@@ -9,7 +9,45 @@ import numpy
 from ...ops import activation, conv, linear, pool
 
 __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
-           "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward"]
+           "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward", "SPLIT_K_STEP", "split_k_bounds",
+           "split_k_sum", "conv2d_weight_grad_partials", "linear_weight_grad_partials"]
+
+# Split-K of the weight gradients (gpucnn/kernels/fused_splitk.cuh): K cut into S slices of whole k-steps of
+# the GEMM core (GPUCNN_GEMM_TK), each slice summed on its own in ascending k, then the S partial sums added
+# in ascending s. ``slices`` below is that S; 1 is the single-pass kernels (the readable ops as they are).
+SPLIT_K_STEP = 16
+
+
+def split_k_bounds(k, slices):
+    """[(begin, end)] of the ``slices`` k-ranges of ``range(k)``: its ceil(k / SPLIT_K_STEP) k-steps dealt out
+    in order, steps // slices each and one more to the first steps % slices (the kernels' split_k_block)."""
+    steps = -(-k // SPLIT_K_STEP)
+    q, r = divmod(steps, slices)
+    bounds = []
+    for s in range(slices):
+        first = s * q + min(s, r)
+        last = first + q + (1 if s < r else 0)
+        bounds.append((min(first * SPLIT_K_STEP, k), min(last * SPLIT_K_STEP, k)))
+    return bounds
+
+
+def split_k_sum(partials):
+    """The second pass: ``((partials[0] + partials[1]) + partials[2]) + ...``, in ascending s, in their dtype."""
+    total = partials[0].copy()
+    for part in partials[1:]:
+        total += part
+    return total
+
+
+def _with_bias_column(grad_w, grad_b):
+    """[dW | db]: the bias gradient as the last column of the product, as the kernels store it."""
+    return grad_w if grad_b is None else numpy.concatenate([grad_w, grad_b[:, None]], axis=1)
+
+
+def _weight_grad_from_sum(total, weight_shape, need_bias):
+    kw = int(numpy.prod(weight_shape[1:]))
+    grad_w = numpy.ascontiguousarray(total[:, :kw]).reshape(weight_shape)
+    return grad_w, (numpy.ascontiguousarray(total[:, kw]) if need_bias else None)
 
 
 def conv2d_forward(x, weight, bias, window, relu=False):
@@ -30,12 +68,30 @@ def conv2d_data_grad(grad_y, weight, x_shape, window, mask=None):
     return grad_x if mask is None else activation.relu_backward(grad_x, mask)
 
 
-def conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias=True):
-    """(dW, db or None) of conv2d."""
+def conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias=True, slices=1):
+    """(dW, db or None) of conv2d; with ``slices`` > 1 summed as the split-K kernels sum it (split_k_sum of
+    conv2d_weight_grad_partials)."""
+    if slices > 1:
+        total = split_k_sum(conv2d_weight_grad_partials(grad_y, x, weight_shape, window, need_bias, slices))
+        return _weight_grad_from_sum(total, weight_shape, need_bias)
     weight = numpy.zeros(weight_shape, dtype=x.dtype)
     _, grad_w, grad_b = conv.conv2d_backward(grad_y, _conv_saved(x.shape, weight, window, x), need_bias=need_bias,
                                              need_input_grad=False)
     return grad_w, grad_b
+
+
+def conv2d_weight_grad_partials(grad_y, x, weight_shape, window, need_bias, slices):
+    """(S, O, C*kh*kw [+1]): slice s of the split-K weight gradient, [dW | db] over the GEMM's k (the columns
+    (n, oy, ox) of im2col) in split_k_bounds(N*oh*ow, S)[s]: linear_backward of that slice of dY and cols."""
+    n, o, oh, ow = grad_y.shape
+    cols = conv.im2col(x, window, oh, ow)                    # (C*kh*kw, N*oh*ow)
+    gy = grad_y.transpose(1, 0, 2, 3).reshape(o, n * oh * ow)  # (O, N*oh*ow), columns ordered as cols'
+    parts = []
+    for begin, end in split_k_bounds(n * oh * ow, slices):
+        _, grad_w, grad_b = linear.linear_backward(gy[:, begin:end].T, cols[:, begin:end].T, None,
+                                                   need_bias=need_bias, need_input_grad=False)
+        parts.append(_with_bias_column(grad_w, grad_b))
+    return numpy.stack(parts)
 
 
 def linear_forward(x, weight, bias, relu=False):
@@ -49,10 +105,26 @@ def linear_data_grad(grad_y, weight, y=None):
     return linear.linear_backward(grad_z, x, weight, need_bias=False)[0]
 
 
-def linear_weight_grad(grad_y, x, y=None, need_bias=True):
+def linear_weight_grad(grad_y, x, y=None, need_bias=True, slices=1):
+    """(dW, db or None) of the Dense layer (the ReLU after it folded in when ``y`` is given); with ``slices`` > 1
+    summed as the split-K kernels sum it."""
+    if slices > 1:
+        total = split_k_sum(linear_weight_grad_partials(grad_y, x, y, need_bias, slices))
+        return _weight_grad_from_sum(total, (grad_y.shape[1], x.shape[1]), need_bias)
     grad_z = grad_y if y is None else activation.relu_backward(grad_y, y)
     _, grad_w, grad_b = linear.linear_backward(grad_z, x, None, need_bias=need_bias, need_input_grad=False)
     return grad_w, grad_b
+
+
+def linear_weight_grad_partials(grad_y, x, y, need_bias, slices):
+    """(S, O, I [+1]): [dW | db] over the samples in split_k_bounds(N, S)[s] (the GEMM's k is the sample)."""
+    grad_z = grad_y if y is None else activation.relu_backward(grad_y, y)
+    parts = []
+    for begin, end in split_k_bounds(grad_z.shape[0], slices):
+        _, grad_w, grad_b = linear.linear_backward(grad_z[begin:end], x[begin:end], None, need_bias=need_bias,
+                                                   need_input_grad=False)
+        parts.append(_with_bias_column(grad_w, grad_b))
+    return numpy.stack(parts)
 
 
 def max_pool2d_forward(x, window):

@@ -104,11 +104,16 @@ SIGNATURES = {
         "conv_fwd_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I,),
         "conv_dgrad_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I,),
         "conv_wgrad_fused": ("const T*", "const T*", "T*", "T*") + (_I,) * 5 + _WINDOW + (_I,),
+        # split-K of conv_wgrad_fused (fused_splitk.cuh): partial sums per k-slice, then their fixed-order sum
+        "conv_wgrad_partial_fused": ("const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
+        "conv_wgrad_reduce_fused": ("const T*", "T*", "T*", _I, _I, _I, _I),
     },
     "fused_dense.cu": {
         "dense_fwd_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I),
         "dense_dgrad_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I),
         "dense_wgrad_fused": ("const T*", "const T*", "const T*", "T*", "T*", _I, _I, _I, _I),
+        "dense_wgrad_partial_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I),
+        "dense_wgrad_reduce_fused": ("const T*", "T*", "T*", _I, _I, _I, _I),
     },
     "fused_pool.cu": {
         "max_pool_u8_fwd": ("const T*", "T*", "unsigned char*", _I, _I) + _WINDOW + (_I,),

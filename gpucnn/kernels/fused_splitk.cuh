@@ -1,0 +1,107 @@
+// Split-K for the weight-gradient GEMMs (conv_wgrad_* in fused_conv.cu, dense_wgrad_* in
+// fused_dense.cu): their K (N*oh*ow, or the batch) is long and their output small, so one
+// block per output tile leaves most of the GPU idle. Two passes, deterministic, no atomics:
+//
+//   pass 1 (*_wgrad_partial_fused): grid = tiles * S blocks, block b = s * tiles + tile (the
+//     S blocks of one k-slice side by side). Block b runs the tiled GEMM core of
+//     fused_common.cuh on its output tile over k in [begin(s), end(s)) only, in ascending k,
+//     exactly as tiled_gemm does over all of K, and stores its sums into the partial buffer
+//     partial[s][m][n] (S x M x N, of T: fp32 for float, fp64 for double).
+//   pass 2 (*_wgrad_reduce_fused): one thread per output (m, n), grid-stride:
+//     acc = partial[0][m][n]; acc += partial[s][m][n] for s = 1 .. S-1 ascending; then the
+//     problem's own store (store_weight_grad: dW, or db for the column of ones).
+//
+// The slices: K is ceil(K / TK) k-steps of the core; slice s gets q = steps / S of them, one
+// more for s < steps % S, in order (so begin(0) = 0, end(S-1) = K, every end a multiple of TK
+// or K). The launcher keeps S <= steps, so no slice is empty (an empty one would store zeros).
+// The NumPy twin (gpucnn/compile/cuda_graph/reference.py: split_k_bounds, split_k_sum) states
+// the same slices and order. With S = 1 the launcher runs the single-pass kernels instead.
+// The harness (tests/kernels/harness_fused.cuh) replays pass 1 block by block, phase by phase,
+// with the same block map (split_k_block) and pass 2 index by index.
+#ifndef GPUCNN_FUSED_SPLITK_CUH
+#define GPUCNN_FUSED_SPLITK_CUH
+
+#include "fused_common.cuh"
+
+namespace gpucnn {
+namespace fused {
+
+// The store of both weight-gradient GEMMs: column n < KW of row m is grad_w[m, n]; column KW
+// (against the column of ones) is grad_b[m].
+template <typename T>
+__host__ __device__ inline void store_weight_grad(T* grad_w, T* grad_b, int KW, int m, int n, T acc) {
+    if (n < KW) grad_w[m * KW + n] = acc;
+    else grad_b[m] = acc;
+}
+
+// What block b of pass 1 does: its output tile, its slice s and that slice's k range.
+struct SplitKBlock {
+    int tile, slice, k_begin, k_end;
+};
+
+template <int TM, int TN, int TK>
+__host__ __device__ inline SplitKBlock split_k_block(int block, int M, int N, int K, int slices) {
+    const int tiles = gemm_blocks<TM, TN>(M, N);
+    const int s = block / tiles;
+    const int steps = ceil_div(K, TK);
+    const int q = steps / slices;
+    const int r = steps - q * slices;
+    const int first = s * q + (s < r ? s : r);
+    const int count = q + (s < r ? 1 : 0);
+    const long long begin = (long long)first * TK;  // (first + count) * TK may pass 2^31 when K is near it
+    const long long end = (long long)(first + count) * TK;
+    return {block - s * tiles, s, (int)(begin < K ? begin : K), (int)(end < K ? end : K)};
+}
+
+// Problem P with its store redirected into the partial slice out = partial + s*M*N:
+// out[m * N + n] = acc. lhs, rhs and the sizes are P's.
+template <typename T, class P>
+struct SplitKPartial {
+    P p;
+    T* out;
+    int M, N, K;
+
+    __host__ __device__ SplitKPartial(const P& problem, T* partial, int slice)
+        : p(problem), out(partial + slice * problem.M * problem.N), M(problem.M), N(problem.N), K(problem.K) {}
+    __host__ __device__ inline T lhs(int m, int k) const { return p.lhs(m, k); }
+    __host__ __device__ inline T rhs(int k, int n) const { return p.rhs(k, n); }
+    __host__ __device__ inline void store(int m, int n, T acc) const { out[m * N + n] = acc; }
+};
+
+// Pass 2 for output idx = m * N + n of an (M, N) product, total = M * N (every index < total
+// once): the S partial sums in ascending s, then store_weight_grad.
+template <typename T>
+__host__ __device__ inline void split_k_reduce_body(int idx, const T* __restrict__ partial, T* grad_w, T* grad_b,
+                                                    int slices, int N, int KW, int total) {
+    T acc = partial[idx];
+    for (int s = 1; s < slices; ++s) acc += partial[s * total + idx];
+    const int m = idx / N;
+    store_weight_grad(grad_w, grad_b, KW, m, idx - m * N, acc);
+}
+
+#ifdef __CUDACC__
+// Pass 1 on the device: the phase sequence of tiled_gemm (fused_common.cuh) over the block's
+// k range, then the store into its partial slice. gridDim.x == gemm_blocks(M, N) * slices.
+template <typename T, int TM, int TN, int TK, class P>
+__device__ inline void split_k_gemm(const P& problem, T* partial, int slices) {
+    __shared__ T As[TK * TM];
+    __shared__ T Bs[TK * TN];
+    const SplitKBlock b = split_k_block<TM, TN, TK>(blockIdx.x, problem.M, problem.N, problem.K, slices);
+    const SplitKPartial<T, P> p(problem, partial, b.slice);
+    GemmThread<T, TM, TN> s;
+    gemm_zero(s);
+    const int t = threadIdx.x;
+    for (int k0 = b.k_begin; k0 < b.k_end; k0 += TK) {
+        gemm_load_phase<T, TM, TN, TK>(p, b.tile, t, k0, As, Bs);
+        __syncthreads();
+        gemm_multiply_phase<T, TM, TN, TK>(t, As, Bs, s);
+        __syncthreads();
+    }
+    gemm_store_phase(p, b.tile, t, s);
+}
+#endif
+
+}  // namespace fused
+}  // namespace gpucnn
+
+#endif  // GPUCNN_FUSED_SPLITK_CUH
