@@ -149,10 +149,17 @@ def _parser(prog):
     p.add_argument("--graph", action="store_true",
                    help="add the graph rows on CUDA devices: gpucnn graph, PyTorch eager, PyTorch CUDA graph "
                         "(gpucnn/commands/bench_graph.py)")
+    p.add_argument("--estimate", action="store_true",
+                   help="no GPU needed: a performance model of one step, every launch, with its own options "
+                        "--gpu, --model, --batch-sizes, --json FILE (gpucnn/commands/estimate.py)")
     return p
 
 
 def main(argv=None, prog=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--estimate" in argv:  # its own options (--json takes a FILE there)
+        from . import estimate
+        return estimate.main([a for a in argv if a != "--estimate"], prog=f"{prog or 'gpucnn bench'} --estimate")
     p = _parser(prog)
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:

@@ -1,0 +1,97 @@
+"""The estimated time of each launch and of a step: a roofline with the constants stated here.
+
+For a launch of F FLOPs and B bytes (gpucnn/perf/record.py: compulsory traffic) on a GPU of gpucnn/perf/gpus.py:
+
+    compute  = F / (peak FP32 x (SMs in use / SMs) x share)     SMs in use = min(blocks of the grid, SMs)
+    memory   = B / HBM bandwidth
+    estimate = max(compute, memory) + LAUNCH_GAP_S
+    bound    = 'compute' or 'memory', whichever is larger, or 'launch' where the gap exceeds both
+
+``share``, for our kernels: the FFMA share of the innermost loop in SASS (gpucnn/perf/resources.py); where
+no SASS is available, FIXED_FFMA_SHARE. For cuBLAS (cupy.matmul): CUBLAS_EFFICIENCY of the peak, on a grid
+of 128 x 128 tiles (CUBLAS_TILE), one resident tile per SM. For CuPy's kernels: no FLOPs are counted, so
+only their bytes and the gap count. Resident blocks per SM come from registers, static shared memory and
+the block size (gpus.blocks_per_sm); waves = ceil(blocks / (resident blocks x SMs)).
+
+Assumptions, not measurements, and not tuned to any result:
+- CUBLAS_EFFICIENCY = 0.7: a large FP32 SGEMM on these parts runs at a good fraction of the FP32 peak;
+  0.7 is a round lower-end figure. The small and skinny products of the reference network are limited
+  by the SMs their tile grid covers, which the formula counts.
+- FIXED_FFMA_SHARE = 0.5, used only where no SASS could be had: half the issue slots of the inner loop.
+- LAUNCH_GAP_S = 2 us per launch on the device (kernel start and drain between dependent kernels on one
+  stream, of the order NVIDIA's CUDA Graphs material shows for short kernels), the same for both step kinds;
+  the eager step's host time per launch is measured apart (gpucnn/perf/host.py).
+What the model leaves out: latency (a single block cannot issue at the SM's peak), the tile loads of the
+GEMM kernels (outside the inner loop; the share is of the inner loop only, so compute is optimistic), cache
+reuse beyond one pass, tail effects inside a wave, and the host for CuPy's and cuBLAS's launches.
+"""
+from .gpus import blocks_per_sm, waves
+
+__all__ = ["CUBLAS_EFFICIENCY", "FIXED_FFMA_SHARE", "LAUNCH_GAP_S", "annotate", "totals"]
+
+CUBLAS_EFFICIENCY = 0.7
+FIXED_FFMA_SHARE = 0.5
+LAUNCH_GAP_S = 2e-6
+#: resident 128 x 128 cuBLAS tiles per SM (an assumption: cuBLAS's kernel and its resources are not known here)
+CUBLAS_RESIDENT_TILES = 1
+
+
+def _grid_blocks(grid):
+    if grid is None:
+        return None
+    blocks = 1
+    for g in grid:
+        blocks *= int(g)
+    return blocks
+
+
+def _residency(launch, gpu, resources):
+    """(registers, smem, blocks per SM, what limits it, share, where the share comes from)."""
+    if launch["kind"] == "ours":
+        res = resources.get(launch["expression"])
+        if res is None:
+            return None, None, None, "unknown", FIXED_FFMA_SHARE, "fixed (no ptxas report)"
+        resident, limit = blocks_per_sm(gpu, launch["block"][0], res["registers"], res["smem"])
+        loop = res.get("inner_loop")
+        if loop:
+            share, how = loop["share"], f"SASS inner loop {loop['ffma']}/{loop['instructions']} FFMA"
+        elif res.get("sass") == "cuobjdump -sass":
+            share, how = FIXED_FFMA_SHARE, "fixed (no FFMA in an inner loop)"
+        else:
+            share, how = FIXED_FFMA_SHARE, "fixed (no SASS)"
+        return res["registers"], res["smem"], resident, limit, share, how
+    if launch["kind"] == "cublas":
+        return None, None, CUBLAS_RESIDENT_TILES, "assumed", CUBLAS_EFFICIENCY, "cuBLAS efficiency (assumption)"
+    return None, None, None, "unknown", 1.0, "no FLOPs counted"
+
+
+def annotate(launch, gpu, resources):
+    """``launch`` with its roofline figures added (see the module docstring); returns it."""
+    regs, smem, resident, limit, share, how = _residency(launch, gpu, resources)
+    blocks = _grid_blocks(launch["grid"])
+    sms_in_use = gpu.sms if blocks is None else min(blocks, gpu.sms)
+    compute = launch["flops"] / (gpu.peak_fp32_flops * sms_in_use / gpu.sms * share) if launch["flops"] else 0.0
+    memory = launch["bytes"] / gpu.hbm_bytes_per_s
+    body = max(compute, memory)
+    if LAUNCH_GAP_S > body:
+        bound = "launch"
+    else:
+        bound = "compute" if compute >= memory else "memory"
+    launch.update({"registers": regs, "smem": smem, "blocks": blocks, "blocks_per_sm": resident,
+                   "occupancy_limit": limit, "waves": waves(gpu, blocks, resident) if blocks is not None else None,
+                   "sms_in_use": sms_in_use, "ffma_share": share, "share_from": how,
+                   "compute_us": compute * 1e6, "memory_us": memory * 1e6, "est_us": (body + LAUNCH_GAP_S) * 1e6,
+                   "bound": bound})
+    return launch
+
+
+def totals(launches):
+    """The step's sums: est_step_ms, FLOPs, bytes, launches per kind, time per bound."""
+    by_kind, by_bound = {}, {}
+    for launch in launches:
+        by_kind[launch["kind"]] = by_kind.get(launch["kind"], 0) + 1
+        by_bound[launch["bound"]] = by_bound.get(launch["bound"], 0.0) + launch["est_us"] / 1000
+    return {"est_step_ms": sum(launch["est_us"] for launch in launches) / 1000,
+            "flops": sum(launch["flops"] for launch in launches),
+            "bytes": sum(launch["bytes"] for launch in launches),
+            "launch_count": len(launches), "launches_by_kind": by_kind, "est_ms_by_bound": by_bound}
