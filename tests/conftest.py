@@ -77,6 +77,21 @@ def gpu(harness):
         yield emulated
 
 
+@pytest.fixture(autouse=True)
+def _graph_wins_on_the_emulated_device(monkeypatch):
+    """The emulated device has no meaningful clock (the harness runs its kernels on the CPU), so there
+    fit(graph='auto')'s measured choice (gpucnn/train/graph_step.py) still measures, then takes the graph,
+    as a GPU should; on a real GPU the measurement decides. Tests of the choice itself patch it again."""
+    from gpucnn.train import graph_step
+    real = graph_step.measure_steps
+
+    def measure(step, *args, **kwargs):
+        measured = real(step, *args, **kwargs)
+        return (2.0, 1.0) if getattr(step.cupy, "__version__", None) == "emulated" else measured
+    measure.real = real
+    monkeypatch.setattr(graph_step, "measure_steps", measure)
+
+
 @pytest.fixture
 def rng():
     return numpy.random.default_rng(12345)

@@ -7,10 +7,15 @@ finiteness rules, checkpoints, resume, signals). What running whole epochs on th
 - losses are read back once per epoch (the step accumulates them on the device), so the
   progress bar shows epochs, and a non-finite loss is noticed at the end of its epoch;
 - a signal is honoured at the end of the running epoch; resuming a checkpoint written
-  mid-epoch needs the eager step (``graph='auto'`` goes there by itself).
+  mid-epoch needs the eager step (``graph='auto'`` goes there by itself);
+- ``graph='auto'`` measures before it chooses: after the capture it times a few eager steps and a
+  few graph launches on the first batch (``measure_steps``), keeps the faster and says both
+  figures; ``graph=True`` runs the graph without measuring.
 """
 import math
 import time
+
+import numpy
 
 from ..compile.cuda_graph.step import compile_step
 from .eager_step import EpochOutcome
@@ -88,8 +93,56 @@ def graph_steps(model, loss_fn, optimizer, x, y, batch_size, scheduler, graph_op
             raise
         step.restore(snapshot)
         return eager_instead(f"the capture failed: {type(exc).__name__}: {exc}")
+    measured = ""
+    if fallback:  # graph='auto': the faster of the two on this device, as cuDNN's benchmark mode chooses
+        eager_s, graph_s = measure_steps(step, model, loss_fn, optimizer, x, y, batch_size)
+        measured = f"measured {graph_s * 1e3:.3g} ms a step against {eager_s * 1e3:.3g} ms eager"
+        if eager_s < graph_s:
+            return eager_instead(f"measured {eager_s * 1e3:.3g} ms a step eager against {graph_s * 1e3:.3g} ms "
+                                 f"as a graph")
     if notes is not None:
-        print("training step: one CUDA graph launch (gpucnn.compile_step"
-              + (", its first step verified against the eager step)" if step.verify_first else ")"),
+        said = [measured] if measured else []
+        if step.verify_first:
+            said.append("its first step verified against the eager step")
+        print("training step: one CUDA graph launch (gpucnn.compile_step" + "".join(f"; {s}" for s in said) + ")",
               file=notes, flush=True)
     return GraphSteps(step)
+
+
+#: timed steps of each kind in graph='auto''s measurement, after one untimed warm-up step
+MEASURED_STEPS = 3
+
+
+def measure_steps(step, model, loss_fn, optimizer, x, y, batch_size, repeats=MEASURED_STEPS):
+    """(eager, graph): the median seconds of one training step each way on the first batch, each step
+    synchronised with the device; the parameters and the optimizer are put back as they were after each."""
+    cupy = step.cupy
+    device = model.parameters()[0].data.device
+    xb, yb = cupy.asarray(x[:batch_size]), cupy.asarray(y[:batch_size])
+
+    def eager():
+        loss_fn.forward(model.forward(xb), yb)
+        optimizer.zero_grad()
+        model.backward(loss_fn.backward(), need_input_grad=False)
+        optimizer.step()
+
+    def timed(run):
+        times = []
+        for k in range(repeats + 1):
+            device.synchronize()
+            started = time.perf_counter()
+            run()
+            device.synchronize()
+            if k:  # the first one warms up
+                times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2]
+
+    saved = step.snapshot()
+    try:
+        eager_s = timed(eager)
+        step.restore(saved)
+        step.start(numpy.arange(step.num_samples))
+        graph_s = timed(lambda: (step.launch(), step.synchronize()))
+    finally:
+        step.restore(saved)
+    return eager_s, graph_s

@@ -62,8 +62,9 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             ``graph_options`` go to compile_step. See gpucnn/train/graph_step.py for what differs. 'auto' (the
             default): the graph for a model on a CUDA device whose layers, loss and optimizer the fused
             step supports, the eager step otherwise (on the CPU, under ``distributed``, when resuming a
-            checkpoint written mid-epoch, or when the capture fails), and it says which on ``notes``;
-            the graph's first step is verified against the eager step, and a disagreement sends training
+            checkpoint written mid-epoch, or when the capture fails) or where a few timed steps of each
+            kind on the first batch find the eager step faster; it says which, with both figures, on
+            ``notes``; the graph's first step is verified against the eager step, and a disagreement sends training
             back to the eager step with a GraphMismatchWarning. True: the graph, or an error saying why
             not. False: the eager step.
         notes: a stream for one-line notes (the kernels' compile time, which training step runs); by default
