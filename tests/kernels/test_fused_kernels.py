@@ -273,3 +273,62 @@ def test_fused_launchers_refuse_bad_input(fused):
         fused.max_pool2d_backward(numpy.zeros((1, 1, 2, 2)), numpy.zeros((1, 1, 2, 2), dtype=numpy.int32),
                                   numpy.zeros((1, 1, 4, 4)), pool_window(2))
     assert fused.launches == []
+
+
+def test_split_k_slices_fill_a_wave_within_their_bounds(fused):
+    """S: the fewest slices that make tiles * S a full wave, each slice keeping at least SPLIT_K_MIN_K of k."""
+    assert (fused.SM_COUNT, fused.SPLIT_K_MIN_K) == (132, 1024)
+    assert fused.split_k_slices(32, 10, 200704) == 132          # conv1 of fashion_cnn at batch 256: 1 tile
+    assert fused.split_k_slices(64, 289, 50176) == 27           # conv2: 5 tiles -> 135 blocks
+    assert fused.split_k_slices(64, 289, 50176, sm_count=114) == 23
+    assert fused.split_k_slices(32, 10, 50176, min_k=4096) == 12  # bounded by k // min_k
+    assert fused.split_k_slices(128, 3137, 256) == 1            # dense1: 100 tiles, K too short to split
+    assert fused.split_k_slices(64, 64 * 132, 10 ** 6) == 1     # the tiles alone fill the wave
+    assert fused.split_k_slices(32, 10, 2047) == 1 and fused.split_k_slices(32, 10, 2048) == 2
+    assert fused.device_sm_count() == 132                       # no device answers under the stand-in
+
+
+def test_device_sm_count_is_read_from_the_device(fused, monkeypatch):
+    class Device:
+        def __init__(self, device):
+            self.attributes = {"MultiProcessorCount": 78 + device}
+
+    monkeypatch.setattr(fused.cupy.cuda, "Device", Device, raising=False)
+    monkeypatch.setattr(fused, "_SM_COUNTS", {})
+    assert fused.device_sm_count() == 78
+    assert fused.split_k_slices(32, 10, 200704, fused.device_sm_count()) == 78
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_grad_launchers_split_a_large_k(fused, monkeypatch, dtype):
+    """K = 3136 (conv) and 2100 (dense) on one output tile: S = K // SPLIT_K_MIN_K slices, the two passes
+    on tiles * S blocks and one grid-stride reduce, equal to the split twin and repeatable to the bit."""
+    grids = []
+    launch = fused.loader.launch
+    monkeypatch.setattr(fused.loader, "launch", lambda *a, **k: (grids.append((a[1], k.get("grid"))), launch(*a, **k)))
+    rng = numpy.random.default_rng(4)
+    window = conv_window(3, 1, "same")
+    x = rng.standard_normal((4, 1, 28, 28)).astype(dtype)
+    grad_y = rng.standard_normal((4, 32, 28, 28)).astype(dtype)
+    got = fused.conv2d_weight_grad(grad_y, x, (32, 1, 3, 3), window)
+    assert grids == [("conv_wgrad_partial_fused", 3), ("conv_wgrad_reduce_fused", None)]
+    for a, b, what in zip(got, reference.conv2d_weight_grad(grad_y, x, (32, 1, 3, 3), window, slices=3), "wb"):
+        parity.assert_close(a, b, dtype, f"conv split-K d{what}")
+    again = fused.conv2d_weight_grad(grad_y, x, (32, 1, 3, 3), window)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(got, again))
+
+    xd, gyd = rng.standard_normal((2100, 3)).astype(dtype), rng.standard_normal((2100, 2)).astype(dtype)
+    yd = numpy.maximum(gyd[::-1], 0)
+    grids.clear()
+    for got, want in zip(fused.linear_weight_grad(gyd, xd, yd), reference.linear_weight_grad(gyd, xd, yd, slices=2)):
+        parity.assert_close(got, want, dtype, "dense split-K")
+    assert grids == [("dense_wgrad_partial_fused", 2), ("dense_wgrad_reduce_fused", None)]
+    grids.clear()
+    grad_w, grad_b = fused.linear_weight_grad(gyd, xd, yd, need_bias=False, slices=7)
+    assert grad_b is None and grids[0] == ("dense_wgrad_partial_fused", 7)
+    parity.assert_close(grad_w, reference.linear_weight_grad(gyd, xd, yd, False, slices=7)[0], dtype, "S=7")
+    grids.clear()
+    fused.linear_weight_grad(gyd[:100], xd[:100])  # K = 100: the single pass, as before
+    assert grids == [("dense_wgrad_fused", 1)]
+    with pytest.raises(ValueError, match="slices"):
+        fused.linear_weight_grad(gyd, xd, slices=0)

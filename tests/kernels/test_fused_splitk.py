@@ -8,7 +8,8 @@ would miss by far more), the reduce pass bitwise to ``split_k_sum`` of the kerne
 same additions in the same order), and dW, db to the twins with and without split-K. S in
 {1, 2, 3, 7}, K not divisible by S nor by the k-step, odd sizes and tile edges (M or N of 63, 64,
 65); S = 7 over fewer k-steps than slices shows empty slices storing zeros. The launcher's choice of
-S (the launchers) comes with the next change.
+S is in tests/kernels/test_fused_kernels.py (the ``fused`` fixture); a captured training step runs it in
+test_a_captured_step_splits_the_first_convolution.
 """
 import os
 import pathlib
@@ -18,9 +19,12 @@ import subprocess
 import numpy
 import pytest
 
+import gpucnn
 from gpucnn.compile.cuda_graph import reference
+from gpucnn.nn.losses import SoftmaxCrossEntropy
 from gpucnn.ops.cuda import loader
 from gpucnn.ops.geometry import conv_window
+from gpucnn.optim.optimizers import SGD
 from support import cuda_parity as parity
 from support.kernel_harness import run_kernel
 
@@ -179,3 +183,19 @@ def test_no_thread_of_the_partial_pass_depends_on_another_within_a_phase(harness
     assert outputs["forward"] == outputs["reverse"]
     assert numpy.frombuffer(outputs["forward"], numpy.float32).reshape(3, 65, 64).any(axis=(1, 2)).all()
 
+
+@pytest.mark.graph
+def test_a_captured_step_splits_the_first_convolution(gpu):
+    """fashion_cnn at batch 4 on the emulated CuPy: conv1's K = 3136 takes 3 slices (conv2's 784 one pass);
+    the graph captures both passes, and its first step, verified against the eager step, agrees."""
+    cp = gpu.cupy
+    model = gpucnn.models.fashion_cnn(rng=0).to("cuda")
+    rng = numpy.random.default_rng(0)
+    x, y = rng.standard_normal((4, 1, 28, 28)).astype(numpy.float32), rng.integers(0, 10, 4)
+    step = gpucnn.compile_step(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=0.05), 4, verify=True)
+    step.bind(cp.asarray(x), cp.asarray(y))
+    step.run_epoch(numpy.arange(4))
+    assert not step.eager and step.mismatch is None and step.graph_launches == 1
+    kernels = {c for c in step.captured if c.startswith("kernel ")}
+    assert {"kernel conv_wgrad_partial_fused", "kernel conv_wgrad_reduce_fused", "kernel conv_wgrad_fused",
+            "kernel dense_wgrad_fused"} <= kernels

@@ -5,7 +5,8 @@ those ops, are in ``gpucnn.compile.cuda_graph.reference`` and take the same argu
 
 - ``conv2d_forward``: ``relu(conv2d(x, w) + b)`` as one implicit GEMM (no im2col matrix);
 - ``conv2d_data_grad``: conv2d's dx, times ``(mask > 0)`` when a mask is given;
-- ``conv2d_weight_grad``: conv2d's dW and db in one GEMM;
+- ``conv2d_weight_grad``: conv2d's dW and db in one GEMM (split-K into ``split_k_slices`` k-slices when the
+  output tiles alone leave SMs idle: a partial-sum pass and a fixed-order reduce pass, see below);
 - ``linear_forward`` / ``linear_data_grad`` / ``linear_weight_grad``: the same for Dense, the
   ReLU after the layer folded into the backward pass when ``y`` is given;
 - ``max_pool2d_forward`` (uint8 argmax) / ``max_pool2d_backward`` (times ``(x > 0)``).
@@ -13,6 +14,14 @@ those ops, are in ``gpucnn.compile.cuda_graph.reference`` and take the same argu
 Nothing here reads device memory back, calls cuBLAS or synchronises: every function can be
 captured into a CUDA graph. Sizes are checked before launch, including that every tensor
 has fewer than 2^31 elements (the kernels index with 32-bit ints).
+
+Split-K of the weight gradients (gpucnn/kernels/fused_splitk.cuh): their K (N*oh*ow, or the batch) is long
+and their output small (conv1 of fashion_cnn: 32 x 10 outputs, one tile, over 200704 k at batch 256). With
+S = ``split_k_slices(M, N, K, device_sm_count())`` > 1, pass 1 runs tiles * S blocks, each summing its
+k-slice into an (S, M, N) partial buffer of the gradient's dtype (``cupy.empty``: under capture the graph
+step's private pool serves it), and pass 2 adds the S partials per output in ascending s and stores dW and
+db. No atomics: bitwise repeatable. S = 1 runs the single-pass kernel as before. ``slices=`` on the
+launchers overrides the choice (the tests); the NumPy twins take the same ``slices``.
 """
 import cupy
 import numpy
@@ -20,7 +29,8 @@ import numpy
 from ...ops.cuda import loader
 
 __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
-           "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward", "check_int32", "gemm_blocks"]
+           "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward", "check_int32", "gemm_blocks",
+           "split_k_slices", "device_sm_count", "SM_COUNT", "SPLIT_K_MIN_K"]
 
 # Must equal GPUCNN_GEMM_* and GPUCNN_FUSED_* of gpucnn/kernels/fused_common.cuh (tests/kernels/test_compile.py).
 GEMM_TM, GEMM_TN, GEMM_TK = 64, 64, 16
@@ -41,6 +51,58 @@ def check_int32(op, **sizes):
 def gemm_blocks(m, n):
     """Blocks of a fused GEMM launch: one per GEMM_TM x GEMM_TN output tile (at least 1)."""
     return max(1, -(-m // GEMM_TM) * -(-n // GEMM_TN))
+
+
+# Split-K: the SM count assumed where no device answers (an H100 SXM's 132), and the least k a slice keeps:
+# 64 k-steps of GEMM_TK, so that a slice's partial tile (TM x TN written once, read once by the reduce) costs
+# at most 1/16 of its operand loads (TK * (TM + TN) per step); short K (small batches) stays single-pass.
+SM_COUNT = 132
+SPLIT_K_MIN_K = 1024
+
+_SM_COUNTS = {}
+
+
+def device_sm_count():
+    """The current device's SM count, ``cupy.cuda.Device().attributes['MultiProcessorCount']``, asked once per
+    device at its first weight-gradient launch (never at import); ``SM_COUNT`` where no device answers."""
+    try:
+        device = int(cupy.cuda.runtime.getDevice())
+        count = _SM_COUNTS.get(device)
+        if count is None:
+            count = _SM_COUNTS[device] = int(cupy.cuda.Device(device).attributes["MultiProcessorCount"])
+        return count
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError):  # a stand-in CuPy, or no device
+        return SM_COUNT
+
+
+def split_k_slices(m, n, k, sm_count=SM_COUNT, min_k=SPLIT_K_MIN_K):
+    """S, the k-slices of an M x N x K weight-gradient GEMM: the fewest that make tiles * S blocks at least one
+    full wave on ``sm_count`` SMs, but no more than k // min_k (every slice keeps about min_k of k or more) nor
+    than 32-bit indices allow for the (S, M, N) partial buffer; 1 (the single pass) when the tiles alone fill
+    a wave or k < 2 * min_k."""
+    tiles = gemm_blocks(m, n)
+    if tiles >= sm_count or k < 2 * min_k:
+        return 1
+    return max(1, min(-(-sm_count // tiles), k // min_k, _INT32_LIMIT // max(1, m * n)))
+
+
+def _launch_weight_grad(op, file, names, dtype, inputs, sizes, grad_w, grad_b, mnk, slices):
+    """dW (and db) by ``names`` = (single-pass, partial, reduce) kernels of ``file``: args ``inputs`` (the
+    kernel's input arrays), the output(s), then ``sizes`` (its int arguments); M x N x K = ``mnk``."""
+    m, n, k = mnk
+    if slices is None:
+        slices = split_k_slices(m, n, k, device_sm_count())
+    if int(slices) != slices or slices < 1:
+        raise ValueError(f"{op} (fused CUDA): slices must be a positive integer, got {slices!r}")
+    slices = int(slices)
+    grad_b = grad_w if grad_b is None else grad_b
+    if slices == 1:
+        loader.launch(file, names[0], dtype, inputs + (grad_w, grad_b) + sizes, grid=gemm_blocks(m, n))
+        return
+    check_int32(op, partial=slices * m * n)
+    partial = cupy.empty((slices, m, n), dtype=dtype)
+    loader.launch(file, names[1], dtype, inputs + (partial,) + sizes + (slices,), grid=gemm_blocks(m, n) * slices)
+    loader.launch(file, names[2], dtype, (partial, grad_w, grad_b, slices, n, grad_w.size // m, m * n))
 
 
 def _check(op, arrays, ndims):
@@ -111,8 +173,9 @@ def conv2d_data_grad(grad_y, weight, x_shape, window, mask=None):
 
 
 @loader.on_device_of_first_argument
-def conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias=True):
-    """(dW, db or None) of conv2d in one GEMM; replaces the dW, db of ops.conv.conv2d_backward."""
+def conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias=True, slices=None):
+    """(dW, db or None) of conv2d in one GEMM, split-K into ``slices`` (default: ``split_k_slices``);
+    replaces the dW, db of ops.conv.conv2d_backward."""
     dtype = _check("conv2d_weight_grad", {"grad_y": grad_y, "x": x}, (4, 4))
     geometry = _conv_geometry(x.shape, weight_shape[0], window)
     n, c, _, _, o, kh, kw, _, _, _, _, oh, ow = geometry
@@ -124,10 +187,11 @@ def conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias=True):
     grad_b = cupy.empty((o,), dtype=dtype) if need_bias else None
     check_int32("conv2d_weight_grad", grad_w=grad_w.size)
     if grad_w.size:
-        loader.launch("fused_conv.cu", "conv_wgrad_fused", dtype,
-                      (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(x), grad_w,
-                       grad_w if grad_b is None else grad_b) + geometry + (BIAS if need_bias else 0,),
-                      grid=gemm_blocks(o, c * kh * kw + (1 if need_bias else 0)))
+        _launch_weight_grad("conv2d_weight_grad", "fused_conv.cu",
+                            ("conv_wgrad_fused", "conv_wgrad_partial_fused", "conv_wgrad_reduce_fused"), dtype,
+                            (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(x)), geometry
+                            + (BIAS if need_bias else 0,), grad_w, grad_b,
+                            (o, c * kh * kw + (1 if need_bias else 0), n * oh * ow), slices)
     return grad_w, grad_b
 
 
@@ -171,8 +235,9 @@ def linear_data_grad(grad_y, weight, y=None):
 
 
 @loader.on_device_of_first_argument
-def linear_weight_grad(grad_y, x, y=None, need_bias=True):
-    """(dW, db or None) with gz = grad_y * (y > 0) (no mask without ``y``); replaces ops.linear's dW, db."""
+def linear_weight_grad(grad_y, x, y=None, need_bias=True, slices=None):
+    """(dW, db or None) with gz = grad_y * (y > 0) (no mask without ``y``), split-K into ``slices`` (default:
+    ``split_k_slices``); replaces ops.linear's dW, db."""
     dtype = _check("linear_weight_grad", {"grad_y": grad_y, "x": x}, (2, 2))
     n, o = (int(s) for s in grad_y.shape)
     i = int(x.shape[1])
@@ -184,10 +249,11 @@ def linear_weight_grad(grad_y, x, y=None, need_bias=True):
     check_int32("linear_weight_grad", grad_w=grad_w.size)
     if grad_w.size:
         flags = (BIAS if need_bias else 0) | (MASK if y is not None else 0)
-        loader.launch("fused_dense.cu", "dense_wgrad_fused", dtype,
-                      (cupy.ascontiguousarray(grad_y), grad_y if y is None else cupy.ascontiguousarray(y),
-                       cupy.ascontiguousarray(x), grad_w, grad_w if grad_b is None else grad_b, n, i, o, flags),
-                      grid=gemm_blocks(o, i + (1 if need_bias else 0)))
+        _launch_weight_grad("linear_weight_grad", "fused_dense.cu",
+                            ("dense_wgrad_fused", "dense_wgrad_partial_fused", "dense_wgrad_reduce_fused"), dtype,
+                            (cupy.ascontiguousarray(grad_y), grad_y if y is None else cupy.ascontiguousarray(y),
+                             cupy.ascontiguousarray(x)), (n, i, o, flags), grad_w, grad_b,
+                            (o, i + (1 if need_bias else 0), n), slices)
     return grad_w, grad_b
 
 
