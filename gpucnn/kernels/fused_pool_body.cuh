@@ -4,7 +4,7 @@
 // Layouts: x (N, C, H, W) the pooled input (the ReLU output below), y and argmax
 // (N, C, oh, ow); argmax holds i*kw + j, the index within the window (uint8: kh*kw <= 255,
 // checked at launch). Rule as gpucnn.ops.pool: the first maximum wins ties, a NaN takes
-// over (the last NaN of the window wins), a window all -inf (padding) keeps index 0.
+// over (the last NaN of the window wins), a window all -inf goes to its first real element.
 #ifndef GPUCNN_FUSED_POOL_BODY_CUH
 #define GPUCNN_FUSED_POOL_BODY_CUH
 
@@ -23,7 +23,11 @@ __host__ __device__ inline void max_pool_u8_fwd_body(int idx, const T* __restric
     const int nc = idx / (ow * oh);
     const T* xc = x + nc * H * W;
     T best = neg_inf<T>();
-    int best_k = 0;
+    // The first real element, as pool_body.cuh: a window of nothing but -inf sends its gradient there, not to
+    // padding (a window without one, more padding than PyTorch allows, keeps k = 0).
+    const int i0 = oy * sy < pt ? pt - oy * sy : 0;
+    const int j0 = ox * sx < pl ? pl - ox * sx : 0;
+    int best_k = (i0 < kh && oy * sy + i0 - pt < H && j0 < kw && ox * sx + j0 - pl < W) ? i0 * kw + j0 : 0;
     bool nan_seen = false;
     for (int i = 0; i < kh; ++i) {
         const int ih = oy * sy + i - pt;
@@ -45,7 +49,7 @@ __host__ __device__ inline void max_pool_u8_fwd_body(int idx, const T* __restric
 }
 
 // Gather: idx in [0, N*C*H*W) names x[n, c, h, w]; grad_x[idx] = (x[idx] > 0 when MASK) *
-// sum of grad_y over the windows that cover (h, w) and whose argmax names it, in ascending
+// sum of grad_y over the windows that cover (h, w) and whose argmax names it, in descending
 // (oy, ox) order. grad_x = relu_backward(max_pool_backward(grad_y), x).
 template <typename T>
 __host__ __device__ inline void max_pool_u8_bwd_body(int idx, const T* __restrict__ grad_y,
@@ -59,8 +63,10 @@ __host__ __device__ inline void max_pool_u8_bwd_body(int idx, const T* __restric
     const CoverRange ry = covering_outputs(h + pt, kh, sy, oh);
     const CoverRange rx = covering_outputs(w + pl, kw, sx, ow);
     T acc = T(0);
-    for (int oy = ry.lo; oy <= ry.hi; ++oy) {
-        for (int ox = rx.lo; ox <= rx.hi; ++ox) {
+    // Descending (oy, ox), as pool.cu's gather and the NumPy reference add overlapping windows: one order,
+    // so the paths round alike.
+    for (int oy = ry.hi; oy >= ry.lo; --oy) {
+        for (int ox = rx.hi; ox >= rx.lo; --ox) {
             const int o = (nc * oh + oy) * ow + ox;
             const int k = (h + pt - oy * sy) * kw + (w + pl - ox * sx);
             if ((int)argmax[o] == k) acc += grad_y[o];

@@ -34,22 +34,19 @@ Its four encodings, and why each differs (cost)
 - The fused CUDA graph (``gpucnn.compile.cuda_graph.launch``; ``gpucnn/kernels/fused_pool_body.cuh``,
   ``max_pool_u8_fwd_body`` / ``max_pool_u8_bwd_body``): ``k`` as uint8, refused above 255 elements;
   the smallest encoding, as the graph keeps every activation for a whole step. Its gather visits
-  the covering windows in ascending (oy, ox), i.e. k DESCENDING: the opposite order to
-  ``pool_body.cuh``, so with three or more overlapping windows naming one element the sum may
-  round differently (two terms add the same either way). Its forward starts at k = 0 rather than
-  at the first real element, so an all -inf window with top/left padding names padding and its
-  gradient is lost (after a ReLU no input is -inf, which is the case the graph is built for).
+  the covering windows with oy, ox descending, and its forward starts at the first real element,
+  both as ``pool_body.cuh``.
 - The CPU fast path (``gpucnn.compile.cpu.chwn.max_pool_taps``, used by ``stages.py``'s ConvStage and
   PoolStage): a bool mask per window position, ``masks[k] == (argmax == k)``, (kh*kw, C, oh, ow, N);
   kh*kw bytes per output instead of one, in exchange the forward builds them from the equality
   tests it makes anyway and the backward is one multiply per tap with no comparison. It adds in
-  ascending k like the reference. It marks the first tap equal to the maximum, padding included,
-  so an all -inf window with top/left padding also sends its gradient to padding.
+  ascending k like the reference. It marks the first tap equal to the maximum; an all -inf window
+  with padding is then sent to its first real element (``chwn.route_dead_windows_to_real``).
 
-What would make them one: uint8 ``k`` everywhere (int32 above 255 elements) with pool.cu templated
-on the argmax type; fused_pool_body.cuh's gather walking oy, ox descending and its forward starting
-at the first real element, as pool_body.cuh does (fused_pool would then be pool.cu's kernel plus
-the ReLU mask); the fast path ANDing each mask with "tap k is real" (``_real_taps`` below).
+So all paths send each gradient to the same element and add in the same order; what still differs
+is the encoding, for what it costs: uint8 ``k`` everywhere (int32 above 255 elements) with pool.cu
+templated on the argmax type would make one (fused_pool would then be pool.cu's kernel plus the ReLU
+mask).
 """
 import numpy
 
