@@ -29,7 +29,7 @@ from . import download
 from .idx import CorruptDataError, idx_payload, parse_idx
 
 __all__ = ["load_fashion_mnist", "load_mnist", "DataNotFoundError", "SHA256", "PAYLOAD_SHA256", "MIRRORS",
-           "FILE_NAMES", "search_dirs", "cache_dir", "find_dataset"]
+           "FILE_NAMES", "SAMPLE_SHAPE", "search_dirs", "cache_dir", "find_dataset"]
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -47,6 +47,7 @@ FILE_NAMES = {
 _NUM_SAMPLES = {"train": 60000, "test": 10000}
 _IMAGE_SIDE = 28
 _NUM_CLASSES = 10
+SAMPLE_SHAPE = (1, _IMAGE_SIDE, _IMAGE_SIDE)  # one image of either data set, (C, H, W)
 
 # Download addresses, tried in order; a file is fetched as MIRROR + name + ".gz".
 MIRRORS = {
@@ -182,7 +183,7 @@ def search_dirs(name, data_dir=None):
         # $GPUCNN_DATA holding one of them must not be taken for the other
         candidates += [pathlib.Path(env_dir).expanduser() / name, pathlib.Path(env_dir).expanduser()]
     candidates.append(cache_dir(name))
-    candidates += _SYSTEM_DIRS[name]
+    candidates += _SYSTEM_DIRS.get(name, [])
     unique = []
     for directory in candidates:
         if directory not in unique:

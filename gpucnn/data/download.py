@@ -7,7 +7,7 @@ for the real one. Redirects never go from HTTPS to plain HTTP, and a body that i
 (an error page served with status 200) or is larger than ``MAX_DOWNLOAD_BYTES`` moves on to the
 next mirror. ``open_url`` is the one network call: tests replace it (or ``fetch_url``).
 
-Which files, mirrors and digests: gpucnn/data/datasets.py.
+Which files, mirrors and digests: gpucnn/data/datasets.py (MNIST, Fashion-MNIST) and gpucnn/data/cifar.py.
 """
 import hashlib
 import os
@@ -22,8 +22,9 @@ __all__ = ["fetch_missing", "download_verified", "fetch_url", "open_url", "sha25
            "MAX_DOWNLOAD_BYTES", "DOWNLOAD_TIMEOUT_S"]
 
 DOWNLOAD_TIMEOUT_S = 60
-# No file of either data set is above 30 MB compressed; a larger body is not the file.
-MAX_DOWNLOAD_BYTES = 64 << 20
+# The largest file of any data set is CIFAR-10's binary archive, 170052171 bytes (162 MiB; the MNIST
+# files are below 30 MB); a larger body is not the file.
+MAX_DOWNLOAD_BYTES = 256 << 20
 
 
 def fetch_missing(target_dir, gz_names, mirrors, digests):
@@ -33,7 +34,8 @@ def fetch_missing(target_dir, gz_names, mirrors, digests):
     Returns a list of short error lines, empty on success. Stops at the first file no mirror could
     deliver: the network is then most likely unreachable and the other files would only repeat the
     same errors. A mirror that delivers other bytes (a wrong SHA-256, a web page, too large a body)
-    is skipped for the next; CorruptDataError when every mirror did so for a file.
+    is skipped for the next; CorruptDataError when every mirror did so for a file (its message one
+    line when there is one mirror).
     """
     target_dir = pathlib.Path(target_dir)
     created_dir = not target_dir.exists()
@@ -56,6 +58,8 @@ def fetch_missing(target_dir, gz_names, mirrors, digests):
         else:
             if created_dir and not any(target_dir.iterdir()):
                 target_dir.rmdir()  # an offline machine keeps no empty cache directory
+            if wrong_bytes == len(mirrors) == 1:
+                raise CorruptDataError(errors[0])
             if wrong_bytes == len(mirrors):
                 raise CorruptDataError("no mirror delivered the right bytes:\n" +
                                        "\n".join(f"  - {error}" for error in errors))
