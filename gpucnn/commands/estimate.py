@@ -49,8 +49,8 @@ def estimate(model_name, batch, gpu, resources, host_timing=True):
     model = MODELS[model_name]()
     shape = (batch,) + tuple(INPUT_SHAPES[model_name])
     steps = {}
-    for kind, lister in (("eager", eager.eager_step), ("graph", graph.graph_step)):
-        launches = [roofline.annotate(launch, gpu, resources) for launch in lister(model, shape)]
+    for kind, listed in (("eager", eager.eager_step(model, shape)), ("graph", graph.graph_step(model, shape, gpu.sms))):
+        launches = [roofline.annotate(launch, gpu, resources) for launch in listed]
         summary = roofline.totals(launches)
         if kind == "eager" and host_timing:
             seconds = host.host_launch_seconds(launches)

@@ -16,8 +16,9 @@ each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids i
                                                     step_scalars + multi_adam_update
     statistics stats[0:1] += loss * B; stats[1:2] += correct (CuPy)
 
-Split-K of the weight gradients: ``wgrad_split`` asks the launcher for its choice where it exposes one
-(helper-5's split-K work); until then every weight gradient is one launch (S = 1).
+Split-K of the weight gradients: ``wgrad_split`` asks the launcher for its own choice
+(``launch.split_k_slices(M, N, K, SMs)``, with the modelled GPU's SM count); S > 1 is two launches, the
+partial sums (tiles x S blocks) and their fixed-order reduce.
 """
 import math
 
@@ -32,17 +33,33 @@ def _fused():
     return launch
 
 
-def wgrad_split(m, n, k):
-    """(S, grid of the GEMM launch) of a weight-gradient GEMM M x N x K: one slice, gemm_blocks(M, N), until the
-    launcher exposes its split-K choice."""
-    return 1, _fused().gemm_blocks(m, n)
+def wgrad_split(m, n, k, sm_count=None):
+    """S, the k-slices of a weight-gradient GEMM M x N x K on ``sm_count`` SMs (None: the launcher's default
+    count): the launcher's own choice (``launch.split_k_slices``, which the launcher asks with the device's SM
+    count), or 1 where the launcher has no split-K."""
+    choose = getattr(_fused(), "split_k_slices", None)
+    if choose is None:
+        return 1
+    return int(choose(m, n, k) if sm_count is None else choose(m, n, k, sm_count))
 
 
-def _wgrad(rec, file, name, m, n, k, reads, writes):
-    slices, grid = wgrad_split(m, n, k)
-    rec.gemm(file, name, grid, m, n, k, reads, writes)
+def _wgrad(rec, kernels, m, n, k, reads, writes, sm_count):
+    """launch.py _launch_weight_grad: S = 1, the single-pass kernel on gemm_blocks(M, N); else the partial pass
+    on gemm_blocks(M, N) * S blocks into an (S, M, N) buffer, then the reduce (grid-stride over M x N)."""
+    file, single, partial, reduce = kernels
+    slices, tiles = wgrad_split(m, n, k, sm_count), _fused().gemm_blocks(m, n)
+    if slices == 1:
+        rec.gemm(file, single, tiles, m, n, k, reads, writes)
+        rec.launches[-1]["slices"] = 1
+        return
+    rec.gemm(file, partial, tiles * slices, m, n, k, reads, F32 * slices * m * n)
+    rec.launches[-1].update(shape=rec.launches[-1]["shape"] + f" / S={slices}", slices=slices)
+    rec.grid_stride(file, reduce, m * n, F32 * slices * m * n, writes, 0, f"{slices} x {m} x {n} partials")
     rec.launches[-1]["slices"] = slices
-    return slices
+
+
+_CONV_WGRAD = ("fused_conv.cu", "conv_wgrad_fused", "conv_wgrad_partial_fused", "conv_wgrad_reduce_fused")
+_DENSE_WGRAD = ("fused_dense.cu", "dense_wgrad_fused", "dense_wgrad_partial_fused", "dense_wgrad_reduce_fused")
 
 
 def _batch(rec, batch, sample):
@@ -79,7 +96,7 @@ def _forward(rec, stage, shape, out):
         rec.cupy("cupy.tanh", size, F32 * size, F32 * size)
 
 
-def _backward(rec, stage, shape, out, need_input_grad, masked):
+def _backward(rec, stage, shape, out, need_input_grad, masked, sm_count):
     """The stage's backward launches; returns whether the gradient it hands down is already ReLU-masked."""
     layer, size, size_in = stage.layer, math.prod(out), math.prod(shape)
     if isinstance(layer, Conv2D):
@@ -90,8 +107,7 @@ def _backward(rec, stage, shape, out, need_input_grad, masked):
         o, kh, kw = out[1], layer.window.kh, layer.window.kw
         k, cols = c * kh * kw, n * out[2] * out[3]
         bias = 1 if layer.bias is not None else 0
-        _wgrad(rec, "fused_conv.cu", "conv_wgrad_fused", o, k + bias, cols, F32 * (size + size_in),
-               F32 * (o * k + o * bias))
+        _wgrad(rec, _CONV_WGRAD, o, k + bias, cols, F32 * (size + size_in), F32 * (o * k + o * bias), sm_count)
         if need_input_grad:
             rec.gemm("fused_conv.cu", "conv_dgrad_fused", _fused().gemm_blocks(c, n * h * w), c, n * h * w, o * kh * kw,
                      F32 * (size + o * k), F32 * size_in)
@@ -100,8 +116,7 @@ def _backward(rec, stage, shape, out, need_input_grad, masked):
         n, i, o = shape[0], layer.in_features, layer.out_features
         mask = size if stage.relu and not masked else 0  # the ReLU mask read from the layer's output
         bias = 1 if layer.bias is not None else 0
-        _wgrad(rec, "fused_dense.cu", "dense_wgrad_fused", o, i + bias, n, F32 * (size + mask + n * i),
-               F32 * (o * i + o * bias))
+        _wgrad(rec, _DENSE_WGRAD, o, i + bias, n, F32 * (size + mask + n * i), F32 * (o * i + o * bias), sm_count)
         if need_input_grad:
             rec.gemm("fused_dense.cu", "dense_dgrad_fused", _fused().gemm_blocks(n, i), n, i, o,
                      F32 * (size + mask + o * i), F32 * n * i)
@@ -142,8 +157,10 @@ def _statistics(rec):
     rec.cupy("assignment into a device array", 1, 8, 8)
 
 
-def graph_step(model, input_shape):
-    """[launch] of one replay of the captured step of the Sequential ``model`` on a batch of ``input_shape``."""
+def graph_step(model, input_shape, sm_count=None):
+    """[launch] of one replay of the captured step of the Sequential ``model`` on a batch of ``input_shape``, on a
+    GPU of ``sm_count`` SMs (the split-K choice of the weight gradients depends on it; None: the launcher's
+    default count)."""
     from ..compile.cuda_graph.plan import build_stages
 
     rec = Recorder("graph")
@@ -162,7 +179,8 @@ def graph_step(model, input_shape):
     for i in range(len(stages) - 1, -1, -1):
         stage = stages[i]
         rec.layer = f"{index[id(stage.layer)]} {stage.name}"
-        masked = _backward(rec, stage, *shapes[id(stage.layer)], need_input_grad=i > 0, masked=masked)
+        masked = _backward(rec, stage, *shapes[id(stage.layer)], need_input_grad=i > 0, masked=masked,
+                           sm_count=sm_count)
     _update(rec, model)
     _statistics(rec)
     return rec.launches

@@ -96,8 +96,15 @@ def test_json_fields_and_occupancy_agree_with_grid_and_sms(with_table, tmp_path,
                     assert launch["waves"] == -(-blocks // (resident * gpu.sms))
                     assert launch["sms_in_use"] == min(blocks, gpu.sms)
     graph_256 = report["runs"][1]["steps"]["graph"]["launches"]
-    wgrad = [launch for launch in graph_256 if launch["name"] == "conv_wgrad_fused"]
+    wgrad = [launch for launch in graph_256 if launch["name"].startswith("conv_wgrad") and launch["gemm"]]
     assert [launch["gemm"] for launch in wgrad] == [[64, 289, 256 * 14 * 14], [32, 10, 256 * 28 * 28]]
+    from gpucnn.compile.cuda_graph import launch as fused
+    for launch in wgrad:  # the launcher's own split-K choice for this GPU's SMs (one slice without split-K)
+        m, n, k = launch["gemm"]
+        slices = fused.split_k_slices(m, n, k, gpu.sms) if hasattr(fused, "split_k_slices") else 1
+        assert launch["slices"] == slices
+        assert launch["grid"] == [fused.gemm_blocks(m, n) * slices]  # (JSON: a list)
+        assert launch["name"] == ("conv_wgrad_fused" if slices == 1 else "conv_wgrad_partial_fused")
 
 
 def test_every_printed_line_says_estimate(with_table, capsys):
@@ -250,13 +257,15 @@ def test_eager_step_launches_are_what_the_emulated_gpu_records(gpu, monkeypatch)
 
 @pytest.mark.kernels
 def test_graph_step_launches_are_what_the_emulated_capture_holds(gpu, monkeypatch):
+    """Batch 4: the first convolution's weight gradient has K = 4*28*28 = 3136, long enough for the launcher's
+    split-K (where it has one) to choose S > 1: the model follows it there too."""
     from gpucnn.compile.cuda_graph.step import WARMUP_RUNS
     from gpucnn.nn.losses import SoftmaxCrossEntropy
     from gpucnn.optim.optimizers import Adam
 
     calls = _recording(gpu, monkeypatch)
     model = gpucnn.models.fashion_cnn(rng=0).to("cuda")
-    step = gpucnn.compile_step(model, SoftmaxCrossEntropy(), Adam(model.parameters()), 2, verify=False)
+    step = gpucnn.compile_step(model, SoftmaxCrossEntropy(), Adam(model.parameters()), 4, verify=False)
     rng = numpy.random.default_rng(0)
     step.bind(gpu.cupy.asarray(rng.standard_normal((4,) + FASHION).astype(numpy.float32)),
               gpu.cupy.asarray(rng.integers(0, 10, 4)))
@@ -264,7 +273,8 @@ def test_graph_step_launches_are_what_the_emulated_capture_holds(gpu, monkeypatc
     step.capture()  # WARMUP_RUNS uncaptured runs of the step, then the captured one
     per_run = len(calls) // (WARMUP_RUNS + 1)
     assert len(calls) == per_run * (WARMUP_RUNS + 1)
-    launches = graph.graph_step(gpucnn.models.fashion_cnn(), (2,) + FASHION)
+    sm_count = getattr(gpu.fused, "device_sm_count", lambda: None)()  # what the launcher asks the device
+    launches = graph.graph_step(gpucnn.models.fashion_cnn(), (4,) + FASHION, sm_count)
     assert _ours(launches) == calls[-per_run:]
     assert [c for c in step.captured if c.startswith("kernel ")] == \
         ["kernel " + launch["name"] for launch in launches if launch["kind"] == "ours"]
