@@ -3,6 +3,7 @@
     gpucnn train                       # 10 epochs of Adam, lr 1e-3, batch 128, device auto
     gpucnn train --device cuda --epochs 20 --out runs/gpu
     gpucnn train --resume              # continue runs/fashion_cnn/checkpoint.npz exactly
+    gpucnn train --dataset cifar10 --model resnet20   # ResNet-20 on CIFAR-10 (binary version), built for 3x32x32
     mpirun -np 2 gpucnn train --distributed   # data-parallel over 2 processes (one GPU each, or the CPU)
 
 Writes to --out: metrics.csv, metrics.json, curves.png (when matplotlib is installed),
@@ -30,17 +31,17 @@ from ..nn import losses
 from ..optim import optimizers as optim
 from ..io.arrays import CheckpointError
 from ..config import PATHS, config
-from ..data import CorruptDataError, DataNotFoundError, load_fashion_mnist, load_mnist
+from ..data import CorruptDataError, DataNotFoundError
+from ..data.cifar import find_cifar10
 from ..data.datasets import find_dataset
 from ..nn.models import MODELS
 from ..train.loop import TrainingDiverged, evaluate, fit
 from . import run_lock
 # The pieces of the command, in modules of their own; their names stay importable from here.
 from .errors import CommandError, os_error, out_of_memory
+from .train_data import DATASETS, build_model, check_model
 from .train_record import Notes, plot_curves, print_row, write_metrics
 from .train_resume import OPTIMIZER_SETTINGS, resume_plan  # noqa: F401 (OPTIMIZER_SETTINGS: importable from here)
-
-DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist": load_mnist}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -60,8 +61,9 @@ def _parser(prog):
     p.add_argument("--model", choices=sorted(MODELS), default="fashion_cnn", help="network to train")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist", help="data set")
     p.add_argument("--data-dir", default=None,
-                   help="directory holding the four IDX files; when not given: $GPUCNN_DATA, the cache, "
-                        "the Debian package's directory, then a download")
+                   help="directory holding the data set: the four IDX files, or for cifar10 cifar-10-binary.tar.gz "
+                        "or cifar-10-batches-bin/; when not given: $GPUCNN_DATA, the cache, the Debian package's "
+                        "directory (Fashion-MNIST), then a download")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (the GPU when one is usable)")
     p.add_argument("--epochs", type=int, default=10, help="total epochs (a resumed run continues up to this)")
     p.add_argument("--batch-size", type=int, default=128, help="images per training step")
@@ -183,6 +185,7 @@ def run(args):
 
 
 def _run(args, out, checkpoint, created, locks):
+    check_model(args.model, args.dataset)  # before anything is read or written
     try:
         device = _device(args)
     except (RuntimeError, ValueError) as exc:
@@ -194,15 +197,18 @@ def _run(args, out, checkpoint, created, locks):
     # the lock before anything is written into --out: a refused run changes nothing there
     _prepare_directory(out, created, "--out", before_writing=lambda: _lock_run_directory(args, out, locks))
     _prepare_directory(os.path.dirname(os.path.abspath(checkpoint)), created, "--checkpoint")
-    source = find_dataset(args.dataset, args.data_dir)
-    print(f"data: {args.dataset} from {source['directory']}"
+    if args.dataset == "cifar10":
+        source = find_cifar10(args.data_dir)
+    else:
+        source = find_dataset(args.dataset, args.data_dir)
+    print(f"data: {args.dataset} from {source.get('source', source['directory'])}"
           + (" (downloaded now)" if source["downloaded"] else ""), flush=True)
     (x_train, y_train), (x_test, y_test) = DATASETS[args.dataset](str(source["directory"]))
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     x_train, y_train, x_test, y_test = (backend.to_device(a, device) for a in (x_train, y_train, x_test, y_test))
 
-    model = MODELS[args.model](rng=args.seed).to(device)
+    model = build_model(args.model, args.dataset, args.seed).to(device)
     optimizer = make_optimizer(args, model.parameters())
     schedule = make_schedule(args, optimizer)
     print(f"{args.model} on {args.dataset}: {len(x_train)} training images, {len(x_test)} test images, "
