@@ -1,4 +1,4 @@
-"""Streams, a memory pool, stream capture and CUDA graphs for the emulated CuPy (tests/support/emulated_cupy).
+"""Streams, events, stream capture and CUDA graphs for the emulated CuPy (tests/support/emulated_cupy).
 
 The emulated device runs every operation at once on the CPU; this module adds what a CUDA
 graph needs to be checked without a GPU:
@@ -30,170 +30,103 @@ graph needs to be checked without a GPU:
       emulation refuses too (stricter than CUDA: such work is always a bug in a step);
     * ``begin_capture`` on the legacy default stream: RuntimeError('cannot capture on the
       default (legacy) stream'), as CuPy.
-- Allocations go through a ``MemoryPool`` (``cupy.get_default_memory_pool()``, or the one
-  installed by ``cupy.cuda.using_allocator(pool.malloc)``): blocks are rounded to 512
-  bytes, freed blocks (the owning array collected) return to the pool, and an allocation
-  takes the smallest free block that fits (splitting it), else grows the pool. During a
-  capture an allocation that the pool cannot serve from its free blocks raises
+- Allocations go through a ``MemoryPool`` (tests/support/emulated_pool.py, re-exported here:
+  ``cupy.get_default_memory_pool()``, or the one installed by ``cupy.cuda.using_allocator(pool.malloc)``).
+  During a capture an allocation that the pool cannot serve from its free blocks raises
   ``CaptureAllocationError``. That is stricter than CUDA's relaxed capture mode (which
   CuPy uses, and where cudaMalloc is allowed): gpucnn holds itself to "warm the pool with
   one eager step, then capture", so that the graph's memory is settled before capture.
+- Devices (the emulated machine has two; tests/support/emulated_cupy/tracking.py): as in CuPy, a
+  ``Stream`` belongs to the device that was current when it was made (``device_id``; -1 for
+  ``Stream.null``, which means the current device's), and the current stream is kept per device
+  (``get_current_stream()`` is the current device's). Entering or ``use()``-ing a stream while
+  another device is current raises CuPy's RuntimeError('The device that the stream is created on
+  (1) does not match with the current device (0)') (cupy/cuda/stream.pyx, check_stream_device_match,
+  called by _BaseStream.__enter__ and use). CuPy itself checks nothing more; what CUDA refuses
+  raises CUDARuntimeError here: ``Stream.record(event)`` of an event made on another device than the
+  stream's (cudaEventRecord, CUDA Programming Guide, "Stream and Event Behavior"), and
+  ``Graph.launch`` into a stream of another device than the one the graph was captured on (a graph
+  is instantiated in its stream's context). ``wait_event`` and ``synchronize`` work across devices,
+  as in CUDA. A ``MemoryPool`` keeps its blocks per device (CuPy's MemoryPool holds one
+  SingleDeviceMemoryPool per device and serves the current device's).
 
-Known blind spots: one capture at a time; streams are not tied to a device; the pool does
-not coalesce neighbouring free blocks (CuPy does), so it may refuse a capture-time
-allocation that CuPy would serve from two merged blocks (never the other way round);
-memory that a graph writes and that its owner frees after capture is not detected (keep
+Known blind spots: one capture at a time; the pool does not coalesce neighbouring free blocks
+(emulated_pool.py); memory that a graph writes and that its owner frees after capture is not detected (keep
 every buffer of a graph referenced, or capture into a private pool).
 """
-import contextlib
-import weakref
+from .emulated_pool import (ALLOCATIONS, CaptureAllocationError, MemoryPool, current_device_id, get_default_memory_pool,
+                            note_memory, using_allocator)
+from .emulated_pool import _active_capture, reset as reset_pool
 
-_ROUND = 512  # CuPy's allocation unit
+__all__ = ["ALLOCATIONS", "CAPTURE", "CUBLAS_FUNCTIONS", "CUDARuntimeError", "CaptureAllocationError", "Event",
+           "GRAPH_LAUNCHES", "Graph", "MemoryPool", "Stream", "check_stream_device_match", "cublas",
+           "current_device_id", "device_synchronize", "get_current_stream", "get_default_memory_pool", "host_read",
+           "host_write", "note_memory", "on_stream", "reset", "using_allocator"]
 
 
 class CUDARuntimeError(RuntimeError):
     """cupy_backends.cuda.api.runtime.CUDARuntimeError, emulated."""
 
 
-class CaptureAllocationError(RuntimeError):
-    """An allocation during stream capture that the memory pool could not serve from free blocks."""
-
-
-# ----------------------------------------------------------------------------- memory pool
-
-class MemoryPool:
-    """cupy.cuda.MemoryPool, emulated for its bookkeeping (see the module docstring)."""
-
-    def __init__(self):
-        self._free = []  # sizes of free blocks
-        self._used = 0
-        self._total = 0
-        self.grown = 0  # how many times the pool grew (a cudaMalloc)
-
-    def malloc(self, nbytes):
-        """Take a block of ``nbytes`` (rounded up); returns its size. Raises during capture if it must grow."""
-        size = max(_ROUND, -(-int(nbytes) // _ROUND) * _ROUND)
-        fitting = [s for s in self._free if s >= size]
-        if fitting:
-            best = min(fitting)
-            self._free.remove(best)
-            if best > size:
-                self._free.append(best - size)
-        else:
-            if CAPTURE.active is not None:
-                CAPTURE.active.invalidate(f"an allocation of {nbytes} bytes")
-                raise CaptureAllocationError(
-                    f"an allocation of {nbytes} bytes during stream capture, which the memory pool cannot serve "
-                    f"from its free blocks ({sorted(self._free)}): warm the pool with one eager step before "
-                    f"capturing (emulation rule; CUDA's relaxed mode would cudaMalloc inside the capture)")
-            self._total += size
-            self.grown += 1
-        self._used += size
-        return size
-
-    def _release(self, size):
-        self._used -= size
-        self._free.append(size)
-
-    def used_bytes(self):
-        return self._used
-
-    def free_bytes(self):
-        return self._total - self._used
-
-    def total_bytes(self):
-        return self._total
-
-    def free_all_blocks(self, stream=None):
-        self._total -= sum(self._free)
-        self._free = []
-
-
-_DEFAULT_POOL = MemoryPool()
-_allocators = [_DEFAULT_POOL]
-
-
-def get_default_memory_pool():
-    return _DEFAULT_POOL
-
-
-@contextlib.contextmanager
-def using_allocator(allocator=None):
-    """cupy.cuda.using_allocator: allocations inside come from ``allocator`` (an emulated pool's ``malloc``)."""
-    pool = _DEFAULT_POOL if allocator is None else getattr(allocator, "__self__", None)
-    if not isinstance(pool, MemoryPool):
-        raise TypeError("the emulated cupy.cuda.using_allocator takes an emulated MemoryPool's malloc")
-    _allocators.append(pool)
-    try:
-        yield
-    finally:
-        _allocators.pop()
-
-
-_owners = {}  # id(root ndarray) -> [pool, size, live device arrays over it]
-ALLOCATIONS = [0]  # serial number of the latest allocation: an op that moved it made new memory
-
-
-def _drop(key):
-    entry = _owners[key]
-    entry[2] -= 1
-    if entry[2] == 0:  # the last device array over this memory is gone: its block returns to the pool
-        del _owners[key]
-        entry[0]._release(entry[1])
-
-
-def note_memory(array):
-    """Called for every new device array: the memory it views is taken from the pool when it is new, and
-    returns to the pool when the last device array over it is collected (as CuPy's MemoryPointer).
-    Replays hold plain views only, so a captured temporary is freed when the step drops it, as on a GPU."""
-    root = array
-    while root.base is not None and hasattr(root.base, "base") and hasattr(root.base, "nbytes"):
-        root = root.base
-    key = id(root)
-    entry = _owners.get(key)
-    if entry is None:
-        pool = _allocators[-1]
-        entry = _owners[key] = [pool, pool.malloc(root.nbytes), 0]
-        ALLOCATIONS[0] += 1
-    entry[2] += 1
-    weakref.finalize(array, _drop, key)
+def check_stream_device_match(device_id):
+    """CuPy's check_stream_device_match (cupy/cuda/stream.pyx), called by Stream.__enter__ and Stream.use:
+    the device a stream was made on (-1: the current one) must be the current device. Returns that device."""
+    current = current_device_id()
+    if device_id == -1:
+        device_id = current
+    if device_id != current:
+        raise RuntimeError(f"The device that the stream is created on ({device_id}) does not match with the "
+                           f"current device ({current})")
+    return device_id
 
 
 # ----------------------------------------------------------------------------- streams
 
 class Stream:
-    """cupy.cuda.Stream, emulated (see the module docstring)."""
+    """cupy.cuda.Stream, emulated (see the module docstring): it belongs to the device current at its making."""
 
     _next_ptr = [2]
 
     def __init__(self, null=False, non_blocking=False, ptds=False, priority=None):
         if null:
             self.ptr = 0
+            self.device_id = -1  # CuPy's singleton: the legacy stream of whichever device is current
         else:
             self.ptr = Stream._next_ptr[0]
             Stream._next_ptr[0] += 1
+            self.device_id = current_device_id()
         self.non_blocking = non_blocking
 
+    def _device(self):
+        """The device this stream's work goes to (the null stream's is the current device's)."""
+        return current_device_id() if self.device_id == -1 else self.device_id
+
     def __enter__(self):
-        _streams.append(self)
+        _STREAMS.push(self, check_stream_device_match(self.device_id))
         return self
 
     def __exit__(self, *exc):
-        _streams.pop()
+        _STREAMS.pop()
         return False
 
     def use(self):
-        _streams[-1] = self
+        check_stream_device_match(self.device_id)
+        _STREAMS.set_current(self)
         return self
 
     def record(self, event=None):
-        """Record ``event`` (a new one when None) on this stream; the emulation runs in order, so it only marks."""
+        """Record ``event`` (a new one when None) on this stream; the emulation runs in order, so it only marks.
+        CUDA's cudaEventRecord fails for an event and a stream of two devices."""
         event = Event() if event is None else event
+        if event.device_id != self._device():
+            raise CUDARuntimeError(f"cudaErrorInvalidResourceHandle: invalid resource handle (cudaEventRecord of "
+                                   f"an event made on device {event.device_id} on {self}, of device "
+                                   f"{self._device()})")
         event.stream = self
         return event
 
     def wait_event(self, event):
-        """Later work on this stream waits for ``event`` (in order here anyway)."""
+        """Later work on this stream waits for ``event`` (in order here anyway; CUDA allows another device's)."""
         if not isinstance(event, Event):
             raise TypeError(f"wait_event takes a cupy.cuda.Event, got {type(event).__name__}")
 
@@ -223,17 +156,19 @@ class Stream:
         if capture.invalid:
             raise CUDARuntimeError("cudaErrorStreamCaptureInvalidated: operation failed due to a previous error "
                                    f"during capture ({capture.invalid})")
-        return Graph._from_capture(capture.records)
+        return Graph._from_capture(capture.records, self._device())
 
     def __repr__(self):
-        return f"<emulated Stream {self.ptr}>"
+        return f"<emulated Stream {self.ptr} (device {self.device_id})>"
 
 
 class Event:
-    """cupy.cuda.Event: a marker in a stream (ordering only; the emulation runs everything in order)."""
+    """cupy.cuda.Event: a marker in a stream (ordering only; the emulation runs everything in order). It
+    belongs to the device current at its making, as a CUDA event does."""
 
     def __init__(self, block=False, disable_timing=False, interprocess=False):
         self.stream = None
+        self.device_id = current_device_id()
 
     def record(self, stream=None):
         (get_current_stream() if stream is None else stream).record(self)
@@ -252,12 +187,45 @@ class Event:
 
 
 Stream.null = Stream(null=True)
-_streams = [Stream.null]
 _sync_hook = [lambda what: None]  # emulated_cupy counts synchronisations through this
 
 
-def get_current_stream():
-    return _streams[-1]
+class _CurrentStreams:
+    """CuPy's per-thread stream bookkeeping (_ThreadLocal in cupy/cuda/stream.pyx): a current stream and a
+    stack of entered streams per device, and the devices in the order their streams were entered."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.current = {}  # device id -> its current stream (absent: Stream.null)
+        self.stacks = {}  # device id -> [streams entered on it]
+        self.entered_on = []  # device ids, one per stream entered and not yet left
+
+    def push(self, stream, device_id):
+        self.stacks.setdefault(device_id, [Stream.null]).append(stream)
+        self.entered_on.append(device_id)
+        self.current[device_id] = stream
+
+    def pop(self):
+        device_id = self.entered_on.pop()
+        stack = self.stacks[device_id]
+        stack.pop()
+        self.current[device_id] = stack[-1]
+
+    def set_current(self, stream):
+        self.current[stream._device()] = stream
+
+    def get(self, device_id=-1):
+        return self.current.get(current_device_id() if device_id == -1 else device_id, Stream.null)
+
+
+_STREAMS = _CurrentStreams()
+
+
+def get_current_stream(device_id=-1):
+    """cupy.cuda.get_current_stream: the current stream of ``device_id`` (default: the current device)."""
+    return _STREAMS.get(device_id)
 
 
 class Capture:
@@ -277,13 +245,14 @@ class _CaptureState:
 
 
 CAPTURE = _CaptureState()
+_active_capture[0] = lambda: CAPTURE.active  # the pool refuses to grow during a capture
 
 
 def reset():
     """Forget any capture and current stream (between tests)."""
     CAPTURE.active = None
-    _streams[:] = [Stream.null]
-    del _allocators[1:]
+    _STREAMS.reset()
+    reset_pool()
     GRAPH_LAUNCHES[0] = 0
 
 
@@ -348,9 +317,10 @@ class Graph:
                                   "Stream.end_capture()")
 
     @classmethod
-    def _from_capture(cls, records):
+    def _from_capture(cls, records, device_id):
         graph = cls.__new__(cls)
         graph._records = list(records)
+        graph.device_id = device_id  # instantiated in the capturing stream's context
         return graph
 
     @property
@@ -359,11 +329,16 @@ class Graph:
         return [what for what, _ in self._records]
 
     def launch(self, stream=None):
-        """Replay the captured work, in order, on the buffers it was captured on."""
+        """Replay the captured work, in order, on the buffers it was captured on (into ``stream``, default the
+        current one, which must belong to the graph's device)."""
         if CAPTURE.active is not None:
             # A graph launched into a capture would become a child graph; gpucnn never does that.
             raise CUDARuntimeError("cudaErrorStreamCaptureUnsupported: graph launch during a capture "
                                    "(not emulated)")
+        target = get_current_stream() if stream is None else stream
+        if target._device() != self.device_id:
+            raise CUDARuntimeError(f"cudaGraphLaunch of a graph captured on device {self.device_id} into {target}, "
+                                   f"of device {target._device()} (another context: CUDA refuses it)")
         GRAPH_LAUNCHES[0] += 1
         _replay_hook[0](self._records)
 

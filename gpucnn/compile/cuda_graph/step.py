@@ -38,7 +38,7 @@ Verify mode (``verify=True``): before the first replay, one step is run on the e
 path (model.forward, loss_fn, model.backward, optimizer.step) and the captured step
 replays on the same batch, parameters and optimizer state; the loss and every gradient
 must agree with the eager step's, and every updated parameter with the eager optimizer's
-step from the same state and the graph's gradients (see ``GraphStep._verify`` for why),
+step from the same state and the graph's gradients (gpucnn/compile/cuda_graph/verify_step.py says why),
 to a relative tolerance of 1e-4 (float32) or 1e-10 (float64) of the tensor's largest
 magnitude (the fused kernels sum in another order than cuBLAS). In between, the parameters
 and the optimizer's state (its state arrays, step counts and device scalars) are restored
@@ -46,17 +46,20 @@ in place, so that every address the graph holds stays valid. On disagreement a
 ``GraphMismatchWarning`` names the first tensor that differs, the parameters and the
 optimizer are restored, and training continues on the eager path. ``verify_every=N``
 repeats the check every N graph steps.
-"""
-import warnings
 
+Devices: the step's stream, memory pool and graph belong to the model's device (``GraphStep.device``,
+the device of its first parameter): they are made under it, and every use of the stream enters it
+first, so a model on 'cuda:1' trains while device 0 is current (CuPy refuses a stream entered under
+another device than the one it was made on). The caller's current device is left as it was.
+"""
 import numpy
 
 from ...backend import cupy_or_none
-from ..verify import TOLERANCES as VERIFY_TOLERANCES, precision_mode, relative_error
-from ..verify import tolerance as verify_tolerance
+from ..verify import TOLERANCES as VERIFY_TOLERANCES
 from .plan import build_stages
-from .snapshot import OptimizerSnapshot, param_name
+from .snapshot import OptimizerSnapshot
 from .update import default_update
+from .verify_step import GraphMismatchWarning, verify_replay
 
 __all__ = ["compile_step", "GraphStep", "GraphMismatchWarning", "TOLERANCES"]
 
@@ -66,10 +69,6 @@ TOLERANCES = {numpy.dtype(name): limit for (name, mode), limit in VERIFY_TOLERAN
 
 #: uncaptured runs of the step (undone) before the capture, to warm the step's private memory pool
 WARMUP_RUNS = 2
-
-
-class GraphMismatchWarning(UserWarning):
-    """The captured step disagreed with the eager step; training goes on eagerly."""
 
 
 def compile_step(model, loss_fn, optimizer, batch_size, loss=None, update=None, verify=True, verify_every=None):
@@ -118,6 +117,12 @@ class GraphStep:
             raise ValueError(f"compile_step: batch_size must be >= 1, got {batch_size!r}")
         if verify_every is not None and int(verify_every) < 1:
             raise ValueError(f"compile_step: verify_every must be >= 1 or None, got {verify_every!r}")
+        self.device = params[0].data.device  # the device of the stream, the pool and the graph
+        with self.device:
+            self._build(cupy, model, params, loss_fn, optimizer, batch_size, loss, update, verify, verify_every)
+
+    def _build(self, cupy, model, params, loss_fn, optimizer, batch_size, loss, update, verify, verify_every):
+        """The rest of ``__init__``, under the model's device."""
         if hasattr(optimizer, "multi_tensor_groups"):
             # The multi-tensor optimizer moves parameters and gradients into flat buffers at its first step;
             # do it now, so that the addresses the graph captures are the ones every later step uses.
@@ -141,8 +146,8 @@ class GraphStep:
         self.graph_launches = 0
         self.mismatch = None
         self._position = 0
-        self._pool = cupy.cuda.MemoryPool()
-        self._stream = cupy.cuda.Stream(non_blocking=True)
+        self._pool = cupy.cuda.MemoryPool()  # CuPy's serves the current device (one pool per device)
+        self.stream = cupy.cuda.Stream(non_blocking=True)  # CuPy binds a stream to the device current here
 
     # ------------------------------------------------------------------ buffers and capture
 
@@ -151,7 +156,7 @@ class GraphStep:
         cp = self.cupy
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"GraphStep.bind: x and y must be non-empty and of one length, got {len(x)}, {len(y)}")
-        with self.params[0].data.device:
+        with self.device:
             self.x = cp.ascontiguousarray(cp.asarray(x).astype(self.dtype))
             self.y = cp.ascontiguousarray(cp.asarray(y).astype(numpy.int64))
             self.num_samples = len(x)
@@ -194,20 +199,26 @@ class GraphStep:
 
     def snapshot(self):
         """The parameters and the optimizer's state, to restore in place (every address stays valid)."""
-        return [p.data.copy() for p in self.params], OptimizerSnapshot(self.optimizer)
+        with self.device:
+            return [p.data.copy() for p in self.params], OptimizerSnapshot(self.optimizer)
 
     def restore(self, snapshot):
         params, optimizer = snapshot
-        for p, saved in zip(self.params, params):
-            p.data[...] = saved
-        optimizer.restore()
+        with self.device:
+            for p, saved in zip(self.params, params):
+                p.data[...] = saved
+            optimizer.restore()
 
     def _hook(self, name, *args):
         hook = getattr(self.update, name, None)
-        return hook(*args) if hook is not None else None
+        if hook is None:
+            return None
+        with self.device:
+            return hook(*args)
 
-    def _replay(self):
-        self.graph.launch(self._stream)
+    def replay(self):
+        """One launch of the captured graph on the step's stream (inside ``with step.device, step.stream``)."""
+        self.graph.launch(self.stream)
         self.graph_launches += 1
         self._hook("after_step")
 
@@ -222,8 +233,8 @@ class GraphStep:
             raise ValueError(f"compile_step: {self.num_samples} samples do not fill one batch of {self.batch_size}")
         cp = self.cupy
         self._hook("refresh")  # the buffers the update will capture are the current ones
-        with self.params[0].data.device, self._stream:
-            self._stream.wait_event(cp.cuda.Stream.null.record())
+        with self.device, self.stream:
+            self.stream.wait_event(cp.cuda.Stream.null.record())
             saved = self.snapshot()
             self.counter.fill(0)  # a capture again (after a checkpoint was loaded) starts past the last epoch
             with cp.cuda.using_allocator(self._pool.malloc):
@@ -235,16 +246,16 @@ class GraphStep:
                     self._drop_intermediates()  # their blocks go back to the pool, for the capture to take
                     self.counter.fill(0)  # each run gathers the first batch: never past the order's end
                     self.stats.fill(0)
-                self._stream.begin_capture()
+                self.stream.begin_capture()
                 try:
                     self._graph_body()
                 except BaseException:
                     try:
-                        self._stream.end_capture()  # leave the stream usable; the body's error is the news
+                        self.stream.end_capture()  # leave the stream usable; the body's error is the news
                     except Exception:  # noqa: BLE001 - the capture is invalid after that error anyway
                         pass
                     raise
-                graph = self._stream.end_capture()
+                graph = self.stream.end_capture()
         self.graph = graph
         return graph
 
@@ -253,11 +264,11 @@ class GraphStep:
         last full batch it starts over at the first (a device fill, outside the graph). For benchmarks."""
         if self.graph is None:
             raise RuntimeError("GraphStep.launch: nothing captured yet (call start(order) or run_epoch first)")
-        with self.params[0].data.device, self._stream:
+        with self.device, self.stream:
             if self._position >= self.num_samples // self.batch_size:
                 self.counter.fill(0)
                 self._position = 0
-            self._replay()
+            self.replay()
         self._position += 1
 
     def start(self, order):
@@ -267,15 +278,16 @@ class GraphStep:
         if self.graph is None:
             self.capture()
         self._hook("sync_from", self.optimizer)
-        with self.params[0].data.device, self._stream:
-            self._stream.wait_event(self.cupy.cuda.Stream.null.record())
+        with self.device, self.stream:
+            self.stream.wait_event(self.cupy.cuda.Stream.null.record())
             self.order[...] = order
             self.counter.fill(0)
         self._position = 0
 
     def synchronize(self):
         """Wait for the step's stream (benchmarks time whole launches with it)."""
-        self._stream.synchronize()
+        with self.device:
+            self.stream.synchronize()
 
     @property
     def captured(self):
@@ -297,28 +309,28 @@ class GraphStep:
         if not self.eager:
             self._hook("sync_from", self.optimizer)
         full = self.num_samples // self.batch_size
-        with self.params[0].data.device, self._stream:
-            self._stream.wait_event(cp.cuda.Stream.null.record())
+        with self.device, self.stream:
+            self.stream.wait_event(cp.cuda.Stream.null.record())
             self.order[...] = order  # host to device, outside the graph
             self.stats.fill(0)
             self.counter.fill(0)
             for step in range(full):
                 if self.eager:
-                    self._eager_step(step * self.batch_size, (step + 1) * self.batch_size)
+                    self.eager_step(step * self.batch_size, (step + 1) * self.batch_size)
                     continue
                 due = self.verify_first if self.steps_done == 0 else (
                     self.verify_every is not None and self.steps_done % self.verify_every == 0)
                 if due:
-                    self._verify(step)
+                    verify_replay(self, step)
                     if self.eager:
-                        self._eager_step(step * self.batch_size, (step + 1) * self.batch_size)
+                        self.eager_step(step * self.batch_size, (step + 1) * self.batch_size)
                         continue
                 else:
-                    self._replay()
+                    self.replay()
                 self.steps_done += 1
             if full * self.batch_size < self.num_samples:
                 if self.eager:
-                    self._eager_step(full * self.batch_size, self.num_samples)
+                    self.eager_step(full * self.batch_size, self.num_samples)
                 else:
                     self._partial_step(full * self.batch_size)
             loss_sum, correct = (float(v) for v in cp.asnumpy(self.stats))  # the one host read of the epoch
@@ -333,7 +345,7 @@ class GraphStep:
         self.stats[0:1] += loss * (self.num_samples - start)
         self.stats[1:2] += correct
 
-    def _eager_step(self, start, stop):
+    def eager_step(self, start, stop):
         """One step on the eager (reference) path, counted on the device like the graph's."""
         idx = self.order[start:stop]
         xb, yb = self.x[idx], self.y[idx]
@@ -344,52 +356,3 @@ class GraphStep:
         self.optimizer.step()
         self.stats[0:1] += loss * (stop - start)
         self.stats[1:2] += (logits.argmax(axis=1) == yb).sum()
-
-    # ------------------------------------------------------------------ verify mode
-
-    def _verify(self, step):
-        """Step ``step`` of the epoch on the eager path, then on the graph from the same state; compare.
-
-        The loss and the gradients are compared with the eager step's. The updated parameters are
-        compared with the eager optimizer's step taken from the same state with the graph's own
-        gradients: Adam maps a gradient g to about lr g / (|g| + eps), so two gradients that agree
-        to fp32 rounding can give updates that differ by up to lr where |g| is near eps; the update
-        is compared like with like, the gradients that feed it are compared above."""
-        cp = self.cupy
-        start, stop = step * self.batch_size, (step + 1) * self.batch_size
-        saved = self.snapshot()
-        stats_before = cp.asnumpy(self.stats)
-        self._eager_step(start, stop)
-        stats_eager = cp.asnumpy(self.stats)
-        names = [param_name(self.model, p) for p in self.params]
-        expected = [("loss", numpy.array((stats_eager[0] - stats_before[0]) / self.batch_size))]
-        expected += [(f"{name}.grad", cp.asnumpy(p.grad)) for name, p in zip(names, self.params)]
-        self.restore(saved)
-        self.stats[...] = cp.asarray(stats_before)
-        self.counter.fill(step)
-        self._replay()
-        stats_graph = cp.asnumpy(self.stats)
-        actual = [numpy.array((stats_graph[0] - stats_before[0]) / self.batch_size)]
-        actual += [cp.asnumpy(g) for g in self.grads] + [cp.asnumpy(p.data) for p in self.params]
-        after_graph = self.snapshot()
-        self.restore(saved)  # the eager update from the same state, with the graph's gradients
-        self.optimizer.zero_grad()
-        for p, grad in zip(self.params, self.grads):
-            p.accumulate_grad(grad)
-        self.optimizer.step()
-        expected += [(name, cp.asnumpy(p.data)) for name, p in zip(names, self.params)]
-        self.restore(after_graph)
-        tolerance = verify_tolerance(self.dtype, precision_mode())
-        for (name, want), got in zip(expected, actual):
-            error = relative_error(got, want)
-            if not error <= tolerance:
-                self.mismatch = (name, error)
-                warnings.warn(GraphMismatchWarning(
-                    f"compile_step verify: the captured step disagrees with the eager step at step {step} of the "
-                    f"epoch: first differing tensor {name!r} (relative error {error:.3g} > {tolerance:g} of its "
-                    f"largest magnitude); training continues on the eager path"), stacklevel=3)
-                self.restore(saved)
-                self.stats[...] = cp.asarray(stats_before)
-                self.eager = True
-                return False
-        return True

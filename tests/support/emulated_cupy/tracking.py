@@ -6,7 +6,7 @@ import contextlib
 import os
 import traceback
 
-from .. import emulated_streams as streams
+from .. import emulated_pool, emulated_streams as streams
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))  # tests/support/emulated_cupy
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(_PACKAGE)))  # the repository
@@ -178,3 +178,4 @@ class Device:
 
 
 DEVICE_COUNT = 2  # two devices, so that 'cuda:1' and device mismatches can be exercised
+emulated_pool._device_hook[0] = current_device  # streams, events, graphs and pool blocks belong to a device
