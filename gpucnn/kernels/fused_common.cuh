@@ -13,12 +13,18 @@
 //     phases wrote, writes only the shared elements its phase map gives it (no two threads
 //     write one element), its own state, and global outputs it alone owns.
 //   * Hence running the phases in order, and within a phase every thread t = 0..BLOCK-1 one
-//     after another, computes what the GPU computes, bit for bit: the harness does exactly
-//     that, block by block, with the per-thread state kept in an array.
+//     after another, performs the GPU's operations on the same values in the same order: the
+//     harness does exactly that, block by block, with the per-thread state kept in an array.
+//     Its results agree with a GPU's within the verify tolerance (gpucnn/compile/verify.py),
+//     not bit for bit: CuPy compiles with -ftz=true (denormals flushed to zero) and NVRTC
+//     contracts a*b + c into one FMA (one rounding instead of two), neither of which the
+//     harness's host build (x86-64, no FMA) does. Repeat runs on one GPU are bitwise
+//     identical (no atomics, fixed orders).
 // The __global__ kernels (fused_*.cu) are only the phase sequence with the barriers.
 //
 // Index arithmetic is 32-bit (int): every launcher checks at launch that each tensor it
-// passes has fewer than 2^31 elements (gpucnn/compile/cuda_graph/launch.py: check_int32).
+// passes has at most GPUCNN_INT32_INDEX_MAX = 2^31 - 1 elements
+// (gpucnn/compile/cuda_graph/launch.py: check_int32).
 #ifndef GPUCNN_FUSED_COMMON_CUH
 #define GPUCNN_FUSED_COMMON_CUH
 
@@ -36,9 +42,21 @@
 #define GPUCNN_FUSED_RELU 2
 #define GPUCNN_FUSED_MASK 4
 
-// Grid-stride loop over [0, total) with 32-bit indices (total < 2^31, checked at launch).
-#define GPUCNN_GRID_STRIDE_LOOP32(idx, total)                                           \
-    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < (total); idx += gridDim.x * blockDim.x)
+// The largest element count of a tensor the fused kernels index with int (check_int32 in
+// gpucnn/compile/cuda_graph/launch.py admits up to this; tests/kernels/test_index_limits.py).
+#define GPUCNN_INT32_INDEX_MAX 2147483647
+
+// Grid-stride loop over [0, total) with 32-bit indices, for every 0 <= total <=
+// GPUCNN_INT32_INDEX_MAX and every grid of fewer than 2^31 threads (the launchers' grids have
+// at most loader.MAX_BLOCKS * BLOCK = 2^28). It steps only while the step stays below total,
+// and else ends at total: `idx += stride` would pass INT_MAX, and wrap, for a total above
+// INT_MAX - stride + 1 (about 1.88e9 at the largest grid). Each index is visited once, in order
+// per thread; the body sees a plain int idx. The eager kernels' GPUCNN_GRID_STRIDE_LOOP_T
+// (common.cuh) steps unguarded, hence their lower 32-bit limit, loader.INT32_INDEX_LIMIT =
+// GPUCNN_INT32_INDEX_MAX - MAX_BLOCKS * BLOCK.
+#define GPUCNN_GRID_STRIDE_LOOP32(idx, total)                                                  \
+    for (int idx = (int)(blockIdx.x * blockDim.x + threadIdx.x); idx < (total);                \
+         idx = ((total) - idx > (int)(gridDim.x * blockDim.x)) ? idx + (int)(gridDim.x * blockDim.x) : (total))
 
 namespace gpucnn {
 namespace fused {
