@@ -41,9 +41,13 @@ conv2d_weight_grad: dW = dY @ im2col(x).T, db = dY summed
     cpu fast stage  gpucnn.compile.cpu.stages.ConvStage.backward
     graph stage     gpucnn.compile.cuda_graph.plan._ConvStage.backward
     graph launcher  gpucnn.compile.cuda_graph.launch.conv2d_weight_grad
-    graph kernel    gpucnn/kernels/fused_conv.cu:conv_wgrad_fused
+    graph kernel    gpucnn/kernels/fused_conv.cu:conv_wgrad_fused,
+                    gpucnn/kernels/fused_conv.cu:conv_wgrad_partial_fused,
+                    gpucnn/kernels/fused_conv.cu:conv_wgrad_reduce_fused
     fused twin      gpucnn.compile.cuda_graph.reference.conv2d_weight_grad
-    note            dW is a cuBLAS GEMM on the eager CUDA path; the graph's dW and db are one kernel.
+    note            dW is a cuBLAS GEMM on the eager CUDA path; the graph's dW and db are one GEMM, split
+                    over k (partial sums, then their fixed-order reduce) where its tiles alone leave SMs
+                    idle.
 
 conv2d_input_grad: dX = col2im(W.T @ dY) = full convolution of dY with the kernel rotated by 180 degrees
     reference       gpucnn.ops.conv.conv2d_backward, gpucnn.ops.conv.col2im,
@@ -102,7 +106,9 @@ linear: y = x @ W.T + b; dx = dY @ W, dW = dY.T @ x, db = dY summed
                     gpucnn.compile.cuda_graph.launch.linear_weight_grad
     graph kernel    gpucnn/kernels/fused_dense.cu:dense_fwd_fused,
                     gpucnn/kernels/fused_dense.cu:dense_dgrad_fused,
-                    gpucnn/kernels/fused_dense.cu:dense_wgrad_fused
+                    gpucnn/kernels/fused_dense.cu:dense_wgrad_fused,
+                    gpucnn/kernels/fused_dense.cu:dense_wgrad_partial_fused,
+                    gpucnn/kernels/fused_dense.cu:dense_wgrad_reduce_fused
     fused twin      gpucnn.compile.cuda_graph.reference.linear_forward,
                     gpucnn.compile.cuda_graph.reference.linear_data_grad,
                     gpucnn.compile.cuda_graph.reference.linear_weight_grad
@@ -238,9 +244,11 @@ OP_INDEX = {
         "cpu_fast_stage": [_CPU + "stages.ConvStage.backward"],
         "graph_stage": [_PLAN + "_ConvStage.backward"],
         "graph_launcher": [_LAUNCH + "conv2d_weight_grad"],
-        "graph_kernel": [_K + "fused_conv.cu:conv_wgrad_fused"],
+        "graph_kernel": [_K + "fused_conv.cu:conv_wgrad_fused", _K + "fused_conv.cu:conv_wgrad_partial_fused",
+                         _K + "fused_conv.cu:conv_wgrad_reduce_fused"],
         "twin": [_TWIN + "conv2d_weight_grad"],
-        "note": "dW is a cuBLAS GEMM on the eager CUDA path; the graph's dW and db are one kernel.",
+        "note": "dW is a cuBLAS GEMM on the eager CUDA path; the graph's dW and db are one GEMM, split over k "
+                "(partial sums, then their fixed-order reduce) where its tiles alone leave SMs idle.",
     },
     "conv2d_input_grad": {
         "what": "dX = col2im(W.T @ dY) = full convolution of dY with the kernel rotated by 180 degrees",
@@ -293,7 +301,8 @@ OP_INDEX = {
         "graph_stage": [_PLAN + "_DenseStage"],
         "graph_launcher": [_LAUNCH + "linear_forward", _LAUNCH + "linear_data_grad", _LAUNCH + "linear_weight_grad"],
         "graph_kernel": [_K + "fused_dense.cu:dense_fwd_fused", _K + "fused_dense.cu:dense_dgrad_fused",
-                         _K + "fused_dense.cu:dense_wgrad_fused"],
+                         _K + "fused_dense.cu:dense_wgrad_fused", _K + "fused_dense.cu:dense_wgrad_partial_fused",
+                         _K + "fused_dense.cu:dense_wgrad_reduce_fused"],
         "twin": [_TWIN + "linear_forward", _TWIN + "linear_data_grad", _TWIN + "linear_weight_grad"],
         "note": "on CuPy arrays the reference itself runs: cupy.matmul (cuBLAS), no kernel of ours.",
     },
