@@ -16,10 +16,10 @@
 //     after another, performs the GPU's operations on the same values in the same order: the
 //     harness does exactly that, block by block, with the per-thread state kept in an array.
 //     Its results agree with a GPU's within the verify tolerance (gpucnn/compile/verify.py),
-//     not bit for bit: CuPy compiles with -ftz=true (denormals flushed to zero) and NVRTC
-//     contracts a*b + c into one FMA (one rounding instead of two), neither of which the
-//     harness's host build (x86-64, no FMA) does. Repeat runs on one GPU are bitwise
-//     identical (no atomics, fixed orders).
+//     not necessarily bit for bit: CuPy compiles with -ftz=true (float denormals flush to
+//     zero) and NVRTC contracts a*b + c into one FMA (one rounding instead of two), neither
+//     of which the harness's host build (x86-64, no FMA) does. Repeat runs on one GPU are
+//     bitwise identical (no atomics, fixed orders).
 // The __global__ kernels (fused_*.cu) are only the phase sequence with the barriers.
 //
 // Index arithmetic is 32-bit (int): every launcher checks at launch that each tensor it
