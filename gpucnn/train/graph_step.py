@@ -118,13 +118,15 @@ def measure_steps(step, model, loss_fn, optimizer, x, y, batch_size, repeats=MEA
     synchronised with the device; the parameters and the optimizer are put back as they were after each."""
     cupy = step.cupy
     device = model.parameters()[0].data.device
-    xb, yb = cupy.asarray(x[:batch_size]), cupy.asarray(y[:batch_size])
+    with device:  # the batch on the model's device, whichever is current
+        xb, yb = cupy.asarray(x[:batch_size]), cupy.asarray(y[:batch_size])
 
     def eager():
-        loss_fn.forward(model.forward(xb), yb)
-        optimizer.zero_grad()
-        model.backward(loss_fn.backward(), need_input_grad=False)
-        optimizer.step()
+        with device:
+            loss_fn.forward(model.forward(xb), yb)
+            optimizer.zero_grad()
+            model.backward(loss_fn.backward(), need_input_grad=False)
+            optimizer.step()
 
     def timed(run):
         times = []

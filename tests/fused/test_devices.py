@@ -113,10 +113,6 @@ def test_fit_graph_auto_runs_the_graph_on_the_second_device(gpu, monkeypatch):
     assert gpu.streams.GRAPH_LAUNCHES[0] >= 1 and numpy.isfinite(history["loss"]).all()
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="gpucnn/train/graph_step.py measure_steps copies the first batch with cupy.asarray under "
-                          "the current device (0), not the model's (1): the eager forward then meets a cuda:0 input; "
-                          "drop this marker once it enters the model's device")
 def test_fit_graph_auto_measures_its_steps_on_the_second_device(gpu):
     _, note = _auto_fit_on_the_second_device()  # the gpu fixture measures for real, then takes the graph
     assert "training step: one CUDA graph launch" in note, note
