@@ -7,9 +7,10 @@
 //   hyper[GPUCNN_HYPER_BIAS2_SQRT]  Adam: sqrt(1 - beta2**step)
 //   hyper[GPUCNN_HYPER_DECAY]       1 - lr * weight_decay (AdamW's decoupled decay)
 //   hyper[GPUCNN_HYPER_FIRST]       1 on the first step, else 0 (SGD's momentum buffer)
-// Each value is computed in double exactly as gpucnn/ops/cuda/update.py computes it in
+// Each value is computed in double with the operations gpucnn/ops/cuda/update.py uses in
 // Python for the per-parameter kernels (products and differences rounded separately: no
-// fused multiply-add), then converted to T by the update kernel.
+// fused multiply-add), then converted to T by the update kernel. The same bits on the host
+// harness; on a GPU CUDA's double pow may differ from the host's in the last bits (2 ulp).
 #ifndef GPUCNN_MULTI_UPDATE_BODY_CUH
 #define GPUCNN_MULTI_UPDATE_BODY_CUH
 

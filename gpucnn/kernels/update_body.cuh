@@ -1,7 +1,9 @@
 // Per-element bodies of the fused optimizer updates (update.cu), shared with the CPU
 // harness. Each follows gpucnn/ops/update.py (PyTorch's torch.optim.SGD / Adam / AdamW)
 // operation by operation; scalars arrive already converted to T by the launcher, exactly
-// as NumPy converts a Python float when it meets an array of dtype T.
+// as NumPy converts a Python float when it meets an array of dtype T. On a GPU, NVRTC may
+// contract a*b + c into one FMA and CuPy flushes float32 denormals: the results agree with
+// NumPy within the verify tolerance, not bit for bit.
 #ifndef GPUCNN_UPDATE_BODY_CUH
 #define GPUCNN_UPDATE_BODY_CUH
 

@@ -30,7 +30,8 @@ Its four encodings, and why each differs (cost)
 - The CUDA op (``gpucnn.ops.cuda.pool``; ``gpucnn/kernels/pool_body.cuh``, ``max_pool_fwd_body``
   and ``max_pool_bwd_body``): ``k`` as int32 always, whatever the window; no dtype to pick or check
   per launch, at four times the memory of uint8. Its gather (one thread per input element) visits
-  the covering windows with oy, ox descending, i.e. k ascending: bitwise the reference's order.
+  the covering windows with oy, ox descending, i.e. k ascending: the reference's order (the same bits
+  on the host harness; on a GPU within the verify tolerance, float32 denormals flushing to zero).
 - The fused CUDA graph (``gpucnn.compile.cuda_graph.launch``; ``gpucnn/kernels/fused_pool_body.cuh``,
   ``max_pool_u8_fwd_body`` / ``max_pool_u8_bwd_body``): ``k`` as uint8, refused above 255 elements;
   the smallest encoding, as the graph keeps every activation for a whole step. Its gather visits
