@@ -34,7 +34,7 @@ from ..compile import cpu as fast
 # The timing and the timed steps live in modules of their own, which bench_graph and bench_distributed
 # import too; the names stay importable from here.
 from .bench_steps import gpucnn_step, on_path, per_layer_times, torch_network, torch_step, train_step_flops
-from .timing import matmul_peak, synchronizer, timed, timed_alternating
+from .timing import batch_sizes, matmul_peak, synchronizer, timed, timed_alternating
 
 __all__ = ["main", "compare", "cold_compile_seconds", "cpu_model", "print_row", "gpucnn_step", "torch_step",
            "torch_network", "train_step_flops", "per_layer_times", "on_path", "synchronizer", "timed",
@@ -119,21 +119,11 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
     """The module docstring as written, and every option's default in --help."""
 
 
-def _batch_sizes(text):
-    try:
-        sizes = [int(b) for b in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"every batch size must be >= 1, got {text!r}")
-    return sizes
-
-
 def _parser(prog):
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--device", action="append",
                    help="cpu, cuda or cuda:N (repeatable); None means every usable one")
-    p.add_argument("--batch-sizes", type=_batch_sizes, default="64,128,256,1024", help="comma-separated")
+    p.add_argument("--batch-sizes", type=batch_sizes, default="64,128,256,1024", help="comma-separated")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per figure (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     p.add_argument("--per-layer", action="store_true", help="also time each layer's forward and backward")

@@ -16,25 +16,17 @@ import json
 import math
 import sys
 
+from .timing import batch_sizes
+
 __all__ = ["main", "estimate", "format_report"]
 
 DEFAULT_BATCHES = "256"
 
 
-def _batch_sizes(text):
-    try:
-        sizes = [int(b) for b in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"every batch size must be >= 1, got {text!r}")
-    return sizes
-
-
 def _parser(prog):
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gpu", default="h100-sxm", help="h100-sxm, h200 or a100 (default h100-sxm)")
-    p.add_argument("--batch-sizes", type=_batch_sizes, default=DEFAULT_BATCHES, help="comma-separated (default 256)")
+    p.add_argument("--batch-sizes", type=batch_sizes, default=DEFAULT_BATCHES, help="comma-separated (default 256)")
     p.add_argument("--model", default="fashion_cnn", help="a name of gpucnn.models.MODELS (default fashion_cnn)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     p.add_argument("--no-host-timing", action="store_true", help="skip timing loader.launch on this CPU")

@@ -4,6 +4,7 @@ The device is synchronised around every timed region, warm-up runs come first, a
 the median of its runs. ``timed_alternating`` runs several functions in alternating blocks, so
 that drift in the machine's speed hits them all alike. Nothing here imports a command module.
 """
+import argparse
 import statistics
 import time
 
@@ -11,7 +12,7 @@ import numpy
 
 from .. import backend
 
-__all__ = ["synchronizer", "timed", "timed_alternating", "matmul_peak"]
+__all__ = ["synchronizer", "timed", "timed_alternating", "matmul_peak", "batch_sizes"]
 
 
 def synchronizer(device):
@@ -67,3 +68,14 @@ def matmul_peak(device, sync):
     with backend.device_scope(a):
         seconds = timed(lambda: a @ a, sync, 15, 3)
     return 2 * n ** 3 / seconds / 1e9
+
+
+def batch_sizes(text):
+    """argparse type of --batch-sizes: '64,256' -> [64, 256]; one line saying what is wrong otherwise."""
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"every batch size must be >= 1, got {text!r}")
+    return sizes
