@@ -142,3 +142,28 @@ def test_state_dict_both_ways_with_the_pytorch_twin():
     twin.eval()
     numpy.testing.assert_allclose(model.eval().forward(x), twin(torch.from_numpy(x)).detach().numpy(), rtol=1e-10)
     assert model.summary(print_fn=None).total_params == sum(p.numel() for p in twin.parameters())
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_same_on_the_emulated_gpu(gpu, case):
+    """The model on the emulated CUDA device (tests/support/emulated_cupy): loss/output and every gradient
+    against the PyTorch twin on the CPU, in float64."""
+    from support.emulated_cupy import to_host
+    build, build_twin, shape, classes = CASES[case]
+    model, twin = build(), build_twin().double()
+    _to_torch(model, twin)
+    model.to("cuda")
+    rng = numpy.random.default_rng(3)
+    x = rng.standard_normal(shape)
+    out = model.forward(gpu.cupy.asarray(x))
+    t_out = twin(torch.from_numpy(x))
+    assert _rel(to_host(out), t_out.detach().numpy()) <= 1e-10
+    r = rng.standard_normal(tuple(out.shape))
+    (t_out * torch.from_numpy(r)).sum().backward()
+    model.backward(gpu.cupy.asarray(r))
+    params = dict(twin.named_parameters())
+    largest = max(float(numpy.abs(p.grad.numpy()).max()) for p in params.values())
+    for (name, _), p in zip(twin.named_parameters(), model.parameters()):
+        assert type(p.data).__module__ != "numpy"
+        assert _rel(to_host(p.grad), params[name].grad.numpy(), largest) <= 1e-10, name
