@@ -98,6 +98,16 @@ def test_ranks_agree_bitwise_and_match_one_process(train_run, name):
 
 
 @needs_mpi
+def test_a_model_with_nested_batchnorm_ends_alike_on_every_rank(tmp_path):
+    result, _ = mpirun("model", str(tmp_path))
+    check_ok(result)
+    ranks = [dict(numpy.load(tmp_path / f"model-rank{r}.npz")) for r in range(2)]
+    assert "block.0.running_mean" in ranks[0]  # the nested BatchNorm's statistics, averaged over the ranks
+    for key in ranks[0]:
+        numpy.testing.assert_array_equal(ranks[0][key], ranks[1][key], err_msg=f"{key} differs between ranks")
+
+
+@needs_mpi
 def test_resume_is_exact(train_run):
     _, ranks, _ = train_run
     keys = [k for k in ranks[0] if k.startswith("resumed.")]

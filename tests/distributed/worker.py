@@ -87,6 +87,25 @@ def run_train(out):
         json.dump({"histories": histories}, f)
 
 
+def residual_model():
+    """A Model with a BatchNorm nested in a Sequential inside it: its running statistics must be averaged too."""
+    x = gpucnn.Input((1, 8, 8), dtype=F64)
+    h = Conv2D(1, 2, 3, padding="same", dtype=F64, rng=1)(x)
+    h = gpucnn.Sequential([BatchNorm2D(2, dtype=F64), ReLU()], name="block")(h)
+    h = ReLU()(gpucnn.nn.layers.Add()([h, Conv2D(1, 2, 1, dtype=F64, rng=3)(x)]))
+    return gpucnn.Model(x, Dense(2 * 8 * 8, 3, dtype=F64, rng=2)(Flatten()(h)))
+
+
+def run_model(out):
+    """A Model trained data-parallel: every rank ends with the same state, nested buffers included."""
+    comm = gpucnn.distributed.init()
+    (x, y), validation = data()
+    net = residual_model()
+    fit(net, SoftmaxCrossEntropy(), optimizer("adam", net.parameters()), x, y, 2, batch_size=BATCH,
+        validation=validation, seed=3, progress=False, distributed=True)
+    numpy.savez(os.path.join(out, f"model-rank{comm.rank}.npz"), **net.named_state())
+
+
 class Fault(Layer):
     """Identity, except that on rank 1 its ``at``-th forward kills the process, hangs or raises."""
 
@@ -247,8 +266,8 @@ if __name__ == "__main__":
     if sys.argv[1] == "cli":
         sys.exit(run_cli(*sys.argv[2:]))
     scenario, arg = sys.argv[1], sys.argv[2]
-    if scenario in ("train", "fault", "nccl-real"):  # these call gpucnn.distributed.init(): errors end the job
-        {"train": run_train, "fault": run_fault, "nccl-real": run_nccl_real}[scenario](arg)
+    if scenario in ("train", "fault", "nccl-real", "model"):  # these call gpucnn.distributed.init(): errors end the job
+        {"train": run_train, "fault": run_fault, "nccl-real": run_nccl_real, "model": run_model}[scenario](arg)
         sys.exit(0)
     try:
         run_nccl(arg)
