@@ -7,6 +7,7 @@ Patterns (the first that fits, each taking every optional layer that follows in 
     pool         MaxPool2D | AvgPool2D
     elementwise  ReLU | LeakyReLU | Sigmoid | Tanh
     flatten      Flatten
+    batchnorm    BatchNorm2D                    (its statistics cut the CPU segment into phases in training)
 
 Each layer type declares its places in these patterns in the registry (gpucnn/nn/registry.py).
 A pattern matches only the exact layer classes (a subclass of the user's own may compute

@@ -83,7 +83,7 @@ LAYER_TYPES = {t.name: t for t in (
     LayerType(L.Tanh, _no_args, "Tanh", [_ACTIVATION]),
     LayerType(L.Dropout, lambda layer: {"p": layer.p}, None),
     LayerType(L.BatchNorm1D, _batchnorm_args, "BatchNormalization", dtype=True),
-    LayerType(L.BatchNorm2D, _batchnorm_args, "BatchNormalization", dtype=True),
+    LayerType(L.BatchNorm2D, _batchnorm_args, "BatchNormalization", [("batchnorm", 0)], dtype=True),
     LayerType(L.Add, _no_args, "Add"),
     LayerType(L.Concatenate, lambda layer: {"axis": layer.axis}, "Concat"),
     LayerType(L.GlobalAvgPool2D, _no_args, "GlobalAveragePool"),

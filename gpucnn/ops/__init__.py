@@ -135,13 +135,14 @@ batch_norm: y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel
     reference       gpucnn.ops.batchnorm.batch_norm_forward, gpucnn.ops.batchnorm.batch_norm_backward
     cuda launcher   none
     kernel          none
-    cpu fast stage  none
+    cpu fast stage  gpucnn.compile.cpu.batchnorm_stage.BatchNormStage
     graph stage     none
     graph launcher  none
     graph kernel    none
     fused twin      none
-    note            on CuPy arrays the reference itself runs; the CPU fast path runs the layer as itself,
-                    and the graph refuses it.
+    note            on CuPy arrays the reference itself runs. The CPU fast path runs BatchNorm2D in its
+                    segment, in the (C, H, W, N) layout, the batch statistics combined across chunks in
+                    training; BatchNorm1D runs as itself there, and the graph refuses both.
 
 merge: add (y = x_1 + x_2 + ...), concatenate (along an axis), global_avg_pool2d (the mean of each map)
     reference       gpucnn.ops.merge.add, gpucnn.ops.merge.add_backward, gpucnn.ops.merge.concatenate,
@@ -324,10 +325,11 @@ OP_INDEX = {
     "batch_norm": {
         "what": "y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel",
         "reference": ["gpucnn.ops.batchnorm.batch_norm_forward", "gpucnn.ops.batchnorm.batch_norm_backward"],
-        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [], "graph_launcher": [],
-        "graph_kernel": [], "twin": [],
-        "note": "on CuPy arrays the reference itself runs; the CPU fast path runs the layer as itself, and the "
-                "graph refuses it.",
+        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [_CPU + "batchnorm_stage.BatchNormStage"],
+        "graph_stage": [], "graph_launcher": [], "graph_kernel": [], "twin": [],
+        "note": "on CuPy arrays the reference itself runs. The CPU fast path runs BatchNorm2D in its segment, in "
+                "the (C, H, W, N) layout, the batch statistics combined across chunks in training; BatchNorm1D "
+                "runs as itself there, and the graph refuses both.",
     },
     "merge": {
         "what": "add (y = x_1 + x_2 + ...), concatenate (along an axis), global_avg_pool2d (the mean of each map)",

@@ -37,7 +37,7 @@ def test_optional_layers_of_a_pattern_may_be_skipped_and_a_partial_take_is_plann
 def test_the_rank_decides_what_the_cpu_takes_and_unknown_layers_stay_themselves():
     layers = [Conv2D(1, 2, 3, dilation=2), LeakyReLU(), BatchNorm2D(2), AvgPool2D(2), Flatten(), Dense(2, 2),
               Sigmoid()]
-    assert _kinds(planner.plan(layers, cpu.take, rank=4)) == ["Conv2D", ("elementwise", 1), "BatchNorm2D",
+    assert _kinds(planner.plan(layers, cpu.take, rank=4)) == ["Conv2D", ("elementwise", 1), ("batchnorm", 1),
                                                              ("pool", 1), ("flatten", 1), ("dense", 1),
                                                              ("elementwise", 1)]
     assert _kinds(planner.plan(layers, cpu.take, rank=None)) == ["Conv2D", "LeakyReLU", "BatchNorm2D",

@@ -176,13 +176,14 @@ def _assert_segments_match_the_reference(build, x, g, parts):
 
 
 def test_unknown_layers_fall_back_per_segment(rng):
-    """BatchNorm and Dropout run as themselves between fast segments; the numbers match the reference."""
+    """Dropout runs as itself between fast segments (BatchNorm2D has a stage in the first); the numbers match
+    the reference."""
     def build():
         return gpucnn.Sequential([Conv2D(1, 4, 3, dtype=F64, rng=0), LeakyReLU(0.1), BatchNorm2D(4, dtype=F64),
                                   MaxPool2D(2), Dropout(0.3, rng=7), Flatten(), Dense(4 * 3 * 3, 5, dtype=F64, rng=1),
                                   Sigmoid()])
     _assert_segments_match_the_reference(build, rng.standard_normal((6, 1, 8, 8)), rng.standard_normal((6, 5)),
-                                         ["Segment", "BatchNorm2D", "Segment", "Dropout", "Segment"])
+                                         ["Segment", "Dropout", "Segment"])
 
 
 def test_dilated_and_grouped_convolutions_run_as_themselves(rng):

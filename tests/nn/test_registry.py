@@ -58,7 +58,7 @@ PATHS = {
     "Tanh": (True, True, "Tanh"),
     "Dropout": (False, False, None),
     "BatchNorm1D": (False, False, "BatchNormalization"),
-    "BatchNorm2D": (False, False, "BatchNormalization"),
+    "BatchNorm2D": (True, False, "BatchNormalization"),
     "Add": (False, False, "Add"),
     "Concatenate": (False, False, "Concat"),
     "GlobalAvgPool2D": (False, False, "GlobalAveragePool"),

@@ -1,13 +1,14 @@
 """How a Sequential model runs on the fast path: its layers cut into segments, each run chunk by chunk.
 
 The one planner (gpucnn/compile/plan.py) walks the layers once per input rank; ``take`` says which of
-its matches this path runs: runs of them become a
-``Segment`` of stages (gpucnn/compile/cpu/stages.py); any other layer (BatchNorm, Dropout, a subclass,
-a layer of the user's own) stays itself and runs on the whole batch as on the reference path.
-A segment takes and returns the public layout ((N, C, H, W) or (N, F)); inside it, each chunk
-of the batch lives in the internal layout, in its own arena, on its own thread.
+its matches this path runs: runs of them become a ``Segment`` of stages (gpucnn/compile/cpu/stages.py,
+batchnorm_stage.py); any other layer (BatchNorm1D, Dropout, a subclass, a layer of the user's own) stays
+itself and runs on the whole batch as on the reference path. A segment takes and returns the public layout
+((N, C, H, W) or (N, F)); inside it, each chunk of the batch lives in the internal layout, in its own arena,
+on its own thread.
 
-Determinism: a chunk's arithmetic does not depend on the other chunks, and the per-chunk
+Determinism: a chunk's arithmetic does not depend on the other chunks but through BatchNorm's batch
+statistics in training, whose per-chunk sums are combined in chunk order, and the per-chunk
 parameter gradients are added in chunk order, so results repeat bit for bit for a given thread
 count. Between thread counts, forward values agree bit for bit where BLAS computes each output
 column the same way whatever the width (OpenBLAS does); parameter gradients differ in float
@@ -22,6 +23,7 @@ from ...nn.layers import MaxPool2D, ReLU
 from ..plan import plan
 from ..verify import describe_difference, relative_error, tolerance
 from .arena import Arena
+from .batchnorm_stage import BatchNormStage
 from .stages import ActivationStage, ConvStage, DenseStage, FlattenStage, PoolStage
 from .threads import chunk_bounds, num_threads, run_chunks, single_threaded_blas
 
@@ -87,25 +89,44 @@ class Segment:
 
     def forward(self, x, keep=True):
         """``keep=False`` (evaluation) uses buffers that go when the next forward comes, so that a large
-        evaluation batch does not stay in memory beside the training buffers."""
+        evaluation batch does not stay in memory beside the training buffers.
+
+        Phases: a stage whose ``whole_batch`` is true (BatchNorm in training, batchnorm_stage.py) cuts the run:
+        every chunk runs up to it and gives its sums, the threads join (the barrier), the stage combines the sums
+        in chunk order, and the next phase goes on from it."""
         out_shape, out_dtype = self._out_shape(tuple(x.shape), x.dtype)
         bounds = chunk_bounds(x.shape[0], num_threads())
         chunks = self._chunks_for(x.shape[0], len(bounds)) if keep else [_Chunk() for _ in bounds]
         out = numpy.empty(out_shape, dtype=out_dtype)
+        stages = self.stages
+        cuts = [k for k, stage in enumerate(stages) if getattr(stage, "whole_batch", False)]
+        held, parts = [None] * len(bounds), [None] * len(bounds)
 
-        def work(i):
-            start, stop = bounds[i]
-            chunk = chunks[i]
-            chunk.saved.clear()
-            h = _internal(x[start:stop])
-            for stage in self.stages:
-                h = stage.forward(chunk, h)
-            _public_into(h, out[start:stop])
+        def phase(lo, hi, stats):
+            def work(i):
+                start, stop = bounds[i]
+                chunk = chunks[i]
+                if stats is None:
+                    chunk.saved.clear()
+                    h, k = _internal(x[start:stop]), 0
+                else:
+                    h, k = stages[lo].forward_apply(chunk, held[i], stats), lo + 1
+                for stage in stages[k:hi]:
+                    h = stage.forward(chunk, h)
+                if hi < len(stages):
+                    held[i], parts[i] = h, stages[hi].forward_sums(chunk, h)
+                else:
+                    _public_into(h, out[start:stop])
+            return work
 
         self._last = None
         with single_threaded_blas(len(bounds)):
-            run_chunks(work, len(bounds))
-        self._last = (bounds, chunks, tuple(x.shape), out_shape)
+            lo, stats = 0, None
+            for hi in cuts + [len(stages)]:
+                run_chunks(phase(lo, hi, stats), len(bounds))
+                if hi < len(stages):
+                    lo, stats = hi, stages[hi].combine_forward(parts)
+        self._last = (bounds, chunks, tuple(x.shape), out_shape, cuts)
         return out
 
     def backward(self, grad_out, need_input_grad):
@@ -113,24 +134,37 @@ class Segment:
             raise RuntimeError(f"{self.layers[-1].name}: backward() called before forward(), or twice after one "
                                "forward (the fast path reuses the forward's buffers for the gradients; use "
                                "gpucnn.config.path = 'reference' to differentiate one forward more than once)")
-        bounds, chunks, in_shape, out_shape = self._last
+        bounds, chunks, in_shape, out_shape, cuts = self._last
         if tuple(grad_out.shape) != out_shape:
             raise ValueError(f"{self.layers[-1].name}: backward expected a gradient of shape {out_shape}, "
                              f"got {tuple(grad_out.shape)}")
         self._last = None
-        grad_in = [None] * len(bounds)
+        stages = self.stages
+        grad_in, held, parts = [None] * len(bounds), [None] * len(bounds), [None] * len(bounds)
 
-        def work(i):
-            start, stop = bounds[i]
-            chunk = chunks[i]
-            chunk.grads.clear()
-            h = _internal(grad_out[start:stop])
-            for k in range(len(self.stages) - 1, -1, -1):
-                h = self.stages[k].backward(chunk, h, need_input_grad or k > 0)
-            grad_in[i] = h
+        def phase(hi, lo, sums):  # stages hi (with the combined sums, if any) down to lo + 1, then lo's sums
+            def work(i):
+                start, stop = bounds[i]
+                chunk = chunks[i]
+                if sums is None:
+                    chunk.grads.clear()
+                    h = _internal(grad_out[start:stop])
+                else:
+                    h = stages[hi].backward_apply(chunk, held[i], sums, need_input_grad or hi > 0)
+                for k in range(hi - 1, lo, -1):
+                    h = stages[k].backward(chunk, h, need_input_grad or k > 0)
+                if lo >= 0:
+                    held[i], parts[i] = h, stages[lo].backward_sums(chunk, h)
+                else:
+                    grad_in[i] = h
+            return work
 
         with single_threaded_blas(len(bounds)):
-            run_chunks(work, len(bounds))
+            hi, sums = len(stages), None
+            for lo in cuts[::-1] + [-1]:
+                run_chunks(phase(hi, lo, sums), len(bounds))
+                if lo >= 0:
+                    hi, sums = lo, stages[lo].combine_backward(parts)
         for stage in self.stages:
             for k, param in enumerate(stage.params()):
                 for chunk in chunks:  # chunk order: the same sums every run
@@ -157,6 +191,8 @@ def take(match, rank):
         return int(rank == 4 and _plain_window(first))
     if match.kind == "dense":
         return int(rank == 2)  # its ReLU runs as an activation stage of its own
+    if match.kind == "batchnorm":
+        return int(rank == 4)
     return int(rank in (2, 4))  # elementwise, flatten
 
 
@@ -167,7 +203,7 @@ def _stage(index, match):
         pool = layers[-1] if type(layers[-1]) is MaxPool2D else None
         return ConvStage(index, layers[0], relu, pool)
     return {"pool": PoolStage, "elementwise": ActivationStage, "flatten": FlattenStage,
-            "dense": DenseStage}[kind](index, layers[0])
+            "dense": DenseStage, "batchnorm": BatchNormStage}[kind](index, layers[0])
 
 
 def _plan(layers, rank):

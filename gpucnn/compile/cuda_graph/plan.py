@@ -138,8 +138,9 @@ class _ElementwiseStage:
 
 
 def take(match, rank):
-    """What the graph runs of a planner match (gpucnn/compile/plan.py): everything matched but LeakyReLU and
-    Sigmoid; a dilated or grouped convolution is refused with the reason (the fused kernels do not take it)."""
+    """What the graph runs of a planner match (gpucnn/compile/plan.py): everything matched but LeakyReLU,
+    Sigmoid and BatchNorm2D; a dilated or grouped convolution is refused with the reason (the fused kernels do
+    not take it)."""
     first = match.layers[0]
     if match.kind == "conv" and (first.dilation != (1, 1) or first.groups != 1):
         raise NotImplementedError(f"compile_step: layer {match.start} ({first!r}) is dilated or grouped; the "
@@ -147,6 +148,8 @@ def take(match, rank):
                                   f"path for this model)")
     if match.kind == "elementwise":
         return int(type(first) in (ReLU, Tanh))
+    if match.kind == "batchnorm":
+        return 0  # no fused stage: the model is refused with the layer named
     return len(match.layers)
 
 
