@@ -30,7 +30,8 @@ from .parameter import Parameter
 
 __version__ = "0.1.0"  # the one place the version is written (setup.cfg reads it)
 
-__all__ = ["Input", "Model", "Parameter", "Sequential", "backend", "compile_step", "config", "seed", "gradcheck", "layers", "losses",
+__all__ = ["Input", "Model", "Parameter", "Sequential", "backend", "compile_step", "config", "seed", "gradcheck",
+           "layers", "losses",
            "models", "optim", "__version__"]
 
 # Where modules that users import by name live now: `import gpucnn.losses`, `from gpucnn.layers.conv import

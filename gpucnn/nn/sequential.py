@@ -9,6 +9,7 @@ from .summary import summarize
 
 __all__ = ["Sequential"]
 
+
 class Sequential(Network):
     """A stack of layers.
 

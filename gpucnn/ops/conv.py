@@ -1,6 +1,7 @@
 """2-D convolution (cross-correlation, as in every framework) over NCHW volumes, as the tutorials write it.
 
-Forward, for each output pixel: ``y[n, o, oy, ox] = b[o] + sum_{c, i, j} w[o, c, i, j] * x_pad[n, c, sy*oy + i, sx*ox + j]``.
+Forward, for each output pixel:
+``y[n, o, oy, ox] = b[o] + sum_{c, i, j} w[o, c, i, j] * x_pad[n, c, sy*oy + i, sx*ox + j]``.
 The same weights slide over every position (weight sharing). Lowered to one matrix
 product: im2col lays every window out as a column, so ``y = W @ cols`` with W reshaped to (O, C*kh*kw).
 

@@ -35,8 +35,8 @@ _CTYPES = {"f": "float", "d": "double", "i": "int", "x": "long long"}
 
 
 def cache_dir():
-    return os.environ.get("GPUCNN_ESTIMATE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gpucnn",
-                                                                    "estimate")
+    default = os.path.join(os.path.expanduser("~"), ".cache", "gpucnn", "estimate")
+    return os.environ.get("GPUCNN_ESTIMATE_CACHE") or default
 
 
 def find_tool(name):

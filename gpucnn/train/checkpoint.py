@@ -97,7 +97,6 @@ def load_training_checkpoint(path, model, optimizer, scheduler=None, check=None,
     return meta
 
 
-
 def same_run_check(path, batch_size, steps_per_epoch, batches):
     """A ``check`` for load_training_checkpoint: the checkpoint's batch size, data-set size and step fit this
     run (a BatchIterator ``batches`` of ``steps_per_epoch`` steps); CheckpointError otherwise."""

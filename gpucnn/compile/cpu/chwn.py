@@ -30,7 +30,8 @@ import numpy
 from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["tap", "im2col", "col2im", "col2im_same", "same_size", "max_pool_forward", "max_pool_backward",
-           "max_pool_taps", "route_dead_windows_to_real", "gather_taps", "tap_major", "pool_scratch_shape", "avg_pool_forward",
+           "max_pool_taps", "route_dead_windows_to_real", "gather_taps", "tap_major", "pool_scratch_shape",
+           "avg_pool_forward",
            "avg_pool_backward"]
 
 

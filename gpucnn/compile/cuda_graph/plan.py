@@ -20,7 +20,7 @@ Gradients are returned, not accumulated into ``Parameter.grad``: the captured st
 fresh gradient buffers each replay, and the optimizer update reads them.
 Nothing here reads device memory back, calls cuBLAS or synchronises.
 """
-from ...nn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
+from ...nn.layers import Flatten, MaxPool2D, ReLU, Tanh
 from ...ops import activation, pool
 from ..plan import plan
 
