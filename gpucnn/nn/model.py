@@ -124,6 +124,13 @@ class Model(Network, Layer):
             stack.extend(t.node.inputs)
         return sorted(order, key=lambda node: node.output.id)  # a node's output is made after its inputs
 
+    def train(self, mode=True):
+        """Train or eval mode for every layer, and for the chains that run them (their buffers follow it)."""
+        Network.train(self, mode)
+        for step in self.steps:
+            step.runner.training = bool(mode)
+        return self
+
     # ------------------------------------------------------------------ running
 
     def forward(self, x):
