@@ -20,7 +20,7 @@ from .layers.base import Layer, check_grad_array
 from .network import Network
 from .registry import describe, layer_type
 from .sequential import Sequential
-from .summary import Summary, SummaryRow
+from .summary import Summary, SummaryRow, output_shapes
 
 __all__ = ["Model"]
 
@@ -39,6 +39,15 @@ def _auto_name(layer, taken):
     while f"{base}_{k}" in taken:
         k += 1
     return f"{base}_{k}"
+
+
+def _sequential_rows(chain, input_shape, indent):
+    """The rows of a Sequential inside a Model: its layers by index, nested Models' rows below theirs."""
+    for i, (layer, shape) in enumerate(zip(chain.layers, output_shapes(chain, input_shape))):
+        yield SummaryRow(None, f"{indent}{i} ({type(layer).__name__})", shape,
+                         sum(int(p.data.size) for p in layer.parameters()))
+        if isinstance(layer, Model):
+            yield from layer._rows(indent + "  ")
 
 
 class _Step:
@@ -224,10 +233,12 @@ class Model(Network, Layer):
     def _rows(self, indent):
         for i, (name, node) in enumerate(zip(self.node_names, self.nodes)):
             layer = node.layer
-            yield SummaryRow(i, f"{indent}{name} ({type(layer).__name__})", node.output.shape,
+            yield SummaryRow(i if not indent else None, f"{indent}{name} ({type(layer).__name__})", node.output.shape,
                              sum(int(p.data.size) for p in layer.parameters()))
             if isinstance(layer, Model):
                 yield from layer._rows(indent + "  ")
+            elif isinstance(layer, Sequential):
+                yield from _sequential_rows(layer, node.inputs[0].shape, indent + "  ")
 
     def extra_repr(self):
         return f"{len(self.nodes)} layers"

@@ -37,7 +37,8 @@ class Summary:
 
     def __str__(self):
         table = [("Layer", "Output shape", "Params")]
-        table += [(f"{r.index}: {r.layer}", _batch_shape(r.output_shape), f"{r.params:,}") for r in self.rows]
+        table += [(r.layer if r.index is None else f"{r.index}: {r.layer}", _batch_shape(r.output_shape),
+                   f"{r.params:,}") for r in self.rows]  # index None: a row nested in the one above
         widths = [max(len(row[k]) for row in table) for k in range(3)]
         rule = "=" * (sum(widths) + 4)
 

@@ -166,3 +166,11 @@ def test_a_chain_inside_a_model_takes_the_fast_path():
     data = numpy.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(numpy.float32)
     model.forward(data)
     assert (chain._fast is not None) == (gpucnn.config.path == "fast")
+
+
+def test_the_summary_indents_nested_networks_and_counts_each_parameter_once():
+    model = gpucnn.models.resnet8(rng=0)
+    summary = model.summary(print_fn=None)
+    text = str(summary)
+    assert "3: layer1 (Sequential)" in text and "\n  0 (Model)" in text and "\n      0 (Conv2D)" in text
+    assert summary.total_params == sum(int(p.data.size) for p in model.parameters()) == 78042
