@@ -119,18 +119,13 @@ def test_fused_dense_kernels_match_twins(harness, n, i, o, dtype):
         parity.assert_close(grad_b, expected_b, dtype, f"dense bias grad mask={masked}")
 
 
-def _pool_geometry(h, w, window):
-    oh, ow = window.output_size(h, w)
-    return (h, w, window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow), oh, ow
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES, ids=cases.case_ids(POOL_CASES))
 def test_fused_max_pool_kernels_match_twins(harness, case, dtype):
     _, n, c, h, w, window = case
     rng = numpy.random.default_rng(3)
     x = numpy.maximum(rng.standard_normal((n, c, h, w)), 0).astype(dtype)  # a ReLU output: ties at 0
-    geometry, oh, ow = _pool_geometry(h, w, window)
+    geometry, oh, ow = cases.pool_geometry(h, w, window)
     y = numpy.full((n, c, oh, ow), numpy.nan, dtype=dtype)
     argmax = numpy.full(y.shape, 77, dtype=numpy.uint8)
     run_kernel(harness, "fused_pool.cu", "max_pool_u8_fwd", dtype, (x, y, argmax) + geometry + (y.size,))
@@ -151,7 +146,7 @@ def test_fused_max_pool_nan_and_ties(harness):
     """PyTorch's rule, as the readable op: first maximum wins ties, the last NaN wins, all -inf keeps 0."""
     x = numpy.array([[[[1.0, 1.0, numpy.nan, 2.0], [-numpy.inf, -numpy.inf, 5.0, numpy.nan]]]])
     window = pool_window((1, 2), 1, 0)
-    geometry, oh, ow = _pool_geometry(2, 4, window)
+    geometry, oh, ow = cases.pool_geometry(2, 4, window)
     y = numpy.zeros((1, 1, oh, ow))
     argmax = numpy.zeros(y.shape, dtype=numpy.uint8)
     run_kernel(harness, "fused_pool.cu", "max_pool_u8_fwd", numpy.float64, (x, y, argmax) + geometry + (y.size,))

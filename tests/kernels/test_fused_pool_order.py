@@ -6,14 +6,10 @@ import pytest
 
 from gpucnn.compile.cuda_graph import reference
 from gpucnn.ops.geometry import pool_window
+from support.cuda_cases import pool_geometry
 from support.kernel_harness import run_kernel
 
 pytestmark = pytest.mark.kernels
-
-
-def _geometry(h, w, window):
-    oh, ow = window.output_size(h, w)
-    return (h, w, window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow), oh, ow
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (2, 1, 1), (3, 1, (1, 0))])
@@ -24,7 +20,7 @@ def test_dead_windows_and_overlapping_sums_follow_the_reference(harness, kernel,
     x[0, 0] = -numpy.inf                 # a whole map: every window dead
     x[1, 1, :2, :2] = -numpy.inf         # a corner: windows partly padding
     window = pool_window(kernel, stride, padding)
-    geometry, oh, ow = _geometry(6, 5, window)
+    geometry, oh, ow = pool_geometry(6, 5, window)
     y = numpy.zeros((2, 2, oh, ow), dtype=dtype)
     argmax = numpy.full(y.shape, 77, dtype=numpy.uint8)
     run_kernel(harness, "fused_pool.cu", "max_pool_u8_fwd", dtype, (x, y, argmax) + geometry + (y.size,))

@@ -118,3 +118,8 @@ ADAM_CASES = [
     (1e-2, 0.9, 0.999, 1e-8, 5e-2, True),
 ]
 
+
+def pool_geometry(h, w, window):
+    """(the pool kernels' geometry arguments, oh, ow) for an (h, w) input under ``window``."""
+    oh, ow = window.output_size(h, w)
+    return (h, w, window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow), oh, ow
