@@ -14,11 +14,9 @@ a process that has ended is taken over. Under --distributed, rank 0 holds it.
 Expected failures (bad arguments, missing or damaged data, a bad checkpoint, a full disk,
 out of memory, an --out in use) end with one line, "error: ...", and exit status 2.
 """
-import argparse
 import json
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -28,119 +26,20 @@ import numpy
 import gpucnn
 from .. import backend
 from ..nn import losses
-from ..optim import optimizers as optim
 from ..io.arrays import CheckpointError
-from ..config import PATHS, config
+from ..config import config
 from ..data import CorruptDataError, DataNotFoundError
 from ..data.cifar import find_cifar10
 from ..data.datasets import find_dataset
-from ..nn.models import MODELS
 from ..train.loop import TrainingDiverged, evaluate, fit
 from . import run_lock
 # The pieces of the command, in modules of their own; their names stay importable from here.
 from .errors import CommandError, os_error, out_of_memory
 from .train_data import DATASETS, build_model, check_model
 from .train_record import Notes, plot_curves, print_row, write_metrics
+from .train_options import make_optimizer, make_schedule, parse_args  # the options: train_options.py
 from .train_resume import OPTIMIZER_SETTINGS, resume_plan  # noqa: F401 (OPTIMIZER_SETTINGS: importable from here)
 
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and every option's default in --help."""
-
-
-def _betas(text):
-    try:
-        beta1, beta2 = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers like 0.9,0.999, got {text!r}") from None
-    return beta1, beta2
-
-
-def _parser(prog):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=_HelpFormatter)
-    p.add_argument("--model", choices=sorted(MODELS), default="fashion_cnn", help="network to train")
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist", help="data set")
-    p.add_argument("--data-dir", default=None,
-                   help="directory holding the data set: the four IDX files, or for cifar10 cifar-10-binary.tar.gz "
-                        "or cifar-10-batches-bin/; when not given: $GPUCNN_DATA, the cache, the Debian package's "
-                        "directory (Fashion-MNIST), then a download")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (the GPU when one is usable)")
-    p.add_argument("--epochs", type=int, default=10, help="total epochs (a resumed run continues up to this)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per training step")
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam", help="update rule")
-    p.add_argument("--lr", type=float, default=1e-3,
-                   help="learning rate; on --resume the checkpoint's unless given here")
-    p.add_argument("--betas", type=_betas, default=(0.9, 0.999),
-                   help="Adam's beta1,beta2; on --resume the checkpoint's unless given here")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help="L2 (adam, sgd) or decoupled (adamw) weight decay; None means 0, or 0.01 for adamw")
-    p.add_argument("--schedule", choices=["none", "step", "cosine"], default="none", help="learning-rate schedule")
-    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
-    p.add_argument("--limit", type=int, default=None, help="train on the first N images only (quick runs)")
-    p.add_argument("--out", default=None, help="output directory; None means runs/<model>")
-    p.add_argument("--checkpoint", default=None, help="checkpoint path; None means <out>/checkpoint.npz")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint, which must exist")
-    p.add_argument("--resume-or-start", action="store_true",
-                   help="continue from the checkpoint when it exists, else start a new run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--path", choices=PATHS, default=None,
-                   help="CPU path: fast (the default) or reference, the readable per-layer ops (gpucnn.config.path)")
-    p.add_argument("--distributed", action="store_true",
-                   help="data-parallel over the processes of an MPI job (start with mpirun -np N); "
-                        "--batch-size is the global batch, shared among them")
-    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
-                   help="run each training step as one captured CUDA graph on the fused kernels (CUDA only). "
-                        "Default on CUDA: the graph where the model, loss and optimizer allow it, its first step "
-                        "verified against the eager step (which takes over on a mismatch); --no-graph: the eager "
-                        "step")
-    return p
-
-
-def parse_args(argv=None, prog=None):
-    p = _parser(prog)
-    args = p.parse_args(argv)
-    # the command line, as the run directory's lock records it for a run that is refused
-    args.command = " ".join([prog or p.prog] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not args.lr > 0:
-        p.error(f"--lr must be > 0, got {args.lr}")
-    for name in ("seed", "momentum"):
-        if getattr(args, name) < 0:
-            p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.weight_decay is not None and not args.weight_decay >= 0:
-        p.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    if args.limit is not None and args.limit < 1:
-        p.error(f"--limit must be >= 1 (the number of training images), got {args.limit}")
-    if not all(0 <= b < 1 for b in args.betas):
-        p.error(f"--betas must lie in [0, 1), got {args.betas}")
-    if args.resume and args.resume_or_start:
-        p.error("give --resume or --resume-or-start, not both")
-    # Which options were given on the command line: they win over a resumed checkpoint's settings.
-    quiet = _parser(prog)
-    for action in quiet._actions:
-        action.default = argparse.SUPPRESS
-    args.explicit = set(vars(quiet.parse_args(argv)))
-    return args
-
-
-def make_optimizer(args, params):
-    if args.optimizer == "adam":
-        return optim.Adam(params, lr=args.lr, betas=args.betas, weight_decay=args.weight_decay or 0.0)
-    if args.optimizer == "adamw":
-        weight_decay = 1e-2 if args.weight_decay is None else args.weight_decay
-        return optim.AdamW(params, lr=args.lr, betas=args.betas, weight_decay=weight_decay)
-    return optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay or 0.0)
-
-
-def make_schedule(args, optimizer):
-    if args.schedule == "step":
-        return optim.StepLR(optimizer, step_size=max(args.epochs // 3, 1), gamma=0.1)
-    if args.schedule == "cosine":
-        return optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    return None
 
 
 def main(argv=None, prog=None):
