@@ -24,7 +24,7 @@ def _betas(text):
     return beta1, beta2
 
 
-def _parser(prog):
+def parser(prog):
     p = argparse.ArgumentParser(prog=prog, description=USAGE, formatter_class=_HelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="fashion_cnn", help="network to train")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist", help="data set")
@@ -66,7 +66,7 @@ def _parser(prog):
 
 
 def parse_args(argv=None, prog=None):
-    p = _parser(prog)
+    p = parser(prog)
     args = p.parse_args(argv)
     # the command line, as the run directory's lock records it for a run that is refused
     args.command = " ".join([prog or p.prog] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
@@ -87,7 +87,7 @@ def parse_args(argv=None, prog=None):
     if args.resume and args.resume_or_start:
         p.error("give --resume or --resume-or-start, not both")
     # Which options were given on the command line: they win over a resumed checkpoint's settings.
-    quiet = _parser(prog)
+    quiet = parser(prog)
     for action in quiet._actions:
         action.default = argparse.SUPPRESS
     args.explicit = set(vars(quiet.parse_args(argv)))

@@ -9,6 +9,7 @@ import pytest
 from gpucnn.io import arrays as checkpoint_module
 from gpucnn.commands import bench as bench_command
 from gpucnn.commands import train as train_command
+from gpucnn.commands import train_options
 from gpucnn.data import idx as idx_module
 from . import test_train_and_bench as base
 
@@ -47,12 +48,12 @@ def test_bad_arguments_are_one_line(capsys, argv, message):
 
 
 def test_help_shows_every_default(capsys):
-    for parser in (train_command._parser("gpucnn train"), bench_command._parser("gpucnn bench")):
+    for parser in (train_options.parser("gpucnn train"), bench_command._parser("gpucnn bench")):
         formatter = parser._get_formatter()
         for action in parser._actions:
             if action.dest != "help":
                 assert "(default: " in formatter._expand_help(action), action.dest
-    text = train_command._parser("gpucnn train").format_help()
+    text = train_options.parser("gpucnn train").format_help()
     assert "(default: 128)" in text and "(default: 0.001)" in text
 
 
