@@ -37,6 +37,7 @@ from . import run_lock
 from .errors import CommandError, os_error, out_of_memory
 from .train_data import DATASETS, build_model, check_model
 from .train_record import Notes, plot_curves, print_row, write_metrics
+from .recipes import RECIPES
 from .train_options import make_optimizer, make_schedule, parse_args  # the options: train_options.py
 from .train_resume import OPTIMIZER_SETTINGS, resume_plan  # noqa: F401 (OPTIMIZER_SETTINGS: importable from here)
 
@@ -85,6 +86,9 @@ def run(args):
 
 def _run(args, out, checkpoint, created, locks):
     check_model(args.model, args.dataset)  # before anything is read or written
+    if getattr(args, "recipe", None):
+        print(f"recipe {args.recipe}: {RECIPES[args.recipe].command()} (options given on the command line win)",
+              flush=True)
     try:
         device = _device(args)
     except (RuntimeError, ValueError) as exc:
@@ -144,6 +148,7 @@ def _run(args, out, checkpoint, created, locks):
     plot = plot_curves(out, history)
     summary = {
         "model": args.model, "dataset": args.dataset, "device": device, "epochs": args.epochs,
+        "recipe": getattr(args, "recipe", None),
         "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed,
         "test_loss": final["loss"], "test_accuracy": final["accuracy"], "wall_seconds": time.time() - started,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",

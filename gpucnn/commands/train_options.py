@@ -6,6 +6,7 @@ import sys
 from ..config import PATHS
 from ..nn.models import MODELS
 from ..optim import optimizers as optim
+from .recipes import RECIPES, expand_recipe
 from .train_data import DATASETS
 
 #: what ``gpucnn train --help`` prints above the options
@@ -57,6 +58,9 @@ def parser(prog):
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the processes of an MPI job (start with mpirun -np N); "
                         "--batch-size is the global batch, shared among them")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="a named recipe: the plain options it expands to (gpucnn/commands/recipes.py) come first, "
+                        "and are printed at the start; options given here win over them")
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
                    help="run each training step as one captured CUDA graph on the fused kernels (CUDA only). "
                         "Default on CUDA: the graph where the model, loss and optimizer allow it, its first step "
@@ -66,10 +70,13 @@ def parser(prog):
 
 
 def parse_args(argv=None, prog=None):
+    given = sys.argv[1:] if argv is None else list(argv)
+    argv, recipe = expand_recipe(given, prog)  # --recipe NAME: its options first, so the given ones win
     p = parser(prog)
     args = p.parse_args(argv)
+    args.recipe = recipe
     # the command line, as the run directory's lock records it for a run that is refused
-    args.command = " ".join([prog or p.prog] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
+    args.command = " ".join([prog or p.prog] + [shlex.quote(a) for a in given])
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
