@@ -162,14 +162,14 @@ merge: add (y = x_1 + x_2 + ...), concatenate (along an axis), global_avg_pool2d
 softmax_cross_entropy: loss = mean(-log_softmax(z)[y]), dL/dz = (softmax(z) - onehot(y)) / N, correct count
     reference       gpucnn.ops.loss.softmax_cross_entropy
     cuda launcher   gpucnn.ops.cuda.loss.softmax_cross_entropy
-    kernel          gpucnn/kernels/loss.cu:softmax_xent, gpucnn/kernels/loss_body.cuh:softmax_xent_rows
+    kernel          gpucnn/kernels/loss.cu:softmax_xent, gpucnn/kernels/loss.cu:softmax_xent_soft,
+                    gpucnn/kernels/loss_body.cuh:softmax_xent_rows
     cpu fast stage  none
     graph stage     gpucnn.nn.losses.SoftmaxCrossEntropy.fused
     graph launcher  gpucnn.ops.cuda.loss.softmax_cross_entropy
-    graph kernel    gpucnn/kernels/loss.cu:softmax_xent
+    graph kernel    gpucnn/kernels/loss.cu:softmax_xent, gpucnn/kernels/loss.cu:softmax_xent_soft
     fused twin      none
-    note            the loss is not a layer: the CPU fast path leaves it to the reference; the graph
-                    captures the eager kernel through the loss's capture-safe form (compile_step's loss).
+    note            not a layer: the CPU fast path runs the reference; the graph captures loss_fn.fused
 
 optimizer_updates: one parameter's SGD (momentum, Nesterov, weight decay) or Adam / AdamW step, in place
     reference       gpucnn.ops.update.sgd_update, gpucnn.ops.update.adam_update
@@ -345,14 +345,14 @@ OP_INDEX = {
         "what": "loss = mean(-log_softmax(z)[y]), dL/dz = (softmax(z) - onehot(y)) / N, correct count",
         "reference": ["gpucnn.ops.loss.softmax_cross_entropy"],
         "cuda_launcher": ["gpucnn.ops.cuda.loss.softmax_cross_entropy"],
-        "kernel": [_K + "loss.cu:softmax_xent", _K + "loss_body.cuh:softmax_xent_rows"],
+        "kernel": [_K + "loss.cu:softmax_xent", _K + "loss.cu:softmax_xent_soft",
+                   _K + "loss_body.cuh:softmax_xent_rows"],
         "cpu_fast_stage": [],
         "graph_stage": ["gpucnn.nn.losses.SoftmaxCrossEntropy.fused"],
         "graph_launcher": ["gpucnn.ops.cuda.loss.softmax_cross_entropy"],
-        "graph_kernel": [_K + "loss.cu:softmax_xent"],
+        "graph_kernel": [_K + "loss.cu:softmax_xent", _K + "loss.cu:softmax_xent_soft"],
         "twin": [],
-        "note": "the loss is not a layer: the CPU fast path leaves it to the reference; the graph captures the "
-                "eager kernel through the loss's capture-safe form (compile_step's loss).",
+        "note": "not a layer: the CPU fast path runs the reference; the graph captures loss_fn.fused",
     },
     "optimizer_updates": {
         "what": "one parameter's SGD (momentum, Nesterov, weight decay) or Adam / AdamW step, in place",

@@ -67,9 +67,10 @@ class EagerSteps:
                 raise
             stats.record(step, loss, logits, yb, getattr(loss_fn, "correct", None))
             if self.label_check_pending:
-                check_label_range(self.y, logits.shape[1], "fit (training labels)")
+                ignore = getattr(loss_fn, "ignore_index", None)
+                check_label_range(self.y, logits.shape[1], "fit (training labels)", ignore)
                 if self.validation is not None:
-                    check_label_range(self.validation[1], logits.shape[1], "fit (validation labels)")
+                    check_label_range(self.validation[1], logits.shape[1], "fit (validation labels)", ignore)
                 loss_fn.check_labels, self.label_check_pending = False, False
             if (step + 1) % self.sync_every == 0 or step + 1 == steps_per_epoch or interrupt.hit:
                 bad = stats.sync(step + 1)

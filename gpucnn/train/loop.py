@@ -89,6 +89,9 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         notes = stream or sys.stderr
     if graph is True and distributed:
         raise ValueError("fit: graph=True and distributed=True together are not supported yet; drop one")
+    if getattr(loss_fn, "reduction", "mean") == "none":
+        raise ValueError("fit: loss_fn has reduction='none' (per-sample losses); fit trains on a scalar loss: use "
+                         "reduction 'mean' or 'sum'")
     batches = BatchIterator(x, y, batch_size, shuffle=True, seed=seed)
     history = {key: [] for key in HISTORY_KEYS}
     start_epoch, skip_steps, partial = 0, 0, None

@@ -14,7 +14,8 @@
 // take their count of work items last; the harness visits every index in [0, count) once, in
 // order, with the body instantiated for the index type given (i32: int, i64: long long),
 // as the GPU kernel is. row_sum replays the block reduction of conv.cu block by block,
-// with the same GPUCNN_BLOCK partial sums and tree; softmax_xent the phases of its block.
+// with the same GPUCNN_BLOCK partial sums and tree; softmax_xent(_soft) the phases of its block
+// (harness_loss.cuh).
 // The tiled fused kernels are replayed block by block, phase by phase, every thread of
 // the block in turn within a phase (harness_fused.cuh; the convention: fused_common.cuh).
 //
@@ -28,7 +29,6 @@
 #include <vector>
 
 #include "../../gpucnn/kernels/conv_body.cuh"
-#include "../../gpucnn/kernels/loss_body.cuh"
 #include "../../gpucnn/kernels/multi_update_body.cuh"
 #include "../../gpucnn/kernels/pool_body.cuh"
 #include "../../gpucnn/kernels/update_body.cuh"
@@ -152,6 +152,7 @@ struct Args {
 }  // namespace
 
 #include "harness_fused.cuh"  // the fused kernels (fused_*.cu), tiled ones replayed phase by phase
+#include "harness_loss.cuh"   // softmax_xent and softmax_xent_soft, replayed phase by phase
 
 namespace {
 
@@ -244,24 +245,6 @@ void run(const std::string& kernel, Args<T>& a) {
             if (kernel == "avg_pool_fwd") avg_pool_fwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
             else avg_pool_bwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
         }
-    } else if (kernel == "softmax_xent") {
-        // One block (grid (1,)), replayed phase by phase: every thread's rows, then the tree, then thread 0.
-        const T* logits = a.array(false);
-        const long long* labels = a.long_array(false);
-        T* grad = a.array(true);
-        T* loss = a.array(true);
-        int* counts = a.int_array(true);
-        int N = a.i32(), K = a.i32(), accumulate = a.i32();
-        std::vector<T> part_loss(GPUCNN_BLOCK);
-        std::vector<int> part_correct(GPUCNN_BLOCK), part_invalid(GPUCNN_BLOCK);
-        for (int t = 0; t < GPUCNN_BLOCK; ++t)
-            softmax_xent_rows<T>(t, logits, labels, grad, N, K, part_loss.data(), part_correct.data(),
-                                 part_invalid.data());
-        for (int stride = GPUCNN_BLOCK / 2; stride > 0; stride /= 2)
-            for (int t = 0; t < GPUCNN_BLOCK; ++t)
-                softmax_xent_tree_step<T>(t, stride, part_loss.data(), part_correct.data(), part_invalid.data());
-        softmax_xent_finish<T>(part_loss.data(), part_correct.data(), part_invalid.data(), N, loss, counts,
-                               accumulate);
     } else if (kernel == "step_scalars") {
         double* hyper = a.double_array(true);
         double beta1 = a.f64(), beta2 = a.f64(), wd = a.f64();
@@ -310,7 +293,7 @@ void run(const std::string& kernel, Args<T>& a) {
         long long n = a.i64();
         for (long long i = 0; i < n; ++i)
             adam_body<T>(i, p, g, m, v, b1, omb1, b2, omb2, step_size, bias2_sqrt, eps, wd, decay, mode);
-    } else if (!run_fused<T>(kernel, a)) {
+    } else if (!run_loss<T>(kernel, a) && !run_fused<T>(kernel, a)) {
         die("unknown kernel " + kernel);
     }
     a.done();

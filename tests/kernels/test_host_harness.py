@@ -238,6 +238,11 @@ def _softmax_xent_logits(n, k, dtype, seed):
     return logits, labels
 
 
+# softmax_xent without options: not weighted (the logits as the unread weight), nothing ignored, no smoothing,
+# reduction 'mean' (tests/kernels/test_loss_options_harness.py runs the options)
+_PLAIN = (0, 0, 0, 0.0, 1)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,k", [(1, 1), (1, 10), (6, 3), (37, 10), (256, 7), (257, 10), (600, 37)])
 def test_softmax_xent_phases_match_numpy(harness, n, k, dtype):
@@ -250,7 +255,7 @@ def test_softmax_xent_phases_match_numpy(harness, n, k, dtype):
     grad = numpy.full((n, k), 12345.0, dtype=dtype)
     loss = numpy.full(1, 12345.0, dtype=dtype)
     counts = numpy.full(2, -7, dtype=numpy.int32)
-    run_kernel(harness, "loss.cu", "softmax_xent", dtype, (logits, labels, grad, loss, counts, n, k, 0))
+    run_kernel(harness, "loss.cu", "softmax_xent", dtype, (logits, labels, logits, grad, loss, counts, n, k) + _PLAIN + (0,))
     numpy.testing.assert_array_equal(counts, want_counts)
     numpy.testing.assert_array_equal(numpy.isnan(grad), numpy.isnan(want_grad))
     parity.assert_close(grad, want_grad, dtype, "grad")
@@ -261,12 +266,13 @@ def test_softmax_xent_phases_match_numpy(harness, n, k, dtype):
         good[[1, 2, 4, 5]] = False
         finite = np_loss.softmax_cross_entropy(logits[good], labels[good])[0]
         run_kernel(harness, "loss.cu", "softmax_xent", dtype,
-                   (logits[good].copy(), labels[good].copy(), grad[good].copy(), loss, counts, int(good.sum()), k, 0))
+                   (logits[good].copy(), labels[good].copy(), logits, grad[good].copy(), loss, counts, int(good.sum()), k)
+                   + _PLAIN + (0,))
         parity.assert_close(loss, finite, dtype, "loss of the good rows")
         assert numpy.isfinite(loss[0])
     # accumulate: loss and counts add up, the gradient is rewritten
     before_loss, before_counts = loss.copy(), counts.copy()
-    run_kernel(harness, "loss.cu", "softmax_xent", dtype, (logits, labels, grad, loss, counts, n, k, 1))
+    run_kernel(harness, "loss.cu", "softmax_xent", dtype, (logits, labels, logits, grad, loss, counts, n, k) + _PLAIN + (1,))
     numpy.testing.assert_array_equal(counts, before_counts + want_counts)
     parity.assert_close(loss, before_loss + want_loss, dtype, "accumulated loss")
     parity.assert_close(grad, want_grad, dtype, "grad, accumulate mode")

@@ -133,6 +133,9 @@ class GraphStep:
         self.params = params
         self.dtype = numpy.dtype(params[0].dtype)
         self.stages = build_stages(model)
+        if loss is None and getattr(loss_fn, "reduction", "mean") == "none":
+            raise ValueError("compile_step: loss_fn has reduction='none' (per-sample losses); the captured step "
+                             "trains on a scalar loss (reduction 'mean' or 'sum')")
         self.loss = loss if loss is not None else getattr(loss_fn, "fused", None)
         if self.loss is None:
             raise _missing("loss", "loss whose .fused(logits, labels) returns (loss, dlogits, correct)")
@@ -152,13 +155,15 @@ class GraphStep:
     # ------------------------------------------------------------------ buffers and capture
 
     def bind(self, x, y):
-        """Put the training set in static device buffers (a copy in the model's dtype; labels int64)."""
+        """Put the training set in static device buffers (a copy in the model's dtype; labels int64, probability
+        targets (N, C) in the model's dtype)."""
         cp = self.cupy
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"GraphStep.bind: x and y must be non-empty and of one length, got {len(x)}, {len(y)}")
         with self.device:
             self.x = cp.ascontiguousarray(cp.asarray(x).astype(self.dtype))
-            self.y = cp.ascontiguousarray(cp.asarray(y).astype(numpy.int64))
+            y = cp.asarray(y)
+            self.y = cp.ascontiguousarray(y.astype(self.dtype if y.dtype.kind == "f" else numpy.int64))
             self.num_samples = len(x)
             self.order = cp.zeros(self.num_samples, dtype=numpy.int64)
             self.counter = cp.zeros(1, dtype=numpy.int64)
@@ -355,4 +360,5 @@ class GraphStep:
         self.model.backward(self.loss_fn.backward(), need_input_grad=False)
         self.optimizer.step()
         self.stats[0:1] += loss * (stop - start)
-        self.stats[1:2] += (logits.argmax(axis=1) == yb).sum()
+        correct = getattr(self.loss_fn, "correct", None)  # the loss's own count (it leaves ignored rows out)
+        self.stats[1:2] += correct if correct is not None else (logits.argmax(axis=1) == yb).sum()

@@ -88,7 +88,11 @@ SIGNATURES = {
         "avg_pool_bwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _X),
     },
     "loss.cu": {
-        "softmax_xent": ("const T*", "const long long*", "T*", "T*", "int*", _I, _I, _I),
+        # logits, labels | targets, weight, grad, loss, counts, N, K, weighted, [ignore_index, ignoring,]
+        # smoothing, reduction, accumulate
+        "softmax_xent": ("const T*", "const long long*", "const T*", "T*", "T*", "int*", _I, _I, _I, _L, _I, _T, _I,
+                         _I),
+        "softmax_xent_soft": ("const T*", "const T*", "const T*", "T*", "T*", "int*", _I, _I, _I, _T, _I, _I),
     },
     "multi_update.cu": {
         "step_scalars": ("double*", "double", "double", "double"),
