@@ -7,7 +7,8 @@
     mpirun -np 2 gpucnn train --distributed   # data-parallel over 2 processes (one GPU each, or the CPU)
 
 Writes to --out: metrics.csv, metrics.json, curves.png (when matplotlib is installed),
-model.npz (the final weights) and checkpoint.npz (updated after every epoch and on Ctrl-C).
+model.npz (the final weights), checkpoint.npz (updated after every epoch and on Ctrl-C), and
+report.html with predictions.npz (the run report, also on Ctrl-C; gpucnn report RUN_DIR rebuilds it).
 While a run writes there, --out holds its lock (.gpucnn-train.lock, gpucnn/commands/run_lock.py):
 a second run into the same directory is refused, naming the process that holds it; the lock of
 a process that has ended is taken over. Under --distributed, rank 0 holds it.
@@ -38,6 +39,7 @@ from .errors import CommandError, os_error, out_of_memory
 from .train_data import DATASETS, build_model, check_model
 from .train_record import Notes, plot_curves, print_row, write_metrics
 from .recipes import RECIPES
+from .report import write_run_report
 from .train_options import make_optimizer, make_schedule, parse_args  # the options: train_options.py
 from .train_resume import OPTIMIZER_SETTINGS, resume_plan  # noqa: F401 (OPTIMIZER_SETTINGS: importable from here)
 
@@ -139,6 +141,9 @@ def _run(args, out, checkpoint, created, locks):
             plot = plot_curves(out, done["history"])
             print(f"wrote {out}/metrics.csv, metrics.json" + (f", {os.path.basename(plot)}" if plot else "")
                   + f" for the {len(done['history']['epoch'])} epochs done", file=sys.stderr)
+            if not args.distributed or _distributed_root():  # report.html, the epochs done (gpucnn/report/)
+                write_run_report(out, args, model, (x_test, y_test), done["history"], device, source["directory"],
+                                 interrupted=True, training_step=notes.step)
         return getattr(exc, "exit_status", 130)  # 143 after a SIGTERM
     if args.distributed and not _distributed_root():
         return 0  # rank 0 evaluates and writes the files
@@ -167,6 +172,8 @@ def _run(args, out, checkpoint, created, locks):
     print(f"test accuracy {100 * final['accuracy']:.2f}%  test loss {final['loss']:.4f}  "
           f"({summary['wall_seconds']:.0f} s); wrote {out}/metrics.csv, metrics.json, model.npz"
           + (f", {os.path.basename(plot)}" if plot else " (install matplotlib for curves.png)"))
+    write_run_report(out, args, model, (x_test, y_test), history, device, source["directory"], summary=summary,
+                     training_step=notes.step)  # report.html (gpucnn/report/); a failure is a warning
     return 0
 
 

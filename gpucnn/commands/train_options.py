@@ -10,7 +10,7 @@ from .recipes import RECIPES, expand_recipe
 from .train_data import DATASETS
 
 #: what ``gpucnn train --help`` prints above the options
-USAGE = 'Train the reference CNN (the Keras tutorial\'s Fashion-MNIST classifier) and record the run.\n\n    gpucnn train                       # 10 epochs of Adam, lr 1e-3, batch 128, device auto\n    gpucnn train --device cuda --epochs 20 --out runs/gpu\n    gpucnn train --resume              # continue runs/fashion_cnn/checkpoint.npz exactly\n    gpucnn train --dataset cifar10 --model resnet20   # ResNet-20 on CIFAR-10 (binary version), built for 3x32x32\n    mpirun -np 2 gpucnn train --distributed   # data-parallel over 2 processes (one GPU each, or the CPU)\n\nWrites to --out: metrics.csv, metrics.json, curves.png (when matplotlib is installed),\nmodel.npz (the final weights) and checkpoint.npz (updated after every epoch and on Ctrl-C).\nWhile a run writes there, --out holds its lock (.gpucnn-train.lock, gpucnn/commands/run_lock.py):\na second run into the same directory is refused, naming the process that holds it; the lock of\na process that has ended is taken over. Under --distributed, rank 0 holds it.\nExpected failures (bad arguments, missing or damaged data, a bad checkpoint, a full disk,\nout of memory, an --out in use) end with one line, "error: ...", and exit status 2.\n'
+USAGE = 'Train the reference CNN (the Keras tutorial\'s Fashion-MNIST classifier) and record the run.\n\n    gpucnn train                       # 10 epochs of Adam, lr 1e-3, batch 128, device auto\n    gpucnn train --device cuda --epochs 20 --out runs/gpu\n    gpucnn train --resume              # continue runs/fashion_cnn/checkpoint.npz exactly\n    gpucnn train --dataset cifar10 --model resnet20   # ResNet-20 on CIFAR-10 (binary version), built for 3x32x32\n    mpirun -np 2 gpucnn train --distributed   # data-parallel over 2 processes (one GPU each, or the CPU)\n\nWrites to --out: metrics.csv, metrics.json, curves.png (when matplotlib is installed),\nmodel.npz (the final weights), checkpoint.npz (updated after every epoch and on Ctrl-C), and\nreport.html with predictions.npz (the run report, also on Ctrl-C; gpucnn report RUN_DIR rebuilds it).\nWhile a run writes there, --out holds its lock (.gpucnn-train.lock, gpucnn/commands/run_lock.py):\na second run into the same directory is refused, naming the process that holds it; the lock of\na process that has ended is taken over. Under --distributed, rank 0 holds it.\nExpected failures (bad arguments, missing or damaged data, a bad checkpoint, a full disk,\nout of memory, an --out in use) end with one line, "error: ...", and exit status 2.\n'
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -53,6 +53,9 @@ def parser(prog):
     p.add_argument("--resume-or-start", action="store_true",
                    help="continue from the checkpoint when it exists, else start a new run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true",
+                   help="no report.html (and no predictions.npz) at the end of the run "
+                        "(gpucnn report RUN_DIR builds it later)")
     p.add_argument("--path", choices=PATHS, default=None,
                    help="CPU path: fast (the default) or reference, the readable per-layer ops (gpucnn.config.path)")
     p.add_argument("--distributed", action="store_true",

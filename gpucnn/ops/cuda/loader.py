@@ -104,19 +104,20 @@ SIGNATURES = {
         "adam_update": ("T*", "const T*", "T*", "T*") + (_T,) * 9 + (_I, _L),
     },
     # Fused kernels (the graph-captured step): 32-bit sizes; _CONV = N, C, H, W, O, then the window.
+    # the fused GEMMs take their tile shape last (compile/cuda_graph/launch.py: GEMM_TILES)
     "fused_conv.cu": {
-        "conv_fwd_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I,),
-        "conv_dgrad_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I,),
-        "conv_wgrad_fused": ("const T*", "const T*", "T*", "T*") + (_I,) * 5 + _WINDOW + (_I,),
+        "conv_fwd_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
+        "conv_dgrad_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
+        "conv_wgrad_fused": ("const T*", "const T*", "T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
         # split-K of conv_wgrad_fused (fused_splitk.cuh): partial sums per k-slice, then their fixed-order sum
-        "conv_wgrad_partial_fused": ("const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
+        "conv_wgrad_partial_fused": ("const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I, _I),
         "conv_wgrad_reduce_fused": ("const T*", "T*", "T*", _I, _I, _I, _I),
     },
     "fused_dense.cu": {
-        "dense_fwd_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I),
-        "dense_dgrad_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I),
-        "dense_wgrad_fused": ("const T*", "const T*", "const T*", "T*", "T*", _I, _I, _I, _I),
-        "dense_wgrad_partial_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I),
+        "dense_fwd_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I),
+        "dense_dgrad_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I),
+        "dense_wgrad_fused": ("const T*", "const T*", "const T*", "T*", "T*", _I, _I, _I, _I, _I),
+        "dense_wgrad_partial_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I, _I),
         "dense_wgrad_reduce_fused": ("const T*", "T*", "T*", _I, _I, _I, _I),
     },
     "fused_pool.cu": {
