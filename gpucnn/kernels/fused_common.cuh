@@ -30,10 +30,8 @@
 
 #include "common.cuh"
 
-// The GEMM tile every fused GEMM kernel instantiates (tile sizes are template parameters
-// of the core below; these are the ones launched, shared with gpucnn/compile/cuda_graph/launch.py).
-#define GPUCNN_GEMM_TM 64
-#define GPUCNN_GEMM_TN 64
+// The k-step of split-K's slices (fused_splitk.cuh; gpucnn/compile/cuda_graph/launch.py: GEMM_TK): every
+// tile's TK divides it, so a slice is whole k-steps of whichever tile runs it.
 #define GPUCNN_GEMM_TK 16
 
 // Epilogue flags of the fused kernels (gpucnn/compile/cuda_graph/launch.py: BIAS, RELU, MASK):
@@ -58,111 +56,241 @@
     for (int idx = (int)(blockIdx.x * blockDim.x + threadIdx.x); idx < (total);                \
          idx = ((total) - idx > (int)(gridDim.x * blockDim.x)) ? idx + (int)(gridDim.x * blockDim.x) : (total))
 
+// Full unrolling of the fixed-length register-tile loops, on the device (a host compiler has no such pragma).
+#ifdef __CUDACC__
+#define GPUCNN_UNROLL _Pragma("unroll")
+#else
+#define GPUCNN_UNROLL
+#endif
+
 namespace gpucnn {
 namespace fused {
 
-// C[m, n] = store(m, n, sum_{k ascending} P.lhs(m, k) * P.rhs(k, n)) for m < P.M, n < P.N,
-// k < P.K, tiled TM x TN per block, TK along k per step. A problem P provides M, N, K and
-// the element functions lhs, rhs, store: the fused kernels differ only in P (implicit
-// im2col inside rhs, bias/ReLU inside store, ReLU mask inside lhs, ...).
+// C[m, n] = store(m, n, sum_{k ascending} P.lhs(m, k) * P.rhs(k, n)) for m < P.M, n < P.N, k < P.K,
+// tiled TM x TN per block, TK along k per step (a Tile below). A problem P provides M, N, K, the
+// element functions lhs, rhs, store, and which axis of each operand is contiguous in memory
+// (kLhsAlongK, kRhsAlongK): the fused kernels differ only in P (implicit im2col inside rhs,
+// bias/ReLU inside store, ReLU mask inside lhs, ...).
 //
 // Block b owns the tile rows [m0, m0 + TM) and columns [n0, n0 + TN), with
 // tiles_n = ceil(N / TN), m0 = (b / tiles_n) * TM, n0 = (b % tiles_n) * TN.
-// Threads: 256 as a 16 x 16 grid, tr = t / 16, tc = t % 16; thread t owns the outputs
-// (m0 + tr + 16 i, n0 + tc + 16 j) for i < TM/16, j < TN/16 (RM x RN accumulators).
+// Threads: GPUCNN_BLOCK = 256 as a 16 x 16 grid, tr = t / 16, tc = t % 16; thread t owns the
+// register tile of RM x RN outputs (m0 + tr*RM + i, n0 + tc*RN + j), i < RM, j < RN.
 //
-// Phase sequence: for k0 = 0, TK, 2 TK, ... < K: [load] barrier [multiply] barrier; then [store].
-//   load (k0):  shared A[kk][mm] = lhs(m0 + mm, k0 + kk), element e = kk*TM + mm for
-//               e = t, t + 256, ... < TK*TM; B[kk][nn] = rhs(k0 + kk, n0 + nn) likewise;
-//               0 outside [0, M) x [0, K) resp. [0, K) x [0, N).
-//   multiply:   acc[i][j] += A[kk][tr + 16 i] * B[kk][tc + 16 j] for kk = 0..TK-1 ascending.
-//   store:      store(m, n, acc[i][j]) for the thread's (m, n) inside [0, M) x [0, N).
-// Every output is summed by one thread in ascending k: no atomics, bitwise repeatable.
+// Shared memory: two buffers (double buffering) of A[kk][mm] (row length LDA = TM + 4) and
+// B[kk][nn] (LDB = TN + 4); the padding keeps rows 16-byte aligned for the vector reads of the
+// multiply and spreads the column-wise stores of a K-contiguous load over the banks.
+//
+// Load map (coalesced): element r of thread t is e = t + 256 r, r < TK*TM/256 for A; for an
+// operand contiguous along k, kk = e % TK and mm = e / TK (adjacent threads read adjacent k),
+// otherwise mm = e % TM and kk = e / TM (adjacent threads read adjacent m); likewise B with TN, nn.
+// Outside [0, M) x [0, K) (resp. [0, K) x [0, N)) an element is 0.
+//
+// Phase sequence over the k-steps k0 = k_begin, k_begin + TK, ... < k_end:
+//   prologue:  load step k_begin into buffer 0 (global -> shared).            barrier
+//   step s:    [if a next step exists: fetch its elements into the thread's registers]
+//              multiply: acc[i][j] += A[kk][tr*RM + i] * B[kk][tc*RN + j], kk = 0..TK-1 ascending,
+//              from buffer s % 2;
+//              [commit the fetched elements into buffer (s + 1) % 2].        barrier
+//   store:     store(m, n, acc[i][j]) for the thread's (m, n) inside [0, M) x [0, N).
+// Within step s threads read only buffer s % 2 (written before the last barrier) and write only
+// buffer (s + 1) % 2 (last read before it), each element by one thread: one barrier per step, and
+// the global loads of step s + 1 are in flight while step s multiplies. Every output is summed by
+// one thread in ascending k: no atomics, bitwise repeatable, the same sums whatever the tile.
 constexpr int kThreadGrid = 16;
+constexpr int kPad = 4;
 
-template <typename T, int TM, int TN>
+template <int TM_, int TN_, int TK_, int RM_, int RN_>
+struct Tile {
+    static constexpr int TM = TM_, TN = TN_, TK = TK_, RM = RM_, RN = RN_;
+    static constexpr int LDA = TM + kPad, LDB = TN + kPad;
+    static constexpr int A_PER = TK * TM / GPUCNN_BLOCK, B_PER = TK * TN / GPUCNN_BLOCK;  // staged per thread
+    static constexpr int BUFFER = TK * (LDA + LDB);  // elements of one buffer (A then B)
+    static_assert(TM == RM * kThreadGrid && TN == RN * kThreadGrid, "a 16 x 16 thread grid of RM x RN tiles");
+    static_assert(A_PER * GPUCNN_BLOCK == TK * TM && B_PER * GPUCNN_BLOCK == TK * TN, "whole loads per thread");
+    static_assert(GPUCNN_GEMM_TK % TK == 0, "split-K slices are whole k-steps of every tile");
+};
+
+// The tiles the kernels are instantiated for, by id (the launchers' ``tile`` argument;
+// gpucnn/compile/cuda_graph/launch.py: GEMM_TILES, the same table):
+//   GPUCNN_GEMM_TILE(id, TM, TN, TK, RM, RN)
+#define GPUCNN_GEMM_TILE_TABLE(X) \
+    X(0, 128, 64, 8, 8, 4)        \
+    X(1, 64, 64, 16, 4, 4)        \
+    X(2, 32, 64, 16, 2, 4)        \
+    X(3, 32, 32, 16, 2, 2)
+#define GPUCNN_GEMM_TILE_COUNT 4
+#define GPUCNN_GEMM_TILE_TYPE(id, TM, TN, TK, RM, RN) , Tile<TM, TN, TK, RM, RN>
+
+template <class... Tiles> struct MaxBuffer { static constexpr int value = 0; };
+template <class First, class... Rest> struct MaxBuffer<First, Rest...> {
+    static constexpr int value = First::BUFFER > MaxBuffer<Rest...>::value ? First::BUFFER : MaxBuffer<Rest...>::value;
+};
+template <class Unused, class... Tiles> struct MaxBufferOfTable { static constexpr int value = MaxBuffer<Tiles...>::value; };
+// Shared memory the kernels declare once (both buffers of the largest tile), in elements.
+constexpr int kGemmSharedElements = 2 * MaxBufferOfTable<void GPUCNN_GEMM_TILE_TABLE(GPUCNN_GEMM_TILE_TYPE)>::value;
+
+template <typename T, class Tl>
 struct GemmThread {
-    static_assert(TM % kThreadGrid == 0 && TN % kThreadGrid == 0, "tile sides are multiples of 16");
-    T acc[TM / kThreadGrid][TN / kThreadGrid];
+    T acc[Tl::RM][Tl::RN];
+    T a_next[Tl::A_PER];  // the next k-step's elements, fetched before the multiply, committed after it
+    T b_next[Tl::B_PER];
 };
 
 __host__ __device__ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-template <int TM, int TN>
-__host__ __device__ inline int gemm_blocks(int M, int N) { return ceil_div(M, TM) * ceil_div(N, TN); }
+template <class Tl>
+__host__ __device__ inline int gemm_blocks(int M, int N) { return ceil_div(M, Tl::TM) * ceil_div(N, Tl::TN); }
 
-template <typename T, int TM, int TN>
-__host__ __device__ inline void gemm_zero(GemmThread<T, TM, TN>& s) {
-    for (int i = 0; i < TM / kThreadGrid; ++i)
-        for (int j = 0; j < TN / kThreadGrid; ++j) s.acc[i][j] = T(0);
+template <typename T, class Tl>
+__host__ __device__ inline void gemm_zero(GemmThread<T, Tl>& s) {
+    for (int i = 0; i < Tl::RM; ++i)
+        for (int j = 0; j < Tl::RN; ++j) s.acc[i][j] = T(0);
 }
 
-template <typename T, int TM, int TN, int TK, class P>
-__host__ __device__ inline void gemm_load_phase(const P& p, int block, int t, int k0, T* As, T* Bs) {
-    const int tiles_n = ceil_div(p.N, TN);
-    const int m0 = (block / tiles_n) * TM;
-    const int n0 = (block % tiles_n) * TN;
-    for (int e = t; e < TK * TM; e += GPUCNN_BLOCK) {
-        const int kk = e / TM;
-        const int m = m0 + (e - kk * TM);
-        const int k = k0 + kk;
-        As[e] = (m < p.M && k < p.K) ? p.lhs(m, k) : T(0);
+// Element r of thread t in one operand tile of ROWS x TK: (row, kk) by the load map, and its place in shared memory.
+template <int ROWS, int TK, bool ALONG_K>
+struct LoadMap {
+    int row, kk;
+    __host__ __device__ LoadMap(int t, int r) {
+        const int e = t + GPUCNN_BLOCK * r;
+        row = ALONG_K ? e / TK : e % ROWS;
+        kk = ALONG_K ? e % TK : e / ROWS;
     }
-    for (int e = t; e < TK * TN; e += GPUCNN_BLOCK) {
-        const int kk = e / TN;
-        const int n = n0 + (e - kk * TN);
-        const int k = k0 + kk;
-        Bs[e] = (n < p.N && k < p.K) ? p.rhs(k, n) : T(0);
+};
+
+template <typename T, class Tl, class P>
+__host__ __device__ inline void gemm_fetch(const P& p, int block, int t, int k0, T* a, T* b) {
+    const int tiles_n = ceil_div(p.N, Tl::TN);
+    const int m0 = (block / tiles_n) * Tl::TM;
+    const int n0 = (block % tiles_n) * Tl::TN;
+GPUCNN_UNROLL
+    for (int r = 0; r < Tl::A_PER; ++r) {
+        const LoadMap<Tl::TM, Tl::TK, P::kLhsAlongK> e(t, r);
+        const int m = m0 + e.row, k = k0 + e.kk;
+        a[r] = (m < p.M && k < p.K) ? p.lhs(m, k) : T(0);
+    }
+GPUCNN_UNROLL
+    for (int r = 0; r < Tl::B_PER; ++r) {
+        const LoadMap<Tl::TN, Tl::TK, P::kRhsAlongK> e(t, r);
+        const int n = n0 + e.row, k = k0 + e.kk;
+        b[r] = (n < p.N && k < p.K) ? p.rhs(k, n) : T(0);
     }
 }
 
-template <typename T, int TM, int TN, int TK>
-__host__ __device__ inline void gemm_multiply_phase(int t, const T* As, const T* Bs, GemmThread<T, TM, TN>& s) {
-    const int tr = t / kThreadGrid;
-    const int tc = t % kThreadGrid;
-    for (int kk = 0; kk < TK; ++kk) {
-        for (int i = 0; i < TM / kThreadGrid; ++i) {
-            const T a = As[kk * TM + tr + kThreadGrid * i];
-            for (int j = 0; j < TN / kThreadGrid; ++j) s.acc[i][j] += a * Bs[kk * TN + tc + kThreadGrid * j];
-        }
+template <typename T, class Tl, class P>
+__host__ __device__ inline void gemm_commit(int t, const T* a, const T* b, T* buffer) {
+    T* As = buffer;
+    T* Bs = buffer + Tl::TK * Tl::LDA;
+GPUCNN_UNROLL
+    for (int r = 0; r < Tl::A_PER; ++r) {
+        const LoadMap<Tl::TM, Tl::TK, P::kLhsAlongK> e(t, r);
+        As[e.kk * Tl::LDA + e.row] = a[r];
+    }
+GPUCNN_UNROLL
+    for (int r = 0; r < Tl::B_PER; ++r) {
+        const LoadMap<Tl::TN, Tl::TK, P::kRhsAlongK> e(t, r);
+        Bs[e.kk * Tl::LDB + e.row] = b[r];
     }
 }
 
-template <typename T, int TM, int TN, class P>
-__host__ __device__ inline void gemm_store_phase(const P& p, int block, int t, const GemmThread<T, TM, TN>& s) {
-    const int tiles_n = ceil_div(p.N, TN);
-    const int m0 = (block / tiles_n) * TM + t / kThreadGrid;
-    const int n0 = (block % tiles_n) * TN + t % kThreadGrid;
-    for (int i = 0; i < TM / kThreadGrid; ++i) {
-        const int m = m0 + kThreadGrid * i;
+// R consecutive elements of shared memory into registers: vector loads on the device (LDS.64 /
+// LDS.128; the rows are 16-byte aligned, offsets multiples of R), element by element on the host.
+template <typename T, int R>
+__host__ __device__ inline void shared_row(const T* src, T (&out)[R]) {
+#if defined(__CUDA_ARCH__)
+    if constexpr (sizeof(T) * R % 16 == 0) {
+GPUCNN_UNROLL
+        for (int v = 0; v < (int)(sizeof(T) * R / 16); ++v)
+            reinterpret_cast<float4*>(out)[v] = reinterpret_cast<const float4*>(src)[v];
+    } else if constexpr (sizeof(T) * R == 8) {
+        *reinterpret_cast<float2*>(out) = *reinterpret_cast<const float2*>(src);
+    } else {
+GPUCNN_UNROLL
+        for (int i = 0; i < R; ++i) out[i] = src[i];
+    }
+#else
+    for (int i = 0; i < R; ++i) out[i] = src[i];
+#endif
+}
+
+template <typename T, class Tl>
+__host__ __device__ inline void gemm_multiply(int t, const T* buffer, GemmThread<T, Tl>& s) {
+    const T* As = buffer + (t / kThreadGrid) * Tl::RM;
+    const T* Bs = buffer + Tl::TK * Tl::LDA + (t % kThreadGrid) * Tl::RN;
+GPUCNN_UNROLL
+    for (int kk = 0; kk < Tl::TK; ++kk) {
+        T a[Tl::RM], b[Tl::RN];
+        shared_row(As + kk * Tl::LDA, a);
+        shared_row(Bs + kk * Tl::LDB, b);
+GPUCNN_UNROLL
+        for (int i = 0; i < Tl::RM; ++i)
+GPUCNN_UNROLL
+            for (int j = 0; j < Tl::RN; ++j) s.acc[i][j] += a[i] * b[j];
+    }
+}
+
+// The phases (the header comment): prologue, step, store. ``shared`` holds the two buffers.
+template <typename T, class Tl, class P>
+__host__ __device__ inline void gemm_prologue_phase(const P& p, int block, int t, int k_begin, T* shared,
+                                                    GemmThread<T, Tl>& s) {
+    gemm_zero(s);
+    gemm_fetch<T, Tl>(p, block, t, k_begin, s.a_next, s.b_next);
+    gemm_commit<T, Tl, P>(t, s.a_next, s.b_next, shared);
+}
+
+template <typename T, class Tl, class P>
+__host__ __device__ inline void gemm_step_phase(const P& p, int block, int t, int k0, int k_end, int step,
+                                                T* shared, GemmThread<T, Tl>& s) {
+    const bool next = k0 + Tl::TK < k_end;
+    if (next) gemm_fetch<T, Tl>(p, block, t, k0 + Tl::TK, s.a_next, s.b_next);
+    gemm_multiply(t, shared + (step & 1) * Tl::BUFFER, s);
+    if (next) gemm_commit<T, Tl, P>(t, s.a_next, s.b_next, shared + ((step + 1) & 1) * Tl::BUFFER);
+}
+
+template <typename T, class Tl, class P>
+__host__ __device__ inline void gemm_store_phase(const P& p, int block, int t, const GemmThread<T, Tl>& s) {
+    const int tiles_n = ceil_div(p.N, Tl::TN);
+    const int m0 = (block / tiles_n) * Tl::TM + (t / kThreadGrid) * Tl::RM;
+    const int n0 = (block % tiles_n) * Tl::TN + (t % kThreadGrid) * Tl::RN;
+    for (int i = 0; i < Tl::RM; ++i) {
+        const int m = m0 + i;
         if (m >= p.M) continue;
-        for (int j = 0; j < TN / kThreadGrid; ++j) {
-            const int n = n0 + kThreadGrid * j;
+        for (int j = 0; j < Tl::RN; ++j) {
+            const int n = n0 + j;
             if (n < p.N) p.store(m, n, s.acc[i][j]);
         }
     }
 }
 
 #ifdef __CUDACC__
-// The kernel side of the core: the phase sequence above with its barriers (device only).
-// One block per tile: gridDim.x == gemm_blocks<TM, TN>(M, N) (the launcher sizes it).
-template <typename T, int TM, int TN, int TK, class P>
-__device__ inline void tiled_gemm(const P& p) {
-    static_assert(TM * TN == kThreadGrid * kThreadGrid * (TM / kThreadGrid) * (TN / kThreadGrid), "tile");
-    __shared__ T As[TK * TM];
-    __shared__ T Bs[TK * TN];
-    GemmThread<T, TM, TN> s;
-    gemm_zero(s);
-    const int block = blockIdx.x;
+// The kernel side of the core: the phase sequence above with its barriers (device only), for
+// output tile ``tile`` over k in [k_begin, k_end). ``shared``: kGemmSharedElements of T.
+template <typename T, class Tl, class P>
+__device__ inline void gemm_tile(const P& p, int tile, int k_begin, int k_end, T* shared) {
+    GemmThread<T, Tl> s;
     const int t = threadIdx.x;
-    for (int k0 = 0; k0 < p.K; k0 += TK) {
-        gemm_load_phase<T, TM, TN, TK>(p, block, t, k0, As, Bs);
-        __syncthreads();
-        gemm_multiply_phase<T, TM, TN, TK>(t, As, Bs, s);
+    gemm_prologue_phase<T, Tl>(p, tile, t, k_begin, shared, s);
+    __syncthreads();
+    int step = 0;
+    for (int k0 = k_begin; k0 < k_end; k0 += Tl::TK, ++step) {
+        gemm_step_phase<T, Tl>(p, tile, t, k0, k_end, step, shared, s);
         __syncthreads();
     }
-    gemm_store_phase(p, block, t, s);
+    gemm_store_phase<T, Tl>(p, tile, t, s);
 }
+
+// One block per output tile of tile shape ``tile_id`` (GPUCNN_GEMM_TILE_TABLE): gridDim.x ==
+// gemm_blocks<that tile>(M, N) (the launcher sizes it).
+#define GPUCNN_GEMM_TILE_CASE(id, TM, TN, TK, RM, RN) \
+    case id: gemm_tile<T, Tile<TM, TN, TK, RM, RN>>(p, blockIdx.x, 0, p.K, shared); break;
+template <typename T, class P>
+__device__ inline void tiled_gemm(const P& p, int tile_id) {
+    __shared__ __align__(16) unsigned char raw[kGemmSharedElements * sizeof(T)];
+    T* shared = reinterpret_cast<T*>(raw);
+    switch (tile_id) { GPUCNN_GEMM_TILE_TABLE(GPUCNN_GEMM_TILE_CASE) default: break; }
+}
+#undef GPUCNN_GEMM_TILE_CASE
 #endif
 
 }  // namespace fused

@@ -1,7 +1,8 @@
 // Fused convolution kernels: implicit GEMM over NCHW, tiled through shared memory
 // (fused_common.cuh: the core, its thread-to-element map and phases; fused_conv_body.cuh:
-// the problems). One block per GEMM_TM x GEMM_TN output tile, GPUCNN_BLOCK threads,
-// grid = gemm_blocks(M, N). Launchers: gpucnn/compile/cuda_graph/launch.py.
+// the problems). One block per TM x TN output tile of the tile shape ``tile`` (the last argument of every
+// GEMM kernel: GPUCNN_GEMM_TILE_TABLE, chosen per launch by the launcher), GPUCNN_BLOCK threads,
+// grid = gemm_blocks<tile>(M, N). Launchers: gpucnn/compile/cuda_graph/launch.py.
 //
 //   conv_fwd_fused:   y = relu(conv(x, w) + b)                  M = O, N = N*oh*ow, K = C*kh*kw
 //   conv_dgrad_fused: gx = conv_transpose(gy, w) * (mask > 0)   M = C, N = N*H*W,   K = O*kh*kw
@@ -18,37 +19,37 @@
 
 template <typename T>
 __global__ void conv_fwd_fused(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
-                               T* __restrict__ y, GPUCNN_CONV_GEOMETRY_PARAMS, int flags) {
+                               T* __restrict__ y, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int tile) {
     const gpucnn::fused::ConvForward<T> p{x, weight, bias, y, GPUCNN_CONV_GEOMETRY, flags,
                                           O, N * oh * ow, C * kh * kw};
-    gpucnn::fused::tiled_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p);
+    gpucnn::fused::tiled_gemm<T>(p, tile);
 }
 
 template <typename T>
 __global__ void conv_dgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ weight,
                                  const T* __restrict__ mask_src, T* __restrict__ grad_x,
-                                 GPUCNN_CONV_GEOMETRY_PARAMS, int flags) {
+                                 GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int tile) {
     const gpucnn::fused::ConvDataGrad<T> p{grad_y, weight, mask_src, grad_x, GPUCNN_CONV_GEOMETRY, flags,
                                            C, N * H * W, O * kh * kw};
-    gpucnn::fused::tiled_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p);
+    gpucnn::fused::tiled_gemm<T>(p, tile);
 }
 
 template <typename T>
 __global__ void conv_wgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ x, T* __restrict__ grad_w,
-                                 T* __restrict__ grad_b, GPUCNN_CONV_GEOMETRY_PARAMS, int flags) {
+                                 T* __restrict__ grad_b, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int tile) {
     const int KW = C * kh * kw;
     const gpucnn::fused::ConvWeightGrad<T> p{grad_y, x, grad_w, grad_b, GPUCNN_CONV_GEOMETRY, flags,
                                              O, KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N * oh * ow, KW};
-    gpucnn::fused::tiled_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p);
+    gpucnn::fused::tiled_gemm<T>(p, tile);
 }
 
 template <typename T>
 __global__ void conv_wgrad_partial_fused(const T* __restrict__ grad_y, const T* __restrict__ x,
-                                         T* __restrict__ partial, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int slices) {
+                                         T* __restrict__ partial, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int slices, int tile) {
     const int KW = C * kh * kw;
     const gpucnn::fused::ConvWeightGrad<T> p{grad_y, x, nullptr, nullptr, GPUCNN_CONV_GEOMETRY, flags,
                                              O, KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N * oh * ow, KW};
-    gpucnn::fused::split_k_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p, partial, slices);
+    gpucnn::fused::split_k_gemm<T>(p, partial, slices, tile);
 }
 
 // partial (slices, O, cols), cols = KW = C*kh*kw (+1: the bias column), total = O * cols; grad_b unused without

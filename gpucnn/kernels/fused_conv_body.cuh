@@ -40,6 +40,7 @@ struct ConvGeometry {
 //   lhs(o, k) = weight[o, k];  rhs(k, col) = x_pad patch;  store(o, col): y[n, o, oy, ox].
 template <typename T>
 struct ConvForward {
+    static constexpr bool kLhsAlongK = true, kRhsAlongK = false;  // contiguous axes (the load map)
     const T* x;
     const T* weight;
     const T* bias;
@@ -67,6 +68,7 @@ struct ConvForward {
 //   store(c, col): grad_x[n, c, h, w].
 template <typename T>
 struct ConvDataGrad {
+    static constexpr bool kLhsAlongK = true, kRhsAlongK = false;  // contiguous axes (the load map)
     const T* grad_y;
     const T* weight;
     const T* mask_src;
@@ -115,6 +117,7 @@ struct ConvDataGrad {
 // Split-K (conv_wgrad_partial_fused + conv_wgrad_reduce_fused) runs this problem in k-slices.
 template <typename T>
 struct ConvWeightGrad {
+    static constexpr bool kLhsAlongK = true, kRhsAlongK = true;  // contiguous axes (the load map)
     const T* grad_y;
     const T* x;
     T* grad_w;

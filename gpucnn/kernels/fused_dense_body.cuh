@@ -21,6 +21,7 @@ __host__ __device__ inline T masked(const T* __restrict__ g, const T* __restrict
 // GEMM: M = N (sample), N = O, K = I;  lhs(n, i) = x[n, i];  rhs(i, o) = weight[o, i];  store y[n, o].
 template <typename T>
 struct DenseForward {
+    static constexpr bool kLhsAlongK = true, kRhsAlongK = true;  // contiguous axes (the load map)
     const T* x;
     const T* weight;
     const T* bias;
@@ -41,6 +42,7 @@ struct DenseForward {
 // GEMM: M = N, N = I, K = O;  lhs(n, o) = gz[n, o];  rhs(o, i) = weight[o, i];  store grad_x[n, i].
 template <typename T>
 struct DenseDataGrad {
+    static constexpr bool kLhsAlongK = true, kRhsAlongK = false;  // contiguous axes (the load map)
     const T* grad_y;
     const T* y;
     const T* weight;
@@ -60,6 +62,7 @@ struct DenseDataGrad {
 // Split-K (dense_wgrad_partial_fused + dense_wgrad_reduce_fused) runs this problem in k-slices.
 template <typename T>
 struct DenseWeightGrad {
+    static constexpr bool kLhsAlongK = false, kRhsAlongK = false;  // contiguous axes (the load map)
     const T* grad_y;
     const T* y;
     const T* x;

@@ -5,13 +5,13 @@
 //   pass 1 (*_wgrad_partial_fused): grid = tiles * S blocks, block b = s * tiles + tile (the
 //     S blocks of one k-slice side by side). Block b runs the tiled GEMM core of
 //     fused_common.cuh on its output tile over k in [begin(s), end(s)) only, in ascending k,
-//     exactly as tiled_gemm does over all of K, and stores its sums into the partial buffer
+//     exactly as tiled_gemm does over all of K (the same tile shape, the launcher's ``tile``), and stores its sums into the partial buffer
 //     partial[s][m][n] (S x M x N, of T: fp32 for float, fp64 for double).
 //   pass 2 (*_wgrad_reduce_fused): one thread per output (m, n), grid-stride:
 //     acc = partial[0][m][n]; acc += partial[s][m][n] for s = 1 .. S-1 ascending; then the
 //     problem's own store (store_weight_grad: dW, or db for the column of ones).
 //
-// The slices: K is ceil(K / TK) k-steps of the core; slice s gets q = steps / S of them, one
+// The slices: K is ceil(K / TK) k-steps of TK = GPUCNN_GEMM_TK (whole steps of every tile); slice s gets q = steps / S of them, one
 // more for s < steps % S, in order (so begin(0) = 0, end(S-1) = K, every end a multiple of TK
 // or K). The launcher keeps S <= steps, so no slice is empty (an empty one would store zeros).
 // The NumPy twin (gpucnn/compile/cuda_graph/reference.py: split_k_bounds, split_k_sum) states
@@ -39,9 +39,11 @@ struct SplitKBlock {
     int tile, slice, k_begin, k_end;
 };
 
-template <int TM, int TN, int TK>
+// k-steps of GPUCNN_GEMM_TK (whole k-steps of every tile, fused_common.cuh), over the output tiles of Tl.
+template <class Tl>
 __host__ __device__ inline SplitKBlock split_k_block(int block, int M, int N, int K, int slices) {
-    const int tiles = gemm_blocks<TM, TN>(M, N);
+    constexpr int TK = GPUCNN_GEMM_TK;
+    const int tiles = gemm_blocks<Tl>(M, N);
     const int s = block / tiles;
     const int steps = ceil_div(K, TK);
     const int q = steps / slices;
@@ -57,6 +59,7 @@ __host__ __device__ inline SplitKBlock split_k_block(int block, int M, int N, in
 // out[m * N + n] = acc. lhs, rhs and the sizes are P's.
 template <typename T, class P>
 struct SplitKPartial {
+    static constexpr bool kLhsAlongK = P::kLhsAlongK, kRhsAlongK = P::kRhsAlongK;
     P p;
     T* out;
     int M, N, K;
@@ -80,25 +83,24 @@ __host__ __device__ inline void split_k_reduce_body(int idx, const T* __restrict
 }
 
 #ifdef __CUDACC__
-// Pass 1 on the device: the phase sequence of tiled_gemm (fused_common.cuh) over the block's
-// k range, then the store into its partial slice. gridDim.x == gemm_blocks(M, N) * slices.
-template <typename T, int TM, int TN, int TK, class P>
-__device__ inline void split_k_gemm(const P& problem, T* partial, int slices) {
-    __shared__ T As[TK * TM];
-    __shared__ T Bs[TK * TN];
-    const SplitKBlock b = split_k_block<TM, TN, TK>(blockIdx.x, problem.M, problem.N, problem.K, slices);
+// Pass 1 on the device: the phase sequence of gemm_tile (fused_common.cuh) over the block's k range,
+// then the store into its partial slice. gridDim.x == gemm_blocks<tile>(M, N) * slices.
+template <typename T, class Tl, class P>
+__device__ inline void split_k_tile(const P& problem, T* partial, int slices, T* shared) {
+    const SplitKBlock b = split_k_block<Tl>(blockIdx.x, problem.M, problem.N, problem.K, slices);
     const SplitKPartial<T, P> p(problem, partial, b.slice);
-    GemmThread<T, TM, TN> s;
-    gemm_zero(s);
-    const int t = threadIdx.x;
-    for (int k0 = b.k_begin; k0 < b.k_end; k0 += TK) {
-        gemm_load_phase<T, TM, TN, TK>(p, b.tile, t, k0, As, Bs);
-        __syncthreads();
-        gemm_multiply_phase<T, TM, TN, TK>(t, As, Bs, s);
-        __syncthreads();
-    }
-    gemm_store_phase(p, b.tile, t, s);
+    gemm_tile<T, Tl>(p, b.tile, b.k_begin, b.k_end, shared);
 }
+
+#define GPUCNN_SPLIT_K_TILE_CASE(id, TM, TN, TK, RM, RN) \
+    case id: split_k_tile<T, Tile<TM, TN, TK, RM, RN>>(problem, partial, slices, shared); break;
+template <typename T, class P>
+__device__ inline void split_k_gemm(const P& problem, T* partial, int slices, int tile_id) {
+    __shared__ __align__(16) unsigned char raw[kGemmSharedElements * sizeof(T)];
+    T* shared = reinterpret_cast<T*>(raw);
+    switch (tile_id) { GPUCNN_GEMM_TILE_TABLE(GPUCNN_SPLIT_K_TILE_CASE) default: break; }
+}
+#undef GPUCNN_SPLIT_K_TILE_CASE
 #endif
 
 }  // namespace fused

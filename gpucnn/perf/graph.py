@@ -1,8 +1,8 @@
 """The launches of one replay of the captured training step (``gpucnn.compile_step``), from what it captures.
 
 The stages are the graph's own (``gpucnn.compile.cuda_graph.plan.build_stages``: the one planner's matches),
-each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids it computes (``gemm_blocks``,
-``loader.grid_for``):
+each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids it computes (``gemm_tile``,
+``gemm_blocks``, ``loader.grid_for``):
 
     batch       positions = lanes + counter * B; idx = order[positions]; x[idx], y[idx]; counter += 1 (CuPy)
     Conv2D+ReLU conv_fwd_fused (M = O, N = N*oh*ow, K = C*kh*kw); backward: [the ReLU mask, when no pool
@@ -16,9 +16,10 @@ each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids i
                                                     step_scalars + multi_adam_update
     statistics stats[0:1] += loss * B; stats[1:2] += correct (CuPy)
 
-Split-K of the weight gradients: ``wgrad_split`` asks the launcher for its own choice
-(``launch.split_k_slices(M, N, K, SMs)``, with the modelled GPU's SM count); S > 1 is two launches, the
-partial sums (tiles x S blocks) and their fixed-order reduce.
+Tiles and split-K: every GEMM launch takes the launcher's own tile (``launch.gemm_tile(M, N, K, SMs)``, the
+weight gradients ``launch.weight_grad_plan(M, N, K, SMs)``: tile and S, with the modelled GPU's SM count),
+recorded as ``tile`` = (TM, TN, TK, RM, RN); S > 1 is two launches, the partial sums (tiles x S blocks) and
+their fixed-order reduce.
 """
 import math
 
@@ -33,26 +34,42 @@ def _fused():
     return launch
 
 
+def _sms(sm_count):
+    return _fused().SM_COUNT if sm_count is None else sm_count
+
+
 def wgrad_split(m, n, k, sm_count=None):
     """S, the k-slices of a weight-gradient GEMM M x N x K on ``sm_count`` SMs (None: the launcher's default
-    count): the launcher's own choice (``launch.split_k_slices``, which the launcher asks with the device's SM
-    count), or 1 where the launcher has no split-K."""
-    choose = getattr(_fused(), "split_k_slices", None)
-    if choose is None:
-        return 1
-    return int(choose(m, n, k) if sm_count is None else choose(m, n, k, sm_count))
+    count): the launcher's own choice (``launch.weight_grad_plan``, which the launcher asks with the device's
+    SM count)."""
+    return int(_fused().weight_grad_plan(m, n, k, _sms(sm_count))[1])
+
+
+def _tiled(rec, file, name, tile, blocks, m, n, k, reads, writes):
+    """rec.gemm on ``blocks`` of tile ``tile`` (launch.GEMM_TILES), the tile recorded with the launch."""
+    rec.gemm(file, name, blocks, m, n, k, reads, writes)
+    rec.launches[-1]["tile"] = list(_fused().GEMM_TILES[tile])
+
+
+def _gemm(rec, file, name, m, n, k, reads, writes, sm_count):
+    """launch.py _launch_gemm: the launcher's tile (``gemm_tile`` on the GPU's SMs) and its grid."""
+    fused = _fused()
+    tile = fused.gemm_tile(m, n, k, _sms(sm_count))
+    _tiled(rec, file, name, tile, fused.gemm_blocks(m, n, tile), m, n, k, reads, writes)
 
 
 def _wgrad(rec, kernels, m, n, k, reads, writes, sm_count):
-    """launch.py _launch_weight_grad: S = 1, the single-pass kernel on gemm_blocks(M, N); else the partial pass
-    on gemm_blocks(M, N) * S blocks into an (S, M, N) buffer, then the reduce (grid-stride over M x N)."""
+    """launch.py _launch_weight_grad: (tile, S) = weight_grad_plan; S = 1, the single-pass kernel on
+    gemm_blocks(M, N, tile); else the partial pass on gemm_blocks(M, N, tile) * S blocks into an (S, M, N)
+    buffer, then the reduce (grid-stride over M x N)."""
     file, single, partial, reduce = kernels
-    slices, tiles = wgrad_split(m, n, k, sm_count), _fused().gemm_blocks(m, n)
+    tile, slices = _fused().weight_grad_plan(m, n, k, _sms(sm_count))
+    tiles = _fused().gemm_blocks(m, n, tile)
     if slices == 1:
-        rec.gemm(file, single, tiles, m, n, k, reads, writes)
+        _tiled(rec, file, single, tile, tiles, m, n, k, reads, writes)
         rec.launches[-1]["slices"] = 1
         return
-    rec.gemm(file, partial, tiles * slices, m, n, k, reads, F32 * slices * m * n)
+    _tiled(rec, file, partial, tile, tiles * slices, m, n, k, reads, F32 * slices * m * n)
     rec.launches[-1].update(shape=rec.launches[-1]["shape"] + f" / S={slices}", slices=slices)
     rec.grid_stride(file, reduce, m * n, F32 * slices * m * n, writes, 0, f"{slices} x {m} x {n} partials")
     rec.launches[-1]["slices"] = slices
@@ -72,20 +89,19 @@ def _batch(rec, batch, sample):
     rec.cupy("cupy.add", 1, I64, I64)  # counter += 1
 
 
-def _forward(rec, stage, shape, out):
+def _forward(rec, stage, shape, out, sm_count):
     layer, size = stage.layer, math.prod(out)
     if isinstance(layer, Conv2D):
         n, c, h, w = shape
         o, kh, kw = out[1], layer.window.kh, layer.window.kw
         m, cols, k = o, n * out[2] * out[3], c * kh * kw
         bias = o if layer.bias is not None else 0
-        rec.gemm("fused_conv.cu", "conv_fwd_fused", _fused().gemm_blocks(m, cols), m, cols, k,
-                 F32 * (n * c * h * w + o * k + bias), F32 * size)
+        _gemm(rec, "fused_conv.cu", "conv_fwd_fused", m, cols, k, F32 * (n * c * h * w + o * k + bias), F32 * size,
+              sm_count)
     elif isinstance(layer, Dense):
         n, i, o = shape[0], layer.in_features, layer.out_features
         bias = o if layer.bias is not None else 0
-        rec.gemm("fused_dense.cu", "dense_fwd_fused", _fused().gemm_blocks(n, o), n, o, i,
-                 F32 * (n * i + o * i + bias), F32 * size)
+        _gemm(rec, "fused_dense.cu", "dense_fwd_fused", n, o, i, F32 * (n * i + o * i + bias), F32 * size, sm_count)
     elif isinstance(layer, MaxPool2D):
         rec.grid_stride("fused_pool.cu", "max_pool_u8_fwd", size, F32 * math.prod(shape), (F32 + 1) * size)
     elif isinstance(layer, AvgPool2D):
@@ -109,8 +125,8 @@ def _backward(rec, stage, shape, out, need_input_grad, masked, sm_count):
         bias = 1 if layer.bias is not None else 0
         _wgrad(rec, _CONV_WGRAD, o, k + bias, cols, F32 * (size + size_in), F32 * (o * k + o * bias), sm_count)
         if need_input_grad:
-            rec.gemm("fused_conv.cu", "conv_dgrad_fused", _fused().gemm_blocks(c, n * h * w), c, n * h * w, o * kh * kw,
-                     F32 * (size + o * k), F32 * size_in)
+            _gemm(rec, "fused_conv.cu", "conv_dgrad_fused", c, n * h * w, o * kh * kw, F32 * (size + o * k),
+                  F32 * size_in, sm_count)
         return False
     if isinstance(layer, Dense):
         n, i, o = shape[0], layer.in_features, layer.out_features
@@ -118,8 +134,8 @@ def _backward(rec, stage, shape, out, need_input_grad, masked, sm_count):
         bias = 1 if layer.bias is not None else 0
         _wgrad(rec, _DENSE_WGRAD, o, i + bias, n, F32 * (size + mask + n * i), F32 * (o * i + o * bias), sm_count)
         if need_input_grad:
-            rec.gemm("fused_dense.cu", "dense_dgrad_fused", _fused().gemm_blocks(n, i), n, i, o,
-                     F32 * (size + mask + o * i), F32 * n * i)
+            _gemm(rec, "fused_dense.cu", "dense_dgrad_fused", n, i, o, F32 * (size + mask + o * i), F32 * n * i,
+                  sm_count)
         return False
     if isinstance(layer, MaxPool2D):
         reads = (F32 + 1) * size + (F32 * size_in if stage.fold_relu else 0)  # grad, argmax, x for the mask
@@ -172,7 +188,7 @@ def graph_step(model, input_shape, sm_count=None):
     index = {id(layer): i for i, layer in enumerate(model.layers)}
     for stage in stages:
         rec.layer = f"{index[id(stage.layer)]} {stage.name}"
-        _forward(rec, stage, *shapes[id(stage.layer)])
+        _forward(rec, stage, *shapes[id(stage.layer)], sm_count)
     last = model.layers[-1]
     softmax_xent(rec, shapes[id(last)][1])
     rec.phase, masked = "backward", False

@@ -101,9 +101,9 @@ def test_json_fields_and_occupancy_agree_with_grid_and_sms(with_table, tmp_path,
     from gpucnn.compile.cuda_graph import launch as fused
     for launch in wgrad:  # the launcher's own split-K choice for this GPU's SMs (one slice without split-K)
         m, n, k = launch["gemm"]
-        slices = fused.split_k_slices(m, n, k, gpu.sms) if hasattr(fused, "split_k_slices") else 1
-        assert launch["slices"] == slices
-        assert launch["grid"] == [fused.gemm_blocks(m, n) * slices]  # (JSON: a list)
+        tile, slices = fused.weight_grad_plan(m, n, k, gpu.sms)
+        assert launch["slices"] == slices and launch["tile"] == list(fused.GEMM_TILES[tile])
+        assert launch["grid"] == [fused.gemm_blocks(m, n, tile) * slices]  # (JSON: a list)
         assert launch["name"] == ("conv_wgrad_fused" if slices == 1 else "conv_wgrad_partial_fused")
 
 
@@ -202,7 +202,8 @@ def test_real_resources_cover_every_kernel_of_both_steps(kernel_table):
         if launch["kind"] == "ours":
             res = table[launch["expression"]]
             assert 0 < res["registers"] <= 255 and res["smem"] <= 48 * 1024
-    assert table["conv_fwd_fused<float>"]["smem"] == 2 * 16 * 64 * 4  # As + Bs of the 64x64x16 tile
+    # both buffers of A and B of the largest tile: 64 x 64 x 16, rows padded by 4 (fused_common.cuh)
+    assert table["conv_fwd_fused<float>"]["smem"] == 2 * 16 * (68 + 68) * 4
     loop = table["conv_wgrad_fused<float>"]["inner_loop"]
     if loop is not None:  # with cuobjdump: the multiply loop of the tiled GEMM core
         assert 0 < loop["share"] <= 1 and loop["ffma"] >= 16

@@ -4,7 +4,8 @@
 // each block of the launch grid, each phase in order, and within a phase every thread
 // t = 0 .. GPUCNN_BLOCK-1 in turn; shared memory is one array per block, each thread's
 // registers a state struct. The grid-stride kernels visit every index once, in order.
-// Split-K (fused_splitk.cuh): pass 1 is replayed with its own block map, block by block, each
+// Every GEMM kernel takes the tile shape last (``tile``, GPUCNN_GEMM_TILE_TABLE): the harness replays
+// the same instantiation. Split-K (fused_splitk.cuh): pass 1 is replayed with its own block map, block by block, each
 // block's k range phase by phase; pass 2 is a grid-stride kernel.
 #include "../../gpucnn/kernels/fused_conv_body.cuh"
 #include "../../gpucnn/kernels/fused_dense_body.cuh"
@@ -25,48 +26,62 @@ inline bool threads_reversed() {
 
 inline int thread_at(int i) { return threads_reversed() ? GPUCNN_BLOCK - 1 - i : i; }
 
-// One block of the GEMM core: output tile ``tile`` summed over k in [k_begin, k_end), phase by phase.
-template <typename T, int TM, int TN, int TK, class P>
+// One block of the GEMM core (tile shape Tl): output tile ``tile`` summed over k in [k_begin, k_end), phase
+// by phase: the prologue, one phase per k-step (double-buffered shared memory), the store.
+template <typename T, class Tl, class P>
 void replay_gemm_tile(const P& p, int tile, int k_begin, int k_end) {
     using namespace gpucnn::fused;
-    std::vector<T> As(TK * TM), Bs(TK * TN);
-    std::vector<GemmThread<T, TM, TN>> threads(GPUCNN_BLOCK);
-    for (auto& s : threads) gemm_zero(s);
-    for (int k0 = k_begin; k0 < k_end; k0 += TK) {
+    std::vector<T> shared(kGemmSharedElements, T(0));
+    std::vector<GemmThread<T, Tl>> threads(GPUCNN_BLOCK);
+    for (int i = 0; i < GPUCNN_BLOCK; ++i)
+        gemm_prologue_phase<T, Tl>(p, tile, thread_at(i), k_begin, shared.data(), threads[thread_at(i)]);
+    // __syncthreads()
+    int step = 0;
+    for (int k0 = k_begin; k0 < k_end; k0 += Tl::TK, ++step) {
         for (int i = 0; i < GPUCNN_BLOCK; ++i)
-            gemm_load_phase<T, TM, TN, TK>(p, tile, thread_at(i), k0, As.data(), Bs.data());
-        // __syncthreads()
-        for (int i = 0; i < GPUCNN_BLOCK; ++i)
-            gemm_multiply_phase<T, TM, TN, TK>(thread_at(i), As.data(), Bs.data(), threads[thread_at(i)]);
+            gemm_step_phase<T, Tl>(p, tile, thread_at(i), k0, k_end, step, shared.data(), threads[thread_at(i)]);
         // __syncthreads()
     }
-    for (int i = 0; i < GPUCNN_BLOCK; ++i) gemm_store_phase(p, tile, thread_at(i), threads[thread_at(i)]);
+    for (int i = 0; i < GPUCNN_BLOCK; ++i) gemm_store_phase<T, Tl>(p, tile, thread_at(i), threads[thread_at(i)]);
 }
 
-template <typename T, int TM, int TN, int TK, class P>
+template <typename T, class Tl, class P>
 void replay_tiled_gemm(const P& p) {
-    const int blocks = gpucnn::fused::gemm_blocks<TM, TN>(p.M, p.N);
-    for (int block = 0; block < blocks; ++block) replay_gemm_tile<T, TM, TN, TK>(p, block, 0, p.K);
+    const int blocks = gpucnn::fused::gemm_blocks<Tl>(p.M, p.N);
+    for (int block = 0; block < blocks; ++block) replay_gemm_tile<T, Tl>(p, block, 0, p.K);
 }
 
-template <typename T, class P>
-void replay_gemm(const P& p) {
-    replay_tiled_gemm<T, GPUCNN_GEMM_TM, GPUCNN_GEMM_TN, GPUCNN_GEMM_TK>(p);
-}
-
-// Split-K pass 1 (fused_splitk.cuh: split_k_gemm): blocks b = 0 .. tiles*slices-1 with the kernel's block map.
-template <typename T, class P>
-void replay_split_k_gemm(const P& p, T* partial, int slices) {
+// Split-K pass 1 (fused_splitk.cuh: split_k_tile): blocks b = 0 .. tiles*slices-1 with the kernel's block map.
+template <typename T, class Tl, class P>
+void replay_split_k_tiles(const P& p, T* partial, int slices) {
     using namespace gpucnn::fused;
-    if (slices < 1) die("slices must be >= 1");
-    constexpr int TM = GPUCNN_GEMM_TM, TN = GPUCNN_GEMM_TN, TK = GPUCNN_GEMM_TK;
-    const int blocks = gemm_blocks<TM, TN>(p.M, p.N) * slices;
+    const int blocks = gemm_blocks<Tl>(p.M, p.N) * slices;
     for (int block = 0; block < blocks; ++block) {
-        const SplitKBlock b = split_k_block<TM, TN, TK>(block, p.M, p.N, p.K, slices);
+        const SplitKBlock b = split_k_block<Tl>(block, p.M, p.N, p.K, slices);
         const SplitKPartial<T, P> q(p, partial, b.slice);
-        replay_gemm_tile<T, TM, TN, TK>(q, b.tile, b.k_begin, b.k_end);
+        replay_gemm_tile<T, Tl>(q, b.tile, b.k_begin, b.k_end);
     }
 }
+
+// The kernels' switch over the tile table (fused_common.cuh: tiled_gemm, fused_splitk.cuh: split_k_gemm).
+#define GPUCNN_REPLAY_TILE_CASE(id, TM, TN, TK, RM, RN) \
+    case id: replay_tiled_gemm<T, gpucnn::fused::Tile<TM, TN, TK, RM, RN>>(p); return;
+template <typename T, class P>
+void replay_gemm(const P& p, int tile) {
+    switch (tile) { GPUCNN_GEMM_TILE_TABLE(GPUCNN_REPLAY_TILE_CASE) default: break; }
+    die("tile must be 0 .. GPUCNN_GEMM_TILE_COUNT - 1, got " + std::to_string(tile));
+}
+#undef GPUCNN_REPLAY_TILE_CASE
+
+#define GPUCNN_REPLAY_SPLIT_CASE(id, TM, TN, TK, RM, RN) \
+    case id: replay_split_k_tiles<T, gpucnn::fused::Tile<TM, TN, TK, RM, RN>>(p, partial, slices); return;
+template <typename T, class P>
+void replay_split_k_gemm(const P& p, T* partial, int slices, int tile) {
+    if (slices < 1) die("slices must be >= 1");
+    switch (tile) { GPUCNN_GEMM_TILE_TABLE(GPUCNN_REPLAY_SPLIT_CASE) default: break; }
+    die("tile must be 0 .. GPUCNN_GEMM_TILE_COUNT - 1, got " + std::to_string(tile));
+}
+#undef GPUCNN_REPLAY_SPLIT_CASE
 
 // Split-K pass 2 (split_k_reduce_body), a grid-stride kernel: every output index once, in order.
 template <typename T>
@@ -98,36 +113,36 @@ bool run_fused(const std::string& kernel, Args<T>& a) {
         const T* b = a.array(false);
         T* y = a.array(true);
         ConvGeometry g = conv_geometry(a);
-        int flags = a.i32();
-        replay_gemm<T>(ConvForward<T>{x, w, b, y, g, flags, g.O, g.N * g.oh * g.ow, g.C * g.kh * g.kw});
+        int flags = a.i32(), tile = a.i32();
+        replay_gemm<T>(ConvForward<T>{x, w, b, y, g, flags, g.O, g.N * g.oh * g.ow, g.C * g.kh * g.kw}, tile);
     } else if (kernel == "conv_dgrad_fused") {
         const T* gy = a.array(false);
         const T* w = a.array(false);
         const T* mask = a.array(false);
         T* gx = a.array(true);
         ConvGeometry g = conv_geometry(a);
-        int flags = a.i32();
-        replay_gemm<T>(ConvDataGrad<T>{gy, w, mask, gx, g, flags, g.C, g.N * g.H * g.W, g.O * g.kh * g.kw});
+        int flags = a.i32(), tile = a.i32();
+        replay_gemm<T>(ConvDataGrad<T>{gy, w, mask, gx, g, flags, g.C, g.N * g.H * g.W, g.O * g.kh * g.kw}, tile);
     } else if (kernel == "conv_wgrad_fused") {
         const T* gy = a.array(false);
         const T* x = a.array(false);
         T* gw = a.array(true);
         T* gb = a.array(true);
         ConvGeometry g = conv_geometry(a);
-        int flags = a.i32();
+        int flags = a.i32(), tile = a.i32();
         const int KW = g.C * g.kh * g.kw;
         replay_gemm<T>(ConvWeightGrad<T>{gy, x, gw, gb, g, flags, g.O, KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0),
-                                         g.N * g.oh * g.ow, KW});
+                                         g.N * g.oh * g.ow, KW}, tile);
     } else if (kernel == "conv_wgrad_partial_fused") {
         const T* gy = a.array(false);
         const T* x = a.array(false);
         T* partial = a.array(true);
         ConvGeometry g = conv_geometry(a);
-        int flags = a.i32(), slices = a.i32();
+        int flags = a.i32(), slices = a.i32(), tile = a.i32();
         const int KW = g.C * g.kh * g.kw;
         replay_split_k_gemm<T>(ConvWeightGrad<T>{gy, x, nullptr, nullptr, g, flags, g.O,
                                                  KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), g.N * g.oh * g.ow, KW},
-                               partial, slices);
+                               partial, slices, tile);
     } else if (kernel == "conv_wgrad_reduce_fused" || kernel == "dense_wgrad_reduce_fused") {
         replay_split_k_reduce<T>(a);
     } else if (kernel == "dense_fwd_fused") {
@@ -135,32 +150,33 @@ bool run_fused(const std::string& kernel, Args<T>& a) {
         const T* w = a.array(false);
         const T* b = a.array(false);
         T* y = a.array(true);
-        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32();
-        replay_gemm<T>(DenseForward<T>{x, w, b, y, flags, N, O, I});
+        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32(), tile = a.i32();
+        replay_gemm<T>(DenseForward<T>{x, w, b, y, flags, N, O, I}, tile);
     } else if (kernel == "dense_dgrad_fused") {
         const T* gy = a.array(false);
         const T* y = a.array(false);
         const T* w = a.array(false);
         T* gx = a.array(true);
-        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32();
-        replay_gemm<T>(DenseDataGrad<T>{gy, y, w, gx, flags, N, I, O});
+        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32(), tile = a.i32();
+        replay_gemm<T>(DenseDataGrad<T>{gy, y, w, gx, flags, N, I, O}, tile);
     } else if (kernel == "dense_wgrad_fused") {
         const T* gy = a.array(false);
         const T* y = a.array(false);
         const T* x = a.array(false);
         T* gw = a.array(true);
         T* gb = a.array(true);
-        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32();
-        replay_gemm<T>(DenseWeightGrad<T>{gy, y, x, gw, gb, flags, O, I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I});
+        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32(), tile = a.i32();
+        replay_gemm<T>(DenseWeightGrad<T>{gy, y, x, gw, gb, flags, O, I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I},
+                       tile);
     } else if (kernel == "dense_wgrad_partial_fused") {
         const T* gy = a.array(false);
         const T* y = a.array(false);
         const T* x = a.array(false);
         T* partial = a.array(true);
-        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32(), slices = a.i32();
+        int N = a.i32(), I = a.i32(), O = a.i32(), flags = a.i32(), slices = a.i32(), tile = a.i32();
         replay_split_k_gemm<T>(DenseWeightGrad<T>{gy, y, x, nullptr, nullptr, flags, O,
                                                   I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I},
-                               partial, slices);
+                               partial, slices, tile);
     } else if (kernel == "max_pool_u8_fwd") {
         const T* x = a.array(false);
         T* y = a.array(true);

@@ -208,6 +208,13 @@ def _module_constants(path):
     return out
 
 
+def _launcher_tiles():
+    """launch.GEMM_TILES, read from the source (the launcher imports CuPy)."""
+    tree = ast.parse((ROOT / "gpucnn" / "compile" / "cuda_graph" / "launch.py").read_text())
+    return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "GEMM_TILES" for t in node.targets))
+
+
 def test_constants_shared_with_python_agree():
     common = _defines(KERNELS / "common.cuh")
     assert common["GPUCNN_BLOCK"] == loader.BLOCK
@@ -218,8 +225,11 @@ def test_constants_shared_with_python_agree():
         assert body["GPUCNN_" + name] == launcher[name], name
     fused = _defines(KERNELS / "fused_common.cuh")
     fused_launcher = _module_constants(ROOT / "gpucnn" / "compile" / "cuda_graph" / "launch.py")
-    for name in ("GEMM_TM", "GEMM_TN", "GEMM_TK", "FUSED_BIAS", "FUSED_RELU", "FUSED_MASK"):
+    for name in ("GEMM_TK", "FUSED_BIAS", "FUSED_RELU", "FUSED_MASK"):
         assert fused["GPUCNN_" + name] == fused_launcher[name.replace("FUSED_", "")], name
+    table = re.findall(r"X\((\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)", (KERNELS / "fused_common.cuh").read_text())
+    assert [tuple(int(v) for v in row[1:]) for row in table] == list(_launcher_tiles()), "GEMM_TILE_TABLE"
+    assert [int(row[0]) for row in table] == list(range(len(table))) == list(range(fused["GPUCNN_GEMM_TILE_COUNT"]))
     hyper = _defines(KERNELS / "multi_update_body.cuh")
     twin = _module_constants(ROOT / "gpucnn" / "ops" / "multi_update.py")
     for name in ("HYPER_LR", "HYPER_STEP", "HYPER_STEP_SIZE", "HYPER_BIAS2_SQRT", "HYPER_DECAY", "HYPER_FIRST",

@@ -38,6 +38,10 @@ CONV_CASES = [case[:8] for case in cases.CONV_CASES
 ]
 POOL_CASES = cases.POOL_CASES
 DENSE_CASES = [(1, 1, 1), (3, 5, 2), (70, 20, 65), (5, 130, 10), (4, 0, 3), (2, 3136, 128)]
+# The GEMM kernels take their tile shape last (launch.GEMM_TILES): the cases take the tiles in turn, and
+# test_every_tile_matches_the_twins runs every tile on shapes over tile edges.
+TILES = range(4)
+CONV_TILE = {case[0]: i % len(TILES) for i, case in enumerate(CONV_CASES)}
 
 
 def _conv_geometry(n, c, h, w, o, window):
@@ -57,6 +61,10 @@ def _conv_data(case, dtype, seed=0):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CONV_CASES, ids=cases.case_ids(CONV_CASES))
 def test_fused_conv_kernels_match_twins(harness, case, dtype):
+    _check_conv_kernels(harness, case, dtype, CONV_TILE[case[0]])
+
+
+def _check_conv_kernels(harness, case, dtype, tile):
     _, n, c, h, w, o, window, with_bias = case
     rng, x, weight, bias = _conv_data(case, dtype)
     geometry, oh, ow = _conv_geometry(n, c, h, w, o, window)
@@ -64,7 +72,7 @@ def test_fused_conv_kernels_match_twins(harness, case, dtype):
         y = numpy.full((n, o, oh, ow), numpy.nan, dtype=dtype)
         flags = (1 if with_bias else 0) | (2 if relu else 0)
         run_kernel(harness, "fused_conv.cu", "conv_fwd_fused", dtype,
-                   (x, weight, weight if bias is None else bias, y) + geometry + (flags,))
+                   (x, weight, weight if bias is None else bias, y) + geometry + (flags, tile))
         parity.assert_close(y, reference.conv2d_forward(x, weight, bias, window, relu), dtype, f"fwd relu={relu}")
 
     grad_y = rng.standard_normal((n, o, oh, ow)).astype(dtype)
@@ -72,7 +80,7 @@ def test_fused_conv_kernels_match_twins(harness, case, dtype):
     for masked in (False, True):
         grad_x = numpy.full(x.shape, numpy.nan, dtype=dtype)
         run_kernel(harness, "fused_conv.cu", "conv_dgrad_fused", dtype,
-                   (grad_y, weight, mask, grad_x) + geometry + (4 if masked else 0,))
+                   (grad_y, weight, mask, grad_x) + geometry + (4 if masked else 0, tile))
         expected = reference.conv2d_data_grad(grad_y, weight, x.shape, window, mask if masked else None)
         parity.assert_close(grad_x, expected, dtype, f"dgrad mask={masked}")
 
@@ -80,7 +88,7 @@ def test_fused_conv_kernels_match_twins(harness, case, dtype):
         grad_w = numpy.full(weight.shape, numpy.nan, dtype=dtype)
         grad_b = numpy.full(o, numpy.nan, dtype=dtype)
         run_kernel(harness, "fused_conv.cu", "conv_wgrad_fused", dtype,
-                   (grad_y, x, grad_w, grad_b) + geometry + (1 if need_bias else 0,))
+                   (grad_y, x, grad_w, grad_b) + geometry + (1 if need_bias else 0, tile))
         expected_w, expected_b = reference.conv2d_weight_grad(grad_y, x, weight.shape, window, need_bias)
         parity.assert_close(grad_w, expected_w, dtype, "wgrad")
         if need_bias:
@@ -92,13 +100,25 @@ def test_fused_conv_kernels_match_twins(harness, case, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,i,o", DENSE_CASES)
 def test_fused_dense_kernels_match_twins(harness, n, i, o, dtype):
+    _check_dense_kernels(harness, n, i, o, dtype, (n + i + o) % len(TILES))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tile", TILES)
+def test_every_tile_matches_the_twins(harness, tile, dtype):
+    """Every tile shape on sizes that end inside a tile and K over several k-steps (and one step short)."""
+    _check_conv_kernels(harness, ("tile_edges", 2, 3, 9, 9, 70, conv_window(3, 1, 1), True), dtype, tile)
+    _check_dense_kernels(harness, 130, 37, 65, dtype, tile)
+
+
+def _check_dense_kernels(harness, n, i, o, dtype, tile):
     rng = numpy.random.default_rng(n * 1000 + i + o)
     x = rng.standard_normal((n, i)).astype(dtype)
     weight = rng.standard_normal((o, i)).astype(dtype)
     bias = rng.standard_normal(o).astype(dtype)
     for flags in range(4):
         y = numpy.full((n, o), numpy.nan, dtype=dtype)
-        run_kernel(harness, "fused_dense.cu", "dense_fwd_fused", dtype, (x, weight, bias, y, n, i, o, flags))
+        run_kernel(harness, "fused_dense.cu", "dense_fwd_fused", dtype, (x, weight, bias, y, n, i, o, flags, tile))
         expected = reference.linear_forward(x, weight, bias if flags & 1 else None, relu=bool(flags & 2))
         parity.assert_close(y, expected, dtype, f"dense fwd flags={flags}")
 
@@ -107,13 +127,13 @@ def test_fused_dense_kernels_match_twins(harness, n, i, o, dtype):
     for masked in (False, True):
         grad_x = numpy.full((n, i), numpy.nan, dtype=dtype)
         run_kernel(harness, "fused_dense.cu", "dense_dgrad_fused", dtype,
-                   (grad_y, y_relu, weight, grad_x, n, i, o, 4 if masked else 0))
+                   (grad_y, y_relu, weight, grad_x, n, i, o, 4 if masked else 0, tile))
         expected = reference.linear_data_grad(grad_y, weight, y_relu if masked else None)
         parity.assert_close(grad_x, expected, dtype, f"dense dgrad mask={masked}")
         grad_w = numpy.full((o, i), numpy.nan, dtype=dtype)
         grad_b = numpy.full(o, numpy.nan, dtype=dtype)
         run_kernel(harness, "fused_dense.cu", "dense_wgrad_fused", dtype,
-                   (grad_y, y_relu, x, grad_w, grad_b, n, i, o, 1 | (4 if masked else 0)))
+                   (grad_y, y_relu, x, grad_w, grad_b, n, i, o, 1 | (4 if masked else 0), tile))
         expected_w, expected_b = reference.linear_weight_grad(grad_y, x, y_relu if masked else None)
         parity.assert_close(grad_w, expected_w, dtype, f"dense wgrad mask={masked}")
         parity.assert_close(grad_b, expected_b, dtype, f"dense bias grad mask={masked}")
@@ -163,17 +183,19 @@ def test_fused_gemm_is_bitwise_repeatable(harness):
     geometry, oh, ow = _conv_geometry(n, c, h, w, o, window)
     grad_y = rng.standard_normal((n, o, oh, ow)).astype(numpy.float32)
     results = []
-    for _ in range(2):
+    for tile in [1, 1] + list(TILES):
         grad_w = numpy.zeros(weight.shape, dtype=numpy.float32)
         grad_b = numpy.zeros(o, dtype=numpy.float32)
         run_kernel(harness, "fused_conv.cu", "conv_wgrad_fused", numpy.float32,
-                   (grad_y, x, grad_w, grad_b) + geometry + (1,))
+                   (grad_y, x, grad_w, grad_b) + geometry + (1, tile))
         results.append((grad_w.tobytes(), grad_b.tobytes()))
-    assert results[0] == results[1]
+    # every output is summed by one thread in ascending k whatever the tile: the same bits from every tile
+    assert all(r == results[0] for r in results)
 
 
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("kernel", ["conv_fwd_fused", "conv_dgrad_fused", "conv_wgrad_fused"])
-def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel):
+def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel, tile):
     """The replay's premise: running each phase's threads in reverse order gives the same bits."""
     case = ("tiles", 2, 3, 9, 9, 70, conv_window(3, 2, 1), True)
     _, n, c, h, w, o, window, _ = case
@@ -190,7 +212,7 @@ def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel):
             path = tmp_path / f"{order}{i}.bin"
             a.tofile(path)
             paths.append(str(path))
-        argv = [harness.exe, kernel, "f32"] + paths + [str(v) for v in geometry] + ["7"]
+        argv = [harness.exe, kernel, "f32"] + paths + [str(v) for v in geometry] + ["7", str(tile)]
         env = dict(os.environ, GPUCNN_HARNESS_THREAD_ORDER=order)
         subprocess.run(argv, check=True, capture_output=True, env=env)
         outputs[order] = [pathlib.Path(p).read_bytes() for p in paths[-2:]]
@@ -272,15 +294,33 @@ def test_fused_launchers_refuse_bad_input(fused):
 
 def test_split_k_slices_fill_a_wave_within_their_bounds(fused):
     """S: the fewest slices that make tiles * S a full wave, each slice keeping at least SPLIT_K_MIN_K of k."""
-    assert (fused.SM_COUNT, fused.SPLIT_K_MIN_K) == (132, 1024)
+    assert (fused.SM_COUNT, fused.SPLIT_K_MIN_K, fused.GEMM_TK) == (132, 256, 16)
     assert fused.split_k_slices(32, 10, 200704) == 132          # conv1 of fashion_cnn at batch 256: 1 tile
-    assert fused.split_k_slices(64, 289, 50176) == 27           # conv2: 5 tiles -> 135 blocks
+    assert fused.split_k_slices(64, 289, 50176) == 27           # conv2: 5 tiles of 64 x 64 -> 135 blocks
+    assert fused.split_k_slices(64, 289, 50176, tile=2) == 14   # 10 tiles of 32 x 64 -> 140 blocks
     assert fused.split_k_slices(64, 289, 50176, sm_count=114) == 23
     assert fused.split_k_slices(32, 10, 50176, min_k=4096) == 12  # bounded by k // min_k
     assert fused.split_k_slices(128, 3137, 256) == 1            # dense1: 100 tiles, K too short to split
     assert fused.split_k_slices(64, 64 * 132, 10 ** 6) == 1     # the tiles alone fill the wave
-    assert fused.split_k_slices(32, 10, 2047) == 1 and fused.split_k_slices(32, 10, 2048) == 2
+    assert fused.split_k_slices(32, 10, 511) == 1 and fused.split_k_slices(32, 10, 512) == 2
     assert fused.device_sm_count() == 132                       # no device answers under the stand-in
+
+
+def test_tiles_are_chosen_to_fill_the_gpu(fused):
+    """The launcher's tile (gemm_tile) and (tile, S) of the weight gradients (weight_grad_plan) for the
+    GEMMs of fashion_cnn: the least waves x padded tile area / FFMA share x k-steps on 132 SMs."""
+    assert len(fused.GEMM_TILES) == 4 and all(tm * tn == 256 * rm * rn for tm, tn, _, rm, rn in fused.GEMM_TILES)
+    assert fused.tile_share(0) == 32 / 35 and fused.tile_share(3) == 4 / 6  # RM x RN FFMA per 16-byte LDS
+    assert fused.gemm_tile(32, 256 * 784, 9) == 2        # conv1 forward, M = 32: no rows of padding
+    assert fused.gemm_tile(64, 256 * 196, 288) == 1      # conv2 forward: 784 blocks of 64 x 64
+    assert fused.gemm_tile(256, 128, 3136) == 3          # dense1 forward: 32 blocks, the most any tile gives
+    assert fused.gemm_blocks(256, 128, 3) == 32 and fused.gemm_blocks(256, 128, 1) == 8
+    assert fused.weight_grad_plan(32, 10, 256 * 784) == (3, 132)
+    assert fused.weight_grad_plan(64, 289, 256 * 196) == (1, 27)
+    assert fused.weight_grad_plan(64, 289, 64 * 196) == (1, 27)
+    for m, n, k in ((32, 10, 64 * 784), (64, 289, 64 * 196), (32, 10, 256 * 784), (64, 289, 256 * 196)):
+        tile, slices = fused.weight_grad_plan(m, n, k)
+        assert fused.gemm_blocks(m, n, tile) * slices >= 132, (m, n, k)  # at least one full wave
 
 
 def test_device_sm_count_is_read_from_the_device(fused, monkeypatch):
@@ -297,7 +337,8 @@ def test_device_sm_count_is_read_from_the_device(fused, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_weight_grad_launchers_split_a_large_k(fused, monkeypatch, dtype):
     """K = 3136 (conv) and 2100 (dense) on one output tile: S = K // SPLIT_K_MIN_K slices, the two passes
-    on tiles * S blocks and one grid-stride reduce, equal to the split twin and repeatable to the bit."""
+    on tiles * S blocks (the 32 x 32 tile: one) and one grid-stride reduce, equal to the split twin and
+    repeatable to the bit."""
     grids = []
     launch = fused.loader.launch
     monkeypatch.setattr(fused.loader, "launch", lambda *a, **k: (grids.append((a[1], k.get("grid"))), launch(*a, **k)))
@@ -306,8 +347,8 @@ def test_weight_grad_launchers_split_a_large_k(fused, monkeypatch, dtype):
     x = rng.standard_normal((4, 1, 28, 28)).astype(dtype)
     grad_y = rng.standard_normal((4, 32, 28, 28)).astype(dtype)
     got = fused.conv2d_weight_grad(grad_y, x, (32, 1, 3, 3), window)
-    assert grids == [("conv_wgrad_partial_fused", 3), ("conv_wgrad_reduce_fused", None)]
-    for a, b, what in zip(got, reference.conv2d_weight_grad(grad_y, x, (32, 1, 3, 3), window, slices=3), "wb"):
+    assert grids == [("conv_wgrad_partial_fused", 12), ("conv_wgrad_reduce_fused", None)]
+    for a, b, what in zip(got, reference.conv2d_weight_grad(grad_y, x, (32, 1, 3, 3), window, slices=12), "wb"):
         parity.assert_close(a, b, dtype, f"conv split-K d{what}")
     again = fused.conv2d_weight_grad(grad_y, x, (32, 1, 3, 3), window)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(got, again))
@@ -315,15 +356,15 @@ def test_weight_grad_launchers_split_a_large_k(fused, monkeypatch, dtype):
     xd, gyd = rng.standard_normal((2100, 3)).astype(dtype), rng.standard_normal((2100, 2)).astype(dtype)
     yd = numpy.maximum(gyd[::-1], 0)
     grids.clear()
-    for got, want in zip(fused.linear_weight_grad(gyd, xd, yd), reference.linear_weight_grad(gyd, xd, yd, slices=2)):
+    for got, want in zip(fused.linear_weight_grad(gyd, xd, yd), reference.linear_weight_grad(gyd, xd, yd, slices=8)):
         parity.assert_close(got, want, dtype, "dense split-K")
-    assert grids == [("dense_wgrad_partial_fused", 2), ("dense_wgrad_reduce_fused", None)]
+    assert grids == [("dense_wgrad_partial_fused", 8), ("dense_wgrad_reduce_fused", None)]
     grids.clear()
     grad_w, grad_b = fused.linear_weight_grad(gyd, xd, yd, need_bias=False, slices=7)
     assert grad_b is None and grids[0] == ("dense_wgrad_partial_fused", 7)
     parity.assert_close(grad_w, reference.linear_weight_grad(gyd, xd, yd, False, slices=7)[0], dtype, "S=7")
     grids.clear()
-    fused.linear_weight_grad(gyd[:100], xd[:100])  # K = 100: the single pass, as before
+    fused.linear_weight_grad(gyd[:100], xd[:100])  # K = 100 < 2 * SPLIT_K_MIN_K: the single pass
     assert grids == [("dense_wgrad_fused", 1)]
     with pytest.raises(ValueError, match="slices"):
         fused.linear_weight_grad(gyd, xd, slices=0)

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.kernels
 
 DTYPES = [numpy.float32, numpy.float64]
 SLICES = [1, 2, 3, 7]
-TM, TN, TK = 64, 64, 16
+TK = 16  # the k-step of the slices (GPUCNN_GEMM_TK), whole k-steps of every tile
+# Pass 1 takes the tile shape last (launch.GEMM_TILES): S = 1, 2, 3, 7 run tiles 0, 1, 2, 3 (TK 8 and 16).
+TILE_OF = {slices: i % 4 for i, slices in enumerate(SLICES)}
 # name, N, C, H, W, O, window: K = N*oh*ow is 36, 162 and 80, none a multiple of 16 or of every S.
 CONV_CASES = [
     ("odd", 3, 3, 7, 5, 5, conv_window(3, 2, 1)),               # M 5, N 27 (+1), K 36: 3 k-steps
@@ -53,14 +55,15 @@ def _conv_problem(case, dtype, seed=0):
     return x, grad_y, geometry, (o, c, window.kh, window.kw)
 
 
-def _split_conv(harness, x, grad_y, geometry, weight_shape, need_bias, slices):
+def _split_conv(harness, x, grad_y, geometry, weight_shape, need_bias, slices, tile=None):
     """(partial, grad_w, grad_b) from the two passes in the harness, outputs pre-filled with NaN."""
     dtype = x.dtype
     o, kw = weight_shape[0], int(numpy.prod(weight_shape[1:]))
     cols = kw + (1 if need_bias else 0)
     partial = numpy.full((slices, o, cols), numpy.nan, dtype=dtype)
     run_kernel(harness, "fused_conv.cu", "conv_wgrad_partial_fused", dtype,
-               (grad_y, x, partial) + geometry + (1 if need_bias else 0, slices))
+               (grad_y, x, partial) + geometry + (1 if need_bias else 0, slices,
+                                                  TILE_OF.get(slices, 1) if tile is None else tile))
     grad_w = numpy.full(weight_shape, numpy.nan, dtype=dtype)
     grad_b = numpy.full(o, numpy.nan, dtype=dtype)
     run_kernel(harness, "fused_conv.cu", "conv_wgrad_reduce_fused", dtype,
@@ -131,7 +134,7 @@ def test_dense_split_k_matches_twins(harness, n, i, o, dtype):
             what = f"S={slices} bias={need_bias} mask={masked}"
             partial = numpy.full((slices, o, cols), numpy.nan, dtype=dtype)
             run_kernel(harness, "fused_dense.cu", "dense_wgrad_partial_fused", dtype,
-                       (grad_y, y, x, partial, n, i, o, flags, slices))
+                       (grad_y, y, x, partial, n, i, o, flags, slices, TILE_OF[slices]))
             twin = reference.linear_weight_grad_partials(grad_y, x, mask, need_bias, slices)
             for s in range(slices):
                 parity.assert_close(partial[s], twin[s], dtype, f"{what}: partial sums of slice {s}")
@@ -151,12 +154,13 @@ def test_dense_split_k_matches_twins(harness, n, i, o, dtype):
 def test_one_slice_is_the_single_pass_bit_for_bit(harness):
     """S = 1 sums each output over all of K from k = 0, as conv_wgrad_fused does: the same bits."""
     x, grad_y, geometry, weight_shape = _conv_problem(CONV_CASES[1], numpy.float32)
-    _, grad_w, grad_b = _split_conv(harness, x, grad_y, geometry, weight_shape, True, 1)
-    single_w = numpy.full(weight_shape, numpy.nan, dtype=numpy.float32)
-    single_b = numpy.full(weight_shape[0], numpy.nan, dtype=numpy.float32)
-    run_kernel(harness, "fused_conv.cu", "conv_wgrad_fused", numpy.float32,
-               (grad_y, x, single_w, single_b) + geometry + (1,))
-    assert grad_w.tobytes() == single_w.tobytes() and grad_b.tobytes() == single_b.tobytes()
+    for tile in range(4):
+        _, grad_w, grad_b = _split_conv(harness, x, grad_y, geometry, weight_shape, True, 1, tile)
+        single_w = numpy.full(weight_shape, numpy.nan, dtype=numpy.float32)
+        single_b = numpy.full(weight_shape[0], numpy.nan, dtype=numpy.float32)
+        run_kernel(harness, "fused_conv.cu", "conv_wgrad_fused", numpy.float32,
+                   (grad_y, x, single_w, single_b) + geometry + (1, tile))
+        assert grad_w.tobytes() == single_w.tobytes() and grad_b.tobytes() == single_b.tobytes(), tile
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -176,7 +180,7 @@ def test_no_thread_of_the_partial_pass_depends_on_another_within_a_phase(harness
             path = tmp_path / f"{order}{i}.bin"
             a.tofile(path)
             paths.append(str(path))
-        argv = [harness.exe, "conv_wgrad_partial_fused", "f32"] + paths + [str(v) for v in geometry] + ["1", "3"]
+        argv = [harness.exe, "conv_wgrad_partial_fused", "f32"] + paths + [str(v) for v in geometry] + ["1", "3", "0"]
         env = dict(os.environ, GPUCNN_HARNESS_THREAD_ORDER=order)
         subprocess.run(argv, check=True, capture_output=True, env=env)
         outputs[order] = pathlib.Path(paths[-1]).read_bytes()
@@ -186,8 +190,9 @@ def test_no_thread_of_the_partial_pass_depends_on_another_within_a_phase(harness
 
 @pytest.mark.graph
 def test_a_captured_step_splits_the_first_convolution(gpu):
-    """fashion_cnn at batch 4 on the emulated CuPy: conv1's K = 3136 takes 3 slices (conv2's 784 one pass);
-    the graph captures both passes, and its first step, verified against the eager step, agrees."""
+    """fashion_cnn at batch 4 on the emulated CuPy: conv1's K = 3136 and conv2's 784 split (12 and 3 slices of
+    at least SPLIT_K_MIN_K = 256); the graph captures both passes, and its first step, verified against the
+    eager step, agrees."""
     cp = gpu.cupy
     model = gpucnn.models.fashion_cnn(rng=0).to("cuda")
     rng = numpy.random.default_rng(0)
@@ -197,5 +202,4 @@ def test_a_captured_step_splits_the_first_convolution(gpu):
     step.run_epoch(numpy.arange(4))
     assert not step.eager and step.mismatch is None and step.graph_launches == 1
     kernels = {c for c in step.captured if c.startswith("kernel ")}
-    assert {"kernel conv_wgrad_partial_fused", "kernel conv_wgrad_reduce_fused", "kernel conv_wgrad_fused",
-            "kernel dense_wgrad_fused"} <= kernels
+    assert {"kernel conv_wgrad_partial_fused", "kernel conv_wgrad_reduce_fused", "kernel dense_wgrad_fused"} <= kernels

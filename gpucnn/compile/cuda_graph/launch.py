@@ -17,7 +17,7 @@ has fewer than 2^31 elements (the kernels index with 32-bit ints).
 
 Split-K of the weight gradients (gpucnn/kernels/fused_splitk.cuh): their K (N*oh*ow, or the batch) is long
 and their output small (conv1 of fashion_cnn: 32 x 10 outputs, one tile, over 200704 k at batch 256). With
-S = ``split_k_slices(M, N, K, device_sm_count())`` > 1, pass 1 runs tiles * S blocks, each summing its
+(tile, S) = ``weight_grad_plan(M, N, K, device_sm_count())`` and S > 1, pass 1 runs tiles * S blocks, each summing its
 k-slice into an (S, M, N) partial buffer of the gradient's dtype (``cupy.empty``: under capture the graph
 step's private pool serves it), and pass 2 adds the S partials per output in ascending s and stores dW and
 db. No atomics: bitwise repeatable. S = 1 runs the single-pass kernel as before. ``slices=`` on the
@@ -30,10 +30,14 @@ from ...ops.cuda import loader
 
 __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
            "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward", "check_int32", "gemm_blocks",
-           "split_k_slices", "device_sm_count", "SM_COUNT", "SPLIT_K_MIN_K"]
+           "split_k_slices", "device_sm_count", "SM_COUNT", "SPLIT_K_MIN_K", "GEMM_TILES", "GEMM_TK",
+           "tile_share", "gemm_tile", "weight_grad_plan"]
 
-# Must equal GPUCNN_GEMM_* and GPUCNN_FUSED_* of gpucnn/kernels/fused_common.cuh (tests/kernels/test_compile.py).
-GEMM_TM, GEMM_TN, GEMM_TK = 64, 64, 16
+# Must equal GPUCNN_GEMM_TK, GPUCNN_GEMM_TILE_TABLE and GPUCNN_FUSED_* of gpucnn/kernels/fused_common.cuh
+# (tests/kernels/test_compile.py). GEMM_TK is the k-step of split-K's slices; GEMM_TILES[tile] = (TM, TN, TK,
+# RM, RN): a block of 256 threads computes a TM x TN output tile, TK of k per step, each thread RM x RN outputs.
+GEMM_TK = 16
+GEMM_TILES = ((128, 64, 8, 8, 4), (64, 64, 16, 4, 4), (32, 64, 16, 2, 4), (32, 32, 16, 2, 2))
 BIAS, RELU, MASK = 1, 2, 4
 
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -48,23 +52,25 @@ def check_int32(op, **sizes):
                              f"of the fused kernels allow ({_INT32_LIMIT}); use the eager path")
 
 
-def gemm_blocks(m, n):
-    """Blocks of a fused GEMM launch: one per GEMM_TM x GEMM_TN output tile (at least 1)."""
-    return max(1, -(-m // GEMM_TM) * -(-n // GEMM_TN))
+def tile_share(tile):
+    """FFMA share of the multiply's inner loop of tile ``tile``: per k, RM x RN FFMA against one shared-memory
+    load per 16 bytes of the thread's RM values of A and RN values of B (LDS.128 / LDS.64, float32)."""
+    _, _, _, rm, rn = GEMM_TILES[tile]
+    return rm * rn / (rm * rn + -(-rm // 4) + -(-rn // 4))
 
 
 # Split-K: the SM count assumed where no device answers (an H100 SXM's 132), and the least k a slice keeps:
-# 64 k-steps of GEMM_TK, so that a slice's partial tile (TM x TN written once, read once by the reduce) costs
-# at most 1/16 of its operand loads (TK * (TM + TN) per step); short K (small batches) stays single-pass.
+# 16 k-steps of GEMM_TK, so that a slice's partial tile (TM x TN written once, read once by the reduce) costs
+# at most about 1/8 of its operand loads (TK * (TM + TN) per step); shorter K stays single-pass.
 SM_COUNT = 132
-SPLIT_K_MIN_K = 1024
+SPLIT_K_MIN_K = 256
 
 _SM_COUNTS = {}
 
 
 def device_sm_count():
     """The current device's SM count, ``cupy.cuda.Device().attributes['MultiProcessorCount']``, asked once per
-    device at its first weight-gradient launch (never at import); ``SM_COUNT`` where no device answers."""
+    device at its first fused GEMM launch (never at import); ``SM_COUNT`` where no device answers."""
     try:
         device = int(cupy.cuda.runtime.getDevice())
         count = _SM_COUNTS.get(device)
@@ -75,33 +81,73 @@ def device_sm_count():
         return SM_COUNT
 
 
-def split_k_slices(m, n, k, sm_count=SM_COUNT, min_k=SPLIT_K_MIN_K):
-    """S, the k-slices of an M x N x K weight-gradient GEMM: the fewest that make tiles * S blocks at least one
-    full wave on ``sm_count`` SMs, but no more than k // min_k (every slice keeps about min_k of k or more) nor
-    than 32-bit indices allow for the (S, M, N) partial buffer; 1 (the single pass) when the tiles alone fill
-    a wave or k < 2 * min_k."""
-    tiles = gemm_blocks(m, n)
+def gemm_blocks(m, n, tile=1):
+    """Blocks of a fused GEMM launch: one per TM x TN output tile of ``GEMM_TILES[tile]`` (at least 1)."""
+    tm, tn = GEMM_TILES[tile][:2]
+    return max(1, -(-m // tm) * -(-n // tn))
+
+
+def _tile_cost(m, n, k, tile, slices, sm_count):
+    """What the choice minimises: waves of blocks on ``sm_count`` SMs x the padded tile area over its FFMA share
+    x the k-steps of a slice (time of the slowest SM, one resident block per SM counted)."""
+    tm, tn, tk = GEMM_TILES[tile][:3]
+    waves = _ceil(gemm_blocks(m, n, tile) * slices, sm_count)
+    return waves * tm * tn / tile_share(tile) * _ceil(_ceil(k, slices), tk)
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def gemm_tile(m, n, k, sm_count=SM_COUNT):
+    """The tile of a single-pass M x N x K GEMM: the least ``_tile_cost`` (ties: the lower id, the larger tile)."""
+    return min(range(len(GEMM_TILES)), key=lambda t: (_tile_cost(m, n, k, t, 1, sm_count), t))
+
+
+def split_k_slices(m, n, k, sm_count=SM_COUNT, min_k=SPLIT_K_MIN_K, tile=1):
+    """S, the k-slices of an M x N x K weight-gradient GEMM on tile ``tile``: the fewest that make tiles * S blocks
+    at least one full wave on ``sm_count`` SMs, but no more than k // min_k (every slice keeps about min_k of k or
+    more) nor than 32-bit indices allow for the (S, M, N) partial buffer; 1 (the single pass) when the tiles
+    alone fill a wave or k < 2 * min_k."""
+    tiles = gemm_blocks(m, n, tile)
     if tiles >= sm_count or k < 2 * min_k:
         return 1
     return max(1, min(-(-sm_count // tiles), k // min_k, _INT32_LIMIT // max(1, m * n)))
+
+
+def weight_grad_plan(m, n, k, sm_count=SM_COUNT):
+    """(tile, S) of a weight-gradient GEMM: for each tile its ``split_k_slices``, and the pair of least
+    ``_tile_cost`` (ties: the fewer slices, then the lower id)."""
+    plans = [(tile, split_k_slices(m, n, k, sm_count, tile=tile)) for tile in range(len(GEMM_TILES))]
+    return min(plans, key=lambda p: (_tile_cost(m, n, k, p[0], p[1], sm_count), p[1], p[0]))
+
+
+def _launch_gemm(file, name, dtype, args, mnk):
+    """One single-pass fused GEMM launch of M x N x K = ``mnk``: its tile (``gemm_tile`` on the device's SMs)
+    appended as the kernel's last argument, the grid sized for it."""
+    tile = gemm_tile(*mnk, device_sm_count())
+    loader.launch(file, name, dtype, args + (tile,), grid=gemm_blocks(mnk[0], mnk[1], tile))
 
 
 def _launch_weight_grad(op, file, names, dtype, inputs, sizes, grad_w, grad_b, mnk, slices):
     """dW (and db) by ``names`` = (single-pass, partial, reduce) kernels of ``file``: args ``inputs`` (the
     kernel's input arrays), the output(s), then ``sizes`` (its int arguments); M x N x K = ``mnk``."""
     m, n, k = mnk
+    tile, chosen = weight_grad_plan(m, n, k, device_sm_count())
     if slices is None:
-        slices = split_k_slices(m, n, k, device_sm_count())
+        slices = chosen
     if int(slices) != slices or slices < 1:
         raise ValueError(f"{op} (fused CUDA): slices must be a positive integer, got {slices!r}")
     slices = int(slices)
     grad_b = grad_w if grad_b is None else grad_b
     if slices == 1:
-        loader.launch(file, names[0], dtype, inputs + (grad_w, grad_b) + sizes, grid=gemm_blocks(m, n))
+        loader.launch(file, names[0], dtype, inputs + (grad_w, grad_b) + sizes + (tile,),
+                      grid=gemm_blocks(m, n, tile))
         return
     check_int32(op, partial=slices * m * n)
     partial = cupy.empty((slices, m, n), dtype=dtype)
-    loader.launch(file, names[1], dtype, inputs + (partial,) + sizes + (slices,), grid=gemm_blocks(m, n) * slices)
+    loader.launch(file, names[1], dtype, inputs + (partial,) + sizes + (slices, tile),
+                  grid=gemm_blocks(m, n, tile) * slices)
     loader.launch(file, names[2], dtype, (partial, grad_w, grad_b, slices, n, grad_w.size // m, m * n))
 
 
@@ -145,10 +191,10 @@ def conv2d_forward(x, weight, bias, window, relu=False):
     check_int32("conv2d_forward", y=y.size)
     if y.size:
         flags = (BIAS if bias is not None else 0) | (RELU if relu else 0)
-        loader.launch("fused_conv.cu", "conv_fwd_fused", dtype,
-                      (cupy.ascontiguousarray(x), cupy.ascontiguousarray(weight),
-                       weight if bias is None else cupy.ascontiguousarray(bias), y) + geometry + (flags,),
-                      grid=gemm_blocks(o, n * oh * ow))
+        _launch_gemm("fused_conv.cu", "conv_fwd_fused", dtype,
+                     (cupy.ascontiguousarray(x), cupy.ascontiguousarray(weight),
+                      weight if bias is None else cupy.ascontiguousarray(bias), y) + geometry + (flags,),
+                     (o, n * oh * ow, c * kh * kw))
     return y
 
 
@@ -164,11 +210,10 @@ def conv2d_data_grad(grad_y, weight, x_shape, window, mask=None):
     grad_x = cupy.empty((n, c, h, w), dtype=dtype)
     check_int32("conv2d_data_grad", grad_x=grad_x.size)
     if grad_x.size:
-        loader.launch("fused_conv.cu", "conv_dgrad_fused", dtype,
-                      (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(weight),
-                       grad_y if mask is None else cupy.ascontiguousarray(mask), grad_x) + geometry
-                      + (MASK if mask is not None else 0,),
-                      grid=gemm_blocks(c, n * h * w))
+        _launch_gemm("fused_conv.cu", "conv_dgrad_fused", dtype,
+                     (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(weight),
+                      grad_y if mask is None else cupy.ascontiguousarray(mask), grad_x) + geometry
+                     + (MASK if mask is not None else 0,), (c, n * h * w, o * kh * kw))
     return grad_x
 
 
@@ -208,10 +253,9 @@ def linear_forward(x, weight, bias, relu=False):
     check_int32("linear_forward", y=y.size)
     if y.size:
         flags = (BIAS if bias is not None else 0) | (RELU if relu else 0)
-        loader.launch("fused_dense.cu", "dense_fwd_fused", dtype,
-                      (cupy.ascontiguousarray(x), cupy.ascontiguousarray(weight),
-                       weight if bias is None else cupy.ascontiguousarray(bias), y, n, i, o, flags),
-                      grid=gemm_blocks(n, o))
+        _launch_gemm("fused_dense.cu", "dense_fwd_fused", dtype,
+                     (cupy.ascontiguousarray(x), cupy.ascontiguousarray(weight),
+                      weight if bias is None else cupy.ascontiguousarray(bias), y, n, i, o, flags), (n, o, i))
     return y
 
 
@@ -227,10 +271,9 @@ def linear_data_grad(grad_y, weight, y=None):
     grad_x = cupy.empty((n, i), dtype=dtype)
     check_int32("linear_data_grad", grad_x=grad_x.size)
     if grad_x.size:
-        loader.launch("fused_dense.cu", "dense_dgrad_fused", dtype,
-                      (cupy.ascontiguousarray(grad_y), grad_y if y is None else cupy.ascontiguousarray(y),
-                       cupy.ascontiguousarray(weight), grad_x, n, i, o, MASK if y is not None else 0),
-                      grid=gemm_blocks(n, i))
+        _launch_gemm("fused_dense.cu", "dense_dgrad_fused", dtype,
+                     (cupy.ascontiguousarray(grad_y), grad_y if y is None else cupy.ascontiguousarray(y),
+                      cupy.ascontiguousarray(weight), grad_x, n, i, o, MASK if y is not None else 0), (n, i, o))
     return grad_x
 
 
