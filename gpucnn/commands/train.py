@@ -26,7 +26,6 @@ import numpy
 
 import gpucnn
 from .. import backend
-from ..nn import losses
 from ..io.arrays import CheckpointError
 from ..config import config
 from ..data import CorruptDataError, DataNotFoundError
@@ -37,6 +36,7 @@ from . import run_lock
 # The pieces of the command, in modules of their own; their names stay importable from here.
 from .errors import CommandError, os_error, out_of_memory
 from .train_data import DATASETS, build_model, check_model
+from .train_loss import make_loss
 from .train_record import Notes, plot_curves, print_row, write_metrics
 from .recipes import RECIPES
 from .report import write_run_report
@@ -119,6 +119,7 @@ def _run(args, out, checkpoint, created, locks):
     print(f"{args.model} on {args.dataset}: {len(x_train)} training images, {len(x_test)} test images, "
           f"{sum(p.data.size for p in model.parameters())} parameters, device {device}")
     resume, keep, done = resume_plan(args, checkpoint, optimizer, schedule, len(x_train))
+    loss_fn, loss_settings = make_loss(args, checkpoint if resume else None, y_train)  # train_loss.py
 
     def on_epoch_end(history):
         done["history"] = history
@@ -127,11 +128,11 @@ def _run(args, out, checkpoint, created, locks):
     notes = Notes(sys.stdout)
     started = time.time()
     try:
-        history = fit(model, losses.SoftmaxCrossEntropy(), optimizer, x_train, y_train, args.epochs,
+        history = fit(model, loss_fn, optimizer, x_train, y_train, args.epochs,
                       batch_size=args.batch_size, validation=(x_test, y_test), scheduler=schedule, seed=args.seed,
                       checkpoint=checkpoint, resume=resume, progress=not args.no_progress,
                       on_epoch_end=on_epoch_end, keep_optimizer_settings=keep,
-                      checkpoint_info={"dataset": args.dataset, "limit": args.limit},
+                      checkpoint_info={"dataset": args.dataset, "limit": args.limit, "loss": loss_settings},
                       distributed=args.distributed, graph="auto" if args.graph is None else args.graph,
                       notes=notes if not args.distributed or _distributed_root() else None)
     except KeyboardInterrupt as exc:
@@ -147,13 +148,13 @@ def _run(args, out, checkpoint, created, locks):
         return getattr(exc, "exit_status", 130)  # 143 after a SIGTERM
     if args.distributed and not _distributed_root():
         return 0  # rank 0 evaluates and writes the files
-    final = evaluate(model, x_test, y_test, losses.SoftmaxCrossEntropy(), progress=not args.no_progress)
+    final = evaluate(model, x_test, y_test, loss_fn, progress=not args.no_progress)
     model.save(os.path.join(out, "model.npz"))
     write_metrics(out, history)
     plot = plot_curves(out, history)
     summary = {
         "model": args.model, "dataset": args.dataset, "device": device, "epochs": args.epochs,
-        "recipe": getattr(args, "recipe", None),
+        "recipe": getattr(args, "recipe", None), "loss": loss_settings,
         "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed,
         "test_loss": final["loss"], "test_accuracy": final["accuracy"], "wall_seconds": time.time() - started,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",

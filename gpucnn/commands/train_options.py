@@ -47,6 +47,13 @@ def parser(prog):
     p.add_argument("--schedule", choices=["none", "step", "cosine"], default="none", help="learning-rate schedule")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only (quick runs)")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="mix the one-hot targets toward the uniform distribution by this much, in [0, 1] (PyTorch's "
+                        "label_smoothing); on --resume the checkpoint's unless given here")
+    p.add_argument("--class-weights", choices=["none", "balanced"], default="none",
+                   help="weigh each class in the loss; balanced: n_samples / (n_classes * count_c) of the training "
+                        "labels (scikit-learn's 'balanced'), for imbalanced data; on --resume the checkpoint's unless "
+                        "given here")
     p.add_argument("--out", default=None, help="output directory; None means runs/<model>")
     p.add_argument("--checkpoint", default=None, help="checkpoint path; None means <out>/checkpoint.npz")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint, which must exist")
@@ -92,6 +99,8 @@ def parse_args(argv=None, prog=None):
         p.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if args.limit is not None and args.limit < 1:
         p.error(f"--limit must be >= 1 (the number of training images), got {args.limit}")
+    if not 0 <= args.label_smoothing <= 1:
+        p.error(f"--label-smoothing must lie in [0, 1], got {args.label_smoothing}")
     if not all(0 <= b < 1 for b in args.betas):
         p.error(f"--betas must lie in [0, 1), got {args.betas}")
     if args.resume and args.resume_or_start:

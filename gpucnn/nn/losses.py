@@ -277,9 +277,9 @@ class MSE:
 
 
 def balanced_class_weights(labels, classes):
-    """scikit-learn's class_weight='balanced': n_samples / (classes * count_c) per class c, from integer labels.
-
-    A class absent from ``labels`` gets weight 0 (it has no samples to weigh; scikit-learn refuses it).
+    """scikit-learn's class_weight='balanced': n_samples / (n_classes * count_c) for each of the ``classes`` classes
+    c, from integer labels; n_classes counts the classes present (scikit-learn's ``numpy.unique(labels)``), and a
+    class absent from ``labels`` gets weight 0 (it has no samples to weigh).
 
     Example:
         >>> balanced_class_weights(numpy.array([0, 0, 0, 1]), 2)
@@ -293,7 +293,6 @@ def balanced_class_weights(labels, classes):
         raise ValueError(f"balanced_class_weights: labels must lie in [0, {classes - 1}], got values in "
                          f"[{labels.min()}, {labels.max()}]")
     counts = numpy.bincount(labels, minlength=classes).astype(numpy.float64)
-    with numpy.errstate(divide="ignore"):
-        weights = numpy.where(counts > 0, labels.size / (classes * counts), 0.0)
-    return weights
+    present = numpy.count_nonzero(counts)
+    return numpy.where(counts > 0, labels.size / (present * numpy.maximum(counts, 1)), 0.0)
 

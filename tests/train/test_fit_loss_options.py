@@ -1,6 +1,5 @@
 """fit with the loss options: both CPU paths against a PyTorch SGD step, and the graph step on the emulated GPU
 against the eager one (or its refusal, naming the option)."""
-import io
 
 import numpy
 import pytest
