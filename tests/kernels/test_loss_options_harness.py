@@ -1,6 +1,9 @@
 """softmax_xent and softmax_xent_soft (gpucnn/kernels/loss.cu) with every option, their one block replayed phase by
 phase in the host harness (tests/kernels/harness_loss.cuh), against gpucnn.ops.loss's NumPy code."""
 import itertools
+import os
+import pathlib
+import subprocess
 
 import numpy
 import pytest
@@ -110,3 +113,24 @@ def test_every_row_ignored_gives_nan_mean_and_zero_gradient(harness, dtype):
     run_kernel(harness, "loss.cu", "softmax_xent", dtype,
                (logits, labels, weight, grad, loss, counts, n, k, 1, -100, 1, 0.2, 1, 0))
     assert numpy.isnan(loss[0]) and (grad == 0).all() and counts.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("kernel", ["softmax_xent", "softmax_xent_soft"])
+def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel):
+    """The replay's premise: running each phase's threads in reverse order gives the same bits."""
+    n, k = 600, 7
+    logits, labels, weight, probs = _case(n, k, numpy.float32, 11)
+    targets = probs if kernel == "softmax_xent_soft" else labels
+    options = [] if kernel == "softmax_xent_soft" else ["-100", "1"]
+    outputs = {}
+    for order in ("forward", "reverse"):
+        grad, loss, counts = _buffers(n, k, numpy.float32, "mean")
+        paths = []
+        for i, a in enumerate((logits, targets, weight, grad, loss, counts)):
+            paths.append(str(tmp_path / f"{order}{i}.bin"))
+            a.tofile(paths[-1])
+        argv = [harness.exe, kernel, "f32"] + paths + [str(n), str(k), "1"] + options + [0.3.hex(), "1", "0"]
+        subprocess.run(argv, check=True, capture_output=True, env=dict(os.environ, GPUCNN_HARNESS_THREAD_ORDER=order))
+        outputs[order] = [pathlib.Path(p).read_bytes() for p in paths[3:]]
+    assert outputs["forward"] == outputs["reverse"]
+    assert numpy.isfinite(numpy.frombuffer(outputs["forward"][1], numpy.float32)).all()

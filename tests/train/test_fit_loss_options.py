@@ -120,3 +120,23 @@ def test_compile_step_refuses_reduction_none_naming_it(gpu):
     model = _small_model().to("cuda")
     with pytest.raises(ValueError, match="compile_step: loss_fn has reduction='none'"):
         gpucnn.compile_step(model, SoftmaxCrossEntropy(reduction="none"), SGD(model.parameters(), lr=0.1), 4)
+
+
+@pytest.mark.kernels
+def test_eager_fit_on_the_emulated_gpu_takes_ignore_index_in_its_label_check(gpu):
+    cp = gpu.cupy
+    x, y, options = _case("weight-ignore-smooth-mean")
+    x = x.astype(numpy.float32)
+    model = _small_model().to("cuda")
+    history = fit(model, SoftmaxCrossEntropy(**options), SGD(model.parameters(), lr=0.1), cp.asarray(x),
+                  cp.asarray(y), 2, batch_size=4, progress=False, graph=False)
+    reference = _small_model()
+    expected = fit(reference, SoftmaxCrossEntropy(**options), SGD(reference.parameters(), lr=0.1), x, y, 2,
+                   batch_size=4, progress=False)
+    numpy.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-5)
+    assert history["accuracy"] == expected["accuracy"]
+    bad = y.copy()
+    bad[0] = -1
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\] \(or be ignore_index -100\)"):
+        fit(model, SoftmaxCrossEntropy(**options), SGD(model.parameters(), lr=0.1), cp.asarray(x), cp.asarray(bad),
+            1, batch_size=4, progress=False, graph=False)
