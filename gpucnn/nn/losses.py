@@ -93,7 +93,8 @@ class SoftmaxCrossEntropy:
     (default: ones, so ``backward()`` after 'none' is the gradient of the sum). After forward,
     ``correct`` is the number of rows whose largest logit is the label (ignored rows never count;
     for probability targets, the target's largest entry) and ``invalid_labels`` the number of labels
-    outside [0, C) that are not ignore_index, both 0-d integer arrays on the logits' device.
+    outside [0, C) that are not ignore_index, both 0-d integer arrays on the logits' device (``fit`` and
+    ``evaluate`` divide the correct rows by all rows, ignored ones included).
 
     Example:
         >>> loss_fn = SoftmaxCrossEntropy(label_smoothing=0.1, ignore_index=-100)

@@ -24,7 +24,9 @@ Pluggable, capture-safe pieces (they must not read device memory back, call cuBL
 synchronise):
 - ``loss(logits, labels) -> (mean loss: 0-d array, dL/dlogits, correct count: 0-d array)``;
   by default ``loss_fn.fused`` (``SoftmaxCrossEntropy.fused``: the one-launch softmax
-  cross-entropy kernel into buffers it keeps);
+  cross-entropy kernel into buffers it keeps, with every option of the loss: class weights,
+  ignore_index, label smoothing, reduction 'sum', probability targets (bound as (N, C) floats);
+  reduction='none' is refused, naming it);
 - ``update(params, grads)``, updating the parameter arrays in place; by default
   ``optimizer.fused_step`` where the optimizer has one, else, for gpucnn's SGD, Adam and
   AdamW, ``MultiTensorUpdate(optimizer)`` (gpucnn/compile/cuda_graph/update.py: the multi-tensor
