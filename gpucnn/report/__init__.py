@@ -4,7 +4,8 @@
     write(path, html)                                            # atomically
 
 Sections, in order (gpucnn/report/sections.py): the recipe and environment; loss, accuracy and
-learning-rate curves (inline SVG, gpucnn/report/charts.py); the confusion matrix and per-class
+learning-rate curves (inline SVG, gpucnn/report/charts.py; the learning rate of every step too
+when the history holds it, as 'step_lr'); the confusion matrix and per-class
 accuracy; the most confidently wrong test images; the first convolution's filters; one test image's
 feature maps after each convolution; the measured throughput. Raster figures are assembled with
 NumPy (gpucnn/report/figures.py) and embedded as PNG data: URIs written by our own encoder

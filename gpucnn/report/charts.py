@@ -38,9 +38,11 @@ def _x_ticks(xs):
 
 
 def _label(value, log):
-    if log or (value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4)):
-        return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
-    return f"{value:.10g}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+    """A tick's text: '0.5', '2000', or '1.2e-3' for the very small or large (and on a log axis)."""
+    if log or (value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5)):
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+    return f"{value:.6g}"
 
 
 def line_chart(series, title, xlabel, ylabel, width=390, height=260, log=False, markers=True, from_zero=False):

@@ -9,7 +9,7 @@ from . import analysis, figures
 from .charts import line_chart
 from .html import escape, image, key_values, section, table
 
-__all__ = ["SECTIONS", "recipe", "curves", "confusion", "wrong", "filters", "features", "throughput"]
+__all__ = ["SECTIONS", "STEP_LR_KEYS", "recipe", "curves", "confusion", "wrong", "filters", "features", "throughput"]
 
 #: (id, heading) of every section, in the page's order
 SECTIONS = (("recipe", "Recipe and environment"), ("curves", "Loss, accuracy and learning rate"),
@@ -17,6 +17,8 @@ SECTIONS = (("recipe", "Recipe and environment"), ("curves", "Loss, accuracy and
             ("filters", "First convolution's filters"), ("features", "Feature maps of one test image"),
             ("throughput", "Throughput"))
 _HEADINGS = dict(SECTIONS)
+#: where a history may hold the learning rate of every step (a per-step schedule), drawn when present
+STEP_LR_KEYS = ("step_lr", "lr_per_step", "lr_steps")
 
 
 def _percent(x):
@@ -50,14 +52,14 @@ def curves(history):
     spread = bool(lr) and min(lr) > 0 and max(lr) / min(lr) > 10
     charts = [line_chart(loss, "Loss", "epoch", "cross-entropy"), line_chart(acc, "Accuracy", "epoch", "accuracy (%)"),
               line_chart([("lr", epochs, lr)], "Learning rate (per epoch)", "epoch", "learning rate", log=spread)]
-    steps = history.get("step_lr") or []
+    steps = next((history[k] for k in STEP_LR_KEYS if history.get(k)), [])
     if steps:
         charts.append(line_chart([("lr", numpy.arange(1, len(steps) + 1), steps)], "Learning rate (per step)",
                                  "step", "learning rate", log=min(steps) > 0 and max(steps) / min(steps) > 10,
                                  markers=False))
     note = ('<p class="note">Train loss and accuracy are the means over each epoch\'s steps (the weights change '
-            'during the epoch); test ones are measured after the epoch. The learning rate is the one the epoch '
-            'ended with.</p>')
+            'during the epoch); test ones are measured after the epoch. The learning rate per epoch is the '
+            'optimizer\'s at the epoch\'s last step.</p>')
     return section("curves", _HEADINGS["curves"], f'<div class="charts">{"".join(charts)}</div>{note}')
 
 

@@ -5,7 +5,7 @@ import html.parser
 import numpy
 import pytest
 
-from gpucnn.report import analysis, figures
+from gpucnn.report import analysis, figures, sections
 from gpucnn.report.charts import line_chart, nice_ticks
 from gpucnn.report.png import data_uri, encode_png
 from support.png import read_png
@@ -104,3 +104,13 @@ def test_line_chart_draws_every_point_inside_its_frame():
     train = svg.polylines[0]
     assert train[0][1] < train[1][1] < train[2][1] and train[0][0] < train[1][0] < train[2][0]
     assert "no data" in line_chart([], "Empty", "x", "y")
+
+
+def test_the_curves_draw_the_learning_rate_of_every_step_when_recorded():
+    history = {"epoch": [1, 2], "loss": [1.0, 0.5], "accuracy": [0.5, 0.8], "val_loss": [0.9, 0.6],
+               "val_accuracy": [0.6, 0.7], "lr": [0.1, 0.01]}
+    per_epoch = sections.curves(history)
+    assert per_epoch.count("<svg") == 3 and "per step" not in per_epoch
+    steps = sections.curves(dict(history, step_lr=list(numpy.linspace(0.1, 0.001, 40))))
+    assert steps.count("<svg") == 4 and "Learning rate (per step)" in steps
+    assert len(_Svg(steps.split("<svg")[-1]).polylines[0]) == 40
