@@ -23,7 +23,7 @@ from ..nn.registry import LAYER_TYPES, layer_type
 from ..backend import asnumpy
 from ..nn.summary import output_shapes
 
-__all__ = ["export", "to_onnx", "ExportError", "OPSET"]
+__all__ = ["export", "to_onnx", "ExportError", "OPSET", "load", "backend"]
 
 OPSET = 17
 _IR_VERSION = 8  # the IR version of opset 17: readable by every onnxruntime that runs opset 17
@@ -96,6 +96,12 @@ def _batchnorm(g, layer, x, out, i):
     return g.node("BatchNormalization", inputs, out, epsilon=layer.eps)  # training_mode=0: running statistics
 
 
+def _reshape(g, layer, x, out, i):
+    shape = g.onnx.numpy_helper.from_array(numpy.array((0,) + layer.shape, dtype=numpy.int64), f"{i}.shape")
+    g.initializers.append(shape)  # 0: the batch is copied from the input
+    return g.node("Reshape", [x, shape.name], out)
+
+
 def _simple(op, **attrs):
     return lambda g, layer, x, out, i: g.node(op, [x], out, **attrs)
 
@@ -114,6 +120,8 @@ EMITTERS = {
     "LeakyRelu": lambda g, layer, x, out, i: g.node("LeakyRelu", [x], out, alpha=layer.negative_slope),
     "BatchNormalization": _batchnorm,
     "GlobalAveragePool": _simple("GlobalAveragePool"),
+    "Softmax": lambda g, layer, x, out, i: g.node("Softmax", [x], out, axis=layer.axis),
+    "Reshape": _reshape,
     # the layers of several inputs get the list of their inputs' names
     "Add": lambda g, layer, x, out, i: g.node("Add", list(x), out),
     "Concat": lambda g, layer, x, out, i: g.node("Concat", list(x), out, axis=layer.axis),
@@ -241,3 +249,15 @@ def export(model, path, input_shape):
             os.remove(tmp)
         raise
     return path
+
+
+def __getattr__(name):
+    """``load`` (gpucnn/io/onnx_import.py) and ``backend`` (gpucnn/io/onnx_backend.py), imported on first use:
+    the importer uses none of this module, and the backend needs the onnx package at import."""
+    if name == "load":
+        from .onnx_import import load
+        return load
+    if name == "backend":
+        from .onnx_backend import GpucnnBackend
+        return GpucnnBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

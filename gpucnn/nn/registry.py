@@ -7,7 +7,8 @@ Each entry says, for one layer class:
   None: no node, as Dropout at inference);
 - ``patterns``: its places in the planner's patterns (``gpucnn/compile/plan.py``), as
   (pattern, position): position 0 starts the pattern, later ones are optional followers;
-- ``rank``: the rank of the data after it ('same', or 2 for Flatten), which the planner follows;
+- ``rank``: the rank of the data after it ('same', or 2 for Flatten; None: not known from the type, as
+  Reshape's), which the planner follows;
 - ``cuda_kernels``: the kernels of its eager CUDA ops, as ``file.cu:function`` of
   ``gpucnn/kernels`` (the fused ones of the graph step live with their stages).
 
@@ -87,6 +88,8 @@ LAYER_TYPES = {t.name: t for t in (
     LayerType(L.Add, _no_args, "Add"),
     LayerType(L.Concatenate, lambda layer: {"axis": layer.axis}, "Concat"),
     LayerType(L.GlobalAvgPool2D, _no_args, "GlobalAveragePool"),
+    LayerType(L.Softmax, lambda layer: {"axis": layer.axis}, "Softmax"),
+    LayerType(L.Reshape, lambda layer: {"shape": list(layer.shape)}, "Reshape", rank=None),
 )}
 
 

@@ -6,6 +6,8 @@ from .conv import Conv2D
 from .dense import Dense, Flatten
 from .merge import Add, Concatenate, GlobalAvgPool2D
 from .pool import AvgPool2D, MaxPool2D
+from .softmax import Reshape, Softmax
 
 __all__ = ["Layer", "Conv2D", "MaxPool2D", "AvgPool2D", "Dense", "Flatten", "ReLU", "LeakyReLU", "Sigmoid",
-           "Tanh", "Dropout", "BatchNorm1D", "BatchNorm2D", "Add", "Concatenate", "GlobalAvgPool2D"]
+           "Tanh", "Dropout", "BatchNorm1D", "BatchNorm2D", "Add", "Concatenate", "GlobalAvgPool2D",
+           "Softmax", "Reshape"]
