@@ -57,7 +57,8 @@ def snapshot(model, opt, sched):
     """Everything a load may change, as bytes and plain values: equal snapshots mean bitwise unchanged."""
     state = {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in model.named_state().items()}
     opt_state = [{k: (v.tobytes() if hasattr(v, "tobytes") else v) for k, v in s.items()} for s in opt.state]
-    hyper = {k: v for k, v in vars(opt).items() if k not in ("params", "state")}
+    hyper = {k: v for k, v in vars(opt).items() if k not in ("params", "state", "param_groups")}
+    hyper["param_groups"] = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
     rngs = [json.dumps(layer.rng.bit_generator.state, default=str) for layer in model.layers if hasattr(layer, "rng")]
     return state, opt_state, hyper, (sched.base_lr, sched.last_epoch), rngs
 

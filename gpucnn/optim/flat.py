@@ -1,7 +1,7 @@
 """The multi-tensor optimizer path: parameters gathered into flat buffers, stepped by one launch.
 
 The optimizers (gpucnn/optim/optimizers.py) use it on the GPU when ``config.multi_tensor_optimizer``
-is on. For the parameters of one device and dtype, a ``FlatGroup`` allocates one flat buffer
+is on. For the parameters of one parameter group, device and dtype, a ``FlatGroup`` allocates one flat buffer
 each for the data, the gradients and every optimizer state array, copies the current
 values in, and points each Parameter's ``data`` and ``grad`` and the optimizer's state
 arrays at views of them (``Parameter.rebind``): after that, everything that updates a
@@ -10,7 +10,9 @@ flat buffers, and one ``gpucnn.ops.multi_update`` call steps all parameters.
 
 The learning rate and the step count live on the device too (``hyper``): the host writes
 the learning rate only when it changes, and the device advances the step count itself, so
-the update can be captured in a CUDA graph. The host keeps its own copies in step
+the update can be captured in a CUDA graph. Each parameter group (``optimizer.param_groups``) has
+flat groups of its own, so each has its own learning rate in its own ``hyper``, and its own
+settings (momentum, betas, weight decay) passed to its launch. The host keeps its own copies in step
 (``Optimizer.state[i]['step']``, ``Optimizer.lr``): checkpoints read those, never the device.
 
 A group stays valid while every array it handed out is still in place; anything that
@@ -24,25 +26,29 @@ __all__ = ["FlatGroup", "flat_groups"]
 
 
 class FlatGroup:
-    """Parameters ``indices`` of ``optimizer`` (one device, one dtype, the same step count) on flat buffers.
+    """Parameters ``indices`` of ``optimizer`` (one parameter group, device and dtype, the same step count) on
+    flat buffers.
 
-    Attributes: ``data``, ``grad`` (flat arrays), ``states`` ({state name: flat array}),
+    Attributes: ``group_index`` (which of ``optimizer.param_groups``), ``data``, ``grad`` (flat arrays),
+    ``states`` ({state name: flat array}),
     ``hyper`` (the device scalars of gpucnn.ops.multi_update), ``lr`` (the learning rate in
     ``hyper``), ``steps`` (steps taken, as in ``hyper``).
     """
 
-    def __init__(self, optimizer, indices):
+    def __init__(self, optimizer, indices, group_index=0):
         self.indices = list(indices)
+        self.group_index = group_index
         self.params = [optimizer.params[i] for i in self.indices]
         ref = self.params[0].data
         xp = get_array_module(ref)
         total = sum(int(p.data.size) for p in self.params)
         self.steps = optimizer.state[self.indices[0]].get("step", 0)
-        self.lr = optimizer.lr
+        self.lr = optimizer.param_groups[group_index]["lr"]
         with device_scope(ref):
             self.data = xp.empty(total, dtype=ref.dtype)
             self.grad = xp.empty(total, dtype=ref.dtype)
-            self.states = {name: xp.empty(total, dtype=ref.dtype) for name in optimizer.state_names}
+            self.states = {name: xp.empty(total, dtype=ref.dtype) for name in
+                           optimizer.group_state_names(optimizer.param_groups[group_index])}
             self.hyper = xp.asarray(make_hyper(self.lr, self.steps))
             self._views = []
             offset = 0
@@ -71,7 +77,12 @@ class FlatGroup:
                 offset += n
 
     def is_current(self, optimizer):
-        """True while every parameter, gradient and state array still is the group's view."""
+        """True while every parameter, gradient and state array still is the group's view (and the group
+        still keeps the same state arrays: SGD's momentum may be switched on by a schedule)."""
+        group = optimizer.param_groups[self.group_index] if self.group_index < len(optimizer.param_groups) else None
+        if group is None or set(optimizer.group_state_names(group)) != set(self.states) \
+                or any(optimizer.group_index[i] != self.group_index for i in self.indices):
+            return False
         for i, (p, data, grad, state, views) in zip(self.indices, self._views):
             if p.data is not data or p._grad is not grad or optimizer.state[i] is not state \
                     or state.get("step") != self.steps:
@@ -98,14 +109,14 @@ class FlatGroup:
 
 
 def flat_groups(optimizer):
-    """FlatGroups for every (device, dtype) of ``optimizer``'s parameters, or None where the multi-tensor path
-    does not apply (parameters on the CPU, or step counts that differ within a group)."""
+    """FlatGroups for every (parameter group, device, dtype) of ``optimizer``'s parameters, or None where the
+    multi-tensor path does not apply (parameters on the CPU, or step counts that differ within a group)."""
     keys = {}
     for i, p in enumerate(optimizer.params):
         if get_array_module(p.data).__name__ == "numpy":
             return None
-        keys.setdefault((device_of(p.data), str(p.data.dtype)), []).append(i)
+        keys.setdefault((optimizer.group_index[i], device_of(p.data), str(p.data.dtype)), []).append(i)
     for indices in keys.values():
         if len({optimizer.state[i].get("step", 0) for i in indices}) != 1:
             return None
-    return [FlatGroup(optimizer, indices) for indices in keys.values()]
+    return [FlatGroup(optimizer, indices, key[0]) for key, indices in keys.items()]

@@ -174,8 +174,8 @@ def _check_progress(meta, path, scheduler, model):
 def _apply(path, meta, model, model_state, optimizer, opt_state, opt_meta, scheduler, keep):
     """Change everything, all checks passed; should anything still fail, put every piece back."""
     saved_model = model.named_state()
-    saved_opt = (optimizer.state, optimizer.lr, dict(vars(optimizer)))
-    saved_sched = (scheduler.base_lr, scheduler.last_epoch) if scheduler is not None else None
+    saved_opt = (optimizer.state, [dict(g) for g in optimizer.param_groups], dict(vars(optimizer)))
+    saved_sched = scheduler.state() if scheduler is not None else None
     rngs = _layer_rngs(model)
     saved_rngs = {i: rng.bit_generator.state for i, rng in rngs.items()}
     try:
@@ -184,7 +184,7 @@ def _apply(path, meta, model, model_state, optimizer, opt_state, opt_meta, sched
         if scheduler is not None:
             schedule = dict(meta["scheduler"])
             if "lr" in keep:
-                schedule["base_lr"] = scheduler.base_lr  # the explicitly given learning rate wins
+                schedule = scheduler.keep_lr(schedule)  # the explicitly given learning rate wins
             scheduler.set_state(schedule)
         for key, state in meta.get("layer_rngs", {}).items():
             rngs[int(key)].bit_generator.state = generator_state_from_json(state)
@@ -193,8 +193,9 @@ def _apply(path, meta, model, model_state, optimizer, opt_state, opt_meta, sched
         vars(optimizer).clear()
         vars(optimizer).update(saved_opt[2])
         if scheduler is not None:
-            scheduler.base_lr, scheduler.last_epoch = saved_sched
-            optimizer.lr = saved_opt[1]
+            scheduler.set_state(saved_sched)
+        for group, saved in zip(optimizer.param_groups, saved_opt[1]):
+            group.update(saved)  # the rates and momenta as they were, whatever the schedule computes
         for i, state in saved_rngs.items():
             rngs[i].bit_generator.state = state
         raise

@@ -25,6 +25,7 @@ class OptimizerSnapshot:
     def __init__(self, optimizer):
         self.optimizer = optimizer
         self.lr = optimizer.lr
+        self.group_lrs = [g["lr"] for g in getattr(optimizer, "param_groups", ())]
         self.states = [(s, {k: (v.copy() if _is_array(v) else v) for k, v in s.items()}) for s in optimizer.state]
         # the flat groups built so far (gpucnn/optim/flat.py); their device scalars advance with each update
         self.groups = [(g, g.hyper.copy(), g.steps, g.lr) for g in (getattr(optimizer, "_groups", None) or ())]
@@ -43,3 +44,5 @@ class OptimizerSnapshot:
             group.hyper[...] = hyper
             group.steps, group.lr = steps, lr
         self.optimizer.lr = self.lr
+        for group, lr in zip(getattr(self.optimizer, "param_groups", ()), self.group_lrs):
+            group["lr"] = lr  # each parameter group's own

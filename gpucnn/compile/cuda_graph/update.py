@@ -4,7 +4,8 @@
 of its own. It splits the eager ``Optimizer._multi_tensor_step`` (gpucnn/optim/optimizers.py) at the
 graph's edges, per flat group (gpucnn/optim/flat.py):
 
-    outside the graph, per epoch:    group.prepare(lr)              (``sync_from``: a new lr from a scheduler)
+    outside the graph, per epoch:    group.prepare(lr)              (``sync_from``: a new lr from a scheduler,
+                                                                     each parameter group's into its own hyper)
     inside the graph, every step:    group.grad <- the step's gradients   (one device copy per parameter)
                                      optimizer.update_group(group)  (two launches, no host read, no allocation)
     outside the graph, per replay:   group.advance_host_state(...)  (``after_step``: the host's step counts)
@@ -15,6 +16,11 @@ after the same steps: checkpoints read them, and exact resume works as on the ea
 The graph holds the addresses of the flat buffers. Anything that replaces them (loading a
 checkpoint, ``model.to``, replacing ``optimizer.state``) makes ``is_current()`` false; the
 step then captures again after ``refresh()`` builds the groups from the current values.
+
+Each parameter group has flat groups of its own: its learning rate is read from its own device
+scalars, so a schedule may set every group's rate between epochs. The other settings (momentum,
+betas, eps, weight decay) are launch arguments, fixed in the graph: ``is_current()`` is false
+once one of them changed (a schedule cycling the momentum per epoch), and the step captures again.
 """
 
 __all__ = ["MultiTensorUpdate", "default_update"]
@@ -39,6 +45,7 @@ class MultiTensorUpdate:
                              f"multi-tensor launch per group (parameters on the CPU, or step counts that differ "
                              f"between parameters of one device and dtype)")
         self.groups = groups
+        self._settings = self._captured_settings()
         self._grad_views = {}  # id(parameter data) -> (parameter, view of its group's flat gradient)
         for group in groups:
             offset = 0
@@ -47,14 +54,21 @@ class MultiTensorUpdate:
                 self._grad_views[id(p.data)] = (p, group.grad[offset:offset + n].reshape(p.shape))
                 offset += n
 
+    def _captured_settings(self):
+        """Each parameter group's settings but its lr (which the graph reads from the device)."""
+        return [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in self.optimizer.param_groups]
+
     def is_current(self):
-        """True while the flat buffers the graph captured are still the parameters' and the optimizer's."""
-        return self.groups is not None and all(g.is_current(self.optimizer) for g in self.groups)
+        """True while the flat buffers the graph captured are still the parameters' and the optimizer's, and
+        the groups' launch settings those it captured."""
+        return self.groups is not None and all(g.is_current(self.optimizer) for g in self.groups) \
+            and self._captured_settings() == self._settings
 
     def sync_from(self, optimizer):
-        """Before an epoch (outside the graph): write a changed learning rate into each group's device scalars."""
+        """Before an epoch (outside the graph): write each parameter group's changed learning rate into its
+        flat groups' device scalars."""
         for group in self.groups:
-            group.prepare(optimizer.lr)
+            group.prepare(optimizer.param_groups[group.group_index]["lr"])
 
     def __call__(self, params, grads):
         """Capture-safe: copy ``grads`` into the flat gradient buffers and launch the update of every group.
