@@ -66,11 +66,11 @@
 namespace gpucnn {
 namespace fused {
 
-// C[m, n] = store(m, n, sum_{k ascending} P.lhs(m, k) * P.rhs(k, n)) for m < P.M, n < P.N, k < P.K,
-// tiled TM x TN per block, TK along k per step (a Tile below). A problem P provides M, N, K, the
-// element functions lhs, rhs, store, and which axis of each operand is contiguous in memory
-// (kLhsAlongK, kRhsAlongK): the fused kernels differ only in P (implicit im2col inside rhs,
-// bias/ReLU inside store, ReLU mask inside lhs, ...).
+// C[m, n] = store(m, n, sum_{k ascending} lhs(m, k) * rhs(k, n)) for m < P.M, n < P.N, k < P.K,
+// tiled TM x TN per block, TK along k per step (a Tile below). A problem P provides M, N, K, its
+// operands' elements through cursors (below: lhs_cursor, lhs_at, lhs_step, and rhs_*), store, and which
+// axis of each operand is contiguous in memory (kLhsAlongK, kRhsAlongK): the fused kernels differ only
+// in P (implicit im2col inside rhs, bias/ReLU inside store, ReLU mask inside lhs, ...).
 //
 // Block b owns the tile rows [m0, m0 + TM) and columns [n0, n0 + TN), with
 // tiles_n = ceil(N / TN), m0 = (b / tiles_n) * TM, n0 = (b % tiles_n) * TN.
@@ -87,7 +87,7 @@ namespace fused {
 // Outside [0, M) x [0, K) (resp. [0, K) x [0, N)) an element is 0.
 //
 // Phase sequence over the k-steps k0 = k_begin, k_begin + TK, ... < k_end:
-//   prologue:  load step k_begin into buffer 0 (global -> shared).            barrier
+//   prologue:  place the cursors at k_begin; load that step into buffer 0.    barrier
 //   step s:    [if a next step exists: fetch its elements into the thread's registers]
 //              multiply: acc[i][j] += A[kk][tr*RM + i] * B[kk][tc*RN + j], kk = 0..TK-1 ascending,
 //              from buffer s % 2;
@@ -130,20 +130,43 @@ template <class Unused, class... Tiles> struct MaxBufferOfTable { static constex
 // Shared memory the kernels declare once (both buffers of the largest tile), in elements.
 constexpr int kGemmSharedElements = 2 * MaxBufferOfTable<void GPUCNN_GEMM_TILE_TABLE(GPUCNN_GEMM_TILE_TYPE)>::value;
 
-template <typename T, class Tl>
+// A thread's registers: its accumulators, the next k-step's elements (fetched before the multiply,
+// committed after it), and one cursor per staged element (below) with the operands' k-step increments.
+template <typename T, class Tl, class P>
 struct GemmThread {
     T acc[Tl::RM][Tl::RN];
-    T a_next[Tl::A_PER];  // the next k-step's elements, fetched before the multiply, committed after it
+    T a_next[Tl::A_PER];
     T b_next[Tl::B_PER];
+    typename P::LhsCursor a_at[Tl::A_PER];
+    typename P::RhsCursor b_at[Tl::B_PER];
+    typename P::LhsStep a_step;
+    typename P::RhsStep b_step;
 };
+
+// Precomputed offsets (no division in the k-loop): a problem P reads operand elements through
+// cursors. P::lhs_cursor(m, k) / rhs_cursor(n, k) place one at element (m, k) / (k, n), doing the
+// index arithmetic (divisions included) once per thread; lhs_at(cursor, m) / rhs_at(cursor, n) read
+// the element there (called only inside [0, M) x [0, K), resp. [0, K) x [0, N)); lhs_step(dk) /
+// rhs_step(dk) give the increments of one k-step of dk, and lhs_advance / rhs_advance(cursor, step) move a
+// cursor dk
+// along k with additions and at most one carry per index (dk is decomposed once). Offsets that may
+// run past a tensor (cursors advanced beyond K) are unsigned: they wrap without overflow and are
+// never read there. The cursors of each problem are written beside its element definitions.
+struct Strided {  // an element at data[off], k-steps of a fixed stride
+    unsigned off;
+};
+struct StridedStep {
+    unsigned d;
+};
+__host__ __device__ inline void advance(Strided& c, const StridedStep& s) { c.off += s.d; }
 
 __host__ __device__ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 template <class Tl>
 __host__ __device__ inline int gemm_blocks(int M, int N) { return ceil_div(M, Tl::TM) * ceil_div(N, Tl::TN); }
 
-template <typename T, class Tl>
-__host__ __device__ inline void gemm_zero(GemmThread<T, Tl>& s) {
+template <typename T, class Tl, class P>
+__host__ __device__ inline void gemm_zero(GemmThread<T, Tl, P>& s) {
     for (int i = 0; i < Tl::RM; ++i)
         for (int j = 0; j < Tl::RN; ++j) s.acc[i][j] = T(0);
 }
@@ -152,29 +175,57 @@ __host__ __device__ inline void gemm_zero(GemmThread<T, Tl>& s) {
 template <int ROWS, int TK, bool ALONG_K>
 struct LoadMap {
     int row, kk;
-    __host__ __device__ LoadMap(int t, int r) {
-        const int e = t + GPUCNN_BLOCK * r;
-        row = ALONG_K ? e / TK : e % ROWS;
-        kk = ALONG_K ? e % TK : e / ROWS;
+    static_assert(GPUCNN_BLOCK % TK == 0 && GPUCNN_BLOCK % ROWS == 0, "e = t + 256 r splits as below");
+    __host__ __device__ LoadMap(int t, int r) {  // e = t + 256 r: kk = e % TK, row = e / TK (or the transpose)
+        row = ALONG_K ? t / TK + r * (GPUCNN_BLOCK / TK) : t % ROWS;
+        kk = ALONG_K ? t % TK : t / ROWS + r * (GPUCNN_BLOCK / ROWS);
     }
 };
 
+template <class Tl>
+__host__ __device__ inline void tile_origin(int N, int block, int& m0, int& n0) {
+    const int tiles_n = ceil_div(N, Tl::TN);
+    m0 = (block / tiles_n) * Tl::TM;
+    n0 = (block % tiles_n) * Tl::TN;
+}
+
+// The thread's cursors at k-step k_begin, and the k-step increments.
 template <typename T, class Tl, class P>
-__host__ __device__ inline void gemm_fetch(const P& p, int block, int t, int k0, T* a, T* b) {
-    const int tiles_n = ceil_div(p.N, Tl::TN);
-    const int m0 = (block / tiles_n) * Tl::TM;
-    const int n0 = (block % tiles_n) * Tl::TN;
+__host__ __device__ inline void gemm_cursors(const P& p, int block, int t, int k_begin, GemmThread<T, Tl, P>& s) {
+    int m0, n0;
+    tile_origin<Tl>(p.N, block, m0, n0);
+    s.a_step = p.lhs_step(Tl::TK);
+    s.b_step = p.rhs_step(Tl::TK);
+GPUCNN_UNROLL
+    for (int r = 0; r < Tl::A_PER; ++r) {
+        const LoadMap<Tl::TM, Tl::TK, P::kLhsAlongK> e(t, r);
+        s.a_at[r] = p.lhs_cursor(m0 + e.row, k_begin + e.kk);
+    }
+GPUCNN_UNROLL
+    for (int r = 0; r < Tl::B_PER; ++r) {
+        const LoadMap<Tl::TN, Tl::TK, P::kRhsAlongK> e(t, r);
+        s.b_at[r] = p.rhs_cursor(n0 + e.row, k_begin + e.kk);
+    }
+}
+
+// The elements of k-step k0 into a_next / b_next (0 outside the operands), each cursor then one step on.
+template <typename T, class Tl, class P>
+__host__ __device__ inline void gemm_fetch(const P& p, int block, int t, int k0, GemmThread<T, Tl, P>& s) {
+    int m0, n0;
+    tile_origin<Tl>(p.N, block, m0, n0);
 GPUCNN_UNROLL
     for (int r = 0; r < Tl::A_PER; ++r) {
         const LoadMap<Tl::TM, Tl::TK, P::kLhsAlongK> e(t, r);
         const int m = m0 + e.row, k = k0 + e.kk;
-        a[r] = (m < p.M && k < p.K) ? p.lhs(m, k) : T(0);
+        s.a_next[r] = (m < p.M && k < p.K) ? p.lhs_at(s.a_at[r], m) : T(0);
+        p.lhs_advance(s.a_at[r], s.a_step);
     }
 GPUCNN_UNROLL
     for (int r = 0; r < Tl::B_PER; ++r) {
         const LoadMap<Tl::TN, Tl::TK, P::kRhsAlongK> e(t, r);
         const int n = n0 + e.row, k = k0 + e.kk;
-        b[r] = (n < p.N && k < p.K) ? p.rhs(k, n) : T(0);
+        s.b_next[r] = (n < p.N && k < p.K) ? p.rhs_at(s.b_at[r], n) : T(0);
+        p.rhs_advance(s.b_at[r], s.b_step);
     }
 }
 
@@ -214,8 +265,8 @@ GPUCNN_UNROLL
 #endif
 }
 
-template <typename T, class Tl>
-__host__ __device__ inline void gemm_multiply(int t, const T* buffer, GemmThread<T, Tl>& s) {
+template <typename T, class Tl, class P>
+__host__ __device__ inline void gemm_multiply(int t, const T* buffer, GemmThread<T, Tl, P>& s) {
     const T* As = buffer + (t / kThreadGrid) * Tl::RM;
     const T* Bs = buffer + Tl::TK * Tl::LDA + (t % kThreadGrid) * Tl::RN;
 GPUCNN_UNROLL
@@ -233,23 +284,24 @@ GPUCNN_UNROLL
 // The phases (the header comment): prologue, step, store. ``shared`` holds the two buffers.
 template <typename T, class Tl, class P>
 __host__ __device__ inline void gemm_prologue_phase(const P& p, int block, int t, int k_begin, T* shared,
-                                                    GemmThread<T, Tl>& s) {
+                                                    GemmThread<T, Tl, P>& s) {
     gemm_zero(s);
-    gemm_fetch<T, Tl>(p, block, t, k_begin, s.a_next, s.b_next);
+    gemm_cursors(p, block, t, k_begin, s);
+    gemm_fetch(p, block, t, k_begin, s);
     gemm_commit<T, Tl, P>(t, s.a_next, s.b_next, shared);
 }
 
 template <typename T, class Tl, class P>
 __host__ __device__ inline void gemm_step_phase(const P& p, int block, int t, int k0, int k_end, int step,
-                                                T* shared, GemmThread<T, Tl>& s) {
+                                                T* shared, GemmThread<T, Tl, P>& s) {
     const bool next = k0 + Tl::TK < k_end;
-    if (next) gemm_fetch<T, Tl>(p, block, t, k0 + Tl::TK, s.a_next, s.b_next);
+    if (next) gemm_fetch(p, block, t, k0 + Tl::TK, s);
     gemm_multiply(t, shared + (step & 1) * Tl::BUFFER, s);
     if (next) gemm_commit<T, Tl, P>(t, s.a_next, s.b_next, shared + ((step + 1) & 1) * Tl::BUFFER);
 }
 
 template <typename T, class Tl, class P>
-__host__ __device__ inline void gemm_store_phase(const P& p, int block, int t, const GemmThread<T, Tl>& s) {
+__host__ __device__ inline void gemm_store_phase(const P& p, int block, int t, const GemmThread<T, Tl, P>& s) {
     const int tiles_n = ceil_div(p.N, Tl::TN);
     const int m0 = (block / tiles_n) * Tl::TM + (t / kThreadGrid) * Tl::RM;
     const int n0 = (block % tiles_n) * Tl::TN + (t % kThreadGrid) * Tl::RN;
@@ -268,7 +320,7 @@ __host__ __device__ inline void gemm_store_phase(const P& p, int block, int t, c
 // output tile ``tile`` over k in [k_begin, k_end). ``shared``: kGemmSharedElements of T.
 template <typename T, class Tl, class P>
 __device__ inline void gemm_tile(const P& p, int tile, int k_begin, int k_end, T* shared) {
-    GemmThread<T, Tl> s;
+    GemmThread<T, Tl, P> s;
     const int t = threadIdx.x;
     gemm_prologue_phase<T, Tl>(p, tile, t, k_begin, shared, s);
     __syncthreads();
@@ -284,10 +336,17 @@ __device__ inline void gemm_tile(const P& p, int tile, int k_begin, int k_end, T
 // gemm_blocks<that tile>(M, N) (the launcher sizes it).
 #define GPUCNN_GEMM_TILE_CASE(id, TM, TN, TK, RM, RN) \
     case id: gemm_tile<T, Tile<TM, TN, TK, RM, RN>>(p, blockIdx.x, 0, p.K, shared); break;
+// The shared memory of every GEMM of a kernel: one static array, whatever the problems and tiles that
+// use it (a __shared__ variable of a device function is one per kernel).
+template <typename T>
+__device__ inline T* gemm_shared() {
+    __shared__ __align__(16) unsigned char raw[kGemmSharedElements * sizeof(T)];
+    return reinterpret_cast<T*>(raw);
+}
+
 template <typename T, class P>
 __device__ inline void tiled_gemm(const P& p, int tile_id) {
-    __shared__ __align__(16) unsigned char raw[kGemmSharedElements * sizeof(T)];
-    T* shared = reinterpret_cast<T*>(raw);
+    T* shared = gemm_shared<T>();
     switch (tile_id) { GPUCNN_GEMM_TILE_TABLE(GPUCNN_GEMM_TILE_CASE) default: break; }
 }
 #undef GPUCNN_GEMM_TILE_CASE

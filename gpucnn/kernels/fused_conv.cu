@@ -29,9 +29,15 @@ template <typename T>
 __global__ void conv_dgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ weight,
                                  const T* __restrict__ mask_src, T* __restrict__ grad_x,
                                  GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int tile) {
-    const gpucnn::fused::ConvDataGrad<T> p{grad_y, weight, mask_src, grad_x, GPUCNN_CONV_GEOMETRY, flags,
-                                           C, N * H * W, O * kh * kw};
-    gpucnn::fused::tiled_gemm<T>(p, tile);
+    if (sy == 1 && sx == 1) {  // no division by the stride in the k-loop
+        const gpucnn::fused::ConvDataGrad<T, true> p{grad_y, weight, mask_src, grad_x, GPUCNN_CONV_GEOMETRY, flags,
+                                                     C, N * H * W, O * kh * kw};
+        gpucnn::fused::tiled_gemm<T>(p, tile);
+    } else {
+        const gpucnn::fused::ConvDataGrad<T, false> p{grad_y, weight, mask_src, grad_x, GPUCNN_CONV_GEOMETRY, flags,
+                                                      C, N * H * W, O * kh * kw};
+        gpucnn::fused::tiled_gemm<T>(p, tile);
+    }
 }
 
 template <typename T>

@@ -15,29 +15,53 @@ namespace fused {
 
 struct ConvGeometry {
     int N, C, H, W, O, kh, kw, sy, sx, pt, pl, oh, ow;
-
-    // x_pad[n, c, oy*sy + i, ox*sx + j] for k = (c, i, j) and col = (n, oy, ox): one element of
-    // the im2col matrix, computed where it is needed instead of stored.
-    template <typename T>
-    __host__ __device__ inline T patch(const T* __restrict__ x, int k, int col) const {
-        const int j = k % kw;
-        const int ci = k / kw;
-        const int i = ci % kh;
-        const int c = ci / kh;
-        const int P = oh * ow;
-        const int n = col / P;
-        const int p = col - n * P;
-        const int oy = p / ow;
-        const int ox = p - oy * ow;
-        const int ih = oy * sy + i - pt;
-        const int iw = ox * sx + j - pl;
-        return (ih >= 0 && ih < H && iw >= 0 && iw < W) ? x[((n * C + c) * H + ih) * W + iw] : T(0);
-    }
 };
 
+// An index k = (a, b, c) of a row-major box (b < B, c < Cn; a unbounded) and off = a*sa + b*sb + c*sc:
+// digits_at decomposes k once (the divisions); advance moves it by a step dk decomposed once
+// (digits_step: db < B, dc < Cn), with one carry per digit, each one addition to off. The k-cursors
+// of the convolutions walk (c, i, j) or (n, oy, ox) with it; two digits (a, c) take B = kNoWrap.
+constexpr int kNoWrap = 0x7fffffff;  // b never wraps: b = k / Cn < 2^31 - 1
+struct Digits {
+    int b, c;
+    unsigned off;
+};
+struct DigitsStep {
+    int db, dc, B, Cn;
+    unsigned doff;     // da*sa + db*sb + dc*sc
+    unsigned carry_c;  // sb - Cn*sc: c wraps into b
+    unsigned carry_b;  // sa - B*sb: b wraps into a
+};
+__host__ __device__ inline DigitsStep digits_step(int dk, int B, int Cn, int sa, int sb, int sc) {
+    const int dc = dk % Cn, dbc = dk / Cn;
+    const int db = dbc % B, da = dbc / B;
+    const unsigned ua = (unsigned)sa, ub = (unsigned)sb, uc = (unsigned)sc;
+    return {db, dc, B, Cn, (unsigned)da * ua + (unsigned)db * ub + (unsigned)dc * uc, ub - (unsigned)Cn * uc,
+            ua - (unsigned)B * ub};
+}
+__host__ __device__ inline Digits digits_at(int k, int B, int Cn, int sa, int sb, int sc) {
+    const int c = k % Cn, bc = k / Cn;
+    const int b = bc % B, a = bc / B;
+    return {b, c, (unsigned)a * (unsigned)sa + (unsigned)b * (unsigned)sb + (unsigned)c * (unsigned)sc};
+}
+__host__ __device__ inline void advance(Digits& d, const DigitsStep& s) {
+    d.c += s.dc;
+    d.b += s.db;
+    d.off += s.doff;
+    if (d.c >= s.Cn) { d.c -= s.Cn; d.b += 1; d.off += s.carry_c; }
+    if (d.b >= s.B) { d.b -= s.B; d.off += s.carry_b; }
+}
+__host__ __device__ inline bool inside(int ih, int iw, const ConvGeometry& g) {  // (ih, iw) in x, not padding
+    return ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+}
+
 // Forward: y = relu(conv(x, weight) + b)   (bias and ReLU each optional: flags BIAS, RELU).
-// GEMM: M = O, N = N*P (column (n, oy, ox)), K = C*kh*kw;
-//   lhs(o, k) = weight[o, k];  rhs(k, col) = x_pad patch;  store(o, col): y[n, o, oy, ox].
+// GEMM: M = O, N = N*P (column (n, oy, ox)), K = C*kh*kw (k = (c, i, j));
+//   lhs(o, k) = weight[o, k];
+//   rhs(k, col) = x_pad[n, c, oy*sy + i, ox*sx + j] (the im2col element, computed where it is needed):
+//     cursor = the column's corner (n, oy*sy - pt, ox*sx - pl), once, and k as Digits (c, i, j) with
+//     off = c*H*W + i*W + j;
+//   store(o, col): y[n, o, oy, ox].
 template <typename T>
 struct ConvForward {
     static constexpr bool kLhsAlongK = true, kRhsAlongK = false;  // contiguous axes (the load map)
@@ -49,8 +73,32 @@ struct ConvForward {
     int flags;
     int M, N, K;
 
-    __host__ __device__ inline T lhs(int m, int k) const { return weight[m * K + k]; }
-    __host__ __device__ inline T rhs(int k, int n) const { return g.patch(x, k, n); }
+    struct RhsCursor {
+        int iy0, ix0;  // the window's top-left corner in x (may be outside: padding)
+        unsigned base;  // n*C*H*W + iy0*W + ix0 (mod 2^32)
+        Digits k;       // (c, i, j)
+    };
+    using LhsCursor = Strided;
+    using LhsStep = StridedStep;
+    using RhsStep = DigitsStep;
+    __host__ __device__ inline LhsStep lhs_step(int dk) const { return {(unsigned)dk}; }
+    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return {(unsigned)m * (unsigned)K + k}; }
+    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return weight[c.off]; }
+    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c.k, s); }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const { return digits_step(dk, g.kh, g.kw, g.H * g.W, g.W, 1); }
+    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const {
+        const int P = g.oh * g.ow;
+        const int img = n / P, p = n - (n / P) * P;
+        const int oy = p / g.ow, ox = p - (p / g.ow) * g.ow;
+        const int iy0 = oy * g.sy - g.pt, ix0 = ox * g.sx - g.pl;
+        return {iy0, ix0, (unsigned)img * (unsigned)(g.C * g.H * g.W) + (unsigned)(iy0 * g.W + ix0),
+                digits_at(k, g.kh, g.kw, g.H * g.W, g.W, 1)};
+    }
+    __host__ __device__ inline T rhs_at(const RhsCursor& c, int) const {
+        const int ih = c.iy0 + c.k.b, iw = c.ix0 + c.k.c;
+        return inside(ih, iw, g) ? x[c.base + c.k.off] : T(0);
+    }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         if (flags & GPUCNN_FUSED_BIAS) acc += bias[m];
         if ((flags & GPUCNN_FUSED_RELU) && !(acc > T(0)) && !is_nan(acc)) acc = T(0);  // relu = max(acc, 0)
@@ -63,10 +111,13 @@ struct ConvForward {
 // Data gradient as a gather: grad_x = mask(conv_transpose(grad_y, weight)), where
 // mask(v) = v * (mask_src > 0) with flag MASK (the ReLU of the layer below folded in).
 // GEMM: M = C, N = N*H*W (column (n, h, w)), K = O*kh*kw (k = (o, i, j));
-//   lhs(c, k) = weight[o, c, i, j];
-//   rhs(k, col) = grad_y[n, o, oy, ox] where oy*sy + i = h + pt and ox*sx + j = w + pl, else 0;
+//   lhs(c, k) = weight[o, c, i, j]: cursor Digits (o, ij) over (O, kh*kw) with strides (C*kh*kw, 1);
+//   rhs(k, col) = grad_y[n, o, oy, ox] where oy*sy + i = h + pt and ox*sx + j = w + pl, else 0:
+//     cursor = the column (n, h + pt, w + pl), once, and k as Digits (o, i, j) with off = o*oh*ow
+//     (kUnitStride, the instantiation the kernel runs for sy = sx = 1, divides by nothing; the division
+//     by sy, sx is only for strided convolutions);
 //   store(c, col): grad_x[n, c, h, w].
-template <typename T>
+template <typename T, bool kUnitStride = false>
 struct ConvDataGrad {
     static constexpr bool kLhsAlongK = true, kRhsAlongK = false;  // contiguous axes (the load map)
     const T* grad_y;
@@ -77,27 +128,43 @@ struct ConvDataGrad {
     int flags;
     int M, N, K;
 
-    __host__ __device__ inline T lhs(int m, int k) const {
-        const int ij = k % (g.kh * g.kw);
-        const int o = k / (g.kh * g.kw);
-        return weight[(o * g.C + m) * g.kh * g.kw + ij];
+    struct RhsCursor {
+        int ty0, tx0;   // h + pt, w + pl
+        unsigned base;  // n*O*oh*ow
+        Digits k;       // (o, i, j), off = o*oh*ow (i and j are read as digits)
+    };
+    using LhsCursor = Digits;
+    using LhsStep = DigitsStep;
+    using RhsStep = DigitsStep;
+    __host__ __device__ inline LhsStep lhs_step(int dk) const {
+        return digits_step(dk, kNoWrap, g.kh * g.kw, 0, g.C * g.kh * g.kw, 1);
     }
-    __host__ __device__ inline T rhs(int k, int n) const {
-        const int j = k % g.kw;
-        const int oi = k / g.kw;
-        const int i = oi % g.kh;
-        const int o = oi / g.kh;
-        const int w = n % g.W;
-        const int nh = n / g.W;
-        const int h = nh % g.H;
-        const int img = nh / g.H;
-        const int ty = h + g.pt - i;
-        const int tx = w + g.pl - j;
-        if (ty < 0 || tx < 0 || ty % g.sy != 0 || tx % g.sx != 0) return T(0);
-        const int oy = ty / g.sy;
-        const int ox = tx / g.sx;
+    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const {
+        Digits d = digits_at(k, kNoWrap, g.kh * g.kw, 0, g.C * g.kh * g.kw, 1);
+        d.off += (unsigned)(m * g.kh * g.kw);
+        return d;
+    }
+    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return weight[c.off]; }
+    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c.k, s); }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const {
+        return digits_step(dk, g.kh, g.kw, g.oh * g.ow, 0, 0);
+    }
+    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const {
+        const int w = n % g.W, nh = n / g.W;
+        const int h = nh % g.H, img = nh / g.H;
+        return {h + g.pt, w + g.pl, (unsigned)img * (unsigned)(g.O * g.oh * g.ow), digits_at(k, g.kh, g.kw, g.oh * g.ow, 0, 0)};
+    }
+    __host__ __device__ inline T rhs_at(const RhsCursor& c, int) const {
+        int oy = c.ty0 - c.k.b, ox = c.tx0 - c.k.c;
+        if (oy < 0 || ox < 0) return T(0);
+        if (!kUnitStride) {
+            if (oy % g.sy != 0 || ox % g.sx != 0) return T(0);
+            oy /= g.sy;
+            ox /= g.sx;
+        }
         if (oy >= g.oh || ox >= g.ow) return T(0);
-        return grad_y[((img * g.O + o) * g.oh + oy) * g.ow + ox];
+        return grad_y[c.base + c.k.off + (unsigned)(oy * g.ow + ox)];
     }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         const int HW = g.H * g.W;
@@ -112,7 +179,9 @@ struct ConvDataGrad {
 // and grad_b[o] = sum_col grad_y[o, col] (flag BIAS): the bias is column K of the product,
 // whose right-hand side is a column of ones, so it is reduced in the same fixed order.
 // GEMM: M = O, N = K (+1 with BIAS), K_gemm = N*P (col = (n, oy, ox));
-//   lhs(o, col) = grad_y[n, o, oy, ox];  rhs(col, k) = patch(k, col), or 1 for k == K;
+//   lhs(o, col) = grad_y[n, o, oy, ox]: cursor Digits (n, p) over (N, P) with strides (O*P, 1), the row o*P once;
+//   rhs(col, k) = x_pad[n, c, oy*sy + i, ox*sx + j], or 1 for k == K: cursor = the weight column
+//     (c, i - pt, j - pl), once, and col as Digits (n, oy, ox) with off = n*C*H*W;
 //   store(o, k): grad_w[o, k], or grad_b[o] for k == K (store_weight_grad, fused_splitk.cuh).
 // Split-K (conv_wgrad_partial_fused + conv_wgrad_reduce_fused) runs this problem in k-slices.
 template <typename T>
@@ -127,12 +196,41 @@ struct ConvWeightGrad {
     int M, N, K;
     int KW;  // C*kh*kw: the weight's row length
 
-    __host__ __device__ inline T lhs(int m, int k) const {
+    struct RhsCursor {
+        int ri, rj;     // i - pt, j - pl of the weight column
+        unsigned cHW;   // c*H*W
+        Digits col;     // (n, oy, ox), off = n*C*H*W
+    };
+    using LhsCursor = Digits;
+    using LhsStep = DigitsStep;
+    using RhsStep = DigitsStep;
+    __host__ __device__ inline LhsStep lhs_step(int dk) const {
         const int P = g.oh * g.ow;
-        const int img = k / P;
-        return grad_y[(img * g.O + m) * P + (k - img * P)];
+        return digits_step(dk, kNoWrap, P, 0, g.O * P, 1);
     }
-    __host__ __device__ inline T rhs(int k, int n) const { return n < KW ? g.patch(x, n, k) : T(1); }
+    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const {
+        const int P = g.oh * g.ow;
+        Digits d = digits_at(k, kNoWrap, P, 0, g.O * P, 1);
+        d.off += (unsigned)(m * P);
+        return d;
+    }
+    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return grad_y[c.off]; }
+    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c.col, s); }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const {
+        return digits_step(dk, g.oh, g.ow, g.C * g.H * g.W, 0, 0);
+    }
+    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const {
+        const int w = n < KW ? n : 0;
+        const int j = w % g.kw, ci = w / g.kw;
+        const int i = ci % g.kh, c = ci / g.kh;
+        return {i - g.pt, j - g.pl, (unsigned)(c * g.H * g.W), digits_at(k, g.oh, g.ow, g.C * g.H * g.W, 0, 0)};
+    }
+    __host__ __device__ inline T rhs_at(const RhsCursor& c, int n) const {
+        if (n >= KW) return T(1);
+        const int ih = c.col.b * g.sy + c.ri, iw = c.col.c * g.sx + c.rj;
+        return inside(ih, iw, g) ? x[c.col.off + c.cHW + (unsigned)(ih * g.W + iw)] : T(0);
+    }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         store_weight_grad(grad_w, grad_b, KW, m, n, acc);
     }

@@ -1,6 +1,7 @@
 // The fused Dense problems for the tiled GEMM core (fused_common.cuh).
 //
-// Layouts (C-contiguous): x (N, I), weight (O, I) as in PyTorch, y and grad_y (N, O).
+// Layouts (C-contiguous): x (N, I), weight (O, I) as in PyTorch, y and grad_y (N, O). Every operand is
+// read through Strided cursors (fused_common.cuh): an offset, one addition per k-step.
 // MASK folds the ReLU that follows the layer into its backward pass:
 // gz = grad_y * (y > 0), with y the layer's (ReLU) output, read where gz is needed.
 #ifndef GPUCNN_FUSED_DENSE_BODY_CUH
@@ -12,7 +13,7 @@ namespace gpucnn {
 namespace fused {
 
 template <typename T>
-__host__ __device__ inline T masked(const T* __restrict__ g, const T* __restrict__ y, int index, int flags) {
+__host__ __device__ inline T masked(const T* __restrict__ g, const T* __restrict__ y, unsigned index, int flags) {
     const T v = g[index];
     return (flags & GPUCNN_FUSED_MASK) ? v * T(y[index] > T(0) ? 1 : 0) : v;
 }
@@ -29,8 +30,18 @@ struct DenseForward {
     int flags;
     int M, N, K;
 
-    __host__ __device__ inline T lhs(int m, int k) const { return x[m * K + k]; }
-    __host__ __device__ inline T rhs(int k, int n) const { return weight[n * K + k]; }
+    using LhsCursor = Strided;
+    using RhsCursor = Strided;
+    using LhsStep = StridedStep;
+    using RhsStep = StridedStep;
+    __host__ __device__ inline LhsStep lhs_step(int dk) const { return {(unsigned)dk}; }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const { return {(unsigned)dk}; }
+    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return {(unsigned)m * (unsigned)K + k}; }
+    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const { return {(unsigned)n * (unsigned)K + k}; }
+    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return x[c.off]; }
+    __host__ __device__ inline T rhs_at(const RhsCursor& c, int) const { return weight[c.off]; }
+    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         if (flags & GPUCNN_FUSED_BIAS) acc += bias[n];
         if ((flags & GPUCNN_FUSED_RELU) && !(acc > T(0)) && !is_nan(acc)) acc = T(0);
@@ -50,8 +61,18 @@ struct DenseDataGrad {
     int flags;
     int M, N, K;
 
-    __host__ __device__ inline T lhs(int m, int k) const { return masked(grad_y, y, m * K + k, flags); }
-    __host__ __device__ inline T rhs(int k, int n) const { return weight[k * N + n]; }
+    using LhsCursor = Strided;
+    using RhsCursor = Strided;
+    using LhsStep = StridedStep;
+    using RhsStep = StridedStep;
+    __host__ __device__ inline LhsStep lhs_step(int dk) const { return {(unsigned)dk}; }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const { return {(unsigned)dk * (unsigned)N}; }
+    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return {(unsigned)m * (unsigned)K + k}; }
+    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const { return {(unsigned)k * (unsigned)N + n}; }
+    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return masked(grad_y, y, c.off, flags); }
+    __host__ __device__ inline T rhs_at(const RhsCursor& c, int) const { return weight[c.off]; }
+    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const { grad_x[m * N + n] = acc; }
 };
 
@@ -72,8 +93,18 @@ struct DenseWeightGrad {
     int M, N, K;
     int I;
 
-    __host__ __device__ inline T lhs(int m, int k) const { return masked(grad_y, y, k * M + m, flags); }
-    __host__ __device__ inline T rhs(int k, int n) const { return n < I ? x[k * I + n] : T(1); }
+    using LhsCursor = Strided;
+    using RhsCursor = Strided;
+    using LhsStep = StridedStep;
+    using RhsStep = StridedStep;
+    __host__ __device__ inline LhsStep lhs_step(int dk) const { return {(unsigned)dk * (unsigned)M}; }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const { return {(unsigned)dk * (unsigned)I}; }
+    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return {(unsigned)k * (unsigned)M + m}; }
+    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const { return {(unsigned)k * (unsigned)I + n}; }
+    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return masked(grad_y, y, c.off, flags); }
+    __host__ __device__ inline T rhs_at(const RhsCursor& c, int n) const { return n < I ? x[c.off] : T(1); }
+    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         store_weight_grad(grad_w, grad_b, I, m, n, acc);
     }

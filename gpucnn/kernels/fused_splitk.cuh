@@ -56,7 +56,7 @@ __host__ __device__ inline SplitKBlock split_k_block(int block, int M, int N, in
 }
 
 // Problem P with its store redirected into the partial slice out = partial + s*M*N:
-// out[m * N + n] = acc. lhs, rhs and the sizes are P's.
+// out[m * N + n] = acc. The operands (cursors) and the sizes are P's.
 template <typename T, class P>
 struct SplitKPartial {
     static constexpr bool kLhsAlongK = P::kLhsAlongK, kRhsAlongK = P::kRhsAlongK;
@@ -66,8 +66,18 @@ struct SplitKPartial {
 
     __host__ __device__ SplitKPartial(const P& problem, T* partial, int slice)
         : p(problem), out(partial + slice * problem.M * problem.N), M(problem.M), N(problem.N), K(problem.K) {}
-    __host__ __device__ inline T lhs(int m, int k) const { return p.lhs(m, k); }
-    __host__ __device__ inline T rhs(int k, int n) const { return p.rhs(k, n); }
+    using LhsCursor = typename P::LhsCursor;
+    using RhsCursor = typename P::RhsCursor;
+    using LhsStep = typename P::LhsStep;
+    using RhsStep = typename P::RhsStep;
+    __host__ __device__ inline LhsStep lhs_step(int dk) const { return p.lhs_step(dk); }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const { return p.rhs_step(dk); }
+    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return p.lhs_cursor(m, k); }
+    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const { return p.rhs_cursor(n, k); }
+    __host__ __device__ inline T lhs_at(const LhsCursor& c, int m) const { return p.lhs_at(c, m); }
+    __host__ __device__ inline T rhs_at(const RhsCursor& c, int n) const { return p.rhs_at(c, n); }
+    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { p.lhs_advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { p.rhs_advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const { out[m * N + n] = acc; }
 };
 
@@ -96,8 +106,7 @@ __device__ inline void split_k_tile(const P& problem, T* partial, int slices, T*
     case id: split_k_tile<T, Tile<TM, TN, TK, RM, RN>>(problem, partial, slices, shared); break;
 template <typename T, class P>
 __device__ inline void split_k_gemm(const P& problem, T* partial, int slices, int tile_id) {
-    __shared__ __align__(16) unsigned char raw[kGemmSharedElements * sizeof(T)];
-    T* shared = reinterpret_cast<T*>(raw);
+    T* shared = gemm_shared<T>();
     switch (tile_id) { GPUCNN_GEMM_TILE_TABLE(GPUCNN_SPLIT_K_TILE_CASE) default: break; }
 }
 #undef GPUCNN_SPLIT_K_TILE_CASE

@@ -32,7 +32,7 @@ template <typename T, class Tl, class P>
 void replay_gemm_tile(const P& p, int tile, int k_begin, int k_end) {
     using namespace gpucnn::fused;
     std::vector<T> shared(kGemmSharedElements, T(0));
-    std::vector<GemmThread<T, Tl>> threads(GPUCNN_BLOCK);
+    std::vector<GemmThread<T, Tl, P>> threads(GPUCNN_BLOCK);
     for (int i = 0; i < GPUCNN_BLOCK; ++i)
         gemm_prologue_phase<T, Tl>(p, tile, thread_at(i), k_begin, shared.data(), threads[thread_at(i)]);
     // __syncthreads()
@@ -122,7 +122,12 @@ bool run_fused(const std::string& kernel, Args<T>& a) {
         T* gx = a.array(true);
         ConvGeometry g = conv_geometry(a);
         int flags = a.i32(), tile = a.i32();
-        replay_gemm<T>(ConvDataGrad<T>{gy, w, mask, gx, g, flags, g.C, g.N * g.H * g.W, g.O * g.kh * g.kw}, tile);
+        if (g.sy == 1 && g.sx == 1)  // the kernel's two instantiations
+            replay_gemm<T>(ConvDataGrad<T, true>{gy, w, mask, gx, g, flags, g.C, g.N * g.H * g.W, g.O * g.kh * g.kw},
+                           tile);
+        else
+            replay_gemm<T>(ConvDataGrad<T, false>{gy, w, mask, gx, g, flags, g.C, g.N * g.H * g.W, g.O * g.kh * g.kw},
+                           tile);
     } else if (kernel == "conv_wgrad_fused") {
         const T* gy = a.array(false);
         const T* x = a.array(false);

@@ -310,7 +310,8 @@ def test_tiles_are_chosen_to_fill_the_gpu(fused):
     """The launcher's tile (gemm_tile) and (tile, S) of the weight gradients (weight_grad_plan) for the
     GEMMs of fashion_cnn: the least waves x padded tile area / FFMA share x k-steps on 132 SMs."""
     assert len(fused.GEMM_TILES) == 4 and all(tm * tn == 256 * rm * rn for tm, tn, _, rm, rn in fused.GEMM_TILES)
-    assert fused.tile_share(0) == 32 / 35 and fused.tile_share(3) == 4 / 6  # RM x RN FFMA per 16-byte LDS
+    # per k-step: TK x RM x RN FFMA, TK x one 16-byte LDS per 4 of RM and of RN, STAGE_SLOTS per staged element
+    assert fused.tile_share(0) == 256 / (256 + 8 * 3 + 16 * 6) and fused.tile_share(3) == 64 / (64 + 16 * 2 + 16 * 4)
     assert fused.gemm_tile(32, 256 * 784, 9) == 2        # conv1 forward, M = 32: no rows of padding
     assert fused.gemm_tile(64, 256 * 196, 288) == 1      # conv2 forward: 784 blocks of 64 x 64
     assert fused.gemm_tile(256, 128, 3136) == 3          # dense1 forward: 32 blocks, the most any tile gives

@@ -52,11 +52,19 @@ def check_int32(op, **sizes):
                              f"of the fused kernels allow ({_INT32_LIMIT}); use the eager path")
 
 
+# Issue slots per element a thread stages from global memory per k-step (cursor read and step, bounds test,
+# LDG, STS): about 16 to 27 in the SASS of the convolutions' k-loops (cuobjdump -sass, sm_90), 10 in the
+# Dense ones; the lower figure, for the tile choice only (the estimate reads the SASS itself).
+STAGE_SLOTS = 16
+
+
 def tile_share(tile):
-    """FFMA share of the multiply's inner loop of tile ``tile``: per k, RM x RN FFMA against one shared-memory
-    load per 16 bytes of the thread's RM values of A and RN values of B (LDS.128 / LDS.64, float32)."""
-    _, _, _, rm, rn = GEMM_TILES[tile]
-    return rm * rn / (rm * rn + -(-rm // 4) + -(-rn // 4))
+    """FFMA share of one k-step of tile ``tile``, for the choice of tile: per k, RM x RN FFMA against one
+    shared-memory load per 16 bytes of the thread's RM values of A and RN values of B (LDS.128 / LDS.64,
+    float32), and per k-step STAGE_SLOTS for each element the thread stages (TK * (TM + TN) / 256)."""
+    tm, tn, tk, rm, rn = GEMM_TILES[tile]
+    ffma = tk * rm * rn
+    return ffma / (ffma + tk * (-(-rm // 4) + -(-rn // 4)) + STAGE_SLOTS * tk * (tm + tn) // 256)
 
 
 # Split-K: the SM count assumed where no device answers (an H100 SXM's 132), and the least k a slice keeps:
