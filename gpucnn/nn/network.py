@@ -134,13 +134,14 @@ class Network:
         """
         return load_state_dict(self, state_dict, strict)
 
-    def predict(self, x, batch_size=256):
+    def predict(self, x, batch_size=256, ema=None):
         """The outputs (logits) for ``x``, in eval mode (restored after), ``batch_size`` samples at a time, on
-        the model's device (inputs elsewhere are moved batch by batch).
+        the model's device (inputs elsewhere are moved batch by batch); with ``ema`` (a gpucnn.optim.EMA of
+        this model), those of the averaged weights.
 
         For probabilities: ``gpucnn.functional.softmax(model.predict(x))``; for classes: ``.argmax(axis=1)``.
         """
-        return predict(self, x, batch_size)
+        return predict(self, x, batch_size, ema)
 
     def save(self, path):
         """Write the weights to ``path`` (.npz, atomically, no pickle); the model stays on its device.

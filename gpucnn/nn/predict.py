@@ -4,8 +4,11 @@ from ..backend import device_scope, get_array_module, to_device
 __all__ = ["predict"]
 
 
-def predict(model, x, batch_size=256):
+def predict(model, x, batch_size=256, ema=None):
     """The model's outputs for ``x``, computed ``batch_size`` samples at a time in eval mode (restored after).
+
+    ``ema``: optional gpucnn.optim.EMA of ``model``: the outputs of its averaged weights (the model's own are
+    put back after).
 
     Inputs on another device are moved batch by batch to the model's (so a NumPy data set can feed a
     model on the GPU without copying it whole); the outputs are on the model's device.
@@ -16,6 +19,11 @@ def predict(model, x, batch_size=256):
         raise TypeError(f"predict: expected an array of inputs (N, ...), got {type(x).__name__}")
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"predict: expected a non-empty batch of inputs (N, ...), got shape {tuple(x.shape)}")
+    if ema is not None:
+        if ema.model is not model:
+            raise ValueError("predict: ema averages another model than the one given")
+        with ema.average_parameters():
+            return predict(model, x, batch_size)
     # A model without parameters runs wherever its input is.
     device = model.device if model.parameters() else None
     was_training = model.training

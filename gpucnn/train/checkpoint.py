@@ -1,7 +1,8 @@
 """The training checkpoint: everything needed to resume exactly.
 
-It holds the model, the optimizer state, the schedule, the epoch and step, the shuffling
-RNG and every layer's RNG, in one file written atomically by ``checkpoint.save_arrays``.
+It holds the model, the optimizer state, the schedule, the weight average (gpucnn.optim.EMA) when
+there is one, the epoch and step, the shuffling RNG and every layer's RNG, in one file written
+atomically by ``checkpoint.save_arrays``.
 
 Loading checks the whole file (names, shapes and dtypes from the array headers before any
 data is read; then finite values, optimizer state, schedule, progress and RNG states) and
@@ -28,9 +29,13 @@ def _layer_rngs(model):
             if isinstance(getattr(layer, "rng", None), numpy.random.Generator)}
 
 
-def save_training_checkpoint(path, model, optimizer, scheduler, progress):
-    """Atomically write everything needed to resume: weights, optimizer, schedule, RNGs and ``progress``."""
+def save_training_checkpoint(path, model, optimizer, scheduler, progress, ema=None):
+    """Atomically write everything needed to resume: weights, optimizer, schedule, EMA, RNGs and ``progress``."""
     arrays = {f"model.{k}": v for k, v in model.named_state().items()}
+    ema_meta = None
+    if ema is not None:
+        ema_arrays, ema_meta = ema.state()
+        arrays.update({f"ema.{k}": v for k, v in ema_arrays.items()})
     opt_arrays, opt_scalars = optimizer.state_arrays()
     arrays.update({f"optimizer.{k}": v for k, v in opt_arrays.items()})
     meta = {
@@ -38,6 +43,7 @@ def save_training_checkpoint(path, model, optimizer, scheduler, progress):
         "architecture": model.architecture(),  # lets `gpucnn export` rebuild the model
         "optimizer": {"type": type(optimizer).__name__, **opt_scalars},
         "scheduler": scheduler.state() if scheduler is not None else None,
+        **({"ema": ema_meta} if ema_meta is not None else {}),
         "layer_rngs": {str(i): generator_state_to_json(rng.bit_generator.state)
                        for i, rng in _layer_rngs(model).items()},
         **progress,
@@ -55,7 +61,7 @@ def read_training_meta(path):
         return reader.meta
 
 
-def load_training_checkpoint(path, model, optimizer, scheduler=None, check=None, keep=()):
+def load_training_checkpoint(path, model, optimizer, scheduler=None, check=None, keep=(), ema=None):
     """Restore a checkpoint written by ``save_training_checkpoint``; returns its metadata (the progress).
 
     Args:
@@ -63,6 +69,8 @@ def load_training_checkpoint(path, model, optimizer, scheduler=None, check=None,
         check: optional callable(meta) raising CheckpointError, run after the file's own checks
             and before anything changes (``fit`` uses it to compare batch size and data set).
         keep: optimizer hyperparameters ('lr', 'betas', ...) whose current values win over the file's.
+        ema: the run's gpucnn.optim.EMA, restored from the file's average (which must be there); without one,
+            an average in the file is left unread.
 
     Raises:
         CheckpointError: the file is unusable or does not fit; nothing was changed.
@@ -81,6 +89,7 @@ def load_training_checkpoint(path, model, optimizer, scheduler=None, check=None,
             raise CheckpointError(f"{path}: {exc}") from None
         expected = {f"model.{k}": v for k, v in model.expected_state().items()}
         expected.update({f"optimizer.{k}": (shape, None) for k, shape in opt_expected.items()})
+        expected.update({f"ema.{k}": (shape, None) for k, shape in _ema_expected(meta, path, model, ema).items()})
         reader.check_members(expected)  # names and shapes, from the headers: nothing inflated yet
         _check_progress(meta, path, scheduler, model)
         if check is not None:
@@ -88,13 +97,34 @@ def load_training_checkpoint(path, model, optimizer, scheduler=None, check=None,
         arrays = reader.read_all()
     model_state = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
     opt_state = {k[len("optimizer."):]: v for k, v in arrays.items() if k.startswith("optimizer.")}
+    ema_state = {k[len("ema."):]: v for k, v in arrays.items() if k.startswith("ema.")}
     model.check_state(model_state, source=str(path))
+    if ema is not None and ema_state:
+        model.check_state(ema_state, source=f"{path} (the weight average)")  # finite, castable
     try:
         optimizer.check_state_arrays(opt_state, opt_meta, keep)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     _apply(path, meta, model, model_state, optimizer, opt_state, opt_meta, scheduler, keep)
+    if ema is not None:  # checked in full above: cannot fail now
+        ema.load(ema_state, meta["ema"])
     return meta
+
+
+def _ema_expected(meta, path, model, ema):
+    """{name: shape} of the weight average the file holds; CheckpointError when it does not fit ``ema``."""
+    held = meta.get("ema")
+    if held is None:
+        if ema is not None:
+            raise CheckpointError(f"{path}: holds no weight average (EMA), this run keeps one; resume without it")
+        return {}
+    if ema is None:
+        return {k: tuple(v.shape) for k, v in model.named_state().items()} if isinstance(held, dict) and \
+            held.get("num_updates") else {}
+    try:
+        return ema.expected_state(held)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
 
 
 def same_run_check(path, batch_size, steps_per_epoch, batches):

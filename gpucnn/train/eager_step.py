@@ -28,8 +28,11 @@ class EagerSteps:
 
     name = "eager"
 
-    def __init__(self, model, loss_fn, optimizer, y, validation, batch_size, sync_every, data_parallel=None):
+    def __init__(self, model, loss_fn, optimizer, y, validation, batch_size, sync_every, data_parallel=None,
+                 after_backward=None, after_step=None):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        # fit's hooks (or None): clip the gradients before the optimizer step; EMA and per-step schedule after it
+        self.after_backward, self.after_step = after_backward, after_step
         self.batch_size, self.sync_every, self.dp = batch_size, sync_every, data_parallel
         self.y, self.validation = y, validation
         # Labels on the GPU: check whole data sets once, then spare the loss a read-back per step.
@@ -58,7 +61,11 @@ class EagerSteps:
                 model.backward(loss_fn.backward(), need_input_grad=False)
                 if dp is not None:
                     dp.average_gradients()
+                if self.after_backward is not None:
+                    self.after_backward()
                 optimizer.step()
+                if self.after_step is not None:
+                    self.after_step()
             except Exception as exc:
                 if is_out_of_memory(exc):
                     raise MemoryError(f"out of GPU memory at batch size {self.batch_size} (epoch {epoch + 1}, step "

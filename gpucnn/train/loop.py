@@ -15,6 +15,8 @@ import numpy
 
 from ..backend import device_scope, get_array_module
 from ..data.batches import BatchIterator
+from ..optim.clip import clip_grad_norm_
+from ..optim.plateau import ReduceLROnPlateau
 from .checkpoint import load_training_checkpoint, same_run_check, save_training_checkpoint
 from .eager_step import EagerSteps
 from .evaluate import evaluate, evaluate_with_bar
@@ -35,7 +37,7 @@ class TrainingDiverged(RuntimeError):
 def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
         checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None,
         keep_optimizer_settings=(), checkpoint_info=None, distributed=False, graph="auto",
-        graph_options=None, notes=None):
+        graph_options=None, notes=None, clip_grad_norm=None, ema=None):
     """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
 
     Args:
@@ -43,7 +45,13 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         x, y: training inputs and integer labels (NumPy or CuPy; batches stay on their device).
         epochs: total number of epochs (a resumed run continues up to this number).
         batch_size: samples per step. validation: optional (x_val, y_val), evaluated after each epoch.
-        scheduler: optional learning-rate schedule, stepped after each epoch.
+        scheduler: optional learning-rate schedule (gpucnn.optim), stepped after each epoch, or after each
+            optimizer step when its ``interval`` is 'step' (OneCycleLR's default); a ReduceLROnPlateau is
+            stepped after each epoch with the validation loss (the training loss without validation data).
+        clip_grad_norm: optional max norm: the gradients are clipped to it before every optimizer step
+            (gpucnn.optim.clip_grad_norm_, on the device, no read-back).
+        ema: optional gpucnn.optim.EMA of the model, updated after every optimizer step; the validation
+            evaluates the averaged weights, and the checkpoint holds the average.
         seed: seed of the shuffling.
         checkpoint: path of a training checkpoint, written atomically after every epoch and on Ctrl-C or
             SIGTERM.
@@ -99,14 +107,20 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler,
                                         check=same_run_check(checkpoint, batch_size, len(batches), batches),
-                                        keep=keep_optimizer_settings)
+                                        keep=keep_optimizer_settings, ema=ema)
         start_epoch, skip_steps = meta["epoch"], meta["step"]
         good.written(start_epoch, skip_steps)
         batches.set_state(meta["batches"])
         history = meta["history"]
         partial = meta.get("partial")
     steps = None
-    if graph is True or (graph == "auto" and _on_cuda(model) and not distributed):
+    per_step = scheduler if getattr(scheduler, "interval", "epoch") == "step" else None
+    eager_only = _eager_only(per_step, clip_grad_norm, ema)
+    if eager_only is not None and graph is True:
+        raise ValueError(f"fit(graph=True): {eager_only}; give graph=False or 'auto'")
+    if eager_only is not None and graph == "auto" and _on_cuda(model) and not distributed and notes is not None:
+        print(f"training step: eager, not a CUDA graph ({eager_only})", file=notes, flush=True)
+    if eager_only is None and (graph is True or (graph == "auto" and _on_cuda(model) and not distributed)):
         steps = graph_steps(model, loss_fn, optimizer, x, y, batch_size, scheduler, graph_options,
                             start_epoch if skip_steps else None, checkpoint, fallback=graph == "auto", notes=notes)
     dp = None
@@ -123,13 +137,15 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                       flush=True)
         model.train()
         warm_up_kernels(model, notes)
-        steps = EagerSteps(model, loss_fn, optimizer, y, validation, batch_size, sync_every, dp)
+        steps = EagerSteps(model, loss_fn, optimizer, y, validation, batch_size, sync_every, dp,
+                           after_backward=_clipper(model, clip_grad_norm),
+                           after_step=_after_step(per_step, ema))
     steps_per_epoch = len(batches)
 
     def save(epoch, step, batches_state, partial_stats):
         save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
             "epoch": epoch, "step": step, "batches": batches_state, "history": history, "partial": partial_stats,
-            "batch_size": batch_size, "num_samples": batches.num_samples, "info": checkpoint_info})
+            "batch_size": batch_size, "num_samples": batches.num_samples, "info": checkpoint_info}, ema=ema)
         good.written(epoch, step)
 
     def diverged(what):
@@ -162,7 +178,7 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             history["seconds"].append(outcome.seconds)
             history["images_per_second"].append(stats.seen_now / max(outcome.seconds, 1e-9))
             if validation is not None:
-                result = _validate(model, loss_fn, validation, batch_size, epoch, epochs, stream, bar, dp)
+                result = _validate(model, loss_fn, validation, batch_size, epoch, epochs, stream, bar, dp, ema)
                 history["val_loss"].append(result["loss"])
                 history["val_accuracy"].append(result["accuracy"])
                 if not math.isfinite(result["loss"]):
@@ -174,7 +190,9 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             bar.close()
             if not all_finite(model):
                 raise diverged(f"a weight became NaN or infinite in epoch {epoch + 1}")
-            if scheduler is not None:
+            if isinstance(scheduler, ReduceLROnPlateau):  # on the validation loss, else the training loss
+                scheduler.step(history["val_loss"][-1] if validation is not None else stats.mean_loss)
+            elif scheduler is not None and per_step is None:
                 scheduler.step()
             if checkpoint is not None:
                 save(epoch + 1, 0, batches.state(), None)
@@ -186,16 +204,50 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
     return history
 
 
-def _validate(model, loss_fn, validation, batch_size, epoch, epochs, stream, bar, dp):
+def _validate(model, loss_fn, validation, batch_size, epoch, epochs, stream, bar, dp, ema=None):
     val_batch = max(batch_size, 1000)
     # On a terminal the validation pass shows its own bar, erased when done; elsewhere it stays quiet.
     val_bar = ProgressBar(math.ceil(len(validation[0]) / val_batch), f"epoch {epoch + 1}/{epochs} validating ",
                           stream, enabled=bar.interactive, leave=False)
     bar.clear()
-    result = evaluate_with_bar(model, validation[0], validation[1], loss_fn, val_batch, val_bar)
+    result = evaluate_with_bar(model, validation[0], validation[1], loss_fn, val_batch, val_bar, ema)
     if dp is not None:
         result = dp.reduce_evaluation(result, len(validation[0]))
     return result
+
+
+def _eager_only(per_step_schedule, clip_grad_norm, ema):
+    """Why the captured CUDA graph step cannot run this training, or None: what it would have to do between
+    two steps of an epoch (it replays whole epochs on the device)."""
+    if per_step_schedule is not None:
+        return (f"{type(per_step_schedule).__name__} changes the learning rate after every step; the captured step "
+                f"takes a new rate between epochs")
+    if clip_grad_norm is not None:
+        return "gradient clipping (clip_grad_norm) is not in the captured step"
+    if ema is not None:
+        return "the weight average (ema) is updated by the eager step only"
+    return None
+
+
+def _clipper(model, max_norm):
+    """The eager step's hook between backward and the optimizer step: clip the gradients, or None."""
+    if max_norm is None:
+        return None
+    params = model.parameters()
+    return lambda: clip_grad_norm_(params, max_norm)
+
+
+def _after_step(schedule, ema):
+    """The eager step's hook after each optimizer step: step a per-step schedule, update the average."""
+    if schedule is None and ema is None:
+        return None
+
+    def after():
+        if ema is not None:
+            ema.update()
+        if schedule is not None:
+            schedule.step()
+    return after
 
 
 def _on_cuda(model):
