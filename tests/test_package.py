@@ -15,7 +15,7 @@ def test_subpackages_are_reachable_from_the_top():
             "print(gpucnn.data.load_fashion_mnist.__name__, gpucnn.train.fit.__name__, "
             "gpucnn.functional.softmax.__name__, sorted(gpucnn.commands.SUBCOMMANDS))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert out.startswith("load_fashion_mnist fit softmax ['bench', 'doctor', 'export', 'report', 'train']")
+    assert out.startswith("load_fashion_mnist fit softmax ['bench', 'doctor', 'export', 'import', 'report', 'train']")
     assert {"data", "train", "onnx", "commands"} <= set(dir(gpucnn))
 
 

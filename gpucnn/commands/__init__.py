@@ -4,6 +4,7 @@
     gpucnn bench ...      time training steps per device, beside PyTorch (gpucnn/commands/bench.py)
     gpucnn doctor         versions, devices, and every kernel checked against NumPy (gpucnn/commands/doctor.py)
     gpucnn export ...     write a saved model or checkpoint as ONNX (gpucnn/commands/export.py)
+    gpucnn import ...     read an ONNX file into a gpucnn model file (gpucnn/commands/import_onnx.py)
     gpucnn report RUN     rebuild a run's report.html from its files (gpucnn/commands/report.py)
 
 Each subcommand module has ``main(argv, prog) -> exit status``; ``python -m gpucnn`` and the
@@ -20,6 +21,7 @@ SUBCOMMANDS = {
     "bench": ("gpucnn.commands.bench", "time training steps on each device, beside PyTorch"),
     "doctor": ("gpucnn.commands.doctor", "say whether the GPU path works here: versions, devices, kernel checks"),
     "export": ("gpucnn.commands.export", "write a saved model or a training checkpoint as an ONNX file"),
+    "import": ("gpucnn.commands.import_onnx", "read an ONNX file (from PyTorch, Keras, ...) into a gpucnn model file"),
     "report": ("gpucnn.commands.report", "rebuild a run's report.html (curves, confusion matrix, filters, ...)"),
 }
 

@@ -87,7 +87,7 @@ def run(args):
 
 
 def _run(args, out, checkpoint, created, locks):
-    check_model(args.model, args.dataset)  # before anything is read or written
+    check_model(args.model, args.dataset, getattr(args, "init_from", None))  # before anything is read or written
     if getattr(args, "recipe", None):
         print(f"recipe {args.recipe}: {RECIPES[args.recipe].command()} (options given on the command line win)",
               flush=True)
@@ -113,7 +113,7 @@ def _run(args, out, checkpoint, created, locks):
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     x_train, y_train, x_test, y_test = (backend.to_device(a, device) for a in (x_train, y_train, x_test, y_test))
 
-    model = build_model(args.model, args.dataset, args.seed).to(device)
+    model = build_model(args.model, args.dataset, args.seed, getattr(args, "init_from", None)).to(device)
     optimizer = make_optimizer(args, model.parameters())
     schedule = make_schedule(args, optimizer)
     print(f"{args.model} on {args.dataset}: {len(x_train)} training images, {len(x_test)} test images, "

@@ -1,5 +1,6 @@
 """The options of ``gpucnn train``: its parser, and the optimizer and schedule they ask for."""
 import argparse
+import os
 import shlex
 import sys
 
@@ -28,6 +29,9 @@ def _betas(text):
 def parser(prog):
     p = argparse.ArgumentParser(prog=prog, description=USAGE, formatter_class=_HelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="fashion_cnn", help="network to train")
+    p.add_argument("--init-from", default=None, metavar="MODEL.onnx",
+                   help="fine-tune the network and weights of an ONNX file (gpucnn.onnx.load) instead of --model; "
+                        "the run is named after the file (runs/<its name>)")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="fashion-mnist", help="data set")
     p.add_argument("--data-dir", default=None,
                    help="directory holding the data set: the four IDX files, or for cifar10 cifar-10-binary.tar.gz "
@@ -110,6 +114,10 @@ def parse_args(argv=None, prog=None):
     for action in quiet._actions:
         action.default = argparse.SUPPRESS
     args.explicit = set(vars(quiet.parse_args(argv)))
+    if args.init_from:
+        if "model" in args.explicit:
+            p.error("give --model or --init-from, not both")
+        args.model = os.path.splitext(os.path.basename(args.init_from))[0]  # the run's name (runs/<it>)
     return args
 
 
