@@ -65,17 +65,19 @@ def _row(launch):
     if launch["kind"] == "cublas":
         grid += " tiles"
     share = f"{launch['ffma_share']:.2f}" if launch["flops"] else "-"
+    tile = "x".join(str(t) for t in launch["tile"][:3]) if launch.get("tile") else "-"
+    peak = f"{launch['pct_of_peak']:.1f}" if launch["flops"] else "-"
     host = f" {launch['host_us']:6.1f}" if "host_us" in launch else f" {'-':>6}"
     return (f"estimate {launch['phase'][:10]:10} {launch['layer'][:24]:24} {launch['name'][:30]:30} "
             f"{launch['shape'][:24]:>24} {grid:>12} {block:>5} {_fmt(launch['registers'], 'd', '?'):>4} "
             f"{_fmt(launch['smem'], 'd', '?'):>5} {_fmt(launch['blocks_per_sm'], 'd', '?'):>3} "
             f"{_fmt(launch['waves'], 'd', '?'):>5} {launch['flops'] / 1e9:8.4f} {launch['bytes'] / 1e6:8.3f} "
-            f"{share:>5} {launch['est_us']:9.2f} {launch['bound']:>7}" + host)
+            f"{share:>5} {tile:>9} {peak:>5} {launch['est_us']:9.2f} {launch['bound']:>7}" + host)
 
 
 HEADER = (f"estimate {'phase':10} {'layer':24} {'kernel':30} {'shape (MxNxK)':>24} {'grid':>12} {'block':>5} "
-          f"{'regs':>4} {'smem':>5} {'b/SM':>3} {'waves':>5} {'GFLOP':>8} {'MB':>8} {'share':>5} {'est us':>9} "
-          f"{'bound':>7} {'host us':>6}")
+          f"{'regs':>4} {'smem':>5} {'b/SM':>3} {'waves':>5} {'GFLOP':>8} {'MB':>8} {'share':>5} {'tile':>9} "
+          f"{'%peak':>5} {'est us':>9} {'bound':>7} {'host us':>6}")
 
 
 def format_report(report):
@@ -160,7 +162,8 @@ def main(argv=None, prog=None):
         return 2
     assumptions = (f"cuBLAS at {roofline.CUBLAS_EFFICIENCY:g} of peak on 128x128 tiles (assumption), "
                    f"{roofline.LAUNCH_GAP_S * 1e6:g} us launch gap (assumption), FFMA share from SASS "
-                   f"(fixed {roofline.FIXED_FFMA_SHARE:g} where none)")
+                   f"(fixed {roofline.FIXED_FFMA_SHARE:g} where none; a tiled GEMM: its tile's k-loop, "
+                   f"FLOPs with the tile's padding; %peak = FLOPs / (peak x estimate))")
     report = {"estimate": True, "gpu": gpu.as_dict(), "gpu_text": gpu.describe(), "resources_note": note,
               "assumptions": assumptions, "runs": runs}
     print("\n".join(format_report(report)))

@@ -10,7 +10,9 @@ registers per thread and the static shared memory per block.
 The FFMA share comes from the SASS (``cuobjdump -sass`` of the cubin; cuobjdump and the nvdisasm it runs
 are looked up on PATH and in the pip packages nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm): a loop is a
 backward branch (``BRA`` to a lower address), the innermost loops are those that contain no other loop,
-and the share is FFMA instructions / all instructions of the innermost loop with the most FFMAs. Where
+and the share is FFMA instructions / all instructions of the innermost loop with the most FFMAs. Every
+innermost loop with FFMAs is kept too (``loops``: FFMA, LDS, LDG and instruction counts): a fused GEMM kernel
+holds one k-loop per tile shape (GPUCNN_GEMM_TILE_TABLE), and the roofline takes the launched tile's. Where
 no SASS can be had the share is ``None`` and the roofline uses its fixed, documented share.
 
 Results are cached as JSON per (architecture, kernel sources, compiler), in $GPUCNN_ESTIMATE_CACHE or
@@ -108,8 +110,9 @@ def _instructions(body):
     return out
 
 
-def _inner_loop(instructions):
-    """{'ffma', 'instructions', 'share', 'range'} of the innermost loop with the most FFMAs, or None."""
+def innermost_loops(instructions):
+    """[{'ffma', 'lds', 'ldg', 'instructions', 'share', 'range'}] of the innermost loops that hold FFMAs, in
+    address order (a kernel with several tile shapes or instantiations has one k-loop each)."""
     loops = []
     for address, opcode, text in instructions:
         if opcode.split(".")[0] in ("BRA", "JMP"):
@@ -118,22 +121,33 @@ def _inner_loop(instructions):
                 loops.append((int(target.group(1), 16), address))
     innermost = [(lo, hi) for lo, hi in loops
                  if not any((lo2, hi2) != (lo, hi) and lo <= lo2 and hi2 <= hi for lo2, hi2 in loops)]
+    out = []
+    for lo, hi in sorted(innermost):
+        body = [opcode.split(".")[0] for address, opcode, _ in instructions if lo <= address <= hi]
+        ffma = body.count("FFMA")
+        if ffma:
+            out.append({"ffma": ffma, "lds": body.count("LDS"), "ldg": body.count("LDG"), "instructions": len(body),
+                        "share": ffma / len(body), "range": [hex(lo), hex(hi)]})
+    return out
+
+
+def _inner_loop(instructions):
+    """The innermost loop with the most FFMAs (the first of equals), or None."""
     best = None
-    for lo, hi in innermost:
-        body = [opcode for address, opcode, _ in instructions if lo <= address <= hi]
-        ffma = sum(1 for opcode in body if opcode.split(".")[0] == "FFMA")
-        if ffma and (best is None or ffma > best["ffma"]):
-            best = {"ffma": ffma, "instructions": len(body), "share": ffma / len(body),
-                    "range": [hex(lo), hex(hi)]}
+    for loop in innermost_loops(instructions):
+        if best is None or loop["ffma"] > best["ffma"]:
+            best = loop
     return best
 
 
-def parse_sass(listing):
-    """{mangled kernel name: inner-loop dict or None} from ``cuobjdump -sass`` output."""
+def parse_sass(listing, every_loop=False):
+    """{mangled kernel name: inner-loop dict or None} from ``cuobjdump -sass`` output; with ``every_loop``,
+    {name: innermost_loops(...)} instead."""
     out = {}
     for part in re.split(r"\n\s*Function : ", "\n" + listing)[1:]:
         name = part.split("\n", 1)[0].strip()
-        out[name] = _inner_loop(_instructions(part))
+        instructions = _instructions(part)
+        out[name] = innermost_loops(instructions) if every_loop else _inner_loop(instructions)
     return out
 
 
@@ -207,20 +221,22 @@ def _file_resources(compiler, file, arch, work):
     log, cubin = _compile_nvcc(path, file, arch, work) if kind == "nvcc" else _compile_nvrtc(file, arch, work)
     ptxas = parse_ptxas(log)
     listing, how = _sass(cubin)
-    loops = parse_sass(listing) if listing is not None else {}
+    loops = parse_sass(listing, every_loop=True) if listing is not None else {}
     out = {}
     for mangled, used in ptxas.items():
         expression = expression_of(mangled)
         if expression is None:
             continue
-        out[expression] = {"registers": used["registers"], "smem": used["smem"], "inner_loop": loops.get(mangled),
-                           "sass": how,
+        every = loops.get(mangled) or []
+        best = max(every, key=lambda loop: loop["ffma"], default=None)  # the first of equals
+        out[expression] = {"registers": used["registers"], "smem": used["smem"], "inner_loop": best,
+                           "loops": every, "sass": how,
                            "compiler": "nvcc -Xptxas -v" if kind == "nvcc" else "NVRTC --ptxas-options=-v"}
     return out
 
 
 def _cache_key(arch, compiler):
-    digest = hashlib.sha256(f"{arch}\0{compiler[0]}\0{compiler[2]}\0{find_tool('cuobjdump')}\0".encode())
+    digest = hashlib.sha256(f"loops\0{arch}\0{compiler[0]}\0{compiler[2]}\0{find_tool('cuobjdump')}\0".encode())
     for file in sorted(loader.SIGNATURES):
         digest.update(file.encode() + b"\0" + loader.kernel_source(file).encode() + b"\0")
     return digest.hexdigest()[:20]

@@ -2,13 +2,16 @@
 
 For a launch of F FLOPs and B bytes (gpucnn/perf/record.py: compulsory traffic) on a GPU of gpucnn/perf/gpus.py:
 
-    compute  = F / (peak FP32 x (SMs in use / SMs) x share)     SMs in use = min(blocks of the grid, SMs)
+    compute  = F' / (peak FP32 x (SMs in use / SMs) x share)    SMs in use = min(blocks of the grid, SMs)
     memory   = B / HBM bandwidth
     estimate = max(compute, memory) + LAUNCH_GAP_S
     bound    = 'compute' or 'memory', whichever is larger, or 'launch' where the gap exceeds both
 
-``share``, for our kernels: the FFMA share of the innermost loop in SASS (gpucnn/perf/resources.py); where
-no SASS is available, FIXED_FFMA_SHARE. For cuBLAS (cupy.matmul): CUBLAS_EFFICIENCY of the peak, on a grid
+F' = F, except for our tiled GEMMs: the FLOPs their tile grid issues, padding included (``issued_flops``).
+``share``, for our kernels: the FFMA share of the innermost loop in SASS (gpucnn/perf/resources.py); for a
+tiled GEMM, of its launched tile's k-loop (``tile_loop``: one k-step with its global loads, shared stores and
+cursor steps, the whole loop body); where no SASS is available, FIXED_FFMA_SHARE. Each launch also gets
+``pct_of_peak`` = F / (peak FP32 x estimate) and, for the GEMMs, ``ffma_per_lds`` of that loop. For cuBLAS (cupy.matmul): CUBLAS_EFFICIENCY of the peak, on a grid
 of 128 x 128 tiles (CUBLAS_TILE), one resident tile per SM. For CuPy's kernels: no FLOPs are counted, so
 only their bytes and the gap count. Resident blocks per SM come from registers, static shared memory and
 the block size (gpus.blocks_per_sm); waves = ceil(blocks / (resident blocks x SMs)).
@@ -21,13 +24,13 @@ Assumptions, not measurements, and not tuned to any result:
 - LAUNCH_GAP_S = 2 us per launch on the device (kernel start and drain between dependent kernels on one
   stream, of the order NVIDIA's CUDA Graphs material shows for short kernels), the same for both step kinds;
   the eager step's host time per launch is measured apart (gpucnn/perf/host.py).
-What the model leaves out: latency (a single block cannot issue at the SM's peak), the tile loads of the
-GEMM kernels (outside the inner loop; the share is of the inner loop only, so compute is optimistic), cache
+What the model leaves out: latency (a single block cannot issue at the SM's peak; the double-buffered k-loop
+overlaps its global loads with the multiply, but nothing here checks that enough warps hide them), cache
 reuse beyond one pass, tail effects inside a wave, and the host for CuPy's and cuBLAS's launches.
 """
 from .gpus import blocks_per_sm, waves
 
-__all__ = ["CUBLAS_EFFICIENCY", "FIXED_FFMA_SHARE", "LAUNCH_GAP_S", "annotate", "totals"]
+__all__ = ["CUBLAS_EFFICIENCY", "FIXED_FFMA_SHARE", "LAUNCH_GAP_S", "annotate", "totals", "tile_loop", "issued_flops"]
 
 CUBLAS_EFFICIENCY = 0.7
 FIXED_FFMA_SHARE = 0.5
@@ -45,32 +48,67 @@ def _grid_blocks(grid):
     return blocks
 
 
+def tile_loop(launch, res):
+    """The k-loop of the launch's tile among the kernel's innermost SASS loops (``res['loops']``), or None: the
+    loop with TK x RM x RN FFMA and TK x (ceil(RM/4) + ceil(RN/4)) LDS (float32: one LDS.64/128 per 4 values);
+    where two instantiations match (conv_dgrad_fused: unit stride or not), the shorter for variant 'unit
+    stride', else the longer."""
+    tile = launch.get("tile")
+    if not tile:
+        return None
+    _, _, tk, rm, rn = tile
+    ffma, lds = tk * rm * rn, tk * (-(-rm // 4) + -(-rn // 4))
+    matches = [loop for loop in res.get("loops") or () if loop["ffma"] == ffma and loop.get("lds") == lds]
+    if not matches:
+        return None
+    pick = min if launch.get("variant") == "unit stride" else max
+    return pick(matches, key=lambda loop: loop["instructions"])
+
+
 def _residency(launch, gpu, resources):
-    """(registers, smem, blocks per SM, what limits it, share, where the share comes from)."""
+    """(registers, smem, blocks per SM, what limits it, share, where the share comes from, the loop)."""
     if launch["kind"] == "ours":
         res = resources.get(launch["expression"])
         if res is None:
-            return None, None, None, "unknown", FIXED_FFMA_SHARE, "fixed (no ptxas report)"
+            return None, None, None, "unknown", FIXED_FFMA_SHARE, "fixed (no ptxas report)", None
         resident, limit = blocks_per_sm(gpu, launch["block"][0], res["registers"], res["smem"])
-        loop = res.get("inner_loop")
+        loop = tile_loop(launch, res)
         if loop:
-            share, how = loop["share"], f"SASS inner loop {loop['ffma']}/{loop['instructions']} FFMA"
+            how = f"SASS k-loop of tile {launch['tile'][0]}x{launch['tile'][1]}: {loop['ffma']}/{loop['instructions']} FFMA"
+        else:
+            loop = res.get("inner_loop")
+            how = f"SASS inner loop {loop['ffma']}/{loop['instructions']} FFMA" if loop else None
+        if loop:
+            share = loop["share"]
         elif res.get("sass") == "cuobjdump -sass":
             share, how = FIXED_FFMA_SHARE, "fixed (no FFMA in an inner loop)"
         else:
             share, how = FIXED_FFMA_SHARE, "fixed (no SASS)"
-        return res["registers"], res["smem"], resident, limit, share, how
+        return res["registers"], res["smem"], resident, limit, share, how, loop
     if launch["kind"] == "cublas":
-        return None, None, CUBLAS_RESIDENT_TILES, "assumed", CUBLAS_EFFICIENCY, "cuBLAS efficiency (assumption)"
-    return None, None, None, "unknown", 1.0, "no FLOPs counted"
+        return None, None, CUBLAS_RESIDENT_TILES, "assumed", CUBLAS_EFFICIENCY, "cuBLAS efficiency (assumption)", None
+    return None, None, None, "unknown", 1.0, "no FLOPs counted", None
+
+
+def issued_flops(launch):
+    """The FLOPs a tiled GEMM launch issues: its tile grid covers ceil(M/TM) TM x ceil(N/TN) TN outputs and
+    every slice ceil(k/TK) TK of k (the padding multiplies zeros); ``flops`` for the other launches."""
+    tile, gemm = launch.get("tile"), launch.get("gemm")
+    if not tile or not gemm:
+        return launch["flops"]
+    (m, n, k), (tm, tn, tk) = gemm, tile[:3]
+    slices = launch.get("slices") or 1
+    slice_k = -(-(-(-k // slices)) // tk) * tk
+    return 2 * (-(-m // tm) * tm) * (-(-n // tn) * tn) * slice_k * slices
 
 
 def annotate(launch, gpu, resources):
     """``launch`` with its roofline figures added (see the module docstring); returns it."""
-    regs, smem, resident, limit, share, how = _residency(launch, gpu, resources)
+    regs, smem, resident, limit, share, how, loop = _residency(launch, gpu, resources)
     blocks = _grid_blocks(launch["grid"])
     sms_in_use = gpu.sms if blocks is None else min(blocks, gpu.sms)
-    compute = launch["flops"] / (gpu.peak_fp32_flops * sms_in_use / gpu.sms * share) if launch["flops"] else 0.0
+    issued = issued_flops(launch)
+    compute = issued / (gpu.peak_fp32_flops * sms_in_use / gpu.sms * share) if launch["flops"] else 0.0
     memory = launch["bytes"] / gpu.hbm_bytes_per_s
     body = max(compute, memory)
     if LAUNCH_GAP_S > body:
@@ -81,7 +119,9 @@ def annotate(launch, gpu, resources):
                    "occupancy_limit": limit, "waves": waves(gpu, blocks, resident) if blocks is not None else None,
                    "sms_in_use": sms_in_use, "ffma_share": share, "share_from": how,
                    "compute_us": compute * 1e6, "memory_us": memory * 1e6, "est_us": (body + LAUNCH_GAP_S) * 1e6,
-                   "bound": bound})
+                   "bound": bound, "issued_flops": issued,
+                   "ffma_per_lds": (loop["ffma"] / loop["lds"]) if loop and loop.get("lds") else None,
+                   "pct_of_peak": 100 * launch["flops"] / (gpu.peak_fp32_flops * (body + LAUNCH_GAP_S))})
     return launch
 
 

@@ -189,7 +189,24 @@ def test_ptxas_and_sass_readers():
     assert resources.expression_of("_Z14conv_fwd_fusedIfEvPKT_S2_S2_PS0_iiiiiiiiiiiiii") == "conv_fwd_fused<float>"
     loop = resources.parse_sass(SASS)["_Z14conv_fwd_fusedIfEvPKT_S2_S2_PS0_iiiiiiiiiiiiii"]
     # loops [0x20, 0x50] inside [0x10, 0x60]; the self-branch after EXIT is no loop; the inner one has 2 FFMA of 4
-    assert loop == {"ffma": 2, "instructions": 4, "share": 0.5, "range": ["0x20", "0x50"]}
+    assert loop == {"ffma": 2, "lds": 1, "ldg": 0, "instructions": 4, "share": 0.5, "range": ["0x20", "0x50"]}
+    assert resources.parse_sass(SASS, every_loop=True)["_Z14conv_fwd_fusedIfEvPKT_S2_S2_PS0_iiiiiiiiiiiiii"] == [loop]
+
+
+def test_a_tiled_gemm_takes_its_tiles_k_loop_and_pays_its_padding():
+    """roofline.tile_loop: the loop with the tile's TK x RM x RN FFMA and TK x (RM/4 + RN/4) LDS (the shorter of
+    two for a unit-stride dgrad); issued_flops: the padded tile grid and k-steps."""
+    loops = [{"ffma": 256, "lds": 32, "instructions": 512, "share": 0.5},    # 64x64x16, 4x4: the strided copy
+             {"ffma": 256, "lds": 24, "instructions": 400, "share": 0.64},   # 128x64x8, 8x4
+             {"ffma": 256, "lds": 32, "instructions": 320, "share": 0.8}]    # 64x64x16, 4x4: unit stride
+    launch = {"tile": [64, 64, 16, 4, 4], "gemm": [32, 100, 20], "flops": 2 * 32 * 100 * 20}
+    assert roofline.tile_loop(launch, {"loops": loops}) is loops[0]
+    assert roofline.tile_loop(dict(launch, variant="unit stride"), {"loops": loops}) is loops[2]
+    assert roofline.tile_loop(dict(launch, tile=[128, 64, 8, 8, 4]), {"loops": loops}) is loops[1]
+    assert roofline.tile_loop(dict(launch, tile=[32, 32, 16, 2, 2]), {"loops": loops}) is None
+    assert roofline.issued_flops(launch) == 2 * 64 * 128 * 32      # M 32 -> 64, N 100 -> 128, K 20 -> 32
+    assert roofline.issued_flops(dict(launch, slices=3)) == 2 * 64 * 128 * 16 * 3  # slices of ceil(20/3) -> 16
+    assert roofline.issued_flops({"flops": 7}) == 7
 
 
 @pytest.mark.kernels
