@@ -22,7 +22,7 @@ import re
 
 import numpy
 
-from ..nn.graph import GraphError, Input
+from ..nn.graph import GraphError, Input, SymbolicTensor
 from ..nn.model import Model
 from .onnx_ops import OPS
 
@@ -123,9 +123,9 @@ class Importer:
         if value.name not in self.values:
             raise OnnxImportError(f"gpucnn.onnx.load: graph output {value.name!r} is made by no node")
         y = self.values[value.name]
-        if isinstance(y, numpy.ndarray):
-            raise OnnxImportError(f"gpucnn.onnx.load: graph output {value.name!r} is a constant; a gpucnn model "
-                                  f"computes its outputs from its inputs")
+        if not isinstance(y, SymbolicTensor):
+            raise OnnxImportError(f"gpucnn.onnx.load: graph output {value.name!r} is a constant or a shape; a gpucnn "
+                                  f"model computes its outputs from its inputs")
         dims = list(value.type.tensor_type.shape.dim)
         declared = [int(d.dim_value) if d.HasField("dim_value") else None for d in dims[1:]]
         if dims and (len(declared) != len(y.shape) or
@@ -159,9 +159,9 @@ class Importer:
     def tensor(self, node, i):
         """The SymbolicTensor at input ``i``; a constant there is refused."""
         value = self._value(node, i)
-        if isinstance(value, numpy.ndarray):
-            self.refuse(node, f"input {i} ({node.input[i]!r}) is a constant; gpucnn's layers take it as "
-                              f"computed data only")
+        if not isinstance(value, SymbolicTensor):
+            self.refuse(node, f"input {i} ({node.input[i]!r}) is a constant or a shape; gpucnn's layers take "
+                              f"computed data there")
         return value
 
     def const(self, node, i, optional=False):

@@ -10,6 +10,7 @@
     BatchNormalization (inference form) -> BatchNorm2D / BatchNorm1D with the running statistics
     Dropout -> Dropout (the identity in eval mode), Add -> Add, Concat -> Concatenate
     Identity, Constant -> nothing: the value passes through
+    Shape, Gather, Unsqueeze -> nothing: followed as shape arithmetic into a Reshape (onnx_shape_ops.py)
 
 Each handler reads its node through the importer's context ``ctx`` (attributes with their defaults, tensor and
 constant inputs, layer names) and refuses, through ``ctx.refuse``, anything gpucnn's layers would compute
@@ -20,6 +21,8 @@ import math
 import numpy
 
 from ..nn import layers as L
+from ..nn.graph import SymbolicTensor
+from .onnx_shape_ops import BATCH, ShapeValue, concat_shapes, gather, shape, unsqueeze
 
 __all__ = ["OPS", "Op", "window_pads"]
 
@@ -218,7 +221,7 @@ def _matmul(ctx, node):
 def _add(ctx, node):
     ctx.attrs(node)
     values = [ctx.values.get(name) for name in node.input]
-    if any(isinstance(v, numpy.ndarray) for v in values):
+    if any(v is not None and not isinstance(v, SymbolicTensor) for v in values):
         ctx.refuse(node, "an Add of a constant is imported only as the bias right after MatMul or Gemm (Dense)")
     xs = [ctx.tensor(node, i) for i in range(len(node.input))]
     if len({x.shape for x in xs}) > 1:
@@ -229,10 +232,14 @@ def _add(ctx, node):
 
 def _concat(ctx, node):
     a = ctx.attrs(node, axis=None)
-    xs = [ctx.tensor(node, i) for i in range(len(node.input))]
-    rank = len(xs[0].shape) + 1
     if a["axis"] is None:
         ctx.refuse(node, "the axis attribute is missing")
+    values = [ctx.values.get(name) for name in node.input]
+    if values and all(isinstance(v, (numpy.ndarray, ShapeValue)) for v in values):
+        concat_shapes(ctx, node, values, a["axis"])  # shape arithmetic before a Reshape
+        return
+    xs = [ctx.tensor(node, i) for i in range(len(node.input))]
+    rank = len(xs[0].shape) + 1
     axis = a["axis"] + rank if a["axis"] < 0 else a["axis"]
     if axis == 0:
         ctx.refuse(node, "concatenation along axis 0, the batch, is not supported")
@@ -254,7 +261,13 @@ def _flatten(ctx, node):
 
 def _reshape(ctx, node):
     a = ctx.attrs(node, allowzero=0)
-    x, target = ctx.tensor(node, 0), [int(v) for v in ctx.const(node, 1).reshape(-1)]
+    x, given = ctx.tensor(node, 0), ctx.values.get(node.input[1]) if len(node.input) > 1 else None
+    if isinstance(given, ShapeValue):  # worked out from Shape(x): BATCH first keeps the batch
+        if BATCH in given.entries[1:] or given.scalar:
+            ctx.refuse(node, f"shape {list(given.entries)} moves the batch")
+        target = [0 if v == BATCH else v for v in given.entries]
+    else:
+        target = [int(v) for v in ctx.const(node, 1).reshape(-1)]
     size = math.prod(x.shape)
     if not target or (0 in target and a["allowzero"]):
         ctx.refuse(node, f"shape {target} with allowzero={a['allowzero']} does not keep the batch")
@@ -358,4 +371,7 @@ OPS = {
     "Dropout": Op(_dropout, params=(1, 2)),
     "Identity": Op(_identity),
     "Constant": Op(_constant),
+    "Shape": Op(shape),  # Shape, Gather, Unsqueeze: the shape arithmetic before a Reshape (onnx_shape_ops.py)
+    "Gather": Op(gather),
+    "Unsqueeze": Op(unsqueeze),
 }

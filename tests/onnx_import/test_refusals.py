@@ -99,3 +99,22 @@ def test_a_reshape_across_the_batch_is_refused_and_one_that_flattens_is_a_flatte
     proto = graph_of([helper.make_node("Reshape", ["x", "s"], ["y"], name="rs")], [("x", ["N", 3, 2, 2])],
                      [("y", [6, 6])], [("s", numpy.array([-1, 6], numpy.int64))])
     refused(proto, r"Reshape node 'rs' \(opset 17\): shape \[-1, 6\] does not keep the batch")
+
+
+def test_shape_arithmetic_is_followed_into_a_reshape_and_refused_elsewhere():
+    index = numpy.array(0, numpy.int64)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "i"], ["b"]),
+             helper.make_node("Unsqueeze", ["b", "axes"], ["b1"]), helper.make_node("Concat", ["b1", "rest"], ["t"],
+                                                                                   axis=0),
+             helper.make_node("Reshape", ["x", "t"], ["y"], name="rs")]
+    inits = [("i", index), ("axes", numpy.array([0], numpy.int64)), ("rest", numpy.array([-1], numpy.int64))]
+    model = gpucnn.onnx.load(graph_of(nodes, [("x", ["N", 2, 3])], [("y", ["N", 6])], inits))
+    assert [type(layer).__name__ for layer in model.layers] == ["Flatten"]
+    moved = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s2"], ["y"], name="rs"),
+             helper.make_node("Gather", ["s", "perm"], ["s2"])]
+    moved[1], moved[2] = moved[2], moved[1]
+    refused(graph_of(moved, [("x", ["N", 2, 3])], [("y", [3, "N", 2])], [("perm", numpy.array([2, 0, 1]))]),
+            r"Reshape node 'rs' \(opset 17\): shape \[3, 'batch', 2\] moves the batch")
+    data_gather = [helper.make_node("Gather", ["x", "i"], ["y"], name="g")]
+    refused(graph_of(data_gather, [("x", ["N", 3])], [("y", [3])], [("i", index)]),
+            r"Gather node 'g' \(opset 17\): gpucnn follows Gather on shapes")

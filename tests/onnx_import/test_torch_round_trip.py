@@ -61,6 +61,18 @@ class SmallNet(nn.Module):
         return torch.softmax(self.fc(self.bn(self.drop(h))), dim=1)
 
 
+class ViewNet(nn.Module):
+    """``x.view(x.size(0), -1)``: with a dynamic batch PyTorch writes Shape, Gather, Unsqueeze, Concat, Reshape."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(2, 4, 3), nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(h.view(h.size(0), -1))
+
+
 def exported(module, shape, **options):
     """The ONNX bytes of ``module`` (eval mode, moved BatchNorm statistics), dynamic batch, opset 17."""
     torch.manual_seed(0)
@@ -86,6 +98,7 @@ CASES = {
     "basic_block_bn": (BasicBlock, (4, 10, 10), {"training": torch.onnx.TrainingMode.PRESERVE,
                                                  "do_constant_folding": False}),
     "small_net": (SmallNet, (3, 16, 16), {}),
+    "view_flatten": (ViewNet, (2, 8, 8), {}),
 }
 
 
@@ -105,6 +118,9 @@ def test_gpucnn_gives_pytorchs_outputs(name):
         assert sum(type(layer).__name__ == "BatchNorm2D" for layer in model.leaf_layers()) == 3
     ops = {node.op_type for node in onnx.load_model_from_string(data).graph.node}
     assert ops <= set(gpucnn.io.onnx_ops.OPS)
+    if name == "view_flatten":
+        assert {"Shape", "Gather", "Unsqueeze", "Reshape"} <= ops
+        assert [type(layer).__name__ for layer in model.leaf_layers()] == ["Conv2D", "ReLU", "Flatten", "Dense"]
 
 
 def test_pytorchs_names_are_in_the_state_dict():
