@@ -10,6 +10,9 @@ operator with the same meaning:
     statistics), Dropout -> nothing (it is the identity at inference), Add -> Add, Concatenate ->
     Concat, GlobalAvgPool2D -> GlobalAveragePool; a nested Sequential or Model is inlined.
 
+Softmax -> Softmax, Reshape -> Reshape. The other direction, ONNX into a trainable Model, is ``load``
+(gpucnn/io/onnx_import.py), and ``backend`` is gpucnn as an ONNX backend (gpucnn/io/onnx_backend.py).
+
 The input is ``"input"`` of shape (batch, *input_shape) with a dynamic batch; the output is ``"output"``.
 Both are float32, and so are the weights: a float64 model is rounded to float32, the precision
 that ONNX runtimes serve (onnxruntime has no float64 convolution on the CPU).
