@@ -41,6 +41,7 @@ from .train_record import Notes, plot_curves, print_row, write_metrics
 from .recipes import RECIPES
 from .report import write_run_report
 from .train_options import make_optimizer, make_schedule, parse_args  # the options: train_options.py
+from .train_extras import adopt_extras, extras_info, make_ema, steps_per_epoch
 from .train_resume import OPTIMIZER_SETTINGS, resume_plan  # noqa: F401 (OPTIMIZER_SETTINGS: importable from here)
 
 
@@ -114,8 +115,11 @@ def _run(args, out, checkpoint, created, locks):
     x_train, y_train, x_test, y_test = (backend.to_device(a, device) for a in (x_train, y_train, x_test, y_test))
 
     model = build_model(args.model, args.dataset, args.seed, getattr(args, "init_from", None)).to(device)
+    if (args.resume or args.resume_or_start) and os.path.exists(checkpoint):
+        adopt_extras(args, checkpoint)  # the checkpoint's --schedule, --ema, ... unless given (train_extras.py)
     optimizer = make_optimizer(args, model.parameters())
-    schedule = make_schedule(args, optimizer)
+    schedule = make_schedule(args, optimizer, steps_per_epoch(len(x_train), args.batch_size))
+    ema = make_ema(args, model)
     print(f"{args.model} on {args.dataset}: {len(x_train)} training images, {len(x_test)} test images, "
           f"{sum(p.data.size for p in model.parameters())} parameters, device {device}")
     resume, keep, done = resume_plan(args, checkpoint, optimizer, schedule, len(x_train))
@@ -132,7 +136,9 @@ def _run(args, out, checkpoint, created, locks):
                       batch_size=args.batch_size, validation=(x_test, y_test), scheduler=schedule, seed=args.seed,
                       checkpoint=checkpoint, resume=resume, progress=not args.no_progress,
                       on_epoch_end=on_epoch_end, keep_optimizer_settings=keep,
-                      checkpoint_info={"dataset": args.dataset, "limit": args.limit, "loss": loss_settings},
+                      checkpoint_info={"dataset": args.dataset, "limit": args.limit, "loss": loss_settings,
+                                       "extras": extras_info(args)},
+                      clip_grad_norm=args.clip_grad_norm, ema=ema,
                       distributed=args.distributed, graph="auto" if args.graph is None else args.graph,
                       notes=notes if not args.distributed or _distributed_root() else None)
     except KeyboardInterrupt as exc:
@@ -148,13 +154,17 @@ def _run(args, out, checkpoint, created, locks):
         return getattr(exc, "exit_status", 130)  # 143 after a SIGTERM
     if args.distributed and not _distributed_root():
         return 0  # rank 0 evaluates and writes the files
+    if ema is not None:
+        ema.copy_to()  # from here on (test, model.npz, report) the model holds the average
+        print(f"the model now holds the weights' moving average (--ema {args.ema}): the final test and model.npz "
+              f"use it", flush=True)
     final = evaluate(model, x_test, y_test, loss_fn, progress=not args.no_progress)
     model.save(os.path.join(out, "model.npz"))
     write_metrics(out, history)
     plot = plot_curves(out, history)
     summary = {
         "model": args.model, "dataset": args.dataset, "device": device, "epochs": args.epochs,
-        "recipe": getattr(args, "recipe", None), "loss": loss_settings,
+        "recipe": getattr(args, "recipe", None), "loss": loss_settings, "extras": extras_info(args),
         "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed,
         "test_loss": final["loss"], "test_accuracy": final["accuracy"], "wall_seconds": time.time() - started,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",

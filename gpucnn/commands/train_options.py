@@ -9,6 +9,7 @@ from ..nn.models import MODELS
 from ..optim import optimizers as optim
 from .recipes import RECIPES, expand_recipe
 from .train_data import DATASETS
+from .train_extras import SCHEDULES, add_extras, check_extras, optimizer_params, schedule_of
 
 #: what ``gpucnn train --help`` prints above the options
 USAGE = 'Train the reference CNN (the Keras tutorial\'s Fashion-MNIST classifier) and record the run.\n\n    gpucnn train                       # 10 epochs of Adam, lr 1e-3, batch 128, device auto\n    gpucnn train --device cuda --epochs 20 --out runs/gpu\n    gpucnn train --resume              # continue runs/fashion_cnn/checkpoint.npz exactly\n    gpucnn train --dataset cifar10 --model resnet20   # ResNet-20 on CIFAR-10 (binary version), built for 3x32x32\n    mpirun -np 2 gpucnn train --distributed   # data-parallel over 2 processes (one GPU each, or the CPU)\n\nWrites to --out: metrics.csv, metrics.json, curves.png (when matplotlib is installed),\nmodel.npz (the final weights), checkpoint.npz (updated after every epoch and on Ctrl-C), and\nreport.html with predictions.npz (the run report, also on Ctrl-C; gpucnn report RUN_DIR rebuilds it).\nWhile a run writes there, --out holds its lock (.gpucnn-train.lock, gpucnn/commands/run_lock.py):\na second run into the same directory is refused, naming the process that holds it; the lock of\na process that has ended is taken over. Under --distributed, rank 0 holds it.\nExpected failures (bad arguments, missing or damaged data, a bad checkpoint, a full disk,\nout of memory, an --out in use) end with one line, "error: ...", and exit status 2.\n'
@@ -48,7 +49,12 @@ def parser(prog):
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=None,
                    help="L2 (adam, sgd) or decoupled (adamw) weight decay; None means 0, or 0.01 for adamw")
-    p.add_argument("--schedule", choices=["none", "step", "cosine"], default="none", help="learning-rate schedule")
+    p.add_argument("--schedule", choices=SCHEDULES, default="none",
+                   help="learning-rate schedule: step (x0.1 every third of the epochs), cosine (to 0), onecycle "
+                        "(OneCycleLR, max_lr --lr, stepped per batch), warmup-cosine (linear warm-up over "
+                        "--warmup-epochs, then cosine), plateau (halve after 2 epochs without a lower test loss); "
+                        "see gpucnn/commands/train_extras.py")
+    add_extras(p)  # --warmup-epochs, --clip-grad-norm, --ema, --no-decay-bn-bias (train_extras.py)
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only (quick runs)")
     p.add_argument("--label-smoothing", type=float, default=0.0,
@@ -107,6 +113,7 @@ def parse_args(argv=None, prog=None):
         p.error(f"--label-smoothing must lie in [0, 1], got {args.label_smoothing}")
     if not all(0 <= b < 1 for b in args.betas):
         p.error(f"--betas must lie in [0, 1), got {args.betas}")
+    check_extras(p, args)
     if args.resume and args.resume_or_start:
         p.error("give --resume or --resume-or-start, not both")
     # Which options were given on the command line: they win over a resumed checkpoint's settings.
@@ -122,15 +129,20 @@ def parse_args(argv=None, prog=None):
 
 
 def make_optimizer(args, params):
+    weight_decay = (1e-2 if args.optimizer == "adamw" else 0.0) if args.weight_decay is None else args.weight_decay
+    params = optimizer_params(args, params, weight_decay)  # --no-decay-bn-bias: two groups
     if args.optimizer == "adam":
-        return optim.Adam(params, lr=args.lr, betas=args.betas, weight_decay=args.weight_decay or 0.0)
+        return optim.Adam(params, lr=args.lr, betas=args.betas, weight_decay=weight_decay)
     if args.optimizer == "adamw":
-        weight_decay = 1e-2 if args.weight_decay is None else args.weight_decay
         return optim.AdamW(params, lr=args.lr, betas=args.betas, weight_decay=weight_decay)
-    return optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay or 0.0)
+    return optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=weight_decay)
 
 
-def make_schedule(args, optimizer):
+def make_schedule(args, optimizer, steps_per_epoch=None):
+    """The schedule of --schedule (``steps_per_epoch``: for onecycle, which steps per batch)."""
+    extra = schedule_of(args, optimizer, steps_per_epoch)
+    if extra is not None:
+        return extra
     if args.schedule == "step":
         return optim.StepLR(optimizer, step_size=max(args.epochs // 3, 1), gamma=0.1)
     if args.schedule == "cosine":

@@ -32,12 +32,14 @@ def resume_plan(args, checkpoint, optimizer, schedule, num_samples):
     print(f"resuming from epoch {meta['epoch'] + 1}, step {meta['step']} of {checkpoint}")
     keep = []
     held = dict(meta["optimizer"].get("hyper") or {}, lr=meta["optimizer"].get("lr"))
-    if isinstance(meta.get("scheduler"), dict) and schedule is not None:
-        held["lr"] = meta["scheduler"].get("base_lr")  # the schedule's base, which --lr sets
+    if isinstance(meta.get("scheduler"), dict) and schedule is not None:  # the schedule's base, which --lr sets
+        held["lr"] = (meta["scheduler"].get("max_lrs") or [meta["scheduler"].get("base_lr", held["lr"])])[0]
     for option, setting in OPTIMIZER_SETTINGS.items():
         if setting not in held or not hasattr(optimizer, setting):
             continue
         ours = getattr(optimizer, setting)
+        if setting == "lr" and schedule is not None:  # OneCycleLR's max_lr, else the schedule's base
+            ours = (getattr(schedule, "max_lrs", None) or [getattr(schedule, "base_lr", ours)])[0]
         ours = list(ours) if isinstance(ours, tuple) else ours
         flag = "--" + option.replace("_", "-")
         if option in args.explicit:
