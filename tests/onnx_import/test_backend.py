@@ -58,10 +58,14 @@ def _takes(make):
 
 #: test name pattern -> the layer option it needs, while gpucnn's layers lack that option (other issues add them)
 PENDING = {
-    r"^test_(maxpool|averagepool)_2d_(same_lower|same_upper|precomputed_same_upper)_":
-        ("asymmetric pool padding", lambda: L.MaxPool2D(2, padding=((0, 1), (0, 1)))),
-    r"^test_(maxpool|averagepool)_2d_ceil_": ("pools with ceil_mode", lambda: L.MaxPool2D(2, ceil_mode=True)),
-    r"^test_(maxpool|averagepool)_2d_dilations_": ("dilated pools", lambda: L.AvgPool2D(2, dilation=2)),
+    r"^test_maxpool_2d_(same_lower|same_upper|precomputed_same_upper)_":
+        ("asymmetric MaxPool2D padding", lambda: L.MaxPool2D(2, padding=((0, 1), (0, 1)))),
+    r"^test_averagepool_2d_(same_lower|same_upper|precomputed_same_upper)_":
+        ("asymmetric AvgPool2D padding", lambda: L.AvgPool2D(2, padding=((0, 1), (0, 1)))),
+    r"^test_maxpool_2d_ceil_": ("MaxPool2D(ceil_mode=True)", lambda: L.MaxPool2D(2, ceil_mode=True)),
+    r"^test_averagepool_2d_ceil_": ("AvgPool2D(ceil_mode=True)", lambda: L.AvgPool2D(2, ceil_mode=True)),
+    r"^test_maxpool_2d_dilations_": ("MaxPool2D(dilation=2)", lambda: L.MaxPool2D(2, dilation=2)),
+    r"^test_averagepool_2d_dilations_": ("AvgPool2D(dilation=2)", lambda: L.AvgPool2D(2, dilation=2)),
     r"^test_averagepool_2d_(pads|precomputed_pads|same_lower|same_upper|precomputed_same_upper)_":
         ("AvgPool2D(count_include_pad=False)", lambda: L.AvgPool2D(3, padding=1, count_include_pad=False)),
     r"^test_globalmaxpool_(precomputed_)?": ("a GlobalMaxPool2D layer", lambda: L.GlobalMaxPool2D()),
