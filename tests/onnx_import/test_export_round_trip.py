@@ -92,3 +92,17 @@ def test_layers_of_the_import_are_gpucnns_own():
     assert {"Conv2D", "BatchNorm2D", "BatchNorm1D", "Concatenate", "Add", "Softmax"} <= kinds
     assert "Dropout" not in kinds  # the exporter writes none (the identity at inference)
     assert all(isinstance(layer, L.Layer) for layer in loaded.leaf_layers())
+
+
+def test_same_padding_of_an_even_kernel_comes_back_or_is_refused_by_name():
+    """The exporter writes 'same' with an even kernel as asymmetric pads: imported where Conv2D takes
+    ((top, bottom), (left, right)), else refused in one line naming the node and the padding."""
+    model = gpucnn.Sequential([L.Conv2D(3, 4, 4, padding="same", rng=0), L.ReLU()])
+    x = numpy.random.default_rng(0).random((2, 3, 7, 6)).astype(numpy.float32)
+    proto = gpucnn.onnx.to_onnx(model, (3, 7, 6))
+    try:
+        loaded = gpucnn.onnx.load(proto)
+    except gpucnn.io.onnx_import.OnnxImportError as exc:
+        assert "Conv node '0.Conv2D' (opset 17)" in str(exc) and "padding" in str(exc)
+        return
+    assert_close(loaded.predict(x), model.predict(x), 1e-5)
