@@ -32,11 +32,15 @@ def _layer_name(name):
 
 def recipe(info):
     """The command line and every option, the environment, and the results."""
-    options = key_values([(f"--{k.replace('_', '-')}", v) for k, v in sorted(info.get("options", {}).items())])
+    def part(heading, pairs):
+        pairs = [(k, v) for k, v in pairs if v is not None]
+        return f"<h3>{heading}</h3>" + key_values(pairs) if pairs else ""
+
+    options = [(f"--{k.replace('_', '-')}", v) for k, v in sorted(info.get("options", {}).items())]
     body = (key_values([("command", info.get("command")), ("recipe", info.get("recipe"))])
-            + '<div class="charts"><div><h3>Options</h3>' + options + "</div>"
-            + "<div><h3>Environment</h3>" + key_values(list(info.get("environment", {}).items()))
-            + "<h3>Result</h3>" + key_values(list(info.get("results", {}).items())) + "</div></div>")
+            + f'<div class="charts"><div>{part("Options", options)}</div>'
+            + f'<div>{part("Environment", info.get("environment", {}).items())}'
+            + f'{part("Result", info.get("results", {}).items())}</div></div>')
     return section("recipe", _HEADINGS["recipe"], body)
 
 
