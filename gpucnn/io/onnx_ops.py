@@ -314,7 +314,8 @@ def _batchnorm(ctx, node):
     cls = {3: L.BatchNorm2D, 1: L.BatchNorm1D}.get(len(x.shape))
     if cls is None:
         ctx.refuse(node, f"input of shape (N, {', '.join(map(str, x.shape))}) is neither (N, C, H, W) nor (N, F)")
-    layer = ctx.make(node, cls, x.shape[0], eps=a["epsilon"], momentum=1.0 - a["momentum"], dtype=ctx.dtype)
+    # ONNX's running mean moves as momentum * mean + (1 - momentum) * batch mean; PyTorch's and gpucnn's the other way
+    layer = ctx.make(node, cls, x.shape[0], eps=a["epsilon"], momentum=round(1.0 - a["momentum"], 7), dtype=ctx.dtype)
     for i, name in enumerate(("weight", "bias", "running_mean", "running_var"), start=1):
         ctx.set_state(node, layer, name, ctx.const(node, i))
     ctx.output(node, ctx.apply(node, layer, x))
@@ -328,7 +329,7 @@ def _dropout(ctx, node):
         ctx.refuse(node, "training_mode=true (a random mask at inference) is not supported")
     if any(node.output[1:]):
         ctx.refuse(node, "its mask output is not supported")
-    p = float(numpy.asarray(ratio).reshape(-1)[0]) if ratio is not None else float(a["ratio"])
+    p = float(str(numpy.asarray(ratio, numpy.float32).reshape(-1)[0])) if ratio is not None else float(a["ratio"])
     ctx.output(node, ctx.apply(node, ctx.make(node, L.Dropout, p), ctx.tensor(node, 0)))
 
 

@@ -63,6 +63,9 @@ def test_gpucnn_train_init_from_fine_tunes_the_imported_model(tiny_fashion, tmp_
     start = model.state_dict()["0.weight"]
     moved = numpy.abs(trained["conv_0_Conv2D.weight"] - start).max()
     assert 0 < moved < 1e-2  # fine-tuned from the file's weights: a few small Adam steps away from them
+    # resumed: the network from the file again, the state from the checkpoint (the later --epochs wins)
+    assert train.main(["--init-from", path] + run_args(tiny_fashion, out) + ["--epochs", "2", "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == [1, 2]
 
 
 def test_gpucnn_train_init_from_refuses_what_it_cannot_train(tiny_fashion, tmp_path, capsys):  # noqa: F811
