@@ -59,7 +59,8 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         progress: show a progress bar per epoch (elapsed time and ETA; where the output is not a terminal, one
             line per tenth of an epoch); its last line gives the validation loss and accuracy when there is
             validation data. sync_every: read losses back every this many steps.
-        on_epoch_end: optional callable(history) after each epoch (for tables, plots).
+        on_epoch_end: optional callable(history) after each epoch (for tables, plots); when it returns True,
+            training stops there, after that epoch's checkpoint (early stopping, as Keras's stop_training).
         distributed: train data-parallel over the ranks of an MPI job (True, or a gpucnn.distributed
             Communicator): each rank takes its shard of every batch of ``batch_size``, gradients are
             averaged; only rank 0 writes ``checkpoint`` and shows progress (see gpucnn/distributed/).
@@ -196,8 +197,8 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
                 scheduler.step()
             if checkpoint is not None:
                 save(epoch + 1, 0, batches.state(), None)
-            if on_epoch_end is not None:
-                on_epoch_end(history)
+            if on_epoch_end is not None and on_epoch_end(history) is True:
+                break
             if interrupt.hit:  # a signal during the graph's epoch or the validation: stop at the epoch's end
                 raise interrupt.stop(f"training interrupted after epoch {epoch + 1}"
                                      + (f"; checkpoint written to {checkpoint}" if checkpoint else ""))
