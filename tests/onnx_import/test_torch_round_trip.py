@@ -138,3 +138,27 @@ def test_a_float64_import_of_pytorch_agrees_to_float64_rounding():
     with torch.no_grad():
         want = module.double()(torch.from_numpy(x)).numpy()
     assert_close(model.predict(x), want, 1e-12)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "basic_block_bn"])
+def test_the_gradients_of_an_import_are_pytorchs_in_float64(name):
+    """Trainable as imported: dL/dx and every parameter's gradient equal PyTorch's (eval mode, float64)."""
+    make, shape, options = CASES[name]
+    torch.manual_seed(1)
+    module = make()
+    model = gpucnn.onnx.load(exported(module, shape, **options), dtype=numpy.float64)
+    module.double()
+    rng = numpy.random.default_rng(4)
+    x = rng.standard_normal((3,) + shape)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = module(tx)
+    g = rng.standard_normal(tuple(ty.shape))
+    ty.backward(torch.from_numpy(g))
+    y = model.forward(x)
+    grad_x = model.backward(g)
+    assert_close(y, ty.detach().numpy(), 1e-12)
+    assert_close(grad_x, tx.grad.numpy(), 1e-10)
+    theirs = [p for p in module.parameters()]
+    assert [p.data.shape for p in model.parameters()] == [tuple(p.shape) for p in theirs]
+    for mine, their in zip(model.parameters(), theirs):
+        assert_close(mine.grad, their.grad.numpy(), 1e-10)
