@@ -9,7 +9,11 @@ import re
 import unittest
 import warnings
 
+import numpy
 import pytest
+
+import gpucnn
+from gpucnn import backend
 
 onnx = pytest.importorskip("onnx", reason="the onnx package is not installed (pip install 'gpucnn[onnx]')")
 from onnx.backend.test import BackendTest  # noqa: E402
@@ -118,3 +122,14 @@ OnnxBackendNodeModelTest = _node_test_class()
 def test_the_exclusions_name_real_tests():
     for pattern in EXCLUDED:
         assert any(excluded(pattern, f"{name}_cpu") for name in SUPPORTED), pattern
+
+
+def test_run_model_and_supports_device():
+    proto = gpucnn.onnx.to_onnx(gpucnn.models.lenet5(rng=0), (1, 28, 28))
+    x = numpy.random.default_rng(0).random((2, 1, 28, 28), dtype=numpy.float32)
+    (y,) = GpucnnBackend.run_model(proto, x)
+    assert y.dtype == numpy.float32 and y.shape == (2, 10)
+    numpy.testing.assert_allclose(y, gpucnn.onnx.load(proto).predict(x), rtol=1e-6)
+    assert gpucnn.onnx.backend is GpucnnBackend
+    assert GpucnnBackend.supports_device("CPU")
+    assert GpucnnBackend.supports_device("CUDA") == (backend.gpu_unavailable_reason() is None)

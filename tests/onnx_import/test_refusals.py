@@ -118,3 +118,10 @@ def test_shape_arithmetic_is_followed_into_a_reshape_and_refused_elsewhere():
     data_gather = [helper.make_node("Gather", ["x", "i"], ["y"], name="g")]
     refused(graph_of(data_gather, [("x", ["N", 3])], [("y", [3])], [("i", index)]),
             r"Gather node 'g' \(opset 17\): gpucnn follows Gather on shapes")
+
+
+def test_layer_names_are_identifiers_unique_in_the_model():
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="/block/Relu"), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Relu", ["b"], ["c"]), helper.make_node("Sigmoid", ["c"], ["y"], name="3rd layer")]
+    model = gpucnn.onnx.load(graph_of(nodes, [("x", ["N", 3])], [("y", ["N", 3])]))
+    assert model.node_names == ["block_Relu", "relu", "relu_2", "sigmoid_3rd_layer"]
