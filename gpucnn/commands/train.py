@@ -128,6 +128,10 @@ def _run(args, out, checkpoint, created, locks):
     def on_epoch_end(history):
         done["history"] = history
         print_row(history)
+        if args.stop_at is not None and history["val_accuracy"][-1] >= args.stop_at:
+            print(f"test accuracy reached --stop-at {args.stop_at:g} after epoch {history['epoch'][-1]}: stopping")
+            return True
+        return False
 
     notes = Notes(sys.stdout)
     started = time.time()

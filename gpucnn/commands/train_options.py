@@ -57,6 +57,9 @@ def parser(prog):
     add_extras(p)  # --warmup-epochs, --clip-grad-norm, --ema, --no-decay-bn-bias (train_extras.py)
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only (quick runs)")
+    p.add_argument("--stop-at", type=float, default=None, metavar="ACCURACY",
+                   help="stop after the first epoch whose test accuracy reaches ACCURACY (a fraction, e.g. 0.91): "
+                        "time to accuracy")
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="mix the one-hot targets toward the uniform distribution by this much, in [0, 1] (PyTorch's "
                         "label_smoothing); on --resume the checkpoint's unless given here")
@@ -109,6 +112,8 @@ def parse_args(argv=None, prog=None):
         p.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if args.limit is not None and args.limit < 1:
         p.error(f"--limit must be >= 1 (the number of training images), got {args.limit}")
+    if args.stop_at is not None and not 0 < args.stop_at <= 1:
+        p.error(f"--stop-at must be a test accuracy in (0, 1], got {args.stop_at}")
     if not 0 <= args.label_smoothing <= 1:
         p.error(f"--label-smoothing must lie in [0, 1], got {args.label_smoothing}")
     if not all(0 <= b < 1 for b in args.betas):

@@ -1,8 +1,12 @@
 """gpucnn train --recipe: a recipe is its plain options, printed at the start; given options win."""
+import json
+
 import pytest
 
 from gpucnn.commands import recipes, train_options
+from gpucnn.commands import train
 from gpucnn.commands.recipes import RECIPES, Recipe, expand_recipe
+from .test_train_and_bench import tiny_fashion  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -38,3 +42,15 @@ def test_the_command_line_is_printable():
     for name, recipe in RECIPES.items():
         assert recipe.command().startswith("--model "), name
         assert 0 < recipe.target < 1
+
+
+
+def test_stop_at_ends_the_run_at_the_first_epoch_reaching_it(tiny_fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(["--data-dir", str(tiny_fashion), "--device", "cpu", "--batch-size", "16", "--out", str(out),
+                       "--no-progress", "--no-report", "--epochs", "4", "--stop-at", "0.01"]) == 0
+    assert "reached --stop-at 0.01 after epoch 1: stopping" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == [1]
+    with pytest.raises(SystemExit):
+        train.main(["--stop-at", "1.5"])
+    assert "--stop-at must be a test accuracy in (0, 1]" in capsys.readouterr().err
