@@ -21,8 +21,7 @@ from .. import optim
 from ..train.checkpoint import read_training_meta
 
 __all__ = ["add_extras", "check_extras", "adopt_extras", "extras_info", "make_ema", "schedule_of", "optimizer_params",
-           "steps_per_epoch",
-           "SCHEDULES", "EXTRAS"]
+           "steps_per_epoch", "SCHEDULES", "EXTRAS"]
 
 SCHEDULES = ["none", "step", "cosine", "onecycle", "warmup-cosine", "plateau"]
 

@@ -54,7 +54,8 @@ class Optimizer:
     hyper_checks = ()
 
     def __init__(self, params, defaults):
-        self.defaults = dict(defaults)
+        # ``defaults``: each group's settings where it gives none ({'lr': ..., ...}); a number is the lr alone
+        self.defaults = dict(defaults) if isinstance(defaults, dict) else {"lr": defaults}
         if isinstance(params, Parameter) or isinstance(params, dict):
             params = [params]
         groups = list(params)
