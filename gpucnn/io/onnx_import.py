@@ -138,7 +138,13 @@ class Importer:
     # ---------------------------------------------------------------- what the op handlers use
 
     def where(self, node):
-        return f"gpucnn.onnx.load: {node.op_type} node {node.name or '(unnamed)'!r} (opset {self.opset})"
+        return f"gpucnn.onnx.load: {node.op_type} node {self.node_name(node)} (opset {self.opset})"
+
+    def node_name(self, node):
+        """'name' in quotes, or #k (the node's place in the graph) for a node without a name."""
+        if node.name:
+            return repr(node.name)
+        return f"#{next(k for k, n in enumerate(self.graph.node) if n is node)} (unnamed)"
 
     def refuse(self, node, why):
         raise OnnxImportError(f"{self.where(node)}: {why}")
@@ -244,13 +250,14 @@ class Importer:
         for node in self.graph.node:
             if id(node) in self.fused:
                 continue
+            which = f"(node {self.node_name(node)}, opset {self.opset})"
             if node.domain not in ("", "ai.onnx"):
-                raise OnnxImportError(f"gpucnn.onnx.load: op {node.domain}.{node.op_type} (node {node.name!r}, "
-                                      f"opset {self.opset}) is not supported: gpucnn imports the default domain")
+                raise OnnxImportError(f"gpucnn.onnx.load: op {node.domain}.{node.op_type} {which} is not supported: "
+                                      f"gpucnn imports the default domain")
             handler = OPS.get(node.op_type)
             if handler is None:
-                raise OnnxImportError(f"gpucnn.onnx.load: op {node.op_type} (node {node.name!r}, opset "
-                                      f"{self.opset}) is not supported; gpucnn imports {', '.join(sorted(OPS))}")
+                raise OnnxImportError(f"gpucnn.onnx.load: op {node.op_type} {which} is not supported; gpucnn imports "
+                                      f"{', '.join(sorted(OPS))}")
             handler.run(self, node)
         outputs = [self._output(v) for v in self.graph.output]
         if not outputs:

@@ -125,3 +125,8 @@ def test_layer_names_are_identifiers_unique_in_the_model():
              helper.make_node("Relu", ["b"], ["c"]), helper.make_node("Sigmoid", ["c"], ["y"], name="3rd layer")]
     model = gpucnn.onnx.load(graph_of(nodes, [("x", ["N", 3])], [("y", ["N", 3])]))
     assert model.node_names == ["block_Relu", "relu", "relu_2", "sigmoid_3rd_layer"]
+
+
+def test_a_node_without_a_name_is_named_by_its_place():
+    nodes = [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Erf", ["h"], ["y"])]
+    refused(graph_of(nodes, [("x", ["N", 3])], [("y", ["N", 3])]), r"op Erf \(node #1 \(unnamed\), opset 17\)")
