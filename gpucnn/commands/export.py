@@ -18,11 +18,12 @@ from ..nn.models import INPUT_SHAPES, MODELS
 from ..train.checkpoint import FORMAT as TRAINING_FORMAT
 
 SAVED_FORMAT = "gpucnn.Sequential/1"
+SAVED_FORMATS = (SAVED_FORMAT, "gpucnn.Model/1")  # Sequential.save, Model.save (a graph: a ResNet, an import)
 
 
 def parse_args(argv=None, prog=None):
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model_file", metavar="MODEL.npz", help="a file written by Sequential.save or a training checkpoint")
+    p.add_argument("model_file", metavar="MODEL.npz", help="a file written by Sequential.save, Model.save (gpucnn import) or a training checkpoint")
     p.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--model", choices=sorted(MODELS), default=None,
                    help="the named architecture of the weights (default: the one recorded in the file)")
@@ -42,7 +43,7 @@ def parse_args(argv=None, prog=None):
 def read_weights(path):
     """(weights {'0.weight': array}, meta) from a saved model or a training checkpoint."""
     arrays, meta = load_arrays(path)
-    if meta.get("format") == SAVED_FORMAT:
+    if meta.get("format") in SAVED_FORMATS:
         return arrays, meta
     if meta.get("format") == TRAINING_FORMAT:
         return {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}, meta

@@ -84,3 +84,14 @@ def test_gpucnn_train_init_from_refuses_what_it_cannot_train(tiny_fashion, tmp_p
     with pytest.raises(SystemExit):
         train.main(["--init-from", cases[0][0], "--model", "lenet5"] + run_args(tiny_fashion, tmp_path / "run3"))
     assert "give --model or --init-from, not both" in capsys.readouterr().err
+
+
+def test_gpucnn_export_writes_an_imported_model_back_to_onnx(tmp_path, capsys):
+    from gpucnn.commands import export
+    path, model = onnx_file(tmp_path)
+    assert import_onnx.main([path, str(tmp_path / "m.npz")]) == 0
+    assert export.main([str(tmp_path / "m.npz"), str(tmp_path / "back.onnx")]) == 0
+    assert "the architecture recorded in the file" in capsys.readouterr().out
+    x = numpy.random.default_rng(1).random((3, 1, 28, 28), dtype=numpy.float32)
+    numpy.testing.assert_allclose(gpucnn.onnx.load(str(tmp_path / "back.onnx")).predict(x), model.predict(x),
+                                  rtol=1e-5, atol=1e-6)
