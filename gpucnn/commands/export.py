@@ -23,7 +23,8 @@ SAVED_FORMATS = (SAVED_FORMAT, "gpucnn.Model/1")  # Sequential.save, Model.save 
 
 def parse_args(argv=None, prog=None):
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model_file", metavar="MODEL.npz", help="a file written by Sequential.save, Model.save (gpucnn import) or a training checkpoint")
+    p.add_argument("model_file", metavar="MODEL.npz",
+                   help="a file written by Sequential.save, Model.save (gpucnn import) or a training checkpoint")
     p.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--model", choices=sorted(MODELS), default=None,
                    help="the named architecture of the weights (default: the one recorded in the file)")
