@@ -56,6 +56,11 @@
     for (int idx = (int)(blockIdx.x * blockDim.x + threadIdx.x); idx < (total);                \
          idx = ((total) - idx > (int)(gridDim.x * blockDim.x)) ? idx + (int)(gridDim.x * blockDim.x) : (total))
 
+// The GEMM kernels' launch bounds (after template <typename T>): 256 threads, and for float at least 2
+// resident blocks per SM (at most 128 registers a thread), so that one block's barrier never idles its
+// SM; double keeps its registers (2 blocks would spill).
+#define GPUCNN_GEMM_KERNEL __global__ void __launch_bounds__(GPUCNN_BLOCK, sizeof(T) == 4 ? 2 : 1)
+
 // Full unrolling of the fixed-length register-tile loops, on the device (a host compiler has no such pragma).
 #ifdef __CUDACC__
 #define GPUCNN_UNROLL _Pragma("unroll")
@@ -118,8 +123,9 @@ struct Tile {
     X(0, 128, 64, 8, 8, 4)        \
     X(1, 64, 64, 16, 4, 4)        \
     X(2, 32, 64, 16, 2, 4)        \
-    X(3, 32, 32, 16, 2, 2)
-#define GPUCNN_GEMM_TILE_COUNT 4
+    X(3, 32, 32, 16, 2, 2)        \
+    X(4, 32, 128, 16, 2, 8)
+#define GPUCNN_GEMM_TILE_COUNT 5
 #define GPUCNN_GEMM_TILE_TYPE(id, TM, TN, TK, RM, RN) , Tile<TM, TN, TK, RM, RN>
 
 template <class... Tiles> struct MaxBuffer { static constexpr int value = 0; };

@@ -40,7 +40,7 @@ POOL_CASES = cases.POOL_CASES
 DENSE_CASES = [(1, 1, 1), (3, 5, 2), (70, 20, 65), (5, 130, 10), (4, 0, 3), (2, 3136, 128)]
 # The GEMM kernels take their tile shape last (launch.GEMM_TILES): the cases take the tiles in turn, and
 # test_every_tile_matches_the_twins runs every tile on shapes over tile edges.
-TILES = range(4)
+TILES = range(5)
 CONV_TILE = {case[0]: i % len(TILES) for i, case in enumerate(CONV_CASES)}
 
 
@@ -308,11 +308,13 @@ def test_split_k_slices_fill_a_wave_within_their_bounds(fused):
 
 def test_tiles_are_chosen_to_fill_the_gpu(fused):
     """The launcher's tile (gemm_tile) and (tile, S) of the weight gradients (weight_grad_plan) for the
-    GEMMs of fashion_cnn: the least waves x padded tile area / FFMA share x k-steps on 132 SMs."""
-    assert len(fused.GEMM_TILES) == 4 and all(tm * tn == 256 * rm * rn for tm, tn, _, rm, rn in fused.GEMM_TILES)
+    GEMMs of fashion_cnn: the least waves (2 blocks per SM) x padded tile area / FFMA share x k-steps on 132 SMs."""
+    assert len(fused.GEMM_TILES) == len(TILES) and all(tm * tn == 256 * rm * rn for tm, tn, _, rm, rn in fused.GEMM_TILES)
     # per k-step: TK x RM x RN FFMA, TK x one 16-byte LDS per 4 of RM and of RN, STAGE_SLOTS per staged element
-    assert fused.tile_share(0) == 256 / (256 + 8 * 3 + 16 * 6) and fused.tile_share(3) == 64 / (64 + 16 * 2 + 16 * 4)
-    assert fused.gemm_tile(32, 256 * 784, 9) == 2        # conv1 forward, M = 32: no rows of padding
+    assert fused.STAGE_SLOTS == 24 and fused.RESIDENT_BLOCKS == 2
+    assert fused.tile_share(0) == 256 / (256 + 8 * 3 + 24 * 6) and fused.tile_share(3) == 64 / (64 + 16 * 2 + 24 * 4)
+    assert fused.gemm_tile(32, 256 * 784, 9) == 4        # conv1 forward, M = 32: no rows of padding
+    assert fused.gemm_tile(32, 256 * 196, 576) == 2      # conv2 dgrad: 784 blocks, 3 waves of 264 beat 392 in 2
     assert fused.gemm_tile(64, 256 * 196, 288) == 1      # conv2 forward: 784 blocks of 64 x 64
     assert fused.gemm_tile(256, 128, 3136) == 3          # dense1 forward: 32 blocks, the most any tile gives
     assert fused.gemm_blocks(256, 128, 3) == 32 and fused.gemm_blocks(256, 128, 1) == 8

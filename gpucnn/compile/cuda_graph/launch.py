@@ -37,7 +37,7 @@ __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_f
 # (tests/kernels/test_compile.py). GEMM_TK is the k-step of split-K's slices; GEMM_TILES[tile] = (TM, TN, TK,
 # RM, RN): a block of 256 threads computes a TM x TN output tile, TK of k per step, each thread RM x RN outputs.
 GEMM_TK = 16
-GEMM_TILES = ((128, 64, 8, 8, 4), (64, 64, 16, 4, 4), (32, 64, 16, 2, 4), (32, 32, 16, 2, 2))
+GEMM_TILES = ((128, 64, 8, 8, 4), (64, 64, 16, 4, 4), (32, 64, 16, 2, 4), (32, 32, 16, 2, 2), (32, 128, 16, 2, 8))
 BIAS, RELU, MASK = 1, 2, 4
 
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -53,9 +53,12 @@ def check_int32(op, **sizes):
 
 
 # Issue slots per element a thread stages from global memory per k-step (cursor read and step, bounds test,
-# LDG, STS): about 16 to 27 in the SASS of the convolutions' k-loops (cuobjdump -sass, sm_90), 10 in the
-# Dense ones; the lower figure, for the tile choice only (the estimate reads the SASS itself).
-STAGE_SLOTS = 16
+# LDG, STS): about 18 to 29 in the SASS of the convolutions' k-loops (cuobjdump -sass, sm_90), 10 in the
+# Dense ones; a middle figure of the convolutions, for the tile choice only (the estimate reads the SASS).
+STAGE_SLOTS = 24
+# Resident blocks per SM the tile choice counts waves with: the float kernels' launch bounds guarantee 2
+# (GPUCNN_GEMM_KERNEL in fused_common.cuh).
+RESIDENT_BLOCKS = 2
 
 
 def tile_share(tile):
@@ -97,9 +100,9 @@ def gemm_blocks(m, n, tile=1):
 
 def _tile_cost(m, n, k, tile, slices, sm_count):
     """What the choice minimises: waves of blocks on ``sm_count`` SMs x the padded tile area over its FFMA share
-    x the k-steps of a slice (time of the slowest SM, one resident block per SM counted)."""
+    x the k-steps of a slice (time of the slowest SM, RESIDENT_BLOCKS resident blocks per SM counted)."""
     tm, tn, tk = GEMM_TILES[tile][:3]
-    waves = _ceil(gemm_blocks(m, n, tile) * slices, sm_count)
+    waves = _ceil(gemm_blocks(m, n, tile) * slices, sm_count * RESIDENT_BLOCKS)
     return waves * tm * tn / tile_share(tile) * _ceil(_ceil(k, slices), tk)
 
 
