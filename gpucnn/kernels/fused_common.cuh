@@ -59,7 +59,7 @@
 // The GEMM kernels' launch bounds (after template <typename T>): 256 threads, and for float at least 2
 // resident blocks per SM (at most 128 registers a thread), so that one block's barrier never idles its
 // SM; double keeps its registers (2 blocks would spill).
-#define GPUCNN_GEMM_KERNEL __global__ void __launch_bounds__(GPUCNN_BLOCK, sizeof(T) == 4 ? 2 : 1)
+#define GPUCNN_GEMM_BOUNDS __launch_bounds__(GPUCNN_BLOCK, sizeof(T) == 4 ? 2 : 1)
 
 // Full unrolling of the fixed-length register-tile loops, on the device (a host compiler has no such pragma).
 #ifdef __CUDACC__
@@ -132,7 +132,9 @@ template <class... Tiles> struct MaxBuffer { static constexpr int value = 0; };
 template <class First, class... Rest> struct MaxBuffer<First, Rest...> {
     static constexpr int value = First::BUFFER > MaxBuffer<Rest...>::value ? First::BUFFER : MaxBuffer<Rest...>::value;
 };
-template <class Unused, class... Tiles> struct MaxBufferOfTable { static constexpr int value = MaxBuffer<Tiles...>::value; };
+template <class Unused, class... Tiles> struct MaxBufferOfTable {
+    static constexpr int value = MaxBuffer<Tiles...>::value;
+};
 // Shared memory the kernels declare once (both buffers of the largest tile), in elements.
 constexpr int kGemmSharedElements = 2 * MaxBufferOfTable<void GPUCNN_GEMM_TILE_TABLE(GPUCNN_GEMM_TILE_TYPE)>::value;
 

@@ -18,7 +18,8 @@
 #define GPUCNN_CONV_GEOMETRY {N, C, H, W, O, kh, kw, sy, sx, pt, pl, oh, ow}
 
 template <typename T>
-GPUCNN_GEMM_KERNEL conv_fwd_fused(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
+GPUCNN_GEMM_BOUNDS
+__global__ void conv_fwd_fused(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
                                T* __restrict__ y, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int tile) {
     const gpucnn::fused::ConvForward<T> p{x, weight, bias, y, GPUCNN_CONV_GEOMETRY, flags,
                                           O, N * oh * ow, C * kh * kw};
@@ -26,7 +27,8 @@ GPUCNN_GEMM_KERNEL conv_fwd_fused(const T* __restrict__ x, const T* __restrict__
 }
 
 template <typename T>
-GPUCNN_GEMM_KERNEL conv_dgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ weight,
+GPUCNN_GEMM_BOUNDS
+__global__ void conv_dgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ weight,
                                  const T* __restrict__ mask_src, T* __restrict__ grad_x,
                                  GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int tile) {
     if (sy == 1 && sx == 1) {  // no division by the stride in the k-loop
@@ -41,7 +43,8 @@ GPUCNN_GEMM_KERNEL conv_dgrad_fused(const T* __restrict__ grad_y, const T* __res
 }
 
 template <typename T>
-GPUCNN_GEMM_KERNEL conv_wgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ x, T* __restrict__ grad_w,
+GPUCNN_GEMM_BOUNDS
+__global__ void conv_wgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ x, T* __restrict__ grad_w,
                                  T* __restrict__ grad_b, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int tile) {
     const int KW = C * kh * kw;
     const gpucnn::fused::ConvWeightGrad<T> p{grad_y, x, grad_w, grad_b, GPUCNN_CONV_GEOMETRY, flags,
@@ -50,8 +53,10 @@ GPUCNN_GEMM_KERNEL conv_wgrad_fused(const T* __restrict__ grad_y, const T* __res
 }
 
 template <typename T>
-GPUCNN_GEMM_KERNEL conv_wgrad_partial_fused(const T* __restrict__ grad_y, const T* __restrict__ x,
-                                         T* __restrict__ partial, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int slices, int tile) {
+GPUCNN_GEMM_BOUNDS
+__global__ void conv_wgrad_partial_fused(const T* __restrict__ grad_y, const T* __restrict__ x,
+                                         T* __restrict__ partial, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int slices,
+                                         int tile) {
     const int KW = C * kh * kw;
     const gpucnn::fused::ConvWeightGrad<T> p{grad_y, x, nullptr, nullptr, GPUCNN_CONV_GEOMETRY, flags,
                                              O, KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N * oh * ow, KW};

@@ -153,7 +153,8 @@ struct ConvDataGrad {
     __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const {
         const int w = n % g.W, nh = n / g.W;
         const int h = nh % g.H, img = nh / g.H;
-        return {h + g.pt, w + g.pl, (unsigned)img * (unsigned)(g.O * g.oh * g.ow), digits_at(k, g.kh, g.kw, g.oh * g.ow, 0, 0)};
+        return {h + g.pt, w + g.pl, (unsigned)img * (unsigned)(g.O * g.oh * g.ow),
+                digits_at(k, g.kh, g.kw, g.oh * g.ow, 0, 0)};
     }
     __host__ __device__ inline T rhs_at(const RhsCursor& c, int) const {
         int oy = c.ty0 - c.k.b, ox = c.tx0 - c.k.c;

@@ -13,14 +13,16 @@
 #include "fused_dense_body.cuh"
 
 template <typename T>
-GPUCNN_GEMM_KERNEL dense_fwd_fused(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
+GPUCNN_GEMM_BOUNDS
+__global__ void dense_fwd_fused(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
                                 T* __restrict__ y, int N, int I, int O, int flags, int tile) {
     const gpucnn::fused::DenseForward<T> p{x, weight, bias, y, flags, N, O, I};
     gpucnn::fused::tiled_gemm<T>(p, tile);
 }
 
 template <typename T>
-GPUCNN_GEMM_KERNEL dense_dgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ y,
+GPUCNN_GEMM_BOUNDS
+__global__ void dense_dgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ y,
                                   const T* __restrict__ weight, T* __restrict__ grad_x, int N, int I, int O,
                                   int flags, int tile) {
     const gpucnn::fused::DenseDataGrad<T> p{grad_y, y, weight, grad_x, flags, N, I, O};
@@ -28,15 +30,18 @@ GPUCNN_GEMM_KERNEL dense_dgrad_fused(const T* __restrict__ grad_y, const T* __re
 }
 
 template <typename T>
-GPUCNN_GEMM_KERNEL dense_wgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ y, const T* __restrict__ x,
-                                  T* __restrict__ grad_w, T* __restrict__ grad_b, int N, int I, int O, int flags, int tile) {
+GPUCNN_GEMM_BOUNDS
+__global__ void dense_wgrad_fused(const T* __restrict__ grad_y, const T* __restrict__ y, const T* __restrict__ x,
+                                  T* __restrict__ grad_w, T* __restrict__ grad_b, int N, int I, int O, int flags,
+                                  int tile) {
     const gpucnn::fused::DenseWeightGrad<T> p{grad_y, y, x, grad_w, grad_b, flags,
                                               O, I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I};
     gpucnn::fused::tiled_gemm<T>(p, tile);
 }
 
 template <typename T>
-GPUCNN_GEMM_KERNEL dense_wgrad_partial_fused(const T* __restrict__ grad_y, const T* __restrict__ y,
+GPUCNN_GEMM_BOUNDS
+__global__ void dense_wgrad_partial_fused(const T* __restrict__ grad_y, const T* __restrict__ y,
                                           const T* __restrict__ x, T* __restrict__ partial, int N, int I, int O,
                                           int flags, int slices, int tile) {
     const gpucnn::fused::DenseWeightGrad<T> p{grad_y, y, x, nullptr, nullptr, flags,

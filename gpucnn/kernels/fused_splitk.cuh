@@ -5,15 +5,16 @@
 //   pass 1 (*_wgrad_partial_fused): grid = tiles * S blocks, block b = s * tiles + tile (the
 //     S blocks of one k-slice side by side). Block b runs the tiled GEMM core of
 //     fused_common.cuh on its output tile over k in [begin(s), end(s)) only, in ascending k,
-//     exactly as tiled_gemm does over all of K (the same tile shape, the launcher's ``tile``), and stores its sums into the partial buffer
-//     partial[s][m][n] (S x M x N, of T: fp32 for float, fp64 for double).
+//     exactly as tiled_gemm does over all of K (the same tile shape: the launcher's ``tile``), and
+//     stores its sums into the partial buffer partial[s][m][n] (S x M x N, of T: fp32 for float,
+//     fp64 for double).
 //   pass 2 (*_wgrad_reduce_fused): one thread per output (m, n), grid-stride:
 //     acc = partial[0][m][n]; acc += partial[s][m][n] for s = 1 .. S-1 ascending; then the
 //     problem's own store (store_weight_grad: dW, or db for the column of ones).
 //
-// The slices: K is ceil(K / TK) k-steps of TK = GPUCNN_GEMM_TK (whole steps of every tile); slice s gets q = steps / S of them, one
-// more for s < steps % S, in order (so begin(0) = 0, end(S-1) = K, every end a multiple of TK
-// or K). The launcher keeps S <= steps, so no slice is empty (an empty one would store zeros).
+// The slices: K is ceil(K / TK) k-steps of TK = GPUCNN_GEMM_TK (whole steps of every tile); slice s
+// gets q = steps / S of them, one more for s < steps % S, in order (so begin(0) = 0, end(S-1) = K,
+// every end a multiple of TK or K). The launcher keeps S <= steps, so no slice is empty (an empty one would store zeros).
 // The NumPy twin (gpucnn/compile/cuda_graph/reference.py: split_k_bounds, split_k_sum) states
 // the same slices and order. With S = 1 the launcher runs the single-pass kernels instead.
 // The harness (tests/kernels/harness_fused.cuh) replays pass 1 block by block, phase by phase,
