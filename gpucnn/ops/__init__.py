@@ -159,6 +159,18 @@ merge: add (y = x_1 + x_2 + ...), concatenate (along an axis), global_avg_pool2d
                     runs (CuPy's elementwise kernels and copies, memory-bound either way). The fast paths
                     run them as themselves.
 
+softmax: y = exp(x - max) / sum(exp(x - max)) along an axis, dL/dx = y * (dL/dy - sum(dL/dy * y))
+    reference       gpucnn.ops.softmax.softmax_forward, gpucnn.ops.softmax.softmax_backward
+    cuda launcher   none
+    kernel          none
+    cpu fast stage  none
+    graph stage     none
+    graph launcher  none
+    graph kernel    none
+    fused twin      none
+    note            the Softmax layer, which imported ONNX graphs end with (gpucnn/io/onnx_import.py); on
+                    CuPy arrays the reference itself runs. The fast paths run it as itself.
+
 softmax_cross_entropy: loss = mean(-log_softmax(z)[y]), dL/dz = (softmax(z) - onehot(y)) / N, correct count
     reference       gpucnn.ops.loss.softmax_cross_entropy
     cuda launcher   gpucnn.ops.cuda.loss.softmax_cross_entropy

@@ -141,6 +141,14 @@ OP_INDEX = {
                 "(CuPy's elementwise kernels and copies, memory-bound either way). The fast paths run them as "
                 "themselves.",
     },
+    "softmax": {
+        "what": "y = exp(x - max) / sum(exp(x - max)) along an axis, dL/dx = y * (dL/dy - sum(dL/dy * y))",
+        "reference": ["gpucnn.ops.softmax.softmax_forward", "gpucnn.ops.softmax.softmax_backward"],
+        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [], "graph_launcher": [],
+        "graph_kernel": [], "twin": [],
+        "note": "the Softmax layer, which imported ONNX graphs end with (gpucnn/io/onnx_import.py); on CuPy arrays "
+                "the reference itself runs. The fast paths run it as itself.",
+    },
     "softmax_cross_entropy": {
         "what": "loss = mean(-log_softmax(z)[y]), dL/dz = (softmax(z) - onehot(y)) / N, correct count",
         "reference": ["gpucnn.ops.loss.softmax_cross_entropy"],
