@@ -10,7 +10,7 @@ import numpy
 
 from ..backend import device_scope, get_array_module
 
-__all__ = ["iterate_batches", "BatchIterator"]
+__all__ = ["iterate_batches", "BatchIterator", "rng_state_to_json", "rng_state_from_json"]
 
 
 def iterate_batches(x, y, batch_size, shuffle=True, seed=None, drop_last=False):
@@ -95,15 +95,7 @@ class BatchIterator:
 
     def state(self):
         """The RNG state and epoch count as plain JSON-able data (128-bit integers as decimal strings)."""
-        rng_state = self.rng.bit_generator.state
-        return {
-            "epoch": self.epoch,
-            "bit_generator": rng_state["bit_generator"],
-            # JSON readers outside Python turn big integers into doubles; strings survive
-            "state": {key: str(value) for key, value in rng_state["state"].items()},
-            "has_uint32": int(rng_state["has_uint32"]),
-            "uinteger": int(rng_state["uinteger"]),
-        }
+        return {"epoch": self.epoch, **rng_state_to_json(self.rng.bit_generator.state)}
 
     def check_state(self, state):
         """ValueError unless ``state`` (from :meth:`state`, e.g. out of a checkpoint) can be restored."""
@@ -117,14 +109,14 @@ class BatchIterator:
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise ValueError(f"shuffling state: epoch {epoch!r} is not an integer >= 0")
         try:
-            type(self.rng.bit_generator)().state = _generator_state(state)  # a scratch generator checks it
+            type(self.rng.bit_generator)().state = rng_state_from_json(state)  # a scratch generator checks it
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ValueError(f"shuffling state is malformed ({type(exc).__name__}: {exc})") from None
 
     def set_state(self, state):
         """Restore what :meth:`state` returned, so the next epochs repeat exactly (checked first)."""
         self.check_state(state)
-        self.rng.bit_generator.state = _generator_state(state)
+        self.rng.bit_generator.state = rng_state_from_json(state)
         self.epoch = int(state["epoch"])
 
     def __repr__(self):
@@ -132,7 +124,15 @@ class BatchIterator:
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, epoch={self.epoch})")
 
 
-def _generator_state(state):
+def rng_state_to_json(state):
+    """A ``bit_generator.state`` as plain JSON-able data: the 128-bit integers as decimal strings (JSON readers
+    outside Python turn big integers into doubles; strings survive)."""
+    return {"bit_generator": state["bit_generator"], "state": {key: str(value) for key, value in state["state"].items()},
+            "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+
+
+def rng_state_from_json(state):
+    """The ``bit_generator.state`` that :func:`rng_state_to_json` wrote (extra keys, like an epoch, ignored)."""
     return {
         "bit_generator": state["bit_generator"],
         "state": {key: int(value) for key, value in state["state"].items()},
