@@ -127,7 +127,8 @@ class BatchIterator:
 def rng_state_to_json(state):
     """A ``bit_generator.state`` as plain JSON-able data: the 128-bit integers as decimal strings (JSON readers
     outside Python turn big integers into doubles; strings survive)."""
-    return {"bit_generator": state["bit_generator"], "state": {key: str(value) for key, value in state["state"].items()},
+    return {"bit_generator": state["bit_generator"],
+            "state": {key: str(value) for key, value in state["state"].items()},
             "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
 
 

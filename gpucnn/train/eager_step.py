@@ -29,10 +29,11 @@ class EagerSteps:
     name = "eager"
 
     def __init__(self, model, loss_fn, optimizer, y, validation, batch_size, sync_every, data_parallel=None,
-                 after_backward=None, after_step=None):
+                 after_backward=None, after_step=None, transform=None):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         # fit's hooks (or None): clip the gradients before the optimizer step; EMA and per-step schedule after it
         self.after_backward, self.after_step = after_backward, after_step
+        self.transform = transform  # fit's augmentation of each training batch (on its device), or None
         self.batch_size, self.sync_every, self.dp = batch_size, sync_every, data_parallel
         self.y, self.validation = y, validation
         # Labels on the GPU: check whole data sets once, then spare the loss a read-back per step.
@@ -52,6 +53,8 @@ class EagerSteps:
         for step, (xb, yb) in enumerate(batches):
             if step < skip_steps:
                 continue
+            if self.transform is not None:  # the whole batch, before sharding: the same for any number of ranks
+                xb = self.transform(xb)
             if dp is not None:
                 xb, yb = dp.shard(xb, yb)
             try:

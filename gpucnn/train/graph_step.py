@@ -8,6 +8,11 @@ finiteness rules, checkpoints, resume, signals). What running whole epochs on th
   progress bar shows epochs, and a non-finite loss is noticed at the end of its epoch;
 - a signal is honoured at the end of the running epoch; resuming a checkpoint written
   mid-epoch needs the eager step (``graph='auto'`` goes there by itself);
+- a transform (``fit(..., transform=...)``) augments outside the graph, on the device, before each epoch's
+  launches: the epoch's batches, in the shuffled order and drawn batch by batch as the eager step draws them,
+  are written into the graph's static training-set buffer (labels beside them), and the graph then gathers
+  them in order; the un-augmented set stays in a second device buffer. A seed gives both steps the same
+  augmented batches, and the same transform state at every epoch's end;
 - ``graph='auto'`` measures before it chooses: after the capture it times a few eager steps and a
   few graph launches on the first batch (``measure_steps``), keeps the faster and says both
   figures; ``graph=True`` runs the graph without measuring.
@@ -37,15 +42,21 @@ class GraphSteps:
 
     name = "graph"
 
-    def __init__(self, step):
-        self.step = step
+    def __init__(self, step, transform=None):
+        self.step, self.transform = step, transform
+        if transform is not None:  # the set as bound; step.x and step.y then hold each epoch's augmented batches
+            with step.device:
+                self.source_x, self.source_y = step.x.copy(), step.y.copy()
 
     def progress_bar(self, epoch, epochs, steps_per_epoch, stream, enabled, skip_steps):
         return ProgressBar(1, f"epoch {epoch + 1}/{epochs} (graph) ", stream, enabled=enabled)
 
     def run_epoch(self, epoch, batches, skip_steps, partial, bar, interrupt, diverged):
         started = time.perf_counter()
-        stats = GraphEpochStats(self.step.run_epoch(batches.next_order()))
+        order = batches.next_order()
+        if self.transform is not None:
+            order = self.augment_epoch(order, batches.batch_size)
+        stats = GraphEpochStats(self.step.run_epoch(order))
         seconds = time.perf_counter() - started
         bar.update(1, loss=stats.mean_loss, acc=stats.accuracy, img_s=stats.seen_now / max(seconds, 1e-9))
         if not math.isfinite(stats.mean_loss):
@@ -54,8 +65,20 @@ class GraphSteps:
         return EpochOutcome(stats, seconds)
 
 
+    def augment_epoch(self, order, batch_size):
+        """Write the epoch's augmented batches, in ``order``, into the step's training-set buffer (in place: the
+        graph holds its address); returns the order that gathers them as they lie (0, 1, ...)."""
+        step, cupy = self.step, self.step.cupy
+        with step.device:
+            order = cupy.asarray(order)  # one copy per epoch
+            for start in range(0, len(order), batch_size):  # drawn batch by batch, as the eager step draws
+                step.x[start:start + batch_size] = self.transform(self.source_x[order[start:start + batch_size]])
+            step.y[...] = self.source_y[order]
+        return numpy.arange(len(order))
+
+
 def graph_steps(model, loss_fn, optimizer, x, y, batch_size, scheduler, graph_options, resumed_mid_epoch,
-                checkpoint, fallback, notes):
+                checkpoint, fallback, notes, transform=None):
     """The captured step for this training, or None where it cannot run it and ``fallback`` is on (then a note
     on ``notes`` says why, and the model and optimizer are as they were); without ``fallback`` those cases
     raise. Kernels are compiled and the step captured here, before the first epoch's timer starts."""
@@ -82,6 +105,12 @@ def graph_steps(model, loss_fn, optimizer, x, y, batch_size, scheduler, graph_op
                          f"epoch boundaries)")
     if len(x) < batch_size and fallback:
         return eager_instead(f"{len(x)} samples do not fill one batch of {batch_size}")
+    if transform is not None and tuple(transform.output_shape(tuple(x.shape[1:]))) != tuple(x.shape[1:]):
+        reason = (f"the transform makes {tuple(transform.output_shape(tuple(x.shape[1:])))} samples of "
+                  f"{tuple(x.shape[1:])}; the graph's training-set buffer keeps the shape")
+        if fallback:
+            return eager_instead(reason)
+        raise ValueError(f"fit(graph=True): {reason}")
     step.bind(x, y)
     model.train()
     warm_up_kernels(model, notes)
@@ -106,7 +135,7 @@ def graph_steps(model, loss_fn, optimizer, x, y, batch_size, scheduler, graph_op
             said.append("its first step verified against the eager step")
         print("training step: one CUDA graph launch (gpucnn.compile_step" + "".join(f"; {s}" for s in said) + ")",
               file=notes, flush=True)
-    return GraphSteps(step)
+    return GraphSteps(step, transform)
 
 
 #: timed steps of each kind in graph='auto''s measurement, after one untimed warm-up step

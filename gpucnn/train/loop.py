@@ -17,6 +17,7 @@ from ..backend import device_scope, get_array_module
 from ..data.batches import BatchIterator
 from ..optim.clip import clip_grad_norm_
 from ..optim.plateau import ReduceLROnPlateau
+from ..io.arrays import CheckpointError
 from .checkpoint import load_training_checkpoint, same_run_check, save_training_checkpoint
 from .eager_step import EagerSteps
 from .evaluate import evaluate, evaluate_with_bar
@@ -37,7 +38,7 @@ class TrainingDiverged(RuntimeError):
 def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None, scheduler=None, seed=0,
         checkpoint=None, resume=False, progress=True, sync_every=10, stream=None, on_epoch_end=None,
         keep_optimizer_settings=(), checkpoint_info=None, distributed=False, graph="auto",
-        graph_options=None, notes=None, clip_grad_norm=None, ema=None):
+        graph_options=None, notes=None, clip_grad_norm=None, ema=None, transform=None):
     """Train ``model`` on (x, y) for ``epochs`` epochs; returns the history (a dict of per-epoch lists).
 
     Args:
@@ -52,6 +53,12 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
             (gpucnn.optim.clip_grad_norm_, on the device, no read-back).
         ema: optional gpucnn.optim.EMA of the model, updated after every optimizer step; the validation
             evaluates the averaged weights, and the checkpoint holds the average.
+        transform: optional augmentation of each training batch (gpucnn.data.transforms, e.g. a Compose), applied
+            on the batch's device before the step, never to the validation data. Its generator's state is in
+            the checkpoint, so a resumed run draws what the uninterrupted one would; a checkpoint without one
+            leaves the transform's state as given. The graph step augments the epoch's batches, in the eager
+            step's order, before the epoch's launches, into the graph's static training-set buffer
+            (gpucnn/train/graph_step.py).
         seed: seed of the shuffling.
         checkpoint: path of a training checkpoint, written atomically after every epoch and on Ctrl-C or
             SIGTERM.
@@ -107,11 +114,14 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
     good = _GoodCheckpoint(checkpoint)
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         meta = load_training_checkpoint(checkpoint, model, optimizer, scheduler,
-                                        check=same_run_check(checkpoint, batch_size, len(batches), batches),
+                                        check=_transform_check(same_run_check(checkpoint, batch_size, len(batches),
+                                                                              batches), transform, checkpoint),
                                         keep=keep_optimizer_settings, ema=ema)
         start_epoch, skip_steps = meta["epoch"], meta["step"]
         good.written(start_epoch, skip_steps)
         batches.set_state(meta["batches"])
+        if transform is not None and meta.get("transform") is not None:  # checked by _transform_check
+            transform.set_state(meta["transform"])
         history = meta["history"]
         partial = meta.get("partial")
     steps = None
@@ -123,7 +133,8 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         print(f"training step: eager, not a CUDA graph ({eager_only})", file=notes, flush=True)
     if eager_only is None and (graph is True or (graph == "auto" and _on_cuda(model) and not distributed)):
         steps = graph_steps(model, loss_fn, optimizer, x, y, batch_size, scheduler, graph_options,
-                            start_epoch if skip_steps else None, checkpoint, fallback=graph == "auto", notes=notes)
+                            start_epoch if skip_steps else None, checkpoint, fallback=graph == "auto", notes=notes,
+                            transform=transform)
     dp = None
     if steps is None:
         if distributed:
@@ -140,13 +151,14 @@ def fit(model, loss_fn, optimizer, x, y, epochs, batch_size=128, validation=None
         warm_up_kernels(model, notes)
         steps = EagerSteps(model, loss_fn, optimizer, y, validation, batch_size, sync_every, dp,
                            after_backward=_clipper(model, clip_grad_norm),
-                           after_step=_after_step(per_step, ema))
+                           after_step=_after_step(per_step, ema), transform=transform)
     steps_per_epoch = len(batches)
 
     def save(epoch, step, batches_state, partial_stats):
         save_training_checkpoint(checkpoint, model, optimizer, scheduler, {
             "epoch": epoch, "step": step, "batches": batches_state, "history": history, "partial": partial_stats,
-            "batch_size": batch_size, "num_samples": batches.num_samples, "info": checkpoint_info}, ema=ema)
+            "batch_size": batch_size, "num_samples": batches.num_samples, "info": checkpoint_info,
+            "transform": transform.state() if transform is not None else None}, ema=ema)
         good.written(epoch, step)
 
     def diverged(what):
@@ -228,6 +240,18 @@ def _eager_only(per_step_schedule, clip_grad_norm, ema):
     if ema is not None:
         return "the weight average (ema) is updated by the eager step only"
     return None
+
+
+def _transform_check(check, transform, path):
+    """``check`` and, where the run has a transform and the file its state, that the state can be restored."""
+    def both(meta):
+        check(meta)
+        if transform is not None and meta.get("transform") is not None:
+            try:
+                transform.check_state(meta["transform"])
+            except ValueError as exc:
+                raise CheckpointError(f"{path}: {exc}") from None
+    return both
 
 
 def _clipper(model, max_norm):
