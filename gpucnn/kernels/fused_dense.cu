@@ -7,7 +7,9 @@
 //   dense_dgrad_fused: gx = (gy * (y > 0)) @ w                         M = N, N = I, K = O
 //   dense_wgrad_fused: [gw | gb] = (gy * (y > 0)).T @ [x | 1]          M = O, N = I (+1), K = N
 //
-// Split-K of the weight gradient (fused_splitk.cuh), when the launcher picks S > 1 slices:
+// Split-K (fused_splitk.cuh), when the launcher picks S > 1 slices (launch.weight_grad_plan):
+//   dense_fwd_partial_fused:   partial[s] = x @ w.T over k-slice s (no epilogue)  grid = gemm_blocks(M, N) * S
+//   dense_fwd_reduce_fused:    y = relu(sum of partial[s], s ascending, + b)     grid-stride over M*N
 //   dense_wgrad_partial_fused: partial[s] = dense_wgrad's GEMM over k-slice s  grid = gemm_blocks(M, N) * S
 //   dense_wgrad_reduce_fused:  [gw | gb] = sum of partial[s], s ascending      grid-stride over M*N
 #include "fused_dense_body.cuh"
@@ -56,4 +58,21 @@ __global__ void dense_wgrad_reduce_fused(const T* __restrict__ partial, T* __res
                                          T* __restrict__ grad_b, int slices, int cols, int KW, int total) {
     GPUCNN_GRID_STRIDE_LOOP32(idx, total)
     gpucnn::fused::split_k_reduce_body(idx, partial, grad_w, grad_b, slices, cols, KW, total);
+}
+
+// The forward over k-slices: partial (slices, N, O) of x @ weight.T (no bias, no ReLU: the reduce applies them).
+template <typename T>
+GPUCNN_GEMM_BOUNDS
+__global__ void dense_fwd_partial_fused(const T* __restrict__ x, const T* __restrict__ weight, T* __restrict__ partial,
+                                        int N, int I, int O, int slices, int tile) {
+    const gpucnn::fused::DenseForward<T> p{x, weight, nullptr, nullptr, 0, N, O, I};
+    gpucnn::fused::split_k_gemm<T>(p, partial, slices, tile);
+}
+
+// y (N, O) = relu(partial summed in ascending s + bias) (flags BIAS, RELU), total = N * O.
+template <typename T>
+__global__ void dense_fwd_reduce_fused(const T* __restrict__ partial, const T* __restrict__ bias, T* __restrict__ y,
+                                       int slices, int O, int flags, int total) {
+    GPUCNN_GRID_STRIDE_LOOP32(idx, total)
+    gpucnn::fused::dense_fwd_reduce_body(idx, partial, bias, y, slices, O, flags, total);
 }

@@ -110,6 +110,18 @@ struct DenseWeightGrad {
     }
 };
 
+// Split-K pass 2 of the forward (dense_fwd_reduce_fused) for output idx = n * O + o, total = N * O: the
+// S partial sums in ascending s (as split_k_reduce_body), then the forward's own store (bias, ReLU).
+template <typename T>
+__host__ __device__ inline void dense_fwd_reduce_body(int idx, const T* __restrict__ partial, const T* bias, T* y,
+                                                      int slices, int O, int flags, int total) {
+    T acc = partial[idx];
+    for (int s = 1; s < slices; ++s) acc += partial[s * total + idx];
+    const DenseForward<T> p{nullptr, nullptr, bias, y, flags, total / O, O, 0};
+    const int n = idx / O;
+    p.store(n, idx - n * O, acc);
+}
+
 }  // namespace fused
 }  // namespace gpucnn
 

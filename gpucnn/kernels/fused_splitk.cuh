@@ -14,7 +14,8 @@
 //
 // The slices: K is ceil(K / TK) k-steps of TK = GPUCNN_GEMM_TK (whole steps of every tile); slice s
 // gets q = steps / S of them, one more for s < steps % S, in order (so begin(0) = 0, end(S-1) = K,
-// every end a multiple of TK or K). The launcher keeps S <= steps, so no slice is empty (an empty one would store zeros).
+// every end a multiple of TK or K). The launcher keeps S <= steps, so no slice is empty (an empty one
+// would store zeros).
 // The NumPy twin (gpucnn/compile/cuda_graph/reference.py: split_k_bounds, split_k_sum) states
 // the same slices and order. With S = 1 the launcher runs the single-pass kernels instead.
 // The harness (tests/kernels/harness_fused.cuh) replays pass 1 block by block, phase by phase,

@@ -105,6 +105,8 @@ linear: y = x @ W.T + b; dx = dY @ W, dW = dY.T @ x, db = dY summed
                     gpucnn.compile.cuda_graph.launch.linear_data_grad,
                     gpucnn.compile.cuda_graph.launch.linear_weight_grad
     graph kernel    gpucnn/kernels/fused_dense.cu:dense_fwd_fused,
+                    gpucnn/kernels/fused_dense.cu:dense_fwd_partial_fused,
+                    gpucnn/kernels/fused_dense.cu:dense_fwd_reduce_fused,
                     gpucnn/kernels/fused_dense.cu:dense_dgrad_fused,
                     gpucnn/kernels/fused_dense.cu:dense_wgrad_fused,
                     gpucnn/kernels/fused_dense.cu:dense_wgrad_partial_fused,

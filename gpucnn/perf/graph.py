@@ -9,7 +9,8 @@ each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids i
                 folded it], conv_wgrad_fused (M = O, N = C*kh*kw + 1, K = N*oh*ow), conv_dgrad_fused
                 (M = C, N = N*H*W, K = O*kh*kw) unless it is the first stage
     MaxPool2D   max_pool_u8_fwd / max_pool_u8_bwd (uint8 argmax; times the ReLU mask of its input)
-    Dense+ReLU  dense_fwd_fused (M = N, N = O, K = I); backward: dense_wgrad_fused (M = O, N = I + 1, K = N),
+    Dense+ReLU  dense_fwd_fused (M = N, N = O, K = I; split-K like the weight gradients: dense_fwd_partial_fused
+                + dense_fwd_reduce_fused); backward: dense_wgrad_fused (M = O, N = I + 1, K = N),
                 dense_dgrad_fused (M = N, N = I, K = O) unless first, the ReLU mask read from y
     ReLU, Tanh, AvgPool2D alone: CuPy elementwise kernels, our pool.cu kernels; Flatten: a view
     loss       softmax_xent                update  one copy per parameter into the flat gradient, then
@@ -79,6 +80,7 @@ def _wgrad(rec, kernels, m, n, k, reads, writes, sm_count, sectors=4):
 
 
 _CONV_WGRAD = ("fused_conv.cu", "conv_wgrad_fused", "conv_wgrad_partial_fused", "conv_wgrad_reduce_fused")
+_DENSE_FWD = ("fused_dense.cu", "dense_fwd_fused", "dense_fwd_partial_fused", "dense_fwd_reduce_fused")
 _DENSE_WGRAD = ("fused_dense.cu", "dense_wgrad_fused", "dense_wgrad_partial_fused", "dense_wgrad_reduce_fused")
 
 
@@ -104,7 +106,7 @@ def _forward(rec, stage, shape, out, sm_count):
     elif isinstance(layer, Dense):
         n, i, o = shape[0], layer.in_features, layer.out_features
         bias = o if layer.bias is not None else 0
-        _gemm(rec, "fused_dense.cu", "dense_fwd_fused", n, o, i, F32 * (n * i + o * i + bias), F32 * size, sm_count)
+        _wgrad(rec, _DENSE_FWD, n, o, i, F32 * (n * i + o * i + bias), F32 * size, sm_count)
     elif isinstance(layer, MaxPool2D):
         rec.grid_stride("fused_pool.cu", "max_pool_u8_fwd", size, F32 * math.prod(shape), (F32 + 1) * size)
     elif isinstance(layer, AvgPool2D):

@@ -11,8 +11,9 @@ F' = F, except for our tiled GEMMs: the FLOPs their tile grid issues, padding in
 ``share``, for our kernels: the FFMA share of the innermost loop in SASS (gpucnn/perf/resources.py); for a
 tiled GEMM, of its launched tile's k-loop (``tile_loop``: one k-step with its global loads, shared stores and
 cursor steps, the whole loop body); where no SASS is available, FIXED_FFMA_SHARE. Each launch also gets
-``pct_of_peak`` = F / (peak FP32 x estimate) and, for the GEMMs, ``ffma_per_lds`` of that loop. For cuBLAS (cupy.matmul): CUBLAS_EFFICIENCY of the peak, on a grid
-of 128 x 128 tiles (CUBLAS_TILE), one resident tile per SM. For CuPy's kernels: no FLOPs are counted, so
+``pct_of_peak`` = F / (peak FP32 x estimate) and, for the GEMMs, ``ffma_per_lds`` of that loop. For cuBLAS
+(cupy.matmul): CUBLAS_EFFICIENCY of the peak, on a grid of 128 x 128 tiles (CUBLAS_TILE), one resident
+tile per SM. For CuPy's kernels: no FLOPs are counted, so
 only their bytes and the gap count. Resident blocks per SM come from registers, static shared memory and
 the block size (gpus.blocks_per_sm); waves = ceil(blocks / (resident blocks x SMs)).
 
@@ -74,7 +75,8 @@ def _residency(launch, gpu, resources):
         resident, limit = blocks_per_sm(gpu, launch["block"][0], res["registers"], res["smem"])
         loop = tile_loop(launch, res)
         if loop:
-            how = f"SASS k-loop of tile {launch['tile'][0]}x{launch['tile'][1]}: {loop['ffma']}/{loop['instructions']} FFMA"
+            how = (f"SASS k-loop of tile {launch['tile'][0]}x{launch['tile'][1]}: "
+                   f"{loop['ffma']}/{loop['instructions']} FFMA")
         else:
             loop = res.get("inner_loop")
             how = f"SASS inner loop {loop['ffma']}/{loop['instructions']} FFMA" if loop else None

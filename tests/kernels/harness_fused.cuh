@@ -182,6 +182,18 @@ bool run_fused(const std::string& kernel, Args<T>& a) {
         replay_split_k_gemm<T>(DenseWeightGrad<T>{gy, y, x, nullptr, nullptr, flags, O,
                                                   I + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N, I},
                                partial, slices, tile);
+    } else if (kernel == "dense_fwd_partial_fused") {
+        const T* x = a.array(false);
+        const T* w = a.array(false);
+        T* partial = a.array(true);
+        int N = a.i32(), I = a.i32(), O = a.i32(), slices = a.i32(), tile = a.i32();
+        replay_split_k_gemm<T>(DenseForward<T>{x, w, nullptr, nullptr, 0, N, O, I}, partial, slices, tile);
+    } else if (kernel == "dense_fwd_reduce_fused") {
+        const T* partial = a.array(false);
+        const T* bias = a.array(false);
+        T* y = a.array(true);
+        int slices = a.i32(), O = a.i32(), flags = a.i32(), total = a.i32();
+        for (int idx = 0; idx < total; ++idx) dense_fwd_reduce_body<T>(idx, partial, bias, y, slices, O, flags, total);
     } else if (kernel == "max_pool_u8_fwd") {
         const T* x = a.array(false);
         T* y = a.array(true);

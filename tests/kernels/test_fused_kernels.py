@@ -309,7 +309,8 @@ def test_split_k_slices_fill_a_wave_within_their_bounds(fused):
 def test_tiles_are_chosen_to_fill_the_gpu(fused):
     """The launcher's tile (gemm_tile) and (tile, S) of the weight gradients (weight_grad_plan) for the
     GEMMs of fashion_cnn: the least waves (2 blocks per SM) x padded tile area / FFMA share x k-steps on 132 SMs."""
-    assert len(fused.GEMM_TILES) == len(TILES) and all(tm * tn == 256 * rm * rn for tm, tn, _, rm, rn in fused.GEMM_TILES)
+    assert len(fused.GEMM_TILES) == len(TILES)
+    assert all(tm * tn == 256 * rm * rn for tm, tn, _, rm, rn in fused.GEMM_TILES)
     # per k-step: TK x RM x RN FFMA, TK x one 16-byte LDS per 4 of RM and of RN, STAGE_SLOTS per staged element
     assert fused.STAGE_SLOTS == 24 and fused.RESIDENT_BLOCKS == 2
     assert fused.tile_share(0) == 256 / (256 + 8 * 3 + 24 * 6) and fused.tile_share(3) == 64 / (64 + 16 * 2 + 24 * 4)
@@ -335,6 +336,29 @@ def test_device_sm_count_is_read_from_the_device(fused, monkeypatch):
     monkeypatch.setattr(fused, "_SM_COUNTS", {})
     assert fused.device_sm_count() == 78
     assert fused.split_k_slices(32, 10, 200704, fused.device_sm_count()) == 78
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_forward_splits_a_large_k_over_few_tiles(fused, monkeypatch, dtype):
+    """40 x 3 outputs over K = 2100: two 32 x 32 tiles, S = 2100 // SPLIT_K_MIN_K = 8; the partial pass and the
+    reduce (bias, ReLU) equal the split twin; K = 300 stays one pass."""
+    grids = []
+    launch = fused.loader.launch
+    monkeypatch.setattr(fused.loader, "launch", lambda *a, **k: (grids.append((a[1], k.get("grid"))), launch(*a, **k)))
+    rng = numpy.random.default_rng(7)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((40, 2100), (3, 2100), (3,)))
+    assert fused.weight_grad_plan(40, 3, 2100) == (3, 8)
+    y = fused.linear_forward(x, w, b, relu=True)
+    assert grids == [("dense_fwd_partial_fused", 16), ("dense_fwd_reduce_fused", None)]
+    parity.assert_close(y, reference.linear_forward(x, w, b, True, slices=8), dtype, "split forward")
+    parity.assert_close(y, reference.linear_forward(x, w, b, True), dtype, "against the single pass")
+    grids.clear()
+    parity.assert_close(fused.linear_forward(x, w, None, slices=3), reference.linear_forward(x, w, None, slices=3),
+                        dtype, "S=3, no bias")
+    assert grids[0] == ("dense_fwd_partial_fused", 6)
+    grids.clear()
+    fused.linear_forward(x[:, :300], w[:, :300], b)
+    assert [name for name, _ in grids] == ["dense_fwd_fused"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -153,6 +153,33 @@ def test_dense_split_k_matches_twins(harness, n, i, o, dtype):
                 parity.assert_close(grad_b, expected_b, dtype, f"{what}: db against the single-pass twin")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,i,o", [(5, 37, 3), (70, 300, 65), (3, 129, 130)])
+def test_dense_forward_split_k_matches_twins(harness, n, i, o, dtype):
+    """dense_fwd_partial_fused's slices equal linear_forward_partials; dense_fwd_reduce_fused adds them in
+    ascending s, then the bias and the ReLU, bit for bit as the twin does with the kernel's own partials."""
+    rng = numpy.random.default_rng(n + i + o)
+    x = rng.standard_normal((n, i)).astype(dtype)
+    weight = rng.standard_normal((o, i)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype)
+    for slices in SLICES:
+        partial = numpy.full((slices, n, o), numpy.nan, dtype=dtype)
+        run_kernel(harness, "fused_dense.cu", "dense_fwd_partial_fused", dtype,
+                   (x, weight, partial, n, i, o, slices, TILE_OF[slices]))
+        for s, twin in enumerate(reference.linear_forward_partials(x, weight, slices)):
+            parity.assert_close(partial[s], twin, dtype, f"S={slices}: partial products of slice {s}")
+        for flags in range(4):
+            y = numpy.full((n, o), numpy.nan, dtype=dtype)
+            run_kernel(harness, "fused_dense.cu", "dense_fwd_reduce_fused", dtype,
+                       (partial, bias, y, slices, o, flags, n * o))
+            total = reference.split_k_sum(partial) + (bias if flags & 1 else 0)
+            numpy.testing.assert_array_equal(y, numpy.maximum(total, 0) if flags & 2 else total)
+            want = reference.linear_forward(x, weight, bias if flags & 1 else None, bool(flags & 2), slices)
+            parity.assert_close(y, want, dtype, f"S={slices} flags={flags}")
+            parity.assert_close(y, reference.linear_forward(x, weight, bias if flags & 1 else None, bool(flags & 2)),
+                                dtype, f"S={slices} flags={flags} against the single-pass twin")
+
+
 def test_one_slice_is_the_single_pass_bit_for_bit(harness):
     """S = 1 sums each output over all of K from k = 0, as conv_wgrad_fused does: the same bits."""
     x, grad_y, geometry, weight_shape = _conv_problem(CONV_CASES[1], numpy.float32)

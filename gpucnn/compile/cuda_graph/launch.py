@@ -8,7 +8,8 @@ those ops, are in ``gpucnn.compile.cuda_graph.reference`` and take the same argu
 - ``conv2d_weight_grad``: conv2d's dW and db in one GEMM (split-K into ``split_k_slices`` k-slices when the
   output tiles alone leave SMs idle: a partial-sum pass and a fixed-order reduce pass, see below);
 - ``linear_forward`` / ``linear_data_grad`` / ``linear_weight_grad``: the same for Dense, the
-  ReLU after the layer folded into the backward pass when ``y`` is given;
+  ReLU after the layer folded into the backward pass when ``y`` is given (the forward split-K too, its
+  reduce pass adding the bias and applying the ReLU);
 - ``max_pool2d_forward`` (uint8 argmax) / ``max_pool2d_backward`` (times ``(x > 0)``).
 
 Nothing here reads device memory back, calls cuBLAS or synchronises: every function can be
@@ -127,8 +128,8 @@ def split_k_slices(m, n, k, sm_count=SM_COUNT, min_k=SPLIT_K_MIN_K, tile=1):
 
 
 def weight_grad_plan(m, n, k, sm_count=SM_COUNT):
-    """(tile, S) of a weight-gradient GEMM: for each tile its ``split_k_slices``, and the pair of least
-    ``_tile_cost`` (ties: the fewer slices, then the lower id)."""
+    """(tile, S) of a split-K GEMM (the weight gradients, the Dense forward): for each tile its
+    ``split_k_slices``, and the pair of least ``_tile_cost`` (ties: the fewer slices, then the lower id)."""
     plans = [(tile, split_k_slices(m, n, k, sm_count, tile=tile)) for tile in range(len(GEMM_TILES))]
     return min(plans, key=lambda p: (_tile_cost(m, n, k, p[0], p[1], sm_count), p[1], p[0]))
 
@@ -140,16 +141,18 @@ def _launch_gemm(file, name, dtype, args, mnk):
     loader.launch(file, name, dtype, args + (tile,), grid=gemm_blocks(mnk[0], mnk[1], tile))
 
 
+def _slices(op, slices):
+    if int(slices) != slices or slices < 1:
+        raise ValueError(f"{op} (fused CUDA): slices must be a positive integer, got {slices!r}")
+    return int(slices)
+
+
 def _launch_weight_grad(op, file, names, dtype, inputs, sizes, grad_w, grad_b, mnk, slices):
     """dW (and db) by ``names`` = (single-pass, partial, reduce) kernels of ``file``: args ``inputs`` (the
     kernel's input arrays), the output(s), then ``sizes`` (its int arguments); M x N x K = ``mnk``."""
     m, n, k = mnk
     tile, chosen = weight_grad_plan(m, n, k, device_sm_count())
-    if slices is None:
-        slices = chosen
-    if int(slices) != slices or slices < 1:
-        raise ValueError(f"{op} (fused CUDA): slices must be a positive integer, got {slices!r}")
-    slices = int(slices)
+    slices = chosen if slices is None else _slices(op, slices)
     grad_b = grad_w if grad_b is None else grad_b
     if slices == 1:
         loader.launch(file, names[0], dtype, inputs + (grad_w, grad_b) + sizes + (tile,),
@@ -252,8 +255,10 @@ def conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias=True, slices=N
 
 
 @loader.on_device_of_first_argument
-def linear_forward(x, weight, bias, relu=False):
-    """``relu(x @ weight.T + bias)``; replaces ops.linear.linear_forward (+ ops.activation.relu)."""
+def linear_forward(x, weight, bias, relu=False, slices=None):
+    """``relu(x @ weight.T + bias)``, split-K into ``slices`` (default: ``weight_grad_plan``'s, more than 1 where
+    the output tiles leave SMs idle, as dense1 of fashion_cnn: 256 x 128 outputs over K = 3136); replaces
+    ops.linear.linear_forward (+ ops.activation.relu)."""
     dtype = _check("linear_forward", {"x": x, "weight": weight}, (2, 2))
     n, i = (int(s) for s in x.shape)
     o = int(weight.shape[0])
@@ -264,9 +269,20 @@ def linear_forward(x, weight, bias, relu=False):
     check_int32("linear_forward", y=y.size)
     if y.size:
         flags = (BIAS if bias is not None else 0) | (RELU if relu else 0)
-        _launch_gemm("fused_dense.cu", "dense_fwd_fused", dtype,
-                     (cupy.ascontiguousarray(x), cupy.ascontiguousarray(weight),
-                      weight if bias is None else cupy.ascontiguousarray(bias), y, n, i, o, flags), (n, o, i))
+        x, weight = cupy.ascontiguousarray(x), cupy.ascontiguousarray(weight)
+        bias = weight if bias is None else cupy.ascontiguousarray(bias)
+        tile, chosen = weight_grad_plan(n, o, i, device_sm_count())
+        slices = chosen if slices is None else _slices("linear_forward", slices)
+        if slices == 1:
+            loader.launch("fused_dense.cu", "dense_fwd_fused", dtype, (x, weight, bias, y, n, i, o, flags, tile),
+                          grid=gemm_blocks(n, o, tile))
+        else:  # split-K: too few output tiles for the SMs; the reduce adds the bias and applies the ReLU
+            check_int32("linear_forward", partial=slices * n * o)
+            partial = cupy.empty((slices, n, o), dtype=dtype)
+            loader.launch("fused_dense.cu", "dense_fwd_partial_fused", dtype,
+                          (x, weight, partial, n, i, o, slices, tile), grid=gemm_blocks(n, o, tile) * slices)
+            loader.launch("fused_dense.cu", "dense_fwd_reduce_fused", dtype,
+                          (partial, bias, y, slices, o, flags, n * o))
     return y
 
 

@@ -10,7 +10,7 @@ from ...ops import activation, conv, linear, pool
 
 __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
            "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward", "SPLIT_K_STEP", "split_k_bounds",
-           "split_k_sum", "conv2d_weight_grad_partials", "linear_weight_grad_partials"]
+           "split_k_sum", "conv2d_weight_grad_partials", "linear_weight_grad_partials", "linear_forward_partials"]
 
 # Split-K of the weight gradients (gpucnn/kernels/fused_splitk.cuh): K cut into S slices of whole k-steps of
 # the GEMM core (GPUCNN_GEMM_TK), each slice summed on its own in ascending k, then the S partial sums added
@@ -94,9 +94,22 @@ def conv2d_weight_grad_partials(grad_y, x, weight_shape, window, need_bias, slic
     return numpy.stack(parts)
 
 
-def linear_forward(x, weight, bias, relu=False):
-    y = linear.linear_forward(x, weight, bias)
+def linear_forward(x, weight, bias, relu=False, slices=1):
+    """relu(x @ weight.T + bias); with ``slices`` > 1 as the split-K kernels compute it: the partial products
+    (linear_forward_partials) added in ascending s, then the bias and the ReLU."""
+    if slices > 1:
+        y = split_k_sum(linear_forward_partials(x, weight, slices))
+        if bias is not None:
+            y += bias
+    else:
+        y = linear.linear_forward(x, weight, bias)
     return activation.relu(y) if relu else y
+
+
+def linear_forward_partials(x, weight, slices):
+    """(S, N, O): x @ weight.T over the inputs in split_k_bounds(I, S)[s] (the GEMM's k is the input feature)."""
+    return numpy.stack([linear.linear_forward(x[:, begin:end], weight[:, begin:end], None)
+                        for begin, end in split_k_bounds(x.shape[1], slices)])
 
 
 def linear_data_grad(grad_y, weight, y=None):

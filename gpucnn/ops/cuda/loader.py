@@ -119,6 +119,9 @@ SIGNATURES = {
         "dense_wgrad_fused": ("const T*", "const T*", "const T*", "T*", "T*", _I, _I, _I, _I, _I),
         "dense_wgrad_partial_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I, _I),
         "dense_wgrad_reduce_fused": ("const T*", "T*", "T*", _I, _I, _I, _I),
+        # split-K of dense_fwd_fused: x, weight, partial, N, I, O, slices, tile; partial, bias, y, slices, O, flags, total
+        "dense_fwd_partial_fused": ("const T*", "const T*", "T*", _I, _I, _I, _I, _I),
+        "dense_fwd_reduce_fused": ("const T*", "const T*", "T*", _I, _I, _I, _I),
     },
     "fused_pool.cu": {
         "max_pool_u8_fwd": ("const T*", "T*", "unsigned char*", _I, _I) + _WINDOW + (_I,),
