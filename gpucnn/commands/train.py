@@ -41,6 +41,7 @@ from .train_record import Notes, plot_curves, print_row, write_metrics
 from .recipes import RECIPES
 from .report import write_run_report
 from .train_options import make_optimizer, make_schedule, parse_args  # the options: train_options.py
+from .train_augment import adopt_augment, make_transform
 from .train_extras import adopt_extras, extras_info, make_ema, steps_per_epoch
 from .train_resume import OPTIMIZER_SETTINGS, resume_plan  # noqa: F401 (OPTIMIZER_SETTINGS: importable from here)
 
@@ -117,12 +118,16 @@ def _run(args, out, checkpoint, created, locks):
     model = build_model(args.model, args.dataset, args.seed, getattr(args, "init_from", None)).to(device)
     if (args.resume or args.resume_or_start) and os.path.exists(checkpoint):
         adopt_extras(args, checkpoint)  # the checkpoint's --schedule, --ema, ... unless given (train_extras.py)
+        adopt_augment(args, checkpoint)  # and its --augment (train_augment.py)
     optimizer = make_optimizer(args, model.parameters())
     schedule = make_schedule(args, optimizer, steps_per_epoch(len(x_train), args.batch_size))
     ema = make_ema(args, model)
     print(f"{args.model} on {args.dataset}: {len(x_train)} training images, {len(x_test)} test images, "
           f"{sum(p.data.size for p in model.parameters())} parameters, device {device}")
     resume, keep, done = resume_plan(args, checkpoint, optimizer, schedule, len(x_train))
+    transform = make_transform(args.augment, tuple(x_train.shape[1:]), args.seed)
+    if transform is not None:
+        print(f"augmentation (--augment {args.augment}, seeded by --seed): {transform!r}", flush=True)
     loss_fn, loss_settings = make_loss(args, checkpoint if resume else None, y_train)  # train_loss.py
 
     def on_epoch_end(history):
@@ -141,8 +146,8 @@ def _run(args, out, checkpoint, created, locks):
                       checkpoint=checkpoint, resume=resume, progress=not args.no_progress,
                       on_epoch_end=on_epoch_end, keep_optimizer_settings=keep,
                       checkpoint_info={"dataset": args.dataset, "limit": args.limit, "loss": loss_settings,
-                                       "extras": extras_info(args)},
-                      clip_grad_norm=args.clip_grad_norm, ema=ema,
+                                       "extras": extras_info(args), "augment": args.augment},
+                      clip_grad_norm=args.clip_grad_norm, ema=ema, transform=transform,
                       distributed=args.distributed, graph="auto" if args.graph is None else args.graph,
                       notes=notes if not args.distributed or _distributed_root() else None)
     except KeyboardInterrupt as exc:
@@ -169,6 +174,7 @@ def _run(args, out, checkpoint, created, locks):
     summary = {
         "model": args.model, "dataset": args.dataset, "device": device, "epochs": args.epochs,
         "recipe": getattr(args, "recipe", None), "loss": loss_settings, "extras": extras_info(args),
+        "augment": args.augment, "transform": repr(transform) if transform is not None else None,
         "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed,
         "test_loss": final["loss"], "test_accuracy": final["accuracy"], "wall_seconds": time.time() - started,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",

@@ -9,6 +9,7 @@ from ..nn.models import MODELS
 from ..optim import optimizers as optim
 from .recipes import RECIPES, expand_recipe
 from .train_data import DATASETS
+from .train_augment import add_augment, check_augment
 from .train_extras import SCHEDULES, add_extras, check_extras, optimizer_params, schedule_of
 
 #: what ``gpucnn train --help`` prints above the options
@@ -55,6 +56,7 @@ def parser(prog):
                         "--warmup-epochs, then cosine), plateau (halve after 2 epochs without a lower test loss); "
                         "see gpucnn/commands/train_extras.py")
     add_extras(p)  # --warmup-epochs, --clip-grad-norm, --ema, --no-decay-bn-bias (train_extras.py)
+    add_augment(p)  # --augment crop,flip,erase (train_augment.py)
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only (quick runs)")
     p.add_argument("--stop-at", type=float, default=None, metavar="ACCURACY",
@@ -119,6 +121,7 @@ def parse_args(argv=None, prog=None):
     if not all(0 <= b < 1 for b in args.betas):
         p.error(f"--betas must lie in [0, 1), got {args.betas}")
     check_extras(p, args)
+    check_augment(p, args)
     if args.resume and args.resume_or_start:
         p.error("give --resume or --resume-or-start, not both")
     # Which options were given on the command line: they win over a resumed checkpoint's settings.
