@@ -8,7 +8,9 @@ operator with the same meaning:
     zeros), Dense -> Gemm (transB=1), Flatten -> Flatten(axis=1), ReLU/LeakyReLU/Sigmoid/Tanh ->
     Relu/LeakyRelu/Sigmoid/Tanh, BatchNorm1D/2D -> BatchNormalization in eval form (the running
     statistics), Dropout -> nothing (it is the identity at inference), Add -> Add, Concatenate ->
-    Concat, GlobalAvgPool2D -> GlobalAveragePool; a nested Sequential or Model is inlined.
+    Concat, GlobalAvgPool2D / GlobalMaxPool2D -> GlobalAveragePool / GlobalMaxPool + Flatten (ONNX keeps
+    (N, C, 1, 1)), AdaptiveAvgPool2D -> AveragePool where its bins are even (the input size a multiple of the
+    output size; refused otherwise); a nested Sequential or Model is inlined.
 
 Softmax -> Softmax, Reshape -> Reshape. The other direction, ONNX into a trainable Model, is ``load``
 (gpucnn/io/onnx_import.py), and ``backend`` is gpucnn as an ONNX backend (gpucnn/io/onnx_backend.py).
@@ -51,6 +53,7 @@ class _Graph:
         self.onnx = onnx
         self.dtype = dtype
         self.nodes, self.initializers = [], []
+        self.shapes = {}  # tensor name -> its shape without the batch (for the emitters that need it)
 
     def constant(self, name, array):
         self.initializers.append(self.onnx.numpy_helper.from_array(
@@ -109,6 +112,24 @@ def _simple(op, **attrs):
     return lambda g, layer, x, out, i: g.node(op, [x], out, **attrs)
 
 
+def _global_pool(op):
+    """ONNX's global pools keep (N, C, 1, 1); gpucnn's give (N, C): the pool, then Flatten."""
+    return lambda g, layer, x, out, i: g.node("Flatten", [g.node(op, [x], f"{out}.{op}")], out, axis=1)
+
+
+def _adaptive_avg_pool(g, layer, x, out, i):
+    """AdaptiveAvgPool2D as AveragePool: its bins are the windows of one kernel and stride only where the input
+    size is a multiple of the output size (ONNX has no adaptive pool)."""
+    size = g.shapes[x][1:]
+    out_size = layer.resolved_size(size)
+    if any(s % o for s, o in zip(size, out_size)):
+        raise ExportError(f"gpucnn.onnx.export: layer {i} ({layer!r}) has no ONNX form for inputs of size "
+                          f"{size[0]}x{size[1]}: its bins are an AveragePool only when the output size "
+                          f"{out_size[0]}x{out_size[1]} divides the input size")
+    kernel = [s // o for s, o in zip(size, out_size)]
+    return g.node("AveragePool", [x], out, kernel_shape=kernel, strides=kernel, pads=[0, 0, 0, 0])
+
+
 # ONNX operator -> the function that writes its node; which layer type exports to which operator is the
 # registry's ``onnx`` (gpucnn/nn/registry.py).
 EMITTERS = {
@@ -122,7 +143,9 @@ EMITTERS = {
     "Tanh": _simple("Tanh"),
     "LeakyRelu": lambda g, layer, x, out, i: g.node("LeakyRelu", [x], out, alpha=layer.negative_slope),
     "BatchNormalization": _batchnorm,
-    "GlobalAveragePool": _simple("GlobalAveragePool"),
+    "GlobalAveragePool": _global_pool("GlobalAveragePool"),
+    "GlobalMaxPool": _global_pool("GlobalMaxPool"),
+    "AveragePool (adaptive)": _adaptive_avg_pool,
     "Softmax": lambda g, layer, x, out, i: g.node("Softmax", [x], out, axis=layer.axis),
     "Reshape": _reshape,
     # the layers of several inputs get the list of their inputs' names
@@ -163,8 +186,10 @@ def _emit(g, net, x, prefix):
     """Emit the nodes of a Sequential or Model reading the tensor named ``x``; returns its output's name. Constants
     and nodes are named by the dotted paths of state_dict ('layer1.0.conv1.weight')."""
     if not hasattr(net, "nodes"):  # a chain
-        for name, layer in _children(net):
+        shapes = output_shapes(net, g.shapes[x])
+        for (name, layer), shape in zip(_children(net), shapes):
             x = _emit_layer(g, layer, x, f"{prefix}{name}")
+            g.shapes[x] = shape
         return x
     if len(net.inputs) != 1 or len(net.outputs) != 1:
         raise ExportError("gpucnn.onnx.export: a Model of several inputs or outputs is not exported yet")
@@ -172,6 +197,7 @@ def _emit(g, net, x, prefix):
     for node, name in zip(net.nodes, net.node_names):
         args = [names[t.id] for t in node.inputs]
         names[node.output.id] = _emit_layer(g, node.layer, args if node.multi else args[0], f"{prefix}{name}")
+        g.shapes[names[node.output.id]] = node.output.shape
     return names[net.outputs[0].id]
 
 
@@ -207,6 +233,7 @@ def to_onnx(model, input_shape):
     dtype = numpy.dtype(numpy.float32)
     elem_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
     g = _Graph(onnx, dtype)
+    g.shapes["input"] = input_shape
     x = _emit(g, model, "input", "")
     # A fixed output name (runtimes optimise the Identity away); it also gives a graph of Dropouts alone a node.
     g.nodes.append(onnx.helper.make_node("Identity", [x], ["output"], name="output"))

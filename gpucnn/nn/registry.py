@@ -4,7 +4,7 @@ Each entry says, for one layer class:
 - ``args``: its architecture name (the key) and constructor arguments, so that a saved file can
   rebuild the model (``describe`` / ``gpucnn.architecture.build``); ``dtype``: whether it takes one;
 - ``onnx``: the ONNX operator it exports to (``gpucnn.io.onnx`` keeps one emitter per operator;
-  None: no node, as Dropout at inference);
+  None: no node, as Dropout at inference; "AveragePool (adaptive)": an AveragePool of its own emitter);
 - ``patterns``: its places in the planner's patterns (``gpucnn/compile/plan.py``), as
   (pattern, position): position 0 starts the pattern, later ones are optional followers;
 - ``rank``: the rank of the data after it ('same', or 2 for Flatten; None: not known from the type, as
@@ -87,7 +87,10 @@ LAYER_TYPES = {t.name: t for t in (
     LayerType(L.BatchNorm2D, _batchnorm_args, "BatchNormalization", [("batchnorm", 0)], dtype=True),
     LayerType(L.Add, _no_args, "Add"),
     LayerType(L.Concatenate, lambda layer: {"axis": layer.axis}, "Concat"),
-    LayerType(L.GlobalAvgPool2D, _no_args, "GlobalAveragePool"),
+    LayerType(L.GlobalAvgPool2D, _no_args, "GlobalAveragePool", rank=2),
+    LayerType(L.GlobalMaxPool2D, _no_args, "GlobalMaxPool", rank=2),
+    LayerType(L.AdaptiveAvgPool2D, lambda layer: {"output_size": list(layer.output_size)},
+              "AveragePool (adaptive)"),
     LayerType(L.Softmax, lambda layer: {"axis": layer.axis}, "Softmax"),
     LayerType(L.Reshape, lambda layer: {"shape": list(layer.shape)}, "Reshape", rank=None),
 )}

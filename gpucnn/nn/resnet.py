@@ -12,7 +12,7 @@ import numpy
 
 from ..config import make_rng
 from .graph import Input
-from .layers import Add, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, ReLU
+from .layers import Add, BatchNorm2D, Conv2D, Dense, GlobalAvgPool2D, ReLU
 from .model import Model
 from .sequential import Sequential
 
@@ -51,7 +51,7 @@ def resnet(blocks_per_stage, in_channels=3, num_classes=10, input_size=32, dtype
                                       blocks[-1].outputs[0].shape[1:], dtype=dtype, rng=rng))
             channels = width
         h = Sequential(blocks, name=f"layer{stage}")(h)
-    y = Dense(64, num_classes, dtype=dtype, rng=rng, name="fc")(Flatten()(GlobalAvgPool2D()(h)))
+    y = Dense(64, num_classes, dtype=dtype, rng=rng, name="fc")(GlobalAvgPool2D()(h))
     return Model(x, y, name=f"resnet{6 * blocks_per_stage + 2}")
 
 

@@ -1,8 +1,8 @@
 """The readable math of every op, and the index of all its implementations.
 
 Each module here is one op family in NumPy, written as the tutorials write it: ``conv``, ``pool``,
-``linear``, ``activation``, ``batchnorm``, ``merge``, ``loss``, ``update``, ``multi_update``; ``geometry`` holds
-all window arithmetic. The ops take NumPy or CuPy arrays; the few with CUDA kernels of their own
+``linear``, ``activation``, ``batchnorm``, ``merge``, ``global_pool``, ``loss``, ``update``, ``multi_update``;
+``geometry`` holds all window arithmetic. The ops take NumPy or CuPy arrays; the few with CUDA kernels of their own
 hand CuPy arrays to ``gpucnn.ops.cuda`` (same functions, same arguments, same results), whose
 launchers compile ``gpucnn/kernels/*.cu`` through ``gpucnn/ops/cuda/loader.py``.
 
@@ -146,10 +146,9 @@ batch_norm: y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel
                     segment, in the (C, H, W, N) layout, the batch statistics combined across chunks in
                     training; BatchNorm1D runs as itself there, and the graph refuses both.
 
-merge: add (y = x_1 + x_2 + ...), concatenate (along an axis), global_avg_pool2d (the mean of each map)
+merge: add (y = x_1 + x_2 + ...), concatenate (along an axis)
     reference       gpucnn.ops.merge.add, gpucnn.ops.merge.add_backward, gpucnn.ops.merge.concatenate,
-                    gpucnn.ops.merge.concatenate_backward, gpucnn.ops.merge.global_avg_pool2d,
-                    gpucnn.ops.merge.global_avg_pool2d_backward
+                    gpucnn.ops.merge.concatenate_backward
     cuda launcher   none
     kernel          none
     cpu fast stage  none
@@ -160,6 +159,24 @@ merge: add (y = x_1 + x_2 + ...), concatenate (along an axis), global_avg_pool2d
     note            the joins of a Model's graph (gpucnn/nn/model.py); on CuPy arrays the reference itself
                     runs (CuPy's elementwise kernels and copies, memory-bound either way). The fast paths
                     run them as themselves.
+
+global_pool: global average / max pooling (N, C, H, W) -> (N, C); adaptive average pooling (PyTorch's bins)
+    reference       gpucnn.ops.global_pool.global_avg_pool2d,
+                    gpucnn.ops.global_pool.global_avg_pool2d_backward,
+                    gpucnn.ops.global_pool.global_max_pool2d,
+                    gpucnn.ops.global_pool.global_max_pool2d_backward,
+                    gpucnn.ops.global_pool.adaptive_avg_pool2d,
+                    gpucnn.ops.global_pool.adaptive_avg_pool2d_backward,
+                    gpucnn.ops.global_pool.adaptive_bins
+    cuda launcher   none
+    kernel          none
+    cpu fast stage  none
+    graph stage     none
+    graph launcher  none
+    graph kernel    none
+    fused twin      none
+    note            on CuPy arrays the reference itself runs (CuPy's reductions, gathers and selects). The
+                    CPU fast path runs them as themselves; the graph refuses them, naming the layer.
 
 softmax: y = exp(x - max) / sum(exp(x - max)) along an axis, dL/dx = y * (dL/dy - sum(dL/dy * y))
     reference       gpucnn.ops.softmax.softmax_forward, gpucnn.ops.softmax.softmax_backward

@@ -133,14 +133,24 @@ OP_INDEX = {
                 "runs as itself there, and the graph refuses both.",
     },
     "merge": {
-        "what": "add (y = x_1 + x_2 + ...), concatenate (along an axis), global_avg_pool2d (the mean of each map)",
-        "reference": ["gpucnn.ops.merge." + name + suffix for name in ("add", "concatenate", "global_avg_pool2d")
+        "what": "add (y = x_1 + x_2 + ...), concatenate (along an axis)",
+        "reference": ["gpucnn.ops.merge." + name + suffix for name in ("add", "concatenate")
                       for suffix in ("", "_backward")],
         "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [], "graph_launcher": [],
         "graph_kernel": [], "twin": [],
         "note": "the joins of a Model's graph (gpucnn/nn/model.py); on CuPy arrays the reference itself runs "
                 "(CuPy's elementwise kernels and copies, memory-bound either way). The fast paths run them as "
                 "themselves.",
+    },
+    "global_pool": {
+        "what": "global average / max pooling (N, C, H, W) -> (N, C); adaptive average pooling (PyTorch's bins)",
+        "reference": ["gpucnn.ops.global_pool." + name + suffix for name in ("global_avg_pool2d",
+                      "global_max_pool2d", "adaptive_avg_pool2d") for suffix in ("", "_backward")]
+                     + ["gpucnn.ops.global_pool.adaptive_bins"],
+        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [], "graph_launcher": [],
+        "graph_kernel": [], "twin": [],
+        "note": "on CuPy arrays the reference itself runs (CuPy's reductions, gathers and selects). The CPU fast "
+                "path runs them as themselves; the graph refuses them, naming the layer.",
     },
     "softmax": {
         "what": "y = exp(x - max) / sum(exp(x - max)) along an axis, dL/dx = y * (dL/dy - sum(dL/dy * y))",

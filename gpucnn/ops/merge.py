@@ -1,18 +1,16 @@
-"""Ops that join or reduce feature maps: the residual sum, concatenation along an axis, global average pooling.
+"""Ops that join feature maps: the residual sum and concatenation along an axis (global pooling: global_pool.py).
 
 As the tutorials write them:
 - ``add``: y = x_1 + x_2 + ... ; every input's gradient is dL/dy itself (the sum passes it through
   unchanged: the skip connection's gradient).
 - ``concatenate``: y = [x_1, x_2, ...] along ``axis``; each input's gradient is its slice of dL/dy.
-- ``global_avg_pool2d``: y[n, c] = mean over (h, w) of x[n, c]; dL/dx[n, c, h, w] = dL/dy[n, c] / (H*W).
 
 NumPy and CuPy alike (the array's own module): on CUDA these are CuPy's elementwise kernels and
 copies, which are as fast as a kernel of ours would be for memory-bound work.
 """
 from ..backend import get_array_module
 
-__all__ = ["add", "add_backward", "concatenate", "concatenate_backward", "global_avg_pool2d",
-           "global_avg_pool2d_backward"]
+__all__ = ["add", "add_backward", "concatenate", "concatenate_backward"]
 
 
 def add(inputs):
@@ -44,14 +42,3 @@ def concatenate_backward(grad_y, sizes, axis):
         start += size
     return grads
 
-
-def global_avg_pool2d(x):
-    """(N, C, H, W) -> (N, C, 1, 1): the mean of every feature map (kept 4-D, as PyTorch's AdaptiveAvgPool2d(1))."""
-    return x.mean(axis=(2, 3), keepdims=True)
-
-
-def global_avg_pool2d_backward(grad_y, x_shape):
-    """dL/dx = dL/dy spread evenly over each map: dL/dy / (H*W) at every position."""
-    xp = get_array_module(grad_y)
-    h, w = x_shape[2], x_shape[3]
-    return xp.broadcast_to(grad_y / (h * w), x_shape).astype(grad_y.dtype, copy=True)

@@ -29,7 +29,7 @@ def tiny_resnet(dtype=numpy.float32):
 
 def test_the_functional_api_records_shapes_and_names():
     model = tiny_resnet()
-    assert [n.output.shape for n in model.nodes][-4:] == [(8, 8, 8), (8, 1, 1), (8,), (5,)]
+    assert [n.output.shape for n in model.nodes][-4:] == [(8, 8, 8), (8,), (8,), (5,)]
     assert model.node_names == ["conv1", "bn1", "relu_1", "conv2", "bn2", "add_1", "relu_2", "concatenate_1",
                                 "global_avg_pool2d_1", "flatten_1", "fc"]
     assert list(model.state_dict())[:4] == ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias"]
@@ -71,7 +71,7 @@ def test_backward_sums_the_gradients_of_a_tensor_used_twice():
     model = gpucnn.Model(x, GlobalAvgPool2D()(y))
     inputs = numpy.random.default_rng(0).standard_normal((3, 2, 5, 5))
     check_layer(model, inputs)
-    g = numpy.random.default_rng(1).standard_normal((3, 4, 1, 1))
+    g = numpy.random.default_rng(1).standard_normal((3, 4))
     model.forward(inputs)
     grad_x = model.backward(g)
     # the same sum by hand: the residual branch alone (a model of its own with the same weights), plus the
@@ -79,7 +79,7 @@ def test_backward_sums_the_gradients_of_a_tensor_used_twice():
     x2 = gpucnn.Input((2, 5, 5), dtype=F64)
     branch = gpucnn.Model(x2, GlobalAvgPool2D()(ReLU()(Add()([Conv2D(2, 2, 3, padding=1, dtype=F64, rng=0)(x2), x2]))))
     branch.forward(inputs)
-    expected = branch.backward(g[:, :2]) + numpy.broadcast_to(g[:, 2:] / 25, inputs.shape)
+    expected = branch.backward(g[:, :2]) + numpy.broadcast_to(g[:, 2:, None, None] / 25, inputs.shape)
     numpy.testing.assert_allclose(grad_x, expected, rtol=1e-13, atol=1e-15)
 
 

@@ -42,6 +42,8 @@ SAMPLES = {
     "Add": (lambda: L.Add(), 4),
     "Concatenate": (lambda: L.Concatenate(axis=1), 4),
     "GlobalAvgPool2D": (lambda: L.GlobalAvgPool2D(), 4),
+    "GlobalMaxPool2D": (lambda: L.GlobalMaxPool2D(), 4),
+    "AdaptiveAvgPool2D": (lambda: L.AdaptiveAvgPool2D((2, None)), 4),
     "Softmax": (lambda: L.Softmax(axis=1), 2),
     "Reshape": (lambda: L.Reshape((2, 3)), 2),
 }
@@ -64,6 +66,8 @@ PATHS = {
     "Add": (False, False, "Add"),
     "Concatenate": (False, False, "Concat"),
     "GlobalAvgPool2D": (False, False, "GlobalAveragePool"),
+    "GlobalMaxPool2D": (False, False, "GlobalMaxPool"),
+    "AdaptiveAvgPool2D": (False, False, "AveragePool (adaptive)"),
     "Softmax": (False, False, "Softmax"),
     "Reshape": (False, False, "Reshape"),
 }

@@ -4,10 +4,11 @@ from .base import Layer
 from .batchnorm import BatchNorm1D, BatchNorm2D
 from .conv import Conv2D
 from .dense import Dense, Flatten
-from .merge import Add, Concatenate, GlobalAvgPool2D
+from .global_pool import AdaptiveAvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D
+from .merge import Add, Concatenate
 from .pool import AvgPool2D, MaxPool2D
 from .softmax import Reshape, Softmax
 
 __all__ = ["Layer", "Conv2D", "MaxPool2D", "AvgPool2D", "Dense", "Flatten", "ReLU", "LeakyReLU", "Sigmoid",
            "Tanh", "Dropout", "BatchNorm1D", "BatchNorm2D", "Add", "Concatenate", "GlobalAvgPool2D",
-           "Softmax", "Reshape"]
+           "GlobalMaxPool2D", "AdaptiveAvgPool2D", "Softmax", "Reshape"]

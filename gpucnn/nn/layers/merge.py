@@ -1,10 +1,9 @@
-"""Add, Concatenate and GlobalAvgPool2D around gpucnn.ops.merge: the layers residual networks are made of."""
-from ...ops.geometry import check_input
-from ...ops.merge import (add, add_backward, concatenate, concatenate_backward, global_avg_pool2d,
-                          global_avg_pool2d_backward)
+"""Add and Concatenate around gpucnn.ops.merge: the joins residual networks are made of (their global pooling
+is in global_pool.py)."""
+from ...ops.merge import add, add_backward, concatenate, concatenate_backward
 from .base import Layer
 
-__all__ = ["Add", "Concatenate", "GlobalAvgPool2D"]
+__all__ = ["Add", "Concatenate"]
 
 
 def _check_inputs(inputs, layer):
@@ -73,16 +72,3 @@ class Concatenate(Layer):
     def extra_repr(self):
         return f"axis={self.axis}"
 
-
-class GlobalAvgPool2D(Layer):
-    """(N, C, H, W) -> (N, C, 1, 1): the mean of each feature map (PyTorch's AdaptiveAvgPool2d(1))."""
-
-    def forward(self, x):
-        check_input(x, self.name, 4)
-        self._cache = x.shape
-        return global_avg_pool2d(x)
-
-    def backward(self, grad_out, need_input_grad=True):
-        shape = self._saved()
-        self._check_grad(grad_out, shape[:2] + (1, 1), self.name)
-        return global_avg_pool2d_backward(grad_out, shape)
