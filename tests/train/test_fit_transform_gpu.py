@@ -26,7 +26,7 @@ class Recorded(Compose):
         return out
 
 
-def _fit(gpu, graph, epochs=2):
+def _fit(gpu, graph, epochs=2, **kwargs):
     rng = numpy.random.default_rng(0)
     x, y = rng.standard_normal((5, 1, 28, 28)).astype(numpy.float32), rng.integers(0, 10, 5)
     model = gpucnn.models.fashion_cnn(rng=0).to("cuda")
@@ -42,7 +42,7 @@ def _fit(gpu, graph, epochs=2):
             pass
     history = fit(model, SoftmaxCrossEntropy(), opt, gpu.cupy.asarray(x), gpu.cupy.asarray(y), epochs,
                   batch_size=2, progress=False, graph=graph, graph_options={"verify": True}, transform=transform,
-                  notes=Notes())
+                  notes=Notes(), **kwargs)
     return model, history, transform, "".join(notes)
 
 
@@ -59,6 +59,19 @@ def test_the_graph_step_trains_on_the_eager_steps_augmented_batches(gpu):
     for p, q in zip(graph_model.parameters(), eager_model.parameters()):
         expected = to_host(q.data)
         numpy.testing.assert_allclose(to_host(p.data), expected, rtol=0, atol=1e-4 * max(1.0, abs(expected).max()))
+
+
+def test_a_graph_run_resumed_at_an_epoch_boundary_ends_bitwise_equal_to_a_straight_one(gpu, tmp_path):
+    path = str(tmp_path / "c.npz")
+    _fit(gpu, True, epochs=1, checkpoint=path)
+    resumed_model, resumed_history, resumed_t, _ = _fit(gpu, True, epochs=2, checkpoint=path, resume=True)
+    straight_model, straight_history, straight_t, _ = _fit(gpu, True, epochs=2)
+    assert len(resumed_t.outputs) == 3  # the second epoch's batches only
+    for got, expected in zip(resumed_t.outputs, straight_t.outputs[3:]):
+        numpy.testing.assert_array_equal(got, expected)
+    assert resumed_t.state() == straight_t.state() and resumed_history["loss"] == straight_history["loss"]
+    for p, q in zip(resumed_model.parameters(), straight_model.parameters()):
+        numpy.testing.assert_array_equal(to_host(p.data), to_host(q.data))
 
 
 def test_a_transform_that_changes_the_image_shape_sends_auto_to_the_eager_step(gpu):
