@@ -13,7 +13,7 @@ from gpucnn.io.arrays import CheckpointError
 from gpucnn.nn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from gpucnn.nn.losses import SoftmaxCrossEntropy
 from gpucnn.optim import Adam
-from gpucnn.train.checkpoint import read_training_meta
+from gpucnn.train.checkpoint import read_training_meta, save_training_checkpoint
 from gpucnn.train.loop import fit
 
 EPOCHS, BATCH, N = 3, 16, 88  # 6 steps an epoch, the last one of 8 samples
@@ -62,7 +62,7 @@ def train(epochs=EPOCHS, transform=None, checkpoint=None, resume=False, loss_fn=
 
 def test_fit_trains_on_each_batch_as_the_transform_gives_it():
     model, opt, history = train(transform=augment())
-    reference, ref_opt, t = toy_model(), None, augment()
+    reference, t = toy_model(), augment()
     ref_opt = Adam(reference.parameters(), lr=1e-2)
     x, y = toy_data()
     loss_fn = SoftmaxCrossEntropy()
@@ -95,11 +95,10 @@ def test_the_checkpoint_holds_the_transform_state_and_a_bad_one_is_refused(tmp_p
     fresh = augment(seed=11)
     before = fresh.state()
     meta_bad = dict(meta, transform={"rng": {"bit_generator": "MT19937"}})
-    from gpucnn.train import checkpoint as ckpt
     model = toy_model()
-    ckpt.save_training_checkpoint(path, model, Adam(model.parameters(), lr=1e-2), None,
-                                  {k: meta_bad[k] for k in ("epoch", "step", "batches", "history", "partial",
-                                                            "batch_size", "num_samples", "info", "transform")})
+    save_training_checkpoint(path, model, Adam(model.parameters(), lr=1e-2), None,
+                             {k: meta_bad[k] for k in ("epoch", "step", "batches", "history", "partial",
+                                                       "batch_size", "num_samples", "info", "transform")})
     with pytest.raises(CheckpointError, match="bit generator 'MT19937'"):
         train(epochs=2, transform=fresh, checkpoint=path, resume=True)
     assert fresh.state() == before
