@@ -1,4 +1,6 @@
 """Activation layers: ReLU, LeakyReLU, Sigmoid, Tanh, Dropout."""
+import numbers
+
 from ...backend import device_scope, get_array_module
 from ...config import make_rng
 from ...ops import activation as act
@@ -88,7 +90,8 @@ class Tanh(_Elementwise):
 class Dropout(Layer):
     """Inverted dropout: in training, zero each value with probability p and scale the rest by 1/(1-p).
 
-    In eval mode it is the identity. Args: p in [0, 1); rng: numpy Generator or int seed.
+    In eval mode it is the identity. Args: p in [0, 1] (at p = 1 training zeroes everything, and its
+    gradient, as PyTorch: the scale is 0 there, not 1/0); rng: numpy Generator or int seed.
 
     On the GPU the mask is drawn on the input's own device, by a CuPy generator made on that
     device (one per device, so a model moved to 'cuda:1' draws there) and seeded from ``rng``
@@ -98,8 +101,8 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, rng=None, name=None):
         super().__init__(name)
-        if not 0.0 <= float(p) < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"Dropout: p must be a number in [0, 1], got {p!r}")
         self.p = float(p)
         self.rng = make_rng(rng)
         self._device_rngs = {}  # CUDA device id -> cupy.random.RandomState made on that device
@@ -127,8 +130,9 @@ class Dropout(Layer):
             return self._forward_on_device(xp, x)
 
     def _forward_on_device(self, xp, x):
-        keep = self._uniform(xp, x.shape, x.dtype) >= self.p
-        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        keep = self._uniform(xp, x.shape, x.dtype) >= self.p  # never at p = 1: the numbers are below 1
+        scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)  # PyTorch's rule at p = 1
+        mask = keep.astype(x.dtype) * x.dtype.type(scale)
         self._cache = mask
         return x * mask
 
