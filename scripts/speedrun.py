@@ -4,6 +4,7 @@
     python scripts/speedrun.py                          # --recipe fast, to its target (91% Fashion-MNIST)
     python scripts/speedrun.py --torch-threads default,1   # PyTorch at its default thread count and at 1
     python scripts/speedrun.py --recipe best --frameworks gpucnn
+    python scripts/speedrun.py --augment crop,flip      # any other option goes to both, after the recipe's
 
 Each framework trains the recipe (gpucnn/commands/recipes.py) from the same initial weights (gpucnn's, copied
 into the PyTorch twin), on the same batches in the same order (gpucnn's shuffle for the seed), with the same
@@ -172,13 +173,10 @@ def run_torch(args, target, threads, data, transform_factory):
         torch.set_num_threads(default_threads)
 
 
-def transform_factory_for(args):
-    """A callable that builds a fresh training transform for ``args`` (the one gpucnn train builds), or None."""
-    augment = getattr(args, "augment", None)
-    if not augment:
-        return lambda: None
-    from gpucnn.commands import train_augment
-    return lambda: train_augment.make_transform(args)
+def transform_factory_for(args, image_shape):
+    """A callable that builds a fresh training transform, the one gpucnn train builds for ``args`` (or None)."""
+    from gpucnn.commands.train_augment import make_transform
+    return lambda: make_transform(args.augment, image_shape, args.seed)
 
 
 def main(argv=None):
@@ -191,7 +189,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="the most epochs to train; default: the recipe's")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only (a quick check)")
     p.add_argument("--json", default=None, help="write the results to this file")
-    opts = p.parse_args(argv)
+    opts, train_options = p.parse_known_args(argv)  # the rest: gpucnn train options, after the recipe's
     recipe = RECIPES[opts.recipe]
     target = recipe.target if opts.target is None else opts.target
     recipe_argv = ["--recipe", opts.recipe, "--device", "cpu"]
@@ -201,6 +199,7 @@ def main(argv=None):
         recipe_argv += ["--epochs", str(opts.epochs)]
     if opts.limit:
         recipe_argv += ["--limit", str(opts.limit)]
+    recipe_argv += train_options
     args = parse_args(recipe_argv, prog="gpucnn train")
     frameworks = [f.strip() for f in opts.frameworks.split(",") if f.strip()]
     print(f"speedrun: recipe {opts.recipe} ({recipe.command()}) to {100 * target:.1f}% test accuracy")
@@ -214,7 +213,8 @@ def main(argv=None):
             (x_train, y_train), test = DATASETS[args.dataset](str(directory))
             data = ((x_train[:args.limit], y_train[:args.limit]) if args.limit else (x_train, y_train)), test
             for threads in opts.torch_threads.split(","):
-                results.append(run_torch(args, target, threads.strip(), data, transform_factory_for(args)))
+                results.append(run_torch(args, target, threads.strip(), data,
+                                           transform_factory_for(args, tuple(x_train.shape[1:]))))
     print(f"\n{'framework':<10} {'threads':<12} {'epochs':>6} {'train s':>9} {'test acc %':>10}  reached")
     for r in results:
         print(f"{r['framework']:<10} {r['threads']:<12} {r['epochs']:>6} {r['train_seconds']:>9.1f} "

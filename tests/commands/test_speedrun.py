@@ -20,3 +20,13 @@ def test_gpucnn_and_pytorch_run_the_same_recipe(tiny_fashion, tmp_path, capsys):
     # the same initial weights, batches, schedule and loss: the same test accuracy after every epoch
     assert ours["per_epoch"] == pytest.approx(theirs["per_epoch"], abs=1.5 / 32)
     assert ours["epochs"] == theirs["epochs"] == 2
+
+
+def test_the_same_augmentation_on_both_sides(tiny_fashion, tmp_path):
+    pytest.importorskip("torch")
+    speedrun = load_script("speedrun")
+    out = tmp_path / "speedrun.json"
+    assert speedrun.main(["--data-dir", str(tiny_fashion), "--epochs", "2", "--target", "0.999", "--json", str(out),
+                          "--augment", "crop,flip,erase"]) == 0
+    ours, theirs = json.loads(out.read_text())["results"]
+    assert ours["per_epoch"] == pytest.approx(theirs["per_epoch"], abs=1.5 / 32)
