@@ -45,7 +45,8 @@ def conv2d_forward(x, weight, bias, window, groups=1):
         x: (N, C, H, W) input.
         weight: (O, C/groups, kh, kw) filters.
         bias: (O,) or None.
-        window: a ``gpucnn.ops.geometry.Window2D`` (stride, padding, dilation).
+        window: a ``gpucnn.ops.geometry.Window2D`` (stride, padding, dilation; the padding may differ
+            before and after), or a ``SameWindow2D``, resolved here for the input's size.
         groups: channel groups (``gpucnn.ops.geometry.check_groups``); 1 is the plain convolution.
 
     Returns:
@@ -58,6 +59,7 @@ def conv2d_forward(x, weight, bias, window, groups=1):
         >>> y[0, :, 0, 0]
         array([9., 9.])
     """
+    window = window.resolve(*x.shape[2:])
     if get_array_module(x) is not numpy:
         from .cuda import conv as cuda_conv
         return cuda_conv.conv2d_forward(x, weight, bias, window, groups)

@@ -2,9 +2,17 @@
 
 Max pooling pads with -inf (padding never wins) and records, for every output, which
 element of its window won: the argmax. Backward sends each output gradient to that element
-only; where windows overlap, the gradients add. Average pooling pads with zeros and always
-divides by kh*kw (PyTorch's default, count_include_pad=True); backward spreads each output
-gradient evenly over its window.
+only; where windows overlap, the gradients add. Average pooling pads with zeros and divides
+each window's sum by its divisor (``Window2D.divisors``, PyTorch's rule): kh*kw with
+count_include_pad=True (PyTorch's default) except where a ceil-mode window overhangs the padded
+input, the number of real input elements with count_include_pad=False; it multiplies by the
+divisor's reciprocal, rounded to the dtype (as the CUDA kernel does). Backward spreads each output
+gradient, times the same reciprocal, over its window.
+
+The window (``gpucnn.ops.geometry``) may be dilated (tap (i, j) reads padded row oy*sy + i*dy),
+padded unequally before and after, and in ceil mode overhang the padded input: the taps past it
+read nothing (-inf for max, 0 for the sum, never counted), the padded array is made large enough.
+A ``SameWindow2D`` is resolved for the input's size first.
 
 Both loop over the kh*kw kernel offsets, each step a vectorised operation on whole
 (N, C, out_h, out_w) slices; never a loop over pixels. CuPy arrays go to
@@ -57,22 +65,25 @@ __all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "a
 
 
 def _pad(x, window, value):
-    if not window.padded:
-        return x
+    """x padded by the window's padding, and past it (ceil mode) to every row/column a window reaches."""
     n, c, h, w = x.shape
-    out = numpy.full((n, c, h + window.pt + window.pb, w + window.pl + window.pr), value, dtype=x.dtype)
+    hp, wp = window.covered_size(h, w)
+    if (hp, wp) == (h, w):
+        return x
+    out = numpy.full((n, c, hp, wp), value, dtype=x.dtype)
     out[:, :, window.pt:window.pt + h, window.pl:window.pl + w] = x
     return out
 
 
 def _tap(xp_, window, i, j, oh, ow):
     """The (N, C, oh, ow) slice of the padded input seen at kernel offset (i, j) by every window."""
-    return xp_[:, :, i:i + window.sy * (oh - 1) + 1:window.sy, j:j + window.sx * (ow - 1) + 1:window.sx]
+    top, left = i * window.dy, j * window.dx
+    return xp_[:, :, top:top + window.sy * (oh - 1) + 1:window.sy, left:left + window.sx * (ow - 1) + 1:window.sx]
 
 
 def _unpad(grad_p, x_shape, window):
     h, w = x_shape[2:]
-    if not window.padded:
+    if grad_p.shape[2:] == (h, w):
         return grad_p
     return numpy.ascontiguousarray(grad_p[:, :, window.pt:window.pt + h, window.pl:window.pl + w])
 
@@ -84,7 +95,7 @@ def _argmax_dtype(window):
 def _tiles_exactly(x_shape, window, oh, ow):
     """True when the windows cover every input element exactly once (no overlap, no gap, no padding)."""
     h, w = x_shape[2:]
-    return (not window.padded and (window.sy, window.sx) == (window.kh, window.kw)
+    return (not window.padded and not window.dilated and (window.sy, window.sx) == (window.kh, window.kw)
             and oh * window.kh == h and ow * window.kw == w)
 
 
@@ -101,6 +112,7 @@ def max_pool2d_forward(x, window):
     The first of equal maxima wins, as in PyTorch; a window holding NaN gives NaN and
     its gradient goes to the last NaN (PyTorch's rule too).
     """
+    window = window.resolve(*x.shape[2:])
     if get_array_module(x) is not numpy:
         from .cuda import pool as cuda_pool
         return cuda_pool.max_pool2d_forward(x, window)
@@ -133,7 +145,7 @@ def max_pool2d_backward(grad_y, saved):
     argmax, x_shape, window = saved
     n, c, h, w = x_shape
     oh, ow = grad_y.shape[2:]
-    shape_p = (n, c, h + window.pt + window.pb, w + window.pl + window.pr)
+    shape_p = (n, c) + window.covered_size(h, w)
     if _tiles_exactly(x_shape, window, oh, ow):
         # Every element belongs to exactly one window: write each tap, no zero fill, no add.
         grad_p = numpy.empty(shape_p, dtype=grad_y.dtype)
@@ -146,11 +158,18 @@ def max_pool2d_backward(grad_y, saved):
     return _unpad(grad_p, x_shape, window)
 
 
-def avg_pool2d_forward(x, window):
-    """Mean over each window, padded zeros counted. Returns (y, saved)."""
+def _scales(x_shape, window, count_include_pad, dtype):
+    """(oh, ow): 1 / divisor per window, rounded to ``dtype``."""
+    return (1.0 / window.divisors(*x_shape[2:], count_include_pad)).astype(dtype)
+
+
+def avg_pool2d_forward(x, window, count_include_pad=True):
+    """Mean over each window: its real elements' sum over the window's divisor (the module docstring).
+    Returns (y, saved); saved = (x_shape, window, count_include_pad)."""
+    window = window.resolve(*x.shape[2:])
     if get_array_module(x) is not numpy:
         from .cuda import pool as cuda_pool
-        return cuda_pool.avg_pool2d_forward(x, window)
+        return cuda_pool.avg_pool2d_forward(x, window, count_include_pad)
     oh, ow = window.output_size(*x.shape[2:])
     padded = _pad(x, window, 0)
     # float16 sums overflow long before their mean does (4 x 30000 > 65504): add in float32, as PyTorch does.
@@ -158,20 +177,20 @@ def avg_pool2d_forward(x, window):
     y = _tap(padded, window, 0, 0, oh, ow).astype(acc_dtype)
     for k in range(1, window.kh * window.kw):
         y += _tap(padded, window, k // window.kw, k % window.kw, oh, ow)
-    y *= numpy.dtype(acc_dtype).type(1.0 / (window.kh * window.kw))
-    return y.astype(x.dtype, copy=False), (x.shape, window)
+    y *= _scales(x.shape, window, count_include_pad, acc_dtype)
+    return y.astype(x.dtype, copy=False), (x.shape, window, count_include_pad)
 
 
 def avg_pool2d_backward(grad_y, saved):
-    """dL/dx of average pooling: each output gradient, divided by kh*kw, onto every element of its window."""
+    """dL/dx of average pooling: each output gradient, over its window's divisor, onto every element of its window."""
     if get_array_module(grad_y) is not numpy:
         from .cuda import pool as cuda_pool
         return cuda_pool.avg_pool2d_backward(grad_y, saved)
-    x_shape, window = saved
+    x_shape, window, count_include_pad = saved
     n, c, h, w = x_shape
     oh, ow = grad_y.shape[2:]
-    grad_p = numpy.zeros((n, c, h + window.pt + window.pb, w + window.pl + window.pr), dtype=grad_y.dtype)
-    share = grad_y * grad_y.dtype.type(1.0 / (window.kh * window.kw))
+    grad_p = numpy.zeros((n, c) + window.covered_size(h, w), dtype=grad_y.dtype)
+    share = grad_y * _scales(x_shape, window, count_include_pad, grad_y.dtype)
     for k in range(window.kh * window.kw):
         _tap(grad_p, window, k // window.kw, k % window.kw, oh, ow)[...] += share
     return _unpad(grad_p, x_shape, window)

@@ -25,8 +25,9 @@ class Conv2D(Layer):
         in_channels, out_channels: channel counts.
         kernel_size: int or (kh, kw).
         stride: int or (sy, sx), >= 1.
-        padding: int, (ph, pw), 'valid' or 'same' (stride 1; when the total d*(k-1) is odd,
-            one more at the bottom/right, like PyTorch).
+        padding: int, (ph, pw), ((top, bottom), (left, right)), 'valid' or 'same' (output size
+            ceil(input / stride), at any stride: TensorFlow's split, the extra row/column at the
+            bottom/right; at stride 1 also PyTorch's).
         dilation: int or (dy, dx), >= 1: the spacing of the kernel's taps (``layer.dilation``, a pair).
         groups: split the channels into this many groups, each convolved with its own filters;
             it must divide both channel counts. ``groups == in_channels`` is a depthwise convolution.
