@@ -4,8 +4,9 @@ Needs the ``onnx`` package (``pip install 'gpucnn[onnx]'``). Each layer becomes 
 operator with the same meaning:
 
     Conv2D -> Conv (explicit pads: 'same' with an even kernel pads one more at the bottom/right),
-    MaxPool2D -> MaxPool, AvgPool2D -> AveragePool (count_include_pad=1, as gpucnn counts the padded
-    zeros), Dense -> Gemm (transB=1), Flatten -> Flatten(axis=1), ReLU/LeakyReLU/Sigmoid/Tanh ->
+    MaxPool2D -> MaxPool, AvgPool2D -> AveragePool (explicit pads, dilations, ceil_mode and the layer's
+    count_include_pad; 'same' at a stride above 1 resolved for the input size), Dense -> Gemm (transB=1),
+    Flatten -> Flatten(axis=1), ReLU/LeakyReLU/Sigmoid/Tanh ->
     Relu/LeakyRelu/Sigmoid/Tanh, BatchNorm1D/2D -> BatchNormalization in eval form (the running
     statistics), Dropout -> nothing (it is the identity at inference), Add -> Add, Concatenate ->
     Concat, GlobalAvgPool2D / GlobalMaxPool2D -> GlobalAveragePool / GlobalMaxPool + Flatten (ONNX keeps
@@ -27,6 +28,7 @@ import numpy
 from ..nn.registry import LAYER_TYPES, layer_type
 from ..backend import asnumpy
 from ..nn.summary import output_shapes
+from ..ops.geometry import Window2D
 
 __all__ = ["export", "to_onnx", "ExportError", "OPSET", "load", "backend"]
 
@@ -69,8 +71,20 @@ def _pair(value):
     return [int(v) for v in (value if isinstance(value, (tuple, list)) else (value, value))]
 
 
+def _window(g, layer, x, i):
+    """The layer's window for its input here: a 'same' padding at a stride above 1 resolved for the input's size
+    (ONNX gets explicit pads)."""
+    shape = getattr(g, "shapes", {}).get(x)
+    if shape is None:
+        if isinstance(layer.window, Window2D):
+            return layer.window
+        raise ExportError(f"gpucnn.onnx.export: layer {i} ({layer!r}): the input size is not known here, and "
+                          f"its 'same' padding depends on it")
+    return layer.window.resolve(*shape[-2:])
+
+
 def _conv(g, layer, x, out, i):
-    w = layer.window
+    w = _window(g, layer, x, i)
     inputs = [x, g.constant(f"{i}.weight", layer.weight.data)]
     if layer.bias is not None:
         inputs.append(g.constant(f"{i}.bias", layer.bias.data))
@@ -80,11 +94,16 @@ def _conv(g, layer, x, out, i):
                   group=int(getattr(layer, "groups", 1)))
 
 
-def _pool(op, **extra):
+def _pool(op):
     def emit(g, layer, x, out, i):
-        w = layer.window
+        w = _window(g, layer, x, i)
+        options = {"ceil_mode": int(w.ceil_mode)} if w.ceil_mode else {}
+        if w.dilated:
+            options["dilations"] = [w.dy, w.dx]
+        if op == "AveragePool":
+            options["count_include_pad"] = int(getattr(layer, "count_include_pad", True))
         return g.node(op, [x], out, kernel_shape=[w.kh, w.kw], strides=[w.sy, w.sx],
-                      pads=[w.pt, w.pl, w.pb, w.pr], **extra)
+                      pads=[w.pt, w.pl, w.pb, w.pr], **options)
     return emit
 
 
@@ -135,7 +154,7 @@ def _adaptive_avg_pool(g, layer, x, out, i):
 EMITTERS = {
     "Conv": _conv,
     "MaxPool": _pool("MaxPool"),
-    "AveragePool": _pool("AveragePool", count_include_pad=1),
+    "AveragePool": _pool("AveragePool"),
     "Gemm": _dense,
     "Flatten": _simple("Flatten", axis=1),
     "Relu": _simple("Relu"),

@@ -41,14 +41,29 @@ class LayerType:
         return self.cls.__name__
 
 
+def _padding_arg(layer):
+    """The padding as a record keeps it: the string as given, [h, w] when symmetric, else [[t, b], [l, r]]."""
+    w = layer.window
+    if isinstance(layer.padding, str):
+        return layer.padding
+    return [w.pt, w.pl] if not w.asymmetric else [[w.pt, w.pb], [w.pl, w.pr]]
+
+
 def _pool_args(layer):
     w = layer.window
-    return {"kernel_size": [w.kh, w.kw], "stride": [w.sy, w.sx], "padding": [w.pt, w.pl]}
+    args = {"kernel_size": [w.kh, w.kw], "stride": [w.sy, w.sx], "padding": _padding_arg(layer)}
+    if w.dilated:  # the options only where not their default, so that older records read the same
+        args["dilation"] = [w.dy, w.dx]
+    if w.ceil_mode:
+        args["ceil_mode"] = True
+    if not getattr(layer, "count_include_pad", True):
+        args["count_include_pad"] = False
+    return args
 
 
 def _conv_args(layer):
     w = layer.window
-    padding = layer.padding if isinstance(layer.padding, str) else [w.pt, w.pl]
+    padding = _padding_arg(layer)
     return {"in_channels": layer.in_channels, "out_channels": layer.out_channels,
             "kernel_size": list(layer.weight.shape[2:]), "stride": [w.sy, w.sx], "padding": padding,
             "dilation": list(layer.dilation), "groups": layer.groups, "bias": layer.bias is not None}

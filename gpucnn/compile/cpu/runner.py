@@ -20,6 +20,7 @@ import numpy
 
 from ...config import PATHS, config
 from ...nn.layers import MaxPool2D, ReLU
+from ...ops.geometry import Window2D
 from ..plan import plan
 from ..verify import describe_difference, relative_error, tolerance
 from .arena import Arena
@@ -35,8 +36,12 @@ _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
 def _plain_window(layer):
-    """Windows the fast path computes: no dilation, and for a convolution one group."""
-    return not layer.window.dilated and getattr(layer, "groups", 1) == 1
+    """Windows the fast path computes: no dilation, symmetric padding fixed by the layer (not 'same' at a stride
+    above 1), no ceil mode, an average pool counting its padding, and for a convolution one group; any other
+    layer runs as its reference layer (the per-segment fallback)."""
+    w = layer.window
+    return (isinstance(w, Window2D) and not w.dilated and not w.asymmetric and not w.ceil_mode
+            and getattr(layer, "count_include_pad", True) and getattr(layer, "groups", 1) == 1)
 
 
 class FastPathMismatch(RuntimeError):

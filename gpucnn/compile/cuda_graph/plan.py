@@ -20,7 +20,8 @@ Gradients are returned, not accumulated into ``Parameter.grad``: the captured st
 fresh gradient buffers each replay, and the optimizer update reads them.
 Nothing here reads device memory back, calls cuBLAS or synchronises.
 """
-from ...nn.layers import Flatten, MaxPool2D, ReLU, Tanh
+from ...nn.layers import AvgPool2D, Flatten, MaxPool2D, ReLU, Tanh
+from ...ops.geometry import Window2D
 from ...ops import activation, pool
 from ..plan import plan
 
@@ -137,11 +138,36 @@ class _ElementwiseStage:
         return pool.avg_pool2d_backward(grad, self.cache), False
 
 
+def _unfused_geometry(layer):
+    """The window option of a Conv2D / MaxPool2D / AvgPool2D that the graph's kernels do not take, or ''."""
+    window = getattr(layer, "window", None)
+    if window is None:
+        return ""
+    if not isinstance(window, Window2D):
+        return "padding='same' at a stride above 1 (padding that depends on the input size)"
+    if window.asymmetric:
+        return "asymmetric padding"
+    if isinstance(layer, (MaxPool2D, AvgPool2D)):
+        if window.dilated:
+            return "dilation"
+        if window.ceil_mode:
+            return "ceil_mode=True"
+        if not getattr(layer, "count_include_pad", True):
+            return "count_include_pad=False"
+    return ""
+
+
 def take(match, rank):
     """What the graph runs of a planner match (gpucnn/compile/plan.py): everything matched but LeakyReLU,
     Sigmoid and BatchNorm2D; a dilated or grouped convolution is refused with the reason (the fused kernels do
     not take it)."""
     first = match.layers[0]
+    for offset, layer in enumerate(match.layers):
+        option = _unfused_geometry(layer)
+        if option:
+            raise NotImplementedError(f"compile_step: layer {match.start + offset} ({layer!r}) has {option}; the "
+                                      f"graph step's kernels take the default pooling/padding geometry only (the "
+                                      f"eager step runs this model)")
     if match.kind == "conv" and (first.dilation != (1, 1) or first.groups != 1):
         raise NotImplementedError(f"compile_step: layer {match.start} ({first!r}) is dilated or grouped; the "
                                   f"fused convolution kernels handle dilation 1 and groups 1 only (use the eager "
