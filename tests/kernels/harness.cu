@@ -218,32 +218,29 @@ void run(const std::string& kernel, Args<T>& a) {
                 out[(long long)r * chunks + s] = partial[0];
             }
         }
-    } else if (kernel == "max_pool_fwd") {
-        const T* x = a.array(false);
-        T* y = a.array(true);
-        int* am = a.int_array(true);
-        int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
-        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32();
-        I total = a.template index<I>();
-        for (I i = 0; i < total; ++i) max_pool_fwd_body<T, I>(i, x, y, am, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
-    } else if (kernel == "max_pool_bwd") {
-        const T* gy = a.array(false);
-        const int* am = a.int_array(false);
-        T* gx = a.array(true);
-        int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
-        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32();
-        I total = a.template index<I>();
-        for (I i = 0; i < total; ++i) max_pool_bwd_body<T, I>(i, gy, am, gx, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
-    } else if (kernel == "avg_pool_fwd" || kernel == "avg_pool_bwd") {
+    } else if (kernel == "max_pool_fwd" || kernel == "max_pool_bwd" || kernel == "avg_pool_fwd" ||
+               kernel == "avg_pool_bwd") {
+        // pool.cu: arrays, then H, W, kh, kw, sy, sx, dy, dx, pt, pb, pl, pr, oh, ow, [count_include_pad,] total
+        const bool fwd = kernel == "max_pool_fwd" || kernel == "avg_pool_fwd";
+        const bool max = kernel == "max_pool_fwd" || kernel == "max_pool_bwd";
         const T* src = a.array(false);
+        const int* am_in = (max && !fwd) ? a.int_array(false) : nullptr;
         T* dst = a.array(true);
+        int* am_out = (max && fwd) ? a.int_array(true) : nullptr;
         int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
-        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32();
-        T scale = a.real();
+        int dy = a.i32(), dx = a.i32(), pt = a.i32(), pb = a.i32(), pl = a.i32(), pr = a.i32();
+        int oh = a.i32(), ow = a.i32();
+        int include = max ? 0 : a.i32();
         I total = a.template index<I>();
         for (I i = 0; i < total; ++i) {
-            if (kernel == "avg_pool_fwd") avg_pool_fwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
-            else avg_pool_bwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, pt, pl, oh, ow, scale);
+            if (kernel == "max_pool_fwd")
+                max_pool_fwd_body<T, I>(i, src, dst, am_out, H, W, kh, kw, sy, sx, dy, dx, pt, pb, pl, pr, oh, ow);
+            else if (kernel == "max_pool_bwd")
+                max_pool_bwd_body<T, I>(i, src, am_in, dst, H, W, kh, kw, sy, sx, dy, dx, pt, pb, pl, pr, oh, ow);
+            else if (kernel == "avg_pool_fwd")
+                avg_pool_fwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, dy, dx, pt, pb, pl, pr, oh, ow, include);
+            else
+                avg_pool_bwd_body<T, I>(i, src, dst, H, W, kh, kw, sy, sx, dy, dx, pt, pb, pl, pr, oh, ow, include);
         }
     } else if (kernel == "step_scalars") {
         double* hyper = a.double_array(true);

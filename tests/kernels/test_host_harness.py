@@ -37,7 +37,7 @@ def test_command_line_mode(harness, tmp_path):
     x.tofile(tmp_path / "x.bin")
     y.tofile(tmp_path / "y.bin")
     args = ["avg_pool_fwd", "f32/i32", str(tmp_path / "x.bin"), str(tmp_path / "y.bin"),
-            "3", "4", "2", "2", "2", "2", "0", "0", "1", "2", float(0.25).hex(), "2"]
+            "3", "4", "2", "2", "2", "2", "1", "1", "0", "0", "0", "0", "1", "2", "1", "2"]
     subprocess.run([harness.exe] + args, check=True, capture_output=True)
     numpy.testing.assert_array_equal(numpy.fromfile(tmp_path / "y.bin", dtype=numpy.float32), [2.5, 4.5])
     bad = subprocess.run([harness.exe] + args[:-1], capture_output=True, text=True)
@@ -57,7 +57,9 @@ def _geometry(case):
 
 
 def _window_args(window, oh, ow):
-    return (window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, oh, ow)
+    """pool.cu's window arguments after H, W: kh, kw, sy, sx, dy, dx, pt, pb, pl, pr, oh, ow."""
+    return (window.kh, window.kw, window.sy, window.sx, window.dy, window.dx, window.pt, window.pb, window.pl,
+            window.pr, oh, ow)
 
 
 def _conv_window_args(window, oh, ow):
@@ -139,11 +141,10 @@ def test_pool_bodies_match_numpy(harness, case, index):
     grad_x = numpy.full(x.shape, numpy.nan)
     run_kernel(harness, "pool.cu", "max_pool_bwd", dtype, (grad_y, argmax, grad_x) + geometry + (grad_x.size,), index)
     parity.assert_close(grad_x, np_pool.max_pool2d_backward(grad_y, saved_ref), dtype, "max_pool_bwd")
-    scale = 1.0 / (window.kh * window.kw)
     y_ref, saved_ref = np_pool.avg_pool2d_forward(x, window)
-    run_kernel(harness, "pool.cu", "avg_pool_fwd", dtype, (x, y) + geometry + (scale, y.size), index)
+    run_kernel(harness, "pool.cu", "avg_pool_fwd", dtype, (x, y) + geometry + (1, y.size), index)
     parity.assert_close(y, y_ref, dtype, "avg_pool_fwd")
-    run_kernel(harness, "pool.cu", "avg_pool_bwd", dtype, (grad_y, grad_x) + geometry + (scale, grad_x.size), index)
+    run_kernel(harness, "pool.cu", "avg_pool_bwd", dtype, (grad_y, grad_x) + geometry + (1, grad_x.size), index)
     parity.assert_close(grad_x, np_pool.avg_pool2d_backward(grad_y, saved_ref), dtype, "avg_pool_bwd")
 
 
@@ -151,8 +152,8 @@ def test_harness_refuses_a_missing_or_stray_index_type(harness, tmp_path):
     x = numpy.zeros((1, 1, 2, 2))
     x.tofile(tmp_path / "x.bin")
     x.tofile(tmp_path / "y.bin")
-    common = [str(tmp_path / "x.bin"), str(tmp_path / "y.bin"), "2", "2", "1", "1", "1", "1", "0", "0", "2", "2",
-              float(1.0).hex(), "4"]
+    common = [str(tmp_path / "x.bin"), str(tmp_path / "y.bin"), "2", "2", "1", "1", "1", "1", "1", "1",
+              "0", "0", "0", "0", "2", "2", "1", "4"]
     for type_word, word in (("f64", "needs an index type"), ("f64/i16", "must be i32 or i64")):
         bad = subprocess.run([harness.exe, "avg_pool_fwd", type_word] + common, capture_output=True, text=True)
         assert bad.returncode == 2 and word in bad.stderr

@@ -70,6 +70,7 @@ INT32_INDEX_LIMIT = 2 ** 31 - 1 - MAX_BLOCKS * BLOCK
 _I, _L, _T, _X = "int", "long long", "T", "I"
 _WINDOW = (_I,) * 8  # kh, kw, sy, sx, pt, pl, oh, ow
 _CONV_WINDOW = (_I,) * 10  # kh, kw, sy, sx, pt, pl, dy, dx, oh, ow
+_POOL_WINDOW = (_I,) * 12  # kh, kw, sy, sx, dy, dx, pt, pb, pl, pr, oh, ow (pool.cu)
 
 # Parameter C types of every kernel, in order; "T" is the template float type, "I" the template index type.
 SIGNATURES = {
@@ -82,10 +83,11 @@ SIGNATURES = {
         "row_sum": ("const T*", "T*", _I, _L, _L),
     },
     "pool.cu": {
-        "max_pool_fwd": ("const T*", "T*", "int*", _I, _I) + _WINDOW + (_X,),
-        "max_pool_bwd": ("const T*", "const int*", "T*", _I, _I) + _WINDOW + (_X,),
-        "avg_pool_fwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _X),
-        "avg_pool_bwd": ("const T*", "T*", _I, _I) + _WINDOW + (_T, _X),
+        # H, W, then _POOL_WINDOW; the average kernels' count_include_pad (0 or 1) before the count
+        "max_pool_fwd": ("const T*", "T*", "int*", _I, _I) + _POOL_WINDOW + (_X,),
+        "max_pool_bwd": ("const T*", "const int*", "T*", _I, _I) + _POOL_WINDOW + (_X,),
+        "avg_pool_fwd": ("const T*", "T*", _I, _I) + _POOL_WINDOW + (_I, _X),
+        "avg_pool_bwd": ("const T*", "T*", _I, _I) + _POOL_WINDOW + (_I, _X),
     },
     "loss.cu": {
         # logits, labels | targets, weight, grad, loss, counts, N, K, weighted, [ignore_index, ignoring,]
