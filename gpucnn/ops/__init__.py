@@ -81,7 +81,7 @@ max_pool2d: y = max over each window, argmax = i*kw + j of the winner (conventio
     note            ConvStage folds an unpadded max pool after Conv2D [+ ReLU]; four argmax encodings, one
                     convention (gpucnn/ops/pool.py).
 
-avg_pool2d: y = mean over each window, padded zeros counted
+avg_pool2d: y = window sum / divisor (count_include_pad or real elements; PyTorch's rule)
     reference       gpucnn.ops.pool.avg_pool2d_forward, gpucnn.ops.pool.avg_pool2d_backward
     cuda launcher   gpucnn.ops.cuda.pool.avg_pool2d_forward, gpucnn.ops.cuda.pool.avg_pool2d_backward
     kernel          gpucnn/kernels/pool.cu:avg_pool_fwd, gpucnn/kernels/pool_body.cuh:avg_pool_fwd_body,

@@ -80,7 +80,7 @@ OP_INDEX = {
                 "convention (gpucnn/ops/pool.py).",
     },
     "avg_pool2d": {
-        "what": "y = mean over each window, padded zeros counted",
+        "what": "y = window sum / divisor (count_include_pad or real elements; PyTorch's rule)",
         "reference": [_POOL + "avg_pool2d_forward", _POOL + "avg_pool2d_backward"],
         "cuda_launcher": ["gpucnn.ops.cuda.pool.avg_pool2d_forward", "gpucnn.ops.cuda.pool.avg_pool2d_backward"],
         "kernel": [_K + "pool.cu:avg_pool_fwd", _K + "pool_body.cuh:avg_pool_fwd_body", _K + "pool.cu:avg_pool_bwd",

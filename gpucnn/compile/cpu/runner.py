@@ -36,11 +36,11 @@ _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
 def _plain_window(layer):
-    """Windows the fast path computes: no dilation, symmetric padding fixed by the layer (not 'same' at a stride
-    above 1), no ceil mode, an average pool counting its padding, and for a convolution one group; any other
-    layer runs as its reference layer (the per-segment fallback)."""
+    """Windows the fast path computes: no dilation, padding fixed by the layer (before and after may differ; not
+    'same' at a stride above 1), no ceil mode, an average pool counting its padding, and for a convolution one
+    group; any other layer runs as its reference layer (the per-segment fallback)."""
     w = layer.window
-    return (isinstance(w, Window2D) and not w.dilated and not w.asymmetric and not w.ceil_mode
+    return (isinstance(w, Window2D) and not w.dilated and not w.ceil_mode
             and getattr(layer, "count_include_pad", True) and getattr(layer, "groups", 1) == 1)
 
 

@@ -145,9 +145,9 @@ def _unfused_geometry(layer):
         return ""
     if not isinstance(window, Window2D):
         return "padding='same' at a stride above 1 (padding that depends on the input size)"
-    if window.asymmetric:
-        return "asymmetric padding"
     if isinstance(layer, (MaxPool2D, AvgPool2D)):
+        if window.asymmetric:
+            return "asymmetric padding"
         if window.dilated:
             return "dilation"
         if window.ceil_mode:
