@@ -89,4 +89,9 @@ class Conv2D(Layer):
         extra = (f", dilation={self.dilation}" if self.dilation != (1, 1) else "") + \
             (f", groups={self.groups}" if self.groups != 1 else "")
         return (f"{self.in_channels}, {self.out_channels}, kernel_size=({w.kh}, {w.kw}), stride=({w.sy}, {w.sx}), "
-                f"padding={self.padding!r}{extra}, bias={self.bias is not None}")
+                f"padding={_as_tuples(self.padding)!r}{extra}, bias={self.bias is not None}")
+
+
+def _as_tuples(value):
+    """Lists (as an architecture record gives them) as tuples, so that a rebuilt layer prints as the original."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
