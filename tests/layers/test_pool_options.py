@@ -6,6 +6,7 @@ import pytest
 
 import gpucnn
 from gpucnn.nn import architecture
+from gpucnn.nn.gradcheck import check_layer
 from gpucnn.nn.layers import AvgPool2D, Conv2D, MaxPool2D, ReLU
 from gpucnn.nn.sequential import Sequential
 from gpucnn.ops.geometry import SameWindow2D, Window2D
@@ -187,3 +188,15 @@ def test_architecture_records_rebuild_the_options(layer):
     if isinstance(layer, Conv2D):
         rebuilt.weight.data[...] = layer.weight.data
     numpy.testing.assert_array_equal(rebuilt.forward(x.astype(numpy.float32)), layer.forward(x.astype(numpy.float32)))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: MaxPool2D(3, 2, 1, dilation=2, ceil_mode=True), lambda: MaxPool2D(2, 2, ((0, 1), (1, 0)), ceil_mode=True),
+    lambda: MaxPool2D(3, 2, "same"), lambda: AvgPool2D(3, 2, 1, ceil_mode=True, count_include_pad=False),
+    lambda: AvgPool2D(3, 2, "same", ceil_mode=True), lambda: Conv2D(2, 2, 3, stride=2, padding="same",
+                                                                   dtype=numpy.float64, rng=0),
+    lambda: Conv2D(2, 2, 2, padding=((0, 1), (1, 0)), dilation=2, dtype=numpy.float64, rng=0)], ids=range(7))
+def test_gradcheck(build):
+    """Central differences in float64 (distinct values, so no max is near a tie)."""
+    x = numpy.random.default_rng(3).permutation(2 * 2 * 9 * 8).reshape(2, 2, 9, 8) / 7.0
+    check_layer(build(), x)
