@@ -92,8 +92,12 @@ def feature_maps(model, image):
 def describe(conv):
     """'Conv2D 1→32, 3×3, stride 1, padding 1' (dilation and groups when not 1): what a convolution does."""
     w = conv.window
-    pads = {w.pt, w.pb, w.pl, w.pr}
-    padding = str(w.pt) if len(pads) == 1 else f"({w.pt}, {w.pb}, {w.pl}, {w.pr})"
+    if not hasattr(w, "pt"):  # padding='same' above stride 1: resolved per input size (gpucnn.ops.geometry)
+        padding = "'same'"
+    elif len({w.pt, w.pb, w.pl, w.pr}) == 1:
+        padding = str(w.pt)
+    else:
+        padding = f"({w.pt}, {w.pb}, {w.pl}, {w.pr})"
     stride = str(w.sy) if w.sy == w.sx else f"({w.sy}, {w.sx})"
     text = f"Conv2D {conv.in_channels}\u2192{conv.out_channels}, {w.kh}\u00d7{w.kw}, stride {stride}, padding {padding}"
     if (w.dy, w.dx) != (1, 1):

@@ -99,3 +99,10 @@ def test_older_records_with_padding_h_w_still_load():
     assert not max_pool.window.ceil_mode and max_pool.window.dilated is False
     assert avg_pool.count_include_pad is True and not avg_pool.window.ceil_mode
     assert architecture.describe(Sequential([conv, max_pool, avg_pool]))["layers"] == record["layers"]
+
+
+def test_the_report_describes_the_new_conv_paddings():
+    from gpucnn.report.analysis import describe
+    assert describe(Conv2D(1, 2, 3, stride=2, padding="same")).endswith("stride 2, padding 'same'")
+    assert describe(Conv2D(1, 2, 3, padding=((1, 0), (1, 1)))).endswith("padding (1, 0, 1, 1)")
+    assert describe(Conv2D(1, 2, 3, padding=1)).endswith("padding 1")
