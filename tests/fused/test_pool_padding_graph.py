@@ -1,6 +1,6 @@
 """Issue 18 on the emulated GPU: the graph step refuses the pooling and padding options its fused kernels do not
-take, naming the layer and the option, and fit(graph='auto') falls back to the eager step saying why; the CUDA
-convolution takes unequal padding before and after (held equal to NumPy)."""
+take, naming the layer and the option, and fit(graph='auto') falls back to the eager step saying why; the eager CUDA
+pools take every option and the CUDA convolution unequal padding before and after (held equal to NumPy)."""
 import io
 
 import numpy
@@ -79,3 +79,20 @@ def test_cuda_conv_with_unequal_padding_equals_numpy(gpu, padding, stride):
     dx_gpu = conv.backward(gpu.cupy.asarray(g))
     for a, b in [(y, y_gpu), (dx, dx_gpu), (dw, conv.weight.grad), (db, conv.bias.grad)]:
         numpy.testing.assert_allclose(to_host(b), a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("build, option", OPTIONS + [
+    (lambda: AvgPool2D(2, stride=2, padding=1, ceil_mode=True, count_include_pad=True), "avg ceil"),
+    (lambda: AvgPool2D(3, stride=2, padding=((0, 1), (1, 0)), count_include_pad=False), "avg asymmetric")],
+    ids=[o for _, o in OPTIONS] + ["avg ceil", "avg asymmetric"])
+def test_the_eager_cuda_pools_take_the_option_equal_to_numpy(gpu, build, option):
+    rng = numpy.random.default_rng(7)
+    x = rng.permutation(2 * 2 * 9 * 8).reshape(2, 2, 9, 8) * 0.25
+    layer = build()
+    y = layer.forward(x)
+    g = rng.standard_normal(y.shape)
+    dx = layer.backward(g)
+    y_gpu = layer.forward(gpu.cupy.asarray(x))
+    dx_gpu = layer.backward(gpu.cupy.asarray(g))
+    numpy.testing.assert_allclose(to_host(y_gpu), y, rtol=1e-12)
+    numpy.testing.assert_allclose(to_host(dx_gpu), dx, rtol=1e-12, atol=1e-14)
