@@ -10,16 +10,12 @@ from gpucnn.nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from gpucnn.nn.losses import SoftmaxCrossEntropy
 from gpucnn.optim.optimizers import Adam, StepLR
 from gpucnn.train.loop import TrainingDiverged, evaluate, fit
+from support.toy import quadrant_images
 
 
 def toy_data(n=96, seed=0):
     """Images whose class is the quadrant holding the bright square: learnable in a few epochs."""
-    rng = numpy.random.default_rng(seed)
-    x = rng.random((n, 1, 8, 8), dtype=numpy.float32) * 0.1
-    y = rng.integers(0, 4, n)
-    for k, (r, c) in enumerate([(0, 0), (0, 4), (4, 0), (4, 4)]):
-        x[y == k, 0, r:r + 4, c:c + 4] += 1.0
-    return x, y
+    return quadrant_images(n, seed)
 
 
 def toy_model(seed=0):

@@ -6,24 +6,14 @@ import numpy
 import pytest
 
 import gpucnn
-from gpucnn.commands import train as train_command
 from gpucnn.commands import train_options
 from gpucnn.data import load_fashion_mnist
 from gpucnn.nn.losses import SoftmaxCrossEntropy, balanced_class_weights
 from gpucnn.train.loop import evaluate
 from . import test_train_and_bench as base
+from .test_train_errors import run  # noqa: F401 ((status, out, err) of gpucnn train)
 
 tiny_fashion = base.tiny_fashion  # the fixture: a 64/32-image Fashion-MNIST in IDX files
-
-
-def run(capsys, *argv):
-    try:
-        status = train_command.main(list(argv))
-    except SystemExit as exit_info:
-        status = exit_info.code
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return status, captured.out, captured.err
 
 
 @pytest.fixture

@@ -15,17 +15,13 @@ from gpucnn.nn.losses import SoftmaxCrossEntropy
 from gpucnn.optim import Adam
 from gpucnn.train.checkpoint import read_training_meta, save_training_checkpoint
 from gpucnn.train.loop import fit
+from support.toy import quadrant_images
 
 EPOCHS, BATCH, N = 3, 16, 88  # 6 steps an epoch, the last one of 8 samples
 
 
 def toy_data(n=N, seed=0):
-    rng = numpy.random.default_rng(seed)
-    x = rng.random((n, 1, 8, 8), dtype=numpy.float32) * 0.1
-    y = rng.integers(0, 4, n)
-    for k, (r, c) in enumerate([(0, 0), (0, 4), (4, 0), (4, 4)]):
-        x[y == k, 0, r:r + 4, c:c + 4] += 1.0
-    return x, y
+    return quadrant_images(n, seed)
 
 
 def toy_model(seed=0):
