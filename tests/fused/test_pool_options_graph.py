@@ -3,13 +3,9 @@
 padding at stride 1 still capture as before."""
 import pytest
 
-import gpucnn
-from fused.standins import SoftmaxCrossEntropyStandIn
 from gpucnn.compile.cuda_graph.plan import take
 from gpucnn.compile.plan import plan
-from gpucnn.nn.layers import AvgPool2D, Conv2D, Flatten, MaxPool2D
-from gpucnn.nn.losses import SoftmaxCrossEntropy
-from gpucnn.optim.optimizers import SGD
+from gpucnn.nn.layers import AvgPool2D, Conv2D, MaxPool2D
 
 REFUSED = [
     (lambda: MaxPool2D(2, dilation=2), "dilation"),
@@ -36,10 +32,4 @@ def test_the_default_geometry_is_still_planned(layer):
     assert plan([layer], take, 4)[0].match is not None
 
 
-@pytest.mark.parametrize("build, option", REFUSED[:2], ids=[o for _, o in REFUSED[:2]])
-def test_compile_step_on_the_emulated_gpu_refuses(gpu, build, option):
-    cp = gpu.cupy
-    model = gpucnn.Sequential([Conv2D(1, 2, 3, padding=1, rng=0), build(), Flatten()]).to("cuda")
-    with pytest.raises(NotImplementedError, match=f"layer 1 .* has {option}"):
-        gpucnn.compile_step(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=0.1), 2,
-                            loss=SoftmaxCrossEntropyStandIn(cp, 2), update=lambda p, g: None)
+# compile_step's refusal on the emulated GPU, and fit's fallback: tests/fused/test_pool_padding_graph.py
