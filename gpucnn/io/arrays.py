@@ -23,7 +23,7 @@ import numpy
 
 from ..backend import asnumpy
 
-__all__ = ["CheckpointError", "CheckpointReader", "save_arrays", "load_arrays", "check_cast"]
+__all__ = ["CheckpointError", "CheckpointReader", "save_arrays", "load_arrays", "check_cast", "write_file"]
 
 _META = "__meta__"
 _MAX_META_BYTES = 16 << 20
@@ -72,6 +72,27 @@ def save_arrays(path, arrays, meta=None):
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+
+
+def write_file(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically: a temporary file beside it, renamed over it, so the file
+    appears whole or not at all; it gets an ordinary new file's permissions (0o666 less the umask)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0o600 would keep a shared page or model file private
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
 
 
 def _save_in_flight(name):

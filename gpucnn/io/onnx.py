@@ -20,13 +20,12 @@ The input is ``"input"`` of shape (batch, *input_shape) with a dynamic batch; th
 Both are float32, and so are the weights: a float64 model is rounded to float32, the precision
 that ONNX runtimes serve (onnxruntime has no float64 convolution on the CPU).
 """
-import os
-import tempfile
 
 import numpy
 
 from ..nn.registry import LAYER_TYPES, layer_type
 from ..backend import asnumpy
+from .arrays import write_file
 from ..nn.summary import output_shapes
 from ..ops.geometry import Window2D
 
@@ -284,20 +283,7 @@ def export(model, path, input_shape):
         >>> gpucnn.onnx.export(model, "fashion_cnn.onnx", (1, 28, 28))
         >>> onnxruntime.InferenceSession("fashion_cnn.onnx").run(None, {"input": x})[0]   # == model.predict(x)
     """
-    data = to_onnx(model, input_shape).SerializeToString()
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_file(path, to_onnx(model, input_shape).SerializeToString())
 
 
 def __getattr__(name):

@@ -17,12 +17,12 @@ files (gpucnn/commands/report.py).
 import os
 import platform
 import subprocess
-import tempfile
 
 import numpy
 
 from .. import __version__
 from ..backend import asnumpy, cupy_or_none, device_scope, get_array_module
+from ..io.arrays import write_file
 from . import analysis, sections
 from .figures import as_pictures
 from .html import page
@@ -67,21 +67,8 @@ def _rows(x, indices):
 
 
 def write(path, text):
-    """Write ``text`` to ``path`` atomically (a temporary file beside it, then renamed over it)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".report-", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(temporary, 0o666 & ~umask)  # a page to share: the permissions of an ordinary new file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (gpucnn.io.arrays.write_file)."""
+    return write_file(path, text.encode("utf-8"))
 
 
 def environment(device):
