@@ -129,6 +129,13 @@ SIGNATURES = {
         "max_pool_u8_fwd": ("const T*", "T*", "unsigned char*", _I, _I) + _WINDOW + (_I,),
         "max_pool_u8_bwd": ("const T*", "const unsigned char*", "const T*", "T*", _I, _I) + _WINDOW + (_I, _I),
     },
+    # training-mode batch norm (compile/cuda_graph/launch_batchnorm.py): C*S blocks; N, C, HW, slices[, flags]
+    "fused_batchnorm.cu": {
+        "bn_stats_partial_fused": ("const T*", "T*", _I, _I, _I, _I),
+        "bn_forward_apply_fused": ("const T*",) * 4 + ("T*",) * 5 + (_T, _T, _I, _I, _I, _I, _I),
+        "bn_grad_partial_fused": ("const T*",) * 5 + ("T*", _I, _I, _I, _I, _I),
+        "bn_backward_apply_fused": ("const T*",) * 7 + ("T*",) * 3 + (_I, _I, _I, _I, _I),
+    },
 }
 
 _INT32 = numpy.dtype(numpy.int32)
