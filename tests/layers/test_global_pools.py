@@ -162,8 +162,8 @@ def test_a_global_pool_feeds_dense_directly_on_both_paths():
     assert_same(outputs[1], outputs[0])
 
 
-@pytest.mark.parametrize("layer", [GlobalAvgPool2D(), GlobalMaxPool2D(), AdaptiveAvgPool2D(2)], ids=repr)
-def test_the_graph_step_refuses_them_naming_the_layer(layer):
+@pytest.mark.parametrize("layer", [GlobalMaxPool2D(), AdaptiveAvgPool2D(2)], ids=repr)
+def test_the_graph_step_refuses_them_naming_the_layer(layer):  # GlobalAvgPool2D has a graph stage
     model = gpucnn.Sequential([Conv2D(2, 3, 3, rng=0), layer, gpucnn.layers.Flatten()])
     with pytest.raises(NotImplementedError, match=rf"layer 1 \({type(layer).__name__}\) has no fused stage"):
         graph.build_stages(model)

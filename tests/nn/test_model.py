@@ -153,10 +153,15 @@ def test_fit_save_load_and_exact_resume_of_a_model(tmp_path):
         gpucnn.models.fashion_cnn().load(tmp_path / "m.npz")
 
 
-def test_a_model_refused_by_the_graph_step_names_the_layer():
+def test_a_model_refused_by_the_graph_step_names_the_layer_by_its_path():
     from gpucnn.compile.cuda_graph.plan import build_stages
-    with pytest.raises(NotImplementedError, match=r"\(BatchNorm2D\) has no fused stage"):
-        build_stages(tiny_resnet())
+    x = gpucnn.Input((3, 8, 8))
+    h = Conv2D(3, 4, 3, padding="same", name="conv1")(x)
+    block = gpucnn.Model(x, gpucnn.layers.LeakyReLU(0.1, name="act")(Add()([h, Conv2D(3, 4, 1)(x)])), name="block")
+    outer_x = gpucnn.Input((3, 8, 8))
+    model = gpucnn.Model(outer_x, Dense(4, 2)(GlobalAvgPool2D()(block(outer_x))))
+    with pytest.raises(NotImplementedError, match=r"layer 'block.act' \(LeakyReLU\) has no fused stage"):
+        build_stages(model)
 
 
 def test_a_chain_inside_a_model_takes_the_fast_path():

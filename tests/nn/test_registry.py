@@ -62,10 +62,10 @@ PATHS = {
     "Tanh": (True, True, "Tanh"),
     "Dropout": (False, False, None),
     "BatchNorm1D": (False, False, "BatchNormalization"),
-    "BatchNorm2D": (True, False, "BatchNormalization"),
-    "Add": (False, False, "Add"),
-    "Concatenate": (False, False, "Concat"),
-    "GlobalAvgPool2D": (False, False, "GlobalAveragePool"),
+    "BatchNorm2D": (True, True, "BatchNormalization"),
+    "Add": (False, True, "Add"),
+    "Concatenate": (False, True, "Concat"),
+    "GlobalAvgPool2D": (False, True, "GlobalAveragePool"),
     "GlobalMaxPool2D": (False, False, "GlobalMaxPool"),
     "AdaptiveAvgPool2D": (False, False, "AveragePool (adaptive)"),
     "Softmax": (False, False, "Softmax"),
@@ -92,7 +92,8 @@ def test_the_paths_of_each_layer_type(name):
     layer = build()
     cpu_fast, graph_stage, onnx_op = PATHS[name]
     assert _takes(cpu.take, layer, rank) == cpu_fast
-    assert _takes(graph.take, layer, rank) == graph_stage
+    if entry.patterns:  # the joins and the global pool are nodes of their own, not planner matches
+        assert _takes(graph.take, layer, rank) == graph_stage
     assert (name in graph.SUPPORTED_LAYERS) == graph_stage  # the graph's refusal names what it supports
     assert entry.onnx == onnx_op and (onnx_op is None or onnx_op in gpucnn_onnx.EMITTERS)
 

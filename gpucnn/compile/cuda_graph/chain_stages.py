@@ -1,7 +1,8 @@
-"""A Sequential model as a list of fused stages: the forward and backward pass of the graph-captured step.
+"""The fused stages of a chain of layers: the forward and backward pass of the graph-captured step.
 
-The one planner (gpucnn/compile/plan.py) matches the layers; ``take`` says what this executor runs of
-each match, and a layer it does not take makes ``build_stages`` refuse the model, naming the layer.
+The one planner (gpucnn/compile/plan.py) matches the layers of a chain; ``take`` says what this executor
+runs of each match, ``stages_of`` makes its stages, and a layer it does not take makes
+``gpucnn.compile.cuda_graph.plan.build_program`` refuse the model, naming the layer.
 
 Each stage replaces one or two layers with the fused launchers of ``gpucnn.compile.cuda_graph.launch``
 (or, where no fused kernel exists yet, with capture-safe readable ops):
@@ -15,6 +16,9 @@ Each stage replaces one or two layers with the fused launchers of ``gpucnn.compi
     Flatten           -> a reshape (a view)
     Tanh, ReLU alone  -> gpucnn.ops.activation (CuPy elementwise kernels: they capture)
     AvgPool2D         -> gpucnn.ops.pool (our pool.cu kernels: they capture)
+    BatchNorm2D       -> the fused batch-norm kernels (gpucnn/compile/cuda_graph/join_stages.py)
+
+Each stage covers ``width`` consecutive layers and lists the ``params`` its ``grads`` belong to.
 
 Gradients are returned, not accumulated into ``Parameter.grad``: the captured step writes
 fresh gradient buffers each replay, and the optimizer update reads them.
@@ -23,11 +27,16 @@ Nothing here reads device memory back, calls cuBLAS or synchronises.
 from ...nn.layers import AvgPool2D, Flatten, MaxPool2D, ReLU, Tanh
 from ...ops.geometry import Window2D
 from ...ops import activation, pool
-from ..plan import plan
+from .join_stages import BatchNormStage
 
-__all__ = ["build_stages", "SUPPORTED_LAYERS"]
+__all__ = ["take", "stages_of", "SUPPORTED_LAYERS"]
 
-SUPPORTED_LAYERS = ("Conv2D", "Dense", "ReLU", "MaxPool2D", "Flatten", "Tanh", "AvgPool2D")
+#: the layer types of a chain the fused stages run
+SUPPORTED_LAYERS = ("Conv2D", "Dense", "ReLU", "MaxPool2D", "Flatten", "Tanh", "AvgPool2D", "BatchNorm2D")
+
+
+def _weights(layer):
+    return [layer.weight] + ([layer.bias] if layer.bias is not None else [])
 
 
 def _fused():
@@ -41,6 +50,7 @@ class _ConvStage:
     def __init__(self, layer, relu):
         self.layer, self.relu = layer, relu
         self.name = "Conv2D+ReLU" if relu else "Conv2D"
+        self.width, self.params = 1 + relu, _weights(layer)
 
     def forward(self, x):
         layer = self.layer
@@ -67,6 +77,7 @@ class _DenseStage:
     def __init__(self, layer, relu):
         self.layer, self.relu = layer, relu
         self.name = "Dense+ReLU" if relu else "Dense"
+        self.width, self.params = 1 + relu, _weights(layer)
 
     def forward(self, x):
         layer = self.layer
@@ -91,7 +102,7 @@ class _MaxPoolStage:
     def __init__(self, layer, fold_relu):
         self.layer, self.fold_relu = layer, fold_relu
         self.name = "MaxPool2D(+ReLU mask)" if fold_relu else "MaxPool2D"
-        self.grads = []
+        self.grads, self.params, self.width = [], [], 1
 
     def forward(self, x):
         y, argmax = _fused().max_pool2d_forward(x, self.layer.window)
@@ -109,7 +120,7 @@ class _ElementwiseStage:
     def __init__(self, layer):
         self.layer = layer
         self.name = type(layer).__name__
-        self.grads = []
+        self.grads, self.params, self.width = [], [], 1
 
     def forward(self, x):
         layer = self.layer
@@ -158,8 +169,8 @@ def _unfused_geometry(layer):
 
 
 def take(match, rank):
-    """What the graph runs of a planner match (gpucnn/compile/plan.py): everything matched but LeakyReLU,
-    Sigmoid and BatchNorm2D; a dilated or grouped convolution is refused with the reason (the fused kernels do
+    """What the graph runs of a planner match (gpucnn/compile/plan.py): everything matched but LeakyReLU and
+    Sigmoid; a dilated or grouped convolution is refused with the reason (the fused kernels do
     not take it)."""
     first = match.layers[0]
     for offset, layer in enumerate(match.layers):
@@ -174,13 +185,14 @@ def take(match, rank):
                                   f"path for this model)")
     if match.kind == "elementwise":
         return int(type(first) in (ReLU, Tanh))
-    if match.kind == "batchnorm":
-        return 0  # no fused stage: the model is refused with the layer named
     return len(match.layers)
 
 
-def _stages(match):
+def stages_of(match):
+    """The fused stages of a match ``take`` took."""
     layers = match.layers
+    if match.kind == "batchnorm":
+        return [BatchNormStage(layers[0])]
     relu = len(layers) > 1 and type(layers[1]) is ReLU
     if match.kind in ("conv", "dense"):
         stages = [(_ConvStage if match.kind == "conv" else _DenseStage)(layers[0], relu)]
@@ -190,16 +202,3 @@ def _stages(match):
     if type(layers[0]) is MaxPool2D:
         return [_MaxPoolStage(layers[0], fold_relu=False)]
     return [_ElementwiseStage(layers[0])]
-
-
-def build_stages(model):
-    """The fused stages of a Sequential ``model``; NotImplementedError names a layer without one."""
-    stages = []
-    for step in plan(model.layers, take):
-        if step.match is None:
-            index = model.layers.index(step.layer)
-            raise NotImplementedError(f"compile_step: layer {index} ({type(step.layer).__name__}) has no fused "
-                                      f"stage; the graph-captured step supports {', '.join(SUPPORTED_LAYERS)} (use "
-                                      f"the eager path for this model)")
-        stages.extend(_stages(step.match))
-    return stages

@@ -1,17 +1,19 @@
-"""``compile_step``: the whole training step of a Sequential model as one CUDA graph launch.
+"""``compile_step``: the whole training step of a model (a Sequential, or a Model: a ResNet) as one CUDA graph launch.
 
-What one launch does, all on the device (gpucnn/compile/cuda_graph/plan.py for the layers):
+What one launch does, all on the device (gpucnn/compile/cuda_graph/plan.py for the layers: the model's
+fused stages in order, branches and joins included):
 
     positions = counter * B + arange(B);  idx = order[positions];  counter += 1
     xb, yb = x_train[idx], y_train[idx]                            (the batch gathered in the graph)
-    logits = stages.forward(xb)                                    (fused kernels)
+    logits = program.forward(xb)                                   (fused kernels)
     loss, dlogits, correct = loss(logits, yb)                      (pluggable, capture-safe)
-    grads = stages.backward(dlogits)                               (fused kernels)
+    grads = program.backward(dlogits)                              (fused kernels; a value read twice sums)
     update(params, grads)                                          (pluggable, capture-safe)
     stats += [loss * B, correct]                                   (read once per epoch)
 
 Static buffers: the training set, the shuffled order, the step counter, the statistics,
-the parameters (updated in place) and the gradients stay at fixed addresses; every
+the parameters (updated in place), BatchNorm2D's running statistics (updated in place) and the
+gradients stay at fixed addresses; every
 intermediate comes from a memory pool private to the step (``cupy.cuda.using_allocator``),
 warmed by two uncaptured runs (undone) before the capture, so that no block the graph uses
 is ever handed to another array.
@@ -58,7 +60,7 @@ import numpy
 
 from ...backend import cupy_or_none
 from ..verify import TOLERANCES as VERIFY_TOLERANCES
-from .plan import build_stages
+from .plan import build_program
 from .snapshot import OptimizerSnapshot
 from .update import default_update
 from .verify_step import GraphMismatchWarning, verify_replay
@@ -77,8 +79,8 @@ def compile_step(model, loss_fn, optimizer, batch_size, loss=None, update=None, 
     """The training step of ``model`` as one CUDA graph launch (see the module docstring).
 
     Args:
-        model: a Sequential on a CUDA device (``model.to('cuda')``), of the layers in
-            ``gpucnn.compile.cuda_graph.plan.SUPPORTED_LAYERS``.
+        model: a Sequential or a Model (one input, one output) on a CUDA device (``model.to('cuda')``), of the
+            layers in ``gpucnn.compile.cuda_graph.plan.SUPPORTED_LAYERS``.
         loss_fn, optimizer: the eager path's loss and optimizer (the reference of verify mode
             and the fallback); their capture-safe forms are ``loss`` and ``update``.
         batch_size: samples per graph step.
@@ -134,7 +136,9 @@ class GraphStep:
         self.batch_size = int(batch_size)
         self.params = params
         self.dtype = numpy.dtype(params[0].dtype)
-        self.stages = build_stages(model)
+        self.program = build_program(model)
+        self.stages = self.program.stages
+        self.buffers = self.program.buffers()  # updated in place by the graph: restored with the parameters
         if loss is None and getattr(loss_fn, "reduction", "mean") == "none":
             raise ValueError("compile_step: loss_fn has reduction='none' (per-sample losses); the captured step "
                              "trains on a scalar loss (reduction 'mean' or 'sum')")
@@ -176,14 +180,10 @@ class GraphStep:
 
     def _train_on(self, xb, yb):
         """The fused step on one batch: returns (loss, correct, grads); updates the parameters in place."""
-        h = xb
-        for stage in self.stages:
-            h = stage.forward(h)
-        loss, grad, correct = self.loss(h, yb)
-        masked = False
-        for i in range(len(self.stages) - 1, -1, -1):
-            grad, masked = self.stages[i].backward(grad, i > 0, masked)
-        grads = [g for stage in self.stages for g in stage.grads]
+        logits = self.program.forward(xb)
+        loss, grad, correct = self.loss(logits, yb)
+        self.program.backward(grad)
+        grads = self.program.param_grads(self.params)
         self.update([p.data for p in self.params], grads)
         return loss, correct, grads
 
@@ -205,15 +205,18 @@ class GraphStep:
             stage.grads = []
 
     def snapshot(self):
-        """The parameters and the optimizer's state, to restore in place (every address stays valid)."""
+        """The parameters, the buffers and the optimizer's state, to restore in place (every address stays valid)."""
         with self.device:
-            return [p.data.copy() for p in self.params], OptimizerSnapshot(self.optimizer)
+            return ([p.data.copy() for p in self.params], [b.copy() for b in self.buffers],
+                    OptimizerSnapshot(self.optimizer))
 
     def restore(self, snapshot):
-        params, optimizer = snapshot
+        params, buffers, optimizer = snapshot
         with self.device:
             for p, saved in zip(self.params, params):
                 p.data[...] = saved
+            for b, saved in zip(self.buffers, buffers):
+                b[...] = saved
             optimizer.restore()
 
     def _hook(self, name, *args):
@@ -230,7 +233,12 @@ class GraphStep:
         self._hook("after_step")
 
     def _ensure_current(self):
-        """Capture again when the update's captured buffers were replaced (a checkpoint loaded, say)."""
+        """Capture again when the update's captured buffers or the model's running statistics were replaced (a
+        checkpoint loaded, say)."""
+        buffers = self.program.buffers()
+        if any(a is not b for a, b in zip(buffers, self.buffers)):
+            self.buffers = buffers
+            self.graph = None
         if self.graph is not None and self._hook("is_current") is False:
             self.graph = None
 

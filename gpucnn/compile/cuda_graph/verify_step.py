@@ -2,8 +2,8 @@
 path, the same step replayed from the graph from the same state, compared by the one verifier
 (gpucnn/compile/verify.py: its relative-error rule and tolerance table).
 
-What is compared, and why not more: the loss and every gradient against the eager step's; every updated
-parameter against the eager optimizer's step taken from the same state with the graph's own gradients.
+What is compared, and why not more: the loss, every gradient and the running statistics (BatchNorm2D) against
+the eager step's; every updated parameter against the eager optimizer's step taken from the same state with the graph's own gradients.
 Adam maps a gradient g to about lr g / (|g| + eps), so two gradients that agree to fp32 rounding can give
 updates that differ by up to lr where |g| is near eps (seen: 2.2e-4 relative on a Dense weight); the update
 is compared like with like, the gradients that feed it are compared above. Between the runs the
@@ -39,6 +39,7 @@ def verify_replay(step, index):
     names = [param_name(step.model, p) for p in step.params]
     expected = [("loss", numpy.array((stats_eager[0] - stats_before[0]) / step.batch_size))]
     expected += [(f"{name}.grad", cp.asnumpy(p.grad)) for name, p in zip(names, step.params)]
+    buffers_eager = [cp.asnumpy(b) for b in step.buffers]  # BatchNorm2D's running statistics after the step
     step.restore(saved)
     step.stats[...] = cp.asarray(stats_before)
     step.counter.fill(index)
@@ -46,6 +47,7 @@ def verify_replay(step, index):
     stats_graph = cp.asnumpy(step.stats)
     actual = [numpy.array((stats_graph[0] - stats_before[0]) / step.batch_size)]
     actual += [cp.asnumpy(g) for g in step.grads] + [cp.asnumpy(p.data) for p in step.params]
+    actual += [cp.asnumpy(b) for b in step.buffers]
     after_graph = step.snapshot()
     step.restore(saved)  # the eager update from the same state, with the graph's gradients
     step.optimizer.zero_grad()
@@ -53,6 +55,7 @@ def verify_replay(step, index):
         p.accumulate_grad(grad)
     step.optimizer.step()
     expected += [(name, cp.asnumpy(p.data)) for name, p in zip(names, step.params)]
+    expected += [(f"running statistics {k}", b) for k, b in enumerate(buffers_eager)]
     step.restore(after_graph)
     tolerance = verify_tolerance(step.dtype, precision_mode())
     for (name, want), got in zip(expected, actual):
