@@ -15,6 +15,7 @@ in its model ('conv2d_1', 'conv2d_2', ...), in the order the layers were called.
 import re
 
 from ..backend import device_scope
+from ..compile.cpu.graph_runner import graph_runner_for
 from .graph import GraphError, SymbolicTensor, is_symbolic, record
 from .layers.base import Layer, check_grad_array
 from .network import Network
@@ -143,7 +144,22 @@ class Model(Network, Layer):
     # ------------------------------------------------------------------ running
 
     def forward(self, x):
-        """The outputs for ``x`` (an array, or a list of arrays for a model of several inputs)."""
+        """The outputs for ``x`` (an array, or a list of arrays for a model of several inputs); on the CPU the whole
+        graph through gpucnn.compile.cpu (in its fast layout across joins and nested blocks) unless
+        ``gpucnn.config.path = 'reference'``."""
+        arrays = self._input_arrays(x)
+        self._fast = graph_runner_for(self, arrays)  # backward takes the path its forward took
+        outputs = self._fast.forward(arrays) if self._fast is not None else self._run_steps(arrays, readable=False)
+        if self.input_shape is None and not self.multi_input:
+            self.input_shape = self.inputs[0].shape
+        return outputs if self.multi_output else outputs[0]
+
+    def reference_forward(self, x):
+        """The readable path: each step's forward in turn, chains and nested networks on their readable paths."""
+        outputs = self._run_steps(self._input_arrays(x), readable=True)
+        return outputs if self.multi_output else outputs[0]
+
+    def _input_arrays(self, x):
         arrays = list(x) if self.multi_input else [x]
         if len(arrays) != len(self.inputs):
             raise ValueError(f"{self.name}: expected {len(self.inputs)} inputs, got {len(arrays)}")
@@ -151,15 +167,16 @@ class Model(Network, Layer):
             if tuple(getattr(a, "shape", ())[1:]) != t.shape:
                 raise ValueError(f"{self.name}: expected inputs of shape (N, {', '.join(map(str, t.shape))}), got "
                                  f"{tuple(getattr(a, 'shape', ()))}")
+        return arrays
+
+    def _run_steps(self, arrays, readable):
         values = {t.id: a for t, a in zip(self.inputs, arrays)}
         with device_scope(arrays[0]):
             for step in self.steps:
                 args = [values[t.id] for t in step.inputs]
-                values[step.output.id] = step.runner.forward(args if step.multi else args[0])
-        outputs = [values[t.id] for t in self.outputs]
-        if self.input_shape is None and not self.multi_input:
-            self.input_shape = self.inputs[0].shape
-        return outputs if self.multi_output else outputs[0]
+                run = getattr(step.runner, "reference_forward", step.runner.forward) if readable else step.runner.forward
+                values[step.output.id] = run(args if step.multi else args[0])
+        return [values[t.id] for t in self.outputs]
 
     def __call__(self, x):
         """``forward(x)``; on symbolic tensors it records this model as one node of another graph."""
@@ -171,6 +188,21 @@ class Model(Network, Layer):
         """dL/d(inputs) from dL/d(outputs); every parameter's .grad is filled on the way. A tensor used by several
         layers receives the sum of their gradients. ``need_input_grad=False`` returns None and lets the layers
         that read only the model's inputs skip dL/dx."""
+        if getattr(self, "_fast", None) is not None:
+            grads_out = list(grad_out) if self.multi_output else [grad_out]
+            if len(grads_out) != len(self.outputs):
+                raise ValueError(f"{self.name}: expected {len(self.outputs)} output gradients, got {len(grads_out)}")
+            for g in grads_out:
+                check_grad_array(g, self.name)
+            result = self._fast.backward(grads_out, need_input_grad)
+            return None if result is None else result if self.multi_input else result[0]
+        return self._backward_steps(grad_out, need_input_grad, readable=False)
+
+    def reference_backward(self, grad_out, need_input_grad=True):
+        """The readable path of ``backward``, after ``reference_forward``."""
+        return self._backward_steps(grad_out, need_input_grad, readable=True)
+
+    def _backward_steps(self, grad_out, need_input_grad, readable):
         grads_out = list(grad_out) if self.multi_output else [grad_out]
         if len(grads_out) != len(self.outputs):
             raise ValueError(f"{self.name}: expected {len(self.outputs)} output gradients, got {len(grads_out)}")
@@ -184,7 +216,9 @@ class Model(Network, Layer):
                 g = grads.pop(step.output.id)
                 reads_inputs_only = all(t.id in inputs for t in step.inputs)
                 need = need_input_grad or not reads_inputs_only
-                result = step.runner.backward(g, need_input_grad=need)
+                run = getattr(step.runner, "reference_backward", step.runner.backward) if readable else \
+                    step.runner.backward
+                result = run(g, need_input_grad=need)
                 if not need:
                     continue
                 for t, r in zip(step.inputs, result if step.multi else [result]):

@@ -14,21 +14,20 @@ count. Between thread counts, forward values agree bit for bit where BLAS comput
 column the same way whatever the width (OpenBLAS does); parameter gradients differ in float
 rounding, since the batch is summed in one partial sum per chunk.
 """
-import warnings
-
 import numpy
 
 from ...config import PATHS, config
 from ...nn.layers import MaxPool2D, ReLU
 from ...ops.geometry import Window2D
 from ..plan import plan
-from ..verify import describe_difference, relative_error, tolerance
 from .arena import Arena
 from .batchnorm_stage import BatchNormStage
+from .checking import FastPathMismatch, compare as _compare, layer_state, restore_layer_state
+from .checking import verify_mode as _verify_mode
 from .stages import ActivationStage, ConvStage, DenseStage, FlattenStage, PoolStage
 from .threads import chunk_bounds, num_threads, run_chunks, single_threaded_blas
 
-__all__ = ["runner_for", "FastRunner", "FastPathMismatch", "Segment"]
+__all__ = ["runner_for", "FastRunner", "FastPathMismatch", "Segment", "take", "stage_for", "internal", "public_into"]
 
 _KEPT_SHAPES = 2  # batch shapes whose buffers a segment keeps in training (the batch size, the last batch)
 _KEPT_RUNNERS = 4  # input ranks / layer lists a model keeps a runner for
@@ -44,10 +43,6 @@ def _plain_window(layer):
             and getattr(layer, "count_include_pad", True) and getattr(layer, "groups", 1) == 1)
 
 
-class FastPathMismatch(RuntimeError):
-    """Verify mode found the fast path and the reference path disagreeing."""
-
-
 class _Chunk:
     """One chunk's buffers, what its stages saved for backward, and its parameter gradients."""
 
@@ -57,13 +52,14 @@ class _Chunk:
         self.grads = {}
 
 
-def _internal(a):
+def internal(a):
     """The internal layout of a public (N, C, H, W) or (N, F) array: a view, no copy."""
     return a.transpose(1, 2, 3, 0) if a.ndim == 4 else a.T
 
 
-def _public_into(internal, out):
-    out[...] = internal.transpose(3, 0, 1, 2) if internal.ndim == 4 else internal.T
+def public_into(a, out):
+    """``out`` (public layout) = the internal-layout array ``a``."""
+    out[...] = a.transpose(3, 0, 1, 2) if a.ndim == 4 else a.T
 
 
 class Segment:
@@ -113,7 +109,7 @@ class Segment:
                 chunk = chunks[i]
                 if stats is None:
                     chunk.saved.clear()
-                    h, k = _internal(x[start:stop]), 0
+                    h, k = internal(x[start:stop]), 0
                 else:
                     h, k = stages[lo].forward_apply(chunk, held[i], stats), lo + 1
                 for stage in stages[k:hi]:
@@ -121,7 +117,7 @@ class Segment:
                 if hi < len(stages):
                     held[i], parts[i] = h, stages[hi].forward_sums(chunk, h)
                 else:
-                    _public_into(h, out[start:stop])
+                    public_into(h, out[start:stop])
             return work
 
         self._last = None
@@ -153,7 +149,7 @@ class Segment:
                 chunk = chunks[i]
                 if sums is None:
                     chunk.grads.clear()
-                    h = _internal(grad_out[start:stop])
+                    h = internal(grad_out[start:stop])
                 else:
                     h = stages[hi].backward_apply(chunk, held[i], sums, need_input_grad or hi > 0)
                 for k in range(hi - 1, lo, -1):
@@ -178,7 +174,7 @@ class Segment:
             return None
         grad_x = numpy.empty(in_shape, dtype=grad_in[0].dtype)
         for (start, stop), g in zip(bounds, grad_in):
-            _public_into(g, grad_x[start:stop])
+            public_into(g, grad_x[start:stop])
         return grad_x
 
 
@@ -201,7 +197,8 @@ def take(match, rank):
     return int(rank in (2, 4))  # elementwise, flatten
 
 
-def _stage(index, match):
+def stage_for(index, match):
+    """The stage that runs a planner match ``take`` took."""
     kind, layers = match.kind, match.layers
     if kind == "conv":
         relu = layers[1] if len(layers) > 1 and type(layers[1]) is ReLU else None
@@ -222,7 +219,7 @@ def _plan(layers, rank):
                 stages = []
             parts.append(step.layer)
         else:
-            stages.append(_stage(len(stages), step.match))
+            stages.append(stage_for(len(stages), step.match))
     if stages:
         parts.append(Segment(stages))
     return parts
@@ -259,9 +256,9 @@ class FastRunner:
         self._verifying = key if mode and key not in self.verified else None
         if self._verifying is None:
             return self._run_forward(x)
-        before = _layer_state(self.model)
+        before = layer_state(self.model.layers)
         y = self._run_forward(x)
-        _restore_layer_state(self.model, before)  # the reference forward draws the same dropout masks, and
+        restore_layer_state(self.model.layers, before)  # the reference forward draws the same dropout masks, and
         _compare("forward output", y, self.model.reference_forward(x), mode)  # moves running statistics once
         return y
 
@@ -287,48 +284,6 @@ class FastRunner:
             _compare(f"gradient of parameter {i} ({p.name}, shape {tuple(p.shape)})", g, p.grad, mode, largest)
         self.verified.add(key)
         return grad_x
-
-
-def _layer_state(model):
-    """What a forward changes besides its caches: random generators (Dropout) and buffers (BatchNorm)."""
-    state = []
-    for layer in model.layers:
-        rng = getattr(layer, "rng", None)
-        rng_state = rng.bit_generator.state if isinstance(rng, numpy.random.Generator) else None
-        state.append((rng_state, {name: getattr(layer, name).copy() for name in layer.buffer_names}))
-    return state
-
-
-def _restore_layer_state(model, state):
-    for layer, (rng_state, buffers) in zip(model.layers, state):
-        if rng_state is not None:
-            layer.rng.bit_generator.state = rng_state
-        for name, value in buffers.items():
-            getattr(layer, name)[...] = value
-
-
-def _verify_mode():
-    mode = config.verify
-    if mode in (False, None):
-        return None
-    if mode is True:
-        return "raise"
-    if mode not in ("raise", "warn"):
-        raise ValueError(f"gpucnn.config.verify must be False, True, 'raise' or 'warn', got {mode!r}")
-    return mode
-
-
-def _compare(what, fast, reference, mode, scale_floor=0.0):
-    """Equal up to float rounding, by the one verifier's rule and tolerance (gpucnn/compile/verify.py)."""
-    limit = tolerance(reference.dtype)
-    error = relative_error(fast, reference, scale_floor)
-    if error <= limit:
-        return
-    message = (f"gpucnn verify: the fast path's {what} differs from the reference path's: "
-               f"{describe_difference(what, error, limit)}; set gpucnn.config.path = 'reference' and please report it")
-    if mode == "raise":
-        raise FastPathMismatch(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def runner_for(model, x):
