@@ -2,8 +2,11 @@
 
 What is timed is ``loader.launch`` itself, on representative arguments (numpy arrays of the declared
 element types for the pointers, the launch's own count of work items), preceded by the launcher's
-``loader.index_type`` choice for the kernels that have an index type: the signature resolution, the
-argument packing (exact C types, contiguity checks), the default grid and the name expression. The kernel
+``loader.index_type`` choice for the kernels that have an index type: the look-up of the launch's plan
+(``loader.launch_plan``: signature, name expression and argument conversions, made once per kernel, float
+type and index type, at an untimed first call), the argument packing with its checks (exact C types,
+contiguity, the integer ranges: memoised per tuple of integer arguments, as a steady step repeats them) and
+the default grid. The kernel
 object is a stand-in whose call does nothing, so CuPy's RawKernel call (its Cython argument marshalling and
 cuLaunchKernel) and the launchers' own array checks and allocations are not in the figure: it is a lower
 bound of the host time per launch. CuPy's and cuBLAS's launches are not measured.
@@ -70,6 +73,7 @@ def host_launch_seconds(launches, number=300, repeats=5):
                 index = loader.index_type(count, count) if with_index else None
                 loader.launch(file, name, numpy.float32, args, grid=grid, index=index)
 
+            one()  # plans the launch (once per kernel and types, as in a run); the timing is of its reuse
             out[key] = _time(one, number, repeats)
     finally:
         loader.get_kernel = real

@@ -14,6 +14,9 @@ marks a kernel templated on its index type too (``int`` or ``long long``, see
   kernel would otherwise travel as a 64-bit value into a 32-bit parameter and shift every
   later argument.
 
+  Both are planned once per (kernel, float type, index type) and reused (``launch_plan``,
+  launch_plan.py); the checks run on every launch (gpucnn/perf/host.py times it).
+
 Index width: 32-bit index arithmetic is several times cheaper on the GPU than 64-bit (a
 64-bit division by a runtime divisor is a subroutine call), so the launchers pass every
 array size a kernel touches to ``index_type`` and launch the ``int`` instantiation when
@@ -43,9 +46,12 @@ import threading
 
 import numpy
 
+from .launch_plan import LaunchPlan
+
 __all__ = ["KERNELS_DIR", "BLOCK", "MAX_BLOCKS", "SIGNATURES", "FLOAT_TYPES", "INDEX_TYPES", "INT32_INDEX_LIMIT",
            "index_type", "has_index_type", "resolved_signature", "name_expressions", "name_expression", "kernel_source",
-           "compile_options", "get_module", "get_kernel", "pack_args", "grid_for", "launch",
+           "compile_options", "get_module", "get_kernel", "pack_args", "grid_for", "launch", "launch_plan",
+           "clear_launch_plans", "POINTER_DTYPES",
            "on_device_of_first_argument", "compile_all", "kernel_cache_dir"]
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -53,6 +59,7 @@ KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pa
 
 # Threads per block: GPUCNN_BLOCK in gpucnn/kernels/common.cuh (checked by the tests).
 BLOCK = 256
+_BLOCK_SHAPE = (BLOCK,)
 # Grid cap for the grid-stride kernels (any cap is correct; this one keeps every
 # realistic size at one element per thread).
 MAX_BLOCKS = 1 << 20
@@ -139,12 +146,9 @@ SIGNATURES = {
 }
 
 _INT32 = numpy.dtype(numpy.int32)
-# Element types of the pointer parameters that are not the template float type.
 # Element types of pointer parameters that are not T, by the C type they point to.
 POINTER_DTYPES = {"int": _INT32, "unsigned char": numpy.dtype(numpy.uint8), "long long": numpy.dtype(numpy.int64),
                   "double": numpy.dtype(numpy.float64)}
-_INT_RANGE = {"int": (-2 ** 31, 2 ** 31 - 1), "long long": (-2 ** 63, 2 ** 63 - 1)}
-_INT_TYPES = {"int": numpy.int32, "long long": numpy.int64}
 
 _lock = threading.Lock()
 _modules = {}
@@ -266,64 +270,22 @@ def get_kernel(file, expression):
     return kernel
 
 
-def _plan(signature, dtype):
-    """Per parameter: (kind, numpy type, low, high), kind 'p' pointer, 's' float scalar, 'i' integer."""
-    plan = []
-    for ctype in signature:
-        if ctype.endswith("*"):
-            element = ctype.rstrip("*").replace("const ", "").strip()
-            plan.append(("p", POINTER_DTYPES.get(element, dtype), 0, 0))
-        elif ctype == "T":
-            plan.append(("s", dtype.type, 0, 0))
-        elif ctype == "double":
-            plan.append(("s", numpy.float64, 0, 0))
-        else:
-            plan.append(("i", _INT_TYPES[ctype]) + _INT_RANGE[ctype])
-    return tuple(plan)
-
-
-_plans = {}
+# LaunchPlans: by (signature, dtype) for pack_args, by (file, name, dtype, index) for launch.
+_packing_plans = {}
+_launch_plans = {}
 
 
 def pack_args(signature, dtype, args):
     """``args`` converted to the exact types of ``signature`` (see the module docstring).
 
     A pointer parameter must get a C-contiguous array of the declared element type; any
-    mismatch is a bug in a launcher and raises before anything is launched. Cheap (a few
-    microseconds): it runs on every launch.
+    mismatch is a bug in a launcher and raises before anything is launched.
     """
-    plan = _plans.get((signature, dtype))
+    plan = _packing_plans.get((signature, dtype))
     if plan is None:
-        plan = _plans[(signature, dtype)] = _plan(signature, numpy.dtype(dtype))
-    if len(args) != len(plan):
-        raise TypeError(f"kernel takes {len(plan)} arguments, got {len(args)}")
-    packed = []
-    for position, ((kind, kind_type, low, high), value) in enumerate(zip(plan, args)):
-        if kind == "i":
-            memo = _int_memo[kind_type]
-            scalar = memo.get(value)
-            if scalar is None:
-                if not low <= value <= high:
-                    raise ValueError(f"kernel argument {position} ({signature[position]}) = {value} "
-                                     f"does not fit the C type")
-                if len(memo) > 4096:
-                    memo.clear()
-                scalar = memo[value] = kind_type(value)
-            packed.append(scalar)
-        elif kind == "p":
-            if getattr(value, "dtype", None) != kind_type or not value.flags.c_contiguous:
-                got = f"{type(value).__name__} {getattr(value, 'dtype', None)}"
-                raise TypeError(f"kernel argument {position} ({signature[position]}) needs a C-contiguous "
-                                f"{kind_type} array, got {got}")
-            packed.append(value)
-        else:
-            packed.append(kind_type(value))
-    return tuple(packed)
-
-
-# Python int -> numpy scalar of each integer C type: shapes repeat from step to step, and
-# building a numpy scalar costs more than looking one up.
-_int_memo = {numpy.int32: {}, numpy.int64: {}}
+        plan = _packing_plans[(signature, dtype)] = LaunchPlan(signature, numpy.dtype(dtype), POINTER_DTYPES, None,
+                                                               grid_for)
+    return plan.pack(args)[0]
 
 
 def grid_for(total):
@@ -345,19 +307,41 @@ def resolved_signature(file, name, index=None):
     return tuple(index if ctype == _X else ctype for ctype in signature)
 
 
+def launch_plan(file, name, dtype, index=None):
+    """The ``LaunchPlan`` of kernel ``name`` of ``file`` for ``dtype`` and ``index``, made at the first launch and
+    reused by every later one (see gpucnn/ops/cuda/launch_plan.py)."""
+    key = (file, name, dtype, index)
+    plan = _launch_plans.get(key)
+    if plan is None:
+        signature = resolved_signature(file, name, index)
+        if numpy.dtype(dtype) not in FLOAT_TYPES:
+            raise TypeError(f"kernel {name} of {file}: float type must be float32 or float64, got {numpy.dtype(dtype)}")
+        plan = _launch_plans[key] = LaunchPlan(signature, numpy.dtype(dtype), POINTER_DTYPES,
+                                               name_expression(name, dtype, index), grid_for, f"kernel {name}")
+    return plan
+
+
 def launch(file, name, dtype, args, grid=None, index=None):
     """Launch kernel ``name`` of ``file`` for ``dtype`` (and the index type ``index``, 'int' or
     'long long', for the kernels that have one) on the current stream.
 
     ``grid`` (blocks: an int or a tuple) defaults to ``grid_for(args[-1])``: the grid-stride
     kernels take their count of work items as last argument. Blocks are always ``BLOCK`` threads.
+    Signature, name expression and argument conversions: the launch's plan (``launch_plan``).
     """
-    signature = resolved_signature(file, name, index)
-    packed = pack_args(signature, dtype, args)
+    plan = _launch_plans.get((file, name, dtype, index)) or launch_plan(file, name, dtype, index)
+    packed, default_grid = plan.pack(args)
     if grid is None:
-        grid = grid_for(args[-1])
-    kernel = get_kernel(file, name_expression(name, dtype, index))
-    kernel(tuple(grid) if isinstance(grid, (tuple, list)) else (grid,), (BLOCK,), packed)
+        grid = default_grid or (grid_for(args[-1]),)
+    elif not isinstance(grid, tuple):
+        grid = tuple(grid) if isinstance(grid, list) else (grid,)
+    get_kernel(file, plan.expression)(grid, _BLOCK_SHAPE, packed)
+
+
+def clear_launch_plans():
+    """Forget every launch plan (the next launch of each kernel plans again)."""
+    _launch_plans.clear()
+    _packing_plans.clear()
 
 
 def on_device_of_first_argument(func):
