@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """One training step of resnet8 (or resnet20) on the CPU: gpucnn's fast and reference paths beside its PyTorch twin
-(tests/nn/test_model_torch_parity.py's architecture), interleaved in one run, median of repeats after warm-up.
+(tests/nn/test_model_torch_parity.py's architecture) at PyTorch's default thread count and at 1 and 2 threads,
+interleaved in one run, median of repeats after warm-up; then the fast path's time per node type (its stages
+timed on the calling thread's chunk: gpucnn/compile/cpu/profile.py).
 
     python scripts/bench_resnet.py [--model resnet8] [--batch 64] [--repeats 7]
 """
@@ -82,8 +84,10 @@ def main():
                 torch.nn.functional.cross_entropy(twin(xt), yt).backward()
                 topt.step()
             return step
-        for threads in sorted({1, default_threads}):
-            steps[f"torch {torch.__version__} ({threads} thread{'s' if threads > 1 else ''})"] = torch_step(threads)
+        for threads in sorted({1, 2, default_threads}):
+            default = ", default" if threads == default_threads else ""
+            steps[f"torch {torch.__version__} ({threads} thread{'s' if threads > 1 else ''}{default})"] = \
+                torch_step(threads)
     except ImportError:
         default_threads = None
     times = {name: [] for name in steps}
@@ -103,8 +107,62 @@ def main():
     fast = statistics.median(times["gpucnn fast"])
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:<28} {median * 1e3:8.1f} ms   {args.batch / median:8.0f} img/s   "
-              f"fast path / this: {median / fast:5.2f}x")
+        print(f"  {name:<36} {median * 1e3:8.1f} ms   {args.batch / median:8.0f} img/s   "
+              f"this / fast path: {median / fast:5.2f}x")
+    torch_names = [name for name in times if name.startswith("torch")]
+    if torch_names:
+        best = min(torch_names, key=lambda name: statistics.median(times[name]))
+        print(f"  best PyTorch: {best}; fast path / best PyTorch: "
+              f"{fast / statistics.median(times[best]):.2f}x the time")
+    gpucnn.config.path = "fast"
+    node_breakdown(model, loss_fn, opt, x, y, args.repeats)
+
+
+def node_breakdown(model, loss_fn, opt, x, y, repeats):
+    """The fast path's time per node type and direction, per step (means over ``repeats`` steps), beside the
+    step's own parts: the model's forward and backward (whose wall time less the nodes' is the threads' hand-offs,
+    the BatchNorm barriers and the parameter gradients' sums), the loss, the optimizer."""
+    from gpucnn.compile.cpu import profile
+    walls = {"model forward + backward": 0.0, "loss": 0.0, "SGD step": 0.0}
+    with profile.node_times() as times:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = model.forward(x)
+            t1 = time.perf_counter()
+            loss_fn.forward(out, y)
+            grad = loss_fn.backward()
+            opt.zero_grad()
+            t2 = time.perf_counter()
+            model.backward(grad, need_input_grad=False)
+            t3 = time.perf_counter()
+            opt.step()
+            t4 = time.perf_counter()
+            walls["model forward + backward"] += (t1 - t0) + (t3 - t2)
+            walls["loss"] += t2 - t1
+            walls["SGD step"] += t4 - t3
+    counts = {}
+    for segment in model._fast.segments:
+        for kind in segment.kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+    kinds = sorted({kind for kind, _ in times.totals}, key=lambda k: -sum(times.totals.get((k, d), (0, 0))[0]
+                                                                           for d in ("forward", "backward")))
+    step = sum(walls.values()) / repeats
+    print(f"fast path per node type, ms per step (mean of {repeats} profiled steps of {step * 1e3:.1f} ms; stages "
+          f"timed on the calling thread's chunk, the other chunks run beside it):")
+    print(f"  {'node type':<34} {'nodes':>5} {'forward':>8} {'backward':>9} {'total':>8} {'share':>6}")
+    accounted = 0.0
+    for kind in kinds:
+        fwd, calls = times.totals.get((kind, "forward"), (0.0, 0))
+        bwd, _ = times.totals.get((kind, "backward"), (0.0, 0))
+        total = (fwd + bwd) / repeats
+        accounted += total
+        nodes = counts.get(kind, round(calls / repeats))
+        print(f"  {kind:<34} {nodes:5d} {fwd / repeats * 1e3:8.2f} {bwd / repeats * 1e3:9.2f} {total * 1e3:8.2f} "
+              f"{total / step:6.1%}")
+    rest = walls["model forward + backward"] / repeats - accounted
+    for name, seconds in [("threads, BN barriers, param. grads", rest), ("loss", walls["loss"] / repeats),
+                          ("SGD step", walls["SGD step"] / repeats)]:
+        print(f"  {name:<34} {'':>5} {'':>8} {'':>9} {seconds * 1e3:8.2f} {seconds / step:6.1%}")
 
 
 if __name__ == "__main__":

@@ -194,3 +194,15 @@ def test_node_times_name_every_node_type(rng):
             "layout (C,H,W,N) -> (N,C,H,W)"} <= kinds
     assert all(seconds >= 0 and calls > 0 for seconds, calls in times.totals.values())
     assert profile.active() is None
+
+
+def test_a_sequential_of_blocks_runs_as_one_graph(rng):
+    def build():
+        return gpucnn.Sequential([Conv2D(1, 4, 3, padding=1, dtype=F64, rng=0), BatchNorm2D(4, dtype=F64), ReLU(),
+                                  basic_block(4, 4, 1, (6, 6), dtype=F64, rng=1),
+                                  basic_block(4, 8, 2, (6, 6), dtype=F64, rng=2), GlobalAvgPool2D(),
+                                  Dense(8, 3, dtype=F64, rng=3)])
+    x, g = rng.standard_normal((5, 1, 6, 6)), rng.standard_normal((5, 3))
+    model = _assert_paths_agree(build, x, g, threads=2)
+    (segment,) = model._fast.parts
+    assert segment.kinds.count("Add") == 2 and len(segment.layers) == len(model.leaf_layers())

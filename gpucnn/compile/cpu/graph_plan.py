@@ -19,7 +19,7 @@ from ...nn.network import Network
 from ...nn.registry import layer_type
 from ..plan import plan, rank_after
 from .merge_stages import AddStage, ConcatenateStage, GlobalAvgPoolStage
-from .runner import stage_for, take
+from .stage_plan import stage_for, take
 
 __all__ = ["Planned", "flatten", "plan_graph"]
 

@@ -16,7 +16,7 @@ from .checking import compare, layer_state, restore_layer_state, verify_mode
 from .graph_plan import plan_graph
 from .graph_segment import FallbackNode, GraphSegment, add_gradient
 
-__all__ = ["GraphRunner", "graph_runner_for"]
+__all__ = ["GraphRunner", "SequentialGraphRunner", "graph_runner_for"]
 
 _KEPT_RUNNERS = 4
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -90,8 +90,8 @@ class GraphRunner:
         before = layer_state(layers)
         outputs = self._run_forward(arrays)
         restore_layer_state(layers, before)  # the reference draws the same dropout masks, moves the statistics once
-        reference = self.model.reference_forward(arrays if self.model.multi_input else arrays[0])
-        for i, (y, r) in enumerate(zip(outputs, reference if self.model.multi_output else [reference])):
+        reference = self.model.reference_forward(arrays if getattr(self.model, 'multi_input', False) else arrays[0])
+        for i, (y, r) in enumerate(zip(outputs, reference if getattr(self.model, 'multi_output', False) else [reference])):
             compare(f"output {i}" if len(outputs) > 1 else "forward output", y, r, mode)
         return outputs
 
@@ -106,10 +106,10 @@ class GraphRunner:
         fast_grads = [p.grad.copy() for p in params]
         for p, g in zip(params, before):
             p.grad[...] = g
-        ref = self.model.reference_backward(grads_out if self.model.multi_output else grads_out[0], need_input_grad)
+        ref = self.model.reference_backward(grads_out if getattr(self.model, 'multi_output', False) else grads_out[0], need_input_grad)
         mode = verify_mode()
         if need_input_grad:
-            for i, (g, r) in enumerate(zip(grads_x, ref if self.model.multi_input else [ref])):
+            for i, (g, r) in enumerate(zip(grads_x, ref if getattr(self.model, 'multi_input', False) else [ref])):
                 compare(f"gradient of input {i}" if len(grads_x) > 1 else "input gradient", g, r, mode)
         largest = max((float(numpy.max(numpy.abs(p.grad), initial=0.0)) for p in params), default=0.0)
         for i, (p, g) in enumerate(zip(params, fast_grads)):
@@ -118,9 +118,21 @@ class GraphRunner:
         return grads_x
 
 
+class SequentialGraphRunner(GraphRunner):
+    """A Sequential with networks among its layers (a stack of blocks) as one graph: one array in, one out."""
+
+    def forward(self, x):
+        return super().forward([x])[0]
+
+    def backward(self, grad_out, need_input_grad=True):
+        result = super().backward([grad_out], need_input_grad)
+        return None if result is None else result[0]
+
+
 def graph_runner_for(model, arrays):
-    """The GraphRunner that should run the Model ``model`` on ``arrays`` (its inputs), or None for the reference
-    path (config.path 'reference', arrays on a GPU, a dtype other than float32/float64, no stage in it)."""
+    """The runner of the graph of ``model`` (a Model; or a Sequential of blocks, given one array in a list) on
+    ``arrays`` (its inputs), or None for the reference path (config.path 'reference', arrays on a GPU, a dtype
+    other than float32/float64, no stage in it)."""
     path = config.path
     if path not in PATHS:
         raise ValueError(f"gpucnn.config.path must be one of {PATHS}, got {path!r}")
@@ -134,5 +146,6 @@ def graph_runner_for(model, arrays):
     if runner is None:
         if len(cache) >= _KEPT_RUNNERS:
             cache.pop(next(iter(cache)))
-        runner = cache[key] = GraphRunner(model, [a.ndim for a in arrays])
+        kind = GraphRunner if hasattr(model, "nodes") else SequentialGraphRunner
+        runner = cache[key] = kind(model, [a.ndim for a in arrays])
     return runner if runner.segments else None

@@ -18,7 +18,7 @@ import numpy
 
 from . import profile
 from .arena import Arena
-from .runner import internal, public_into
+from .stage_plan import internal, public_into
 from .threads import chunk_bounds, num_threads, run_chunks, single_threaded_blas
 
 __all__ = ["GraphSegment", "FallbackNode", "add_gradient"]

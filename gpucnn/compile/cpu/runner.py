@@ -17,30 +17,20 @@ rounding, since the batch is summed in one partial sum per chunk.
 import numpy
 
 from ...config import PATHS, config
-from ...nn.layers import MaxPool2D, ReLU
-from ...ops.geometry import Window2D
+from ...nn.network import Network
 from ..plan import plan
 from .arena import Arena
-from .batchnorm_stage import BatchNormStage
 from .checking import FastPathMismatch, compare as _compare, layer_state, restore_layer_state
 from .checking import verify_mode as _verify_mode
-from .stages import ActivationStage, ConvStage, DenseStage, FlattenStage, PoolStage
+from .graph_runner import graph_runner_for
+from .stage_plan import internal, public_into, stage_for, take
 from .threads import chunk_bounds, num_threads, run_chunks, single_threaded_blas
 
-__all__ = ["runner_for", "FastRunner", "FastPathMismatch", "Segment", "take", "stage_for", "internal", "public_into"]
+__all__ = ["runner_for", "FastRunner", "FastPathMismatch", "Segment"]
 
 _KEPT_SHAPES = 2  # batch shapes whose buffers a segment keeps in training (the batch size, the last batch)
 _KEPT_RUNNERS = 4  # input ranks / layer lists a model keeps a runner for
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
-
-
-def _plain_window(layer):
-    """Windows the fast path computes: no dilation, padding fixed by the layer (before and after may differ; not
-    'same' at a stride above 1), no ceil mode, an average pool counting its padding, and for a convolution one
-    group; any other layer runs as its reference layer (the per-segment fallback)."""
-    w = layer.window
-    return (isinstance(w, Window2D) and not w.dilated and not w.ceil_mode
-            and getattr(layer, "count_include_pad", True) and getattr(layer, "groups", 1) == 1)
 
 
 class _Chunk:
@@ -50,16 +40,6 @@ class _Chunk:
         self.arena = Arena()
         self.saved = {}
         self.grads = {}
-
-
-def internal(a):
-    """The internal layout of a public (N, C, H, W) or (N, F) array: a view, no copy."""
-    return a.transpose(1, 2, 3, 0) if a.ndim == 4 else a.T
-
-
-def public_into(a, out):
-    """``out`` (public layout) = the internal-layout array ``a``."""
-    out[...] = a.transpose(3, 0, 1, 2) if a.ndim == 4 else a.T
 
 
 class Segment:
@@ -178,36 +158,6 @@ class Segment:
         return grad_x
 
 
-def take(match, rank):
-    """What this executor runs of a planner match (gpucnn/compile/plan.py): plain windows (no dilation, one
-    group), in the rank each stage is written for; max pooling folds into the convolution when unpadded."""
-    layers, first = match.layers, match.layers[0]
-    if match.kind == "conv":
-        if rank != 4 or not _plain_window(first):
-            return 0
-        pool = layers[-1] if type(layers[-1]) is MaxPool2D else None
-        folds = pool is not None and not pool.window.padded and _plain_window(pool)
-        return len(layers) if folds or pool is None else len(layers) - 1
-    if match.kind == "pool":
-        return int(rank == 4 and _plain_window(first))
-    if match.kind == "dense":
-        return int(rank == 2)  # its ReLU runs as an activation stage of its own
-    if match.kind == "batchnorm":
-        return int(rank == 4)
-    return int(rank in (2, 4))  # elementwise, flatten
-
-
-def stage_for(index, match):
-    """The stage that runs a planner match ``take`` took."""
-    kind, layers = match.kind, match.layers
-    if kind == "conv":
-        relu = layers[1] if len(layers) > 1 and type(layers[1]) is ReLU else None
-        pool = layers[-1] if type(layers[-1]) is MaxPool2D else None
-        return ConvStage(index, layers[0], relu, pool)
-    return {"pool": PoolStage, "elementwise": ActivationStage, "flatten": FlattenStage,
-            "dense": DenseStage, "batchnorm": BatchNormStage}[kind](index, layers[0])
-
-
 def _plan(layers, rank):
     """[Segment or Layer]: the planner's steps, consecutive stages grouped into fast segments, the rest kept as
     themselves."""
@@ -297,6 +247,8 @@ def runner_for(model, x):
     params = model.parameters()
     if any(type(p.data) is not numpy.ndarray or p.data.dtype not in _FLOATS for p in params):
         return None  # GPU arrays; float16, whose sums the reference path widens
+    if any(isinstance(layer, Network) for layer in model.layers):  # blocks: one graph, in the fast layout throughout
+        return graph_runner_for(model, [x])
     key = (x.ndim,) + tuple((id(layer), type(layer)) for layer in model.layers)
     cache = model.__dict__.setdefault("_fast_runners", {})
     runner = cache.get(key)
