@@ -1,8 +1,10 @@
 """The memory pool of the emulated CuPy (tests/support/emulated_cupy), used by tests/support/emulated_streams.py.
 
 - ``MemoryPool`` (cupy.cuda.MemoryPool): blocks are rounded to 512 bytes, freed blocks (the
-  owning array collected) return to the pool, and an allocation takes the smallest free block
-  that fits (splitting it), else grows the pool. Blocks are kept per device: CuPy's MemoryPool
+  owning array collected) return to the pool and merge with free neighbours of the same growth
+  (CuPy's chunks merge with their free neighbours of the same cudaMalloc), and an allocation takes
+  the smallest free block that fits (splitting it), else grows the pool by a new allocation of
+  its size. Blocks are kept per device: CuPy's MemoryPool
   holds one SingleDeviceMemoryPool per device and serves the current device's. During a capture
   an allocation that the pool cannot serve from its free blocks raises ``CaptureAllocationError``
   (stricter than CUDA's relaxed capture mode, which CuPy uses; see emulated_streams.py).
@@ -13,8 +15,8 @@
 - ``current_device_id()``: the current device of the emulated machine (the hook is set by
   tests/support/emulated_cupy/tracking.py), which the pool and the streams are bound to.
 
-Blind spot: the pool does not coalesce neighbouring free blocks (CuPy does), so it may refuse a
-capture-time allocation that CuPy would serve from two merged blocks (never the other way round).
+Blind spot: CuPy picks among the free chunks by size bins (``SingleDeviceMemoryPool._malloc``), the
+emulation by the smallest that fits, so their blocks may split differently.
 """
 import contextlib
 import weakref
@@ -40,7 +42,7 @@ class MemoryPool:
     """cupy.cuda.MemoryPool, emulated for its bookkeeping (see the module docstring)."""
 
     def __init__(self):
-        self._free_by_device = {}  # device id -> sizes of its free blocks (CuPy: one pool per device)
+        self._free_by_device = {}  # device id -> free blocks [(growth, offset, size)] (CuPy: one pool per device)
         self._used = 0
         self._total = 0
         self.grown = 0  # how many times the pool grew (a cudaMalloc)
@@ -51,32 +53,41 @@ class MemoryPool:
         return self._free_by_device.setdefault(current_device_id(), [])
 
     def malloc(self, nbytes):
-        """Take a block of ``nbytes`` (rounded up) on the current device; returns its size. Raises during
-        capture if it must grow."""
+        """Take a block of ``nbytes`` (rounded up) on the current device; returns (growth, offset, size). Raises
+        during capture if it must grow."""
         size = max(_ROUND, -(-int(nbytes) // _ROUND) * _ROUND)
         free = self._free
-        fitting = [s for s in free if s >= size]
+        fitting = [b for b in free if b[2] >= size]
         if fitting:
-            best = min(fitting)
+            best = min(fitting, key=lambda b: (b[2], b[0], b[1]))
             free.remove(best)
-            if best > size:
-                free.append(best - size)
+            growth, offset, whole = best
+            if whole > size:
+                free.append((growth, offset + size, whole - size))
+            block = (growth, offset, size)
         else:
             capture = _active_capture[0]()
             if capture is not None:
                 capture.invalidate(f"an allocation of {nbytes} bytes")
                 raise CaptureAllocationError(
                     f"an allocation of {nbytes} bytes during stream capture, which the memory pool cannot serve "
-                    f"from its free blocks ({sorted(free)}): warm the pool with one eager step before "
+                    f"from its free blocks ({sorted(b[2] for b in free)}): warm the pool with one eager step before "
                     f"capturing (emulation rule; CUDA's relaxed mode would cudaMalloc inside the capture)")
             self._total += size
             self.grown += 1
+            block = (self.grown, 0, size)
         self._used += size
-        return size
+        return block
 
-    def _release(self, size, device_id):
+    def _release(self, block, device_id):
+        """The block is free again, merged with its free neighbours of the same growth."""
+        growth, offset, size = block
         self._used -= size
-        self._free_by_device.setdefault(device_id, []).append(size)
+        free = self._free_by_device.setdefault(device_id, [])
+        for neighbour in [b for b in free if b[0] == growth and (b[1] + b[2] == offset or offset + size == b[1])]:
+            free.remove(neighbour)
+            offset, size = min(offset, neighbour[1]), size + neighbour[2]
+        free.append((growth, offset, size))
 
     def used_bytes(self):
         return self._used
@@ -88,8 +99,12 @@ class MemoryPool:
         return self._total
 
     def free_all_blocks(self, stream=None):
-        self._total -= sum(self._free)
-        self._free[:] = []
+        """Give back every growth that is wholly free (CuPy frees the chunks that are not split)."""
+        whole = {b[0] for b in self._free}
+        live = {entry[1][0] for entry in _owners.values() if entry[0] is self}
+        for block in [b for b in self._free if b[0] in whole - live]:
+            self._total -= block[2]
+            self._free.remove(block)
 
 
 _DEFAULT_POOL = MemoryPool()

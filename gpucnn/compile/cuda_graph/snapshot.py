@@ -5,7 +5,10 @@ __all__ = ["OptimizerSnapshot", "param_name"]
 
 
 def param_name(model, param):
-    """A readable name of ``param`` in ``model`` (layers.<i>.<type>.<weight|bias>), for messages."""
+    """The name of ``param`` in ``model``'s state_dict ('conv1.weight', '0.bias'), for messages."""
+    for key, value in model.named_state().items():
+        if value is param.data:
+            return key
     for i, layer in enumerate(model.layers):
         for name in ("weight", "bias"):
             if getattr(layer, name, None) is param:

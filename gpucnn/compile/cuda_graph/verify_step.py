@@ -58,8 +58,12 @@ def verify_replay(step, index):
     expected += [(f"running statistics {k}", b) for k, b in enumerate(buffers_eager)]
     step.restore(after_graph)
     tolerance = verify_tolerance(step.dtype, precision_mode())
+    # a gradient that is zero in exact arithmetic (a convolution's bias before a BatchNorm2D) is rounding noise:
+    # measured against the model's largest gradient, the one verifier's scale floor
+    largest = max((float(numpy.abs(g[numpy.isfinite(g)]).max(initial=0.0)) for name, g in expected
+                   if name.endswith(".grad")), default=0.0)
     for (name, want), got in zip(expected, actual):
-        error = relative_error(got, want)
+        error = relative_error(got, want, largest if name.endswith(".grad") else 0.0)
         if not error <= tolerance:
             step.mismatch = (name, error)
             warnings.warn(GraphMismatchWarning(
