@@ -174,7 +174,9 @@ class Model(Network, Layer):
         with device_scope(arrays[0]):
             for step in self.steps:
                 args = [values[t.id] for t in step.inputs]
-                run = getattr(step.runner, "reference_forward", step.runner.forward) if readable else step.runner.forward
+                run = step.runner.forward
+                if readable:  # a chain or a nested network on its readable path too
+                    run = getattr(step.runner, "reference_forward", run)
                 values[step.output.id] = run(args if step.multi else args[0])
         return [values[t.id] for t in self.outputs]
 
@@ -216,8 +218,9 @@ class Model(Network, Layer):
                 g = grads.pop(step.output.id)
                 reads_inputs_only = all(t.id in inputs for t in step.inputs)
                 need = need_input_grad or not reads_inputs_only
-                run = getattr(step.runner, "reference_backward", step.runner.backward) if readable else \
-                    step.runner.backward
+                run = step.runner.backward
+                if readable:
+                    run = getattr(step.runner, "reference_backward", run)
                 result = run(g, need_input_grad=need)
                 if not need:
                     continue

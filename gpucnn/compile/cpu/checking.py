@@ -2,6 +2,7 @@
 before the reference runs the same step, and the fast path's numbers held against the reference's by the one
 verifier (gpucnn/compile/verify.py). Shared by the chain runner (runner.py) and the graph runner (graph_runner.py).
 """
+import contextlib
 import warnings
 
 import numpy
@@ -9,7 +10,7 @@ import numpy
 from ...config import config
 from ..verify import describe_difference, relative_error, tolerance
 
-__all__ = ["FastPathMismatch", "verify_mode", "compare", "layer_state", "restore_layer_state"]
+__all__ = ["FastPathMismatch", "verify_mode", "compare", "layer_state", "restore_layer_state", "reference_path"]
 
 
 class FastPathMismatch(RuntimeError):
@@ -57,3 +58,14 @@ def compare(what, fast, reference, mode, scale_floor=0.0):
     if mode == "raise":
         raise FastPathMismatch(message)
     warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+@contextlib.contextmanager
+def reference_path():
+    """``gpucnn.config.path = 'reference'`` inside: the reference step that verify mode runs takes the reference path
+    all the way down (a block nested in a Sequential would otherwise run its own fast path)."""
+    before, config.path = config.path, "reference"
+    try:
+        yield
+    finally:
+        config.path = before

@@ -12,7 +12,7 @@ Model.reference_forward / reference_backward, as the chain runner does.
 import numpy
 
 from ...config import PATHS, config
-from .checking import compare, layer_state, restore_layer_state, verify_mode
+from .checking import compare, layer_state, reference_path, restore_layer_state, verify_mode
 from .graph_plan import plan_graph
 from .graph_segment import FallbackNode, GraphSegment, add_gradient
 
@@ -54,6 +54,8 @@ class GraphRunner:
 
     def __init__(self, model, input_ranks):
         self.model = model
+        self.multi_input = getattr(model, "multi_input", False)  # a Sequential: one array in, one out
+        self.multi_output = getattr(model, "multi_output", False)
         planned, self.inputs, self.outputs = plan_graph(model, input_ranks)
         self.parts = _parts(planned, self.inputs, self.outputs)
         self.verified = set()
@@ -90,8 +92,10 @@ class GraphRunner:
         before = layer_state(layers)
         outputs = self._run_forward(arrays)
         restore_layer_state(layers, before)  # the reference draws the same dropout masks, moves the statistics once
-        reference = self.model.reference_forward(arrays if getattr(self.model, 'multi_input', False) else arrays[0])
-        for i, (y, r) in enumerate(zip(outputs, reference if getattr(self.model, 'multi_output', False) else [reference])):
+        with reference_path():
+            reference = self.model.reference_forward(arrays if self.multi_input else arrays[0])
+        reference = reference if self.multi_output else [reference]
+        for i, (y, r) in enumerate(zip(outputs, reference)):
             compare(f"output {i}" if len(outputs) > 1 else "forward output", y, r, mode)
         return outputs
 
@@ -106,10 +110,12 @@ class GraphRunner:
         fast_grads = [p.grad.copy() for p in params]
         for p, g in zip(params, before):
             p.grad[...] = g
-        ref = self.model.reference_backward(grads_out if getattr(self.model, 'multi_output', False) else grads_out[0], need_input_grad)
+        with reference_path():
+            ref = self.model.reference_backward(grads_out if self.multi_output else grads_out[0], need_input_grad)
+        ref = ref if self.multi_input else [ref]
         mode = verify_mode()
         if need_input_grad:
-            for i, (g, r) in enumerate(zip(grads_x, ref if getattr(self.model, 'multi_input', False) else [ref])):
+            for i, (g, r) in enumerate(zip(grads_x, ref)):
                 compare(f"gradient of input {i}" if len(grads_x) > 1 else "input gradient", g, r, mode)
         largest = max((float(numpy.max(numpy.abs(p.grad), initial=0.0)) for p in params), default=0.0)
         for i, (p, g) in enumerate(zip(params, fast_grads)):
