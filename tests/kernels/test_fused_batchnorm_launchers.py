@@ -163,3 +163,50 @@ def test_bad_input_raises_before_any_launch(bn):
     with pytest.raises(TypeError, match="CuPy array"):
         bn.batch_norm_train_backward(grad_y, x.tolist(), gamma, gamma, gamma)
     assert bn.launches == []
+
+
+@pytest.mark.graph
+def test_one_training_step_of_batch_norm_is_captured_and_replayed(gpu):
+    """On the emulated CuPy: the four launches and nothing else are captured (no read-back, no synchronisation,
+    no cuBLAS; the partial buffers from the warmed pool), and each replay normalises the buffers' new contents
+    and moves the running statistics again."""
+    from gpucnn.compile.cuda_graph import reference_batchnorm as twin
+    from support.emulated_cupy import to_host
+
+    bn = importlib.import_module("gpucnn.compile.cuda_graph.launch_batchnorm")
+    cp = gpu.cupy
+    x, gamma, beta, running_mean, running_var, grad_y = _problem((2, 3, 7, 5), seed=4)
+    dev = [cp.asarray(a) for a in (x, gamma, beta, running_mean, running_var, grad_y)]
+    outputs = {}
+
+    def step(x_d, gamma_d, beta_d, mean_d, var_d, grad_d):
+        outputs["forward"] = bn.batch_norm_train_forward(x_d, gamma_d, beta_d, mean_d, var_d, MOMENTUM, EPS,
+                                                         relu=True)
+        y_d, m_d, inv_d = outputs["forward"]
+        outputs["backward"] = bn.batch_norm_train_backward(grad_d, x_d, m_d, inv_d, gamma_d, y=y_d)
+
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        step(*dev)  # the warm-up step (eager)
+        outputs.clear()  # its arrays back to the pool, which serves the capture
+        syncs = gpu.syncs.count
+        stream.begin_capture()
+        step(*dev)
+        graph = stream.end_capture()
+    assert graph.captured == ["kernel bn_stats_partial_fused", "kernel bn_forward_apply_fused",
+                              "kernel bn_grad_partial_fused", "kernel bn_backward_apply_fused"]
+    assert gpu.syncs.count == syncs
+    want_mean, want_var = running_mean.copy(), running_var.copy()
+    twin.batch_norm_train_forward(x, gamma, beta, want_mean, want_var, MOMENTUM, EPS, relu=True)  # the warm-up
+    new_x = x[::-1].copy() * 0.5
+    dev[0][...] = cp.asarray(new_x)
+    graph.launch(stream)
+    y_ref, mean_ref, inv_ref = twin.batch_norm_train_forward(new_x, gamma, beta, want_mean, want_var, MOMENTUM, EPS,
+                                                             relu=True)
+    grads_ref = twin.batch_norm_train_backward(grad_y, new_x, mean_ref, inv_ref, gamma, y=y_ref)
+    y_d, _, _ = outputs["forward"]
+    numpy.testing.assert_allclose(to_host(y_d), y_ref, rtol=1e-10, atol=1e-10)
+    numpy.testing.assert_allclose(to_host(dev[3]), want_mean, rtol=1e-10)
+    numpy.testing.assert_allclose(to_host(dev[4]), want_var, rtol=1e-10)
+    for got, want in zip(outputs["backward"], grads_ref):
+        numpy.testing.assert_allclose(to_host(got), want, rtol=1e-10, atol=1e-10)
