@@ -13,6 +13,12 @@ each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids i
                 + dense_fwd_reduce_fused); backward: dense_wgrad_fused (M = O, N = I + 1, K = N),
                 dense_dgrad_fused (M = N, N = I, K = O) unless first, the ReLU mask read from y
     ReLU, Tanh, AvgPool2D alone: CuPy elementwise kernels, our pool.cu kernels; Flatten: a view
+    BatchNorm2D [+ReLU] bn_stats_partial_fused + the normalising pass; backward: the gradient's partial sums +
+                the input-gradient pass (gpucnn/perf/batchnorm.py)
+    Add        cupy.add per input after the first; backward: nothing (dL/dy to every input)
+    Concatenate cupy.concatenate; backward: a contiguous copy per input
+    GlobalAvgPool2D cupy.mean (a reduction); backward: cupy.true_divide, then the broadcast's copy
+    a value read by several nodes: cupy.add of the gradients in the backward pass
     loss       softmax_xent                update  one copy per parameter into the flat gradient, then
                                                     step_scalars + multi_adam_update
     statistics stats[0:1] += loss * B; stats[1:2] += correct (CuPy)
@@ -24,8 +30,10 @@ their fixed-order reduce.
 """
 import math
 
-from .record import F32, I64, Recorder, adam_update, layer_shapes, softmax_xent
-from ..nn.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
+from .batchnorm import record_batchnorm_backward, record_batchnorm_forward
+from .record import F32, I64, Recorder, adam_update, softmax_xent
+from ..nn.layers import (Add, AvgPool2D, BatchNorm2D, Concatenate, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,
+                         ReLU, Tanh)
 
 __all__ = ["graph_step", "wgrad_split"]
 
@@ -181,30 +189,102 @@ def _statistics(rec):
     rec.cupy("assignment into a device array", 1, 8, 8)
 
 
+def shape_after(layer, shapes):
+    """The output shape of a graph stage's ``layer`` from its inputs' ``shapes`` (batch first)."""
+    shape = tuple(shapes[0])
+    if isinstance(layer, Conv2D):
+        return (shape[0], layer.out_channels) + tuple(layer.window.output_size(shape[2], shape[3]))
+    if isinstance(layer, (MaxPool2D, AvgPool2D)):
+        return shape[:2] + tuple(layer.window.output_size(shape[2], shape[3]))
+    if isinstance(layer, Flatten):
+        return (shape[0], math.prod(shape[1:]))
+    if isinstance(layer, Dense):
+        return (shape[0], layer.out_features)
+    if isinstance(layer, GlobalAvgPool2D):
+        return shape[:2]
+    if isinstance(layer, Concatenate):
+        axis = layer.axis % len(shape)
+        return shape[:axis] + (sum(s[axis] for s in shapes),) + shape[axis + 1:]
+    return shape  # ReLU, Tanh, BatchNorm2D, Add
+
+
+def _join_forward(rec, stage, shapes, out, sm_count):
+    """The forward launches of the stages of join_stages.py; False for any other stage."""
+    layer, size = stage.layer, math.prod(out)
+    if isinstance(layer, BatchNorm2D):
+        record_batchnorm_forward(rec, None, shapes[0], relu=stage.relu, sm_count=sm_count)
+    elif isinstance(layer, Add):
+        for _ in shapes[1:]:
+            rec.cupy("cupy.add", size, 2 * F32 * size, F32 * size)
+    elif isinstance(layer, Concatenate):
+        rec.cupy("cupy.concatenate", size, F32 * size, F32 * size)
+    elif isinstance(layer, GlobalAvgPool2D):
+        rec.cupy("cupy.mean", size, F32 * math.prod(shapes[0]), F32 * size, reduction=True)
+    else:
+        return False
+    return True
+
+
+def _join_backward(rec, stage, shapes, out, need_input_grad, sm_count):
+    """The backward launches of the stages of join_stages.py; False for any other stage."""
+    layer, size = stage.layer, math.prod(out)
+    if isinstance(layer, BatchNorm2D):
+        record_batchnorm_backward(rec, None, shapes[0], relu=stage.relu, need_input_grad=need_input_grad,
+                                  sm_count=sm_count)
+    elif isinstance(layer, Concatenate):
+        for shape in shapes:
+            rec.cupy("copy", math.prod(shape), F32 * math.prod(shape), F32 * math.prod(shape))
+    elif isinstance(layer, GlobalAvgPool2D):
+        rec.cupy("cupy.true_divide", size, F32 * size, F32 * size)
+        rec.cupy("astype (copy)", math.prod(shapes[0]), F32 * size, F32 * math.prod(shapes[0]))
+    elif not isinstance(layer, Add):
+        return False
+    return True
+
+
+def _label(node):
+    return node.label[len("layer "):].strip("'") + " " + node.stage.name
+
+
 def graph_step(model, input_shape, sm_count=None):
-    """[launch] of one replay of the captured step of the Sequential ``model`` on a batch of ``input_shape``, on a
-    GPU of ``sm_count`` SMs (the split-K choice of the weight gradients depends on it; None: the launcher's
-    default count)."""
-    from ..compile.cuda_graph.plan import build_stages
+    """[launch] of one replay of the captured step of ``model`` (a Sequential or a Model: its program,
+    gpucnn/compile/cuda_graph/plan.py) on a batch of ``input_shape``, on a GPU of ``sm_count`` SMs (the split-K
+    choice of the weight gradients depends on it; None: the launcher's default count)."""
+    from ..compile.cuda_graph.plan import build_program
 
     rec = Recorder("graph")
-    shapes = {id(layer): (shape, out) for layer, shape, out in layer_shapes(model, input_shape)}
-    stages = build_stages(model)
-    batch = input_shape[0]
-    _batch(rec, batch, math.prod(input_shape[1:]))
+    program = build_program(model)
+    shapes = {program.INPUT: tuple(input_shape)}
+    for node in program.nodes:
+        shapes[node.output] = shape_after(node.stage.layer, [shapes[k] for k in node.inputs])
+    _batch(rec, input_shape[0], math.prod(input_shape[1:]))
     rec.phase = "forward"
-    index = {id(layer): i for i, layer in enumerate(model.layers)}
-    for stage in stages:
-        rec.layer = f"{index[id(stage.layer)]} {stage.name}"
-        _forward(rec, stage, *shapes[id(stage.layer)], sm_count)
-    last = model.layers[-1]
-    softmax_xent(rec, shapes[id(last)][1])
-    rec.phase, masked = "backward", False
-    for i in range(len(stages) - 1, -1, -1):
-        stage = stages[i]
-        rec.layer = f"{index[id(stage.layer)]} {stage.name}"
-        masked = _backward(rec, stage, *shapes[id(stage.layer)], need_input_grad=i > 0, masked=masked,
-                           sm_count=sm_count)
+    for node in program.nodes:
+        rec.layer = _label(node)
+        ins, out = [shapes[k] for k in node.inputs], shapes[node.output]
+        if not _join_forward(rec, node.stage, ins, out, sm_count):
+            _forward(rec, node.stage, ins[0], out, sm_count)
+    softmax_xent(rec, shapes[program.output])
+    rec.phase = "backward"
+    masked, reached = {program.output: False}, {program.output}
+    for node in reversed(program.nodes):
+        rec.layer = _label(node)
+        ins, out = [shapes[k] for k in node.inputs], shapes[node.output]
+        need = any(k != program.INPUT for k in node.inputs)
+        handed = False
+        if not _join_backward(rec, node.stage, ins, out, need, sm_count):
+            handed = _backward(rec, node.stage, ins[0], out, need_input_grad=need, masked=masked.get(node.output),
+                               sm_count=sm_count)
+        if not need:
+            continue
+        for key, shape in zip(node.inputs, ins):
+            if key == program.INPUT:
+                continue
+            if key in reached:  # Program.backward sums the gradients of a value read twice
+                size = math.prod(shape)
+                rec.cupy("cupy.add", size, 2 * F32 * size, F32 * size)
+            reached.add(key)
+            masked[key] = handed
     _update(rec, model)
     _statistics(rec)
     return rec.launches
