@@ -123,19 +123,40 @@ def test_unknown_gpu_is_refused_in_one_line(capsys):
     assert "v100" in err and "h100-sxm" in err
 
 
-def test_a_model_with_layers_outside_the_launch_lists_is_refused_in_one_line(with_table, capsys):
-    assert estimate.main(["--model", "resnet8", "--no-host-timing"]) == 2
+def test_a_model_with_layers_outside_the_launch_lists_is_refused_in_one_line(with_table, capsys, monkeypatch):
+    from gpucnn.layers import Dense, Flatten, LeakyReLU
+    from gpucnn.nn import models
+    monkeypatch.setitem(models.MODELS, "leaky", lambda: gpucnn.Sequential([Flatten(), Dense(784, 10), LeakyReLU(0.1)]))
+    monkeypatch.setitem(models.INPUT_SHAPES, "leaky", FASHION)
+    assert estimate.main(["--model", "leaky", "--no-host-timing"]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "BatchNorm2D" in err
+    assert len(err.strip().splitlines()) == 1 and "LeakyReLU" in err
+
+
+def _dilated_fashion_cnn():
+    """fashion_cnn with dilation-2 convolutions (padding 2 keeps the sizes): the eager im2col + cuBLAS path."""
+    from gpucnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    return gpucnn.Sequential([Conv2D(1, 32, 3, padding=2, dilation=2), ReLU(), MaxPool2D(2),
+                              Conv2D(32, 64, 3, padding=2, dilation=2), ReLU(), MaxPool2D(2), Flatten(),
+                              Dense(64 * 7 * 7, 128), ReLU(), Dense(128, 10)])
 
 
 def test_row_sums_of_long_rows_take_two_launches():
     from gpucnn.ops.cuda import conv
     assert eager.GRID_Y_LIMIT == conv._MAX_GRID_Y  # the chunking's limit, as the launcher has it
-    launches = eager.eager_step(gpucnn.models.fashion_cnn(), (256,) + FASHION)
+    launches = eager.eager_step(_dilated_fashion_cnn(), (256,) + FASHION)
     sums = [launch["grid"] for launch in launches if launch["name"] == "row_sum"]
     chunks2, chunks1 = -(-256 * 14 * 14 // conv.ROW_SUM_CHUNK), -(-256 * 28 * 28 // conv.ROW_SUM_CHUNK)
     assert sums == [(64, chunks2), (64, 1), (32, chunks1), (32, 1)] and (chunks2, chunks1) == (13, 49)
+
+
+def test_the_eager_conv_and_dense_run_on_the_fused_kernels_where_they_can():
+    launches = eager.eager_step(gpucnn.models.fashion_cnn(), (256,) + FASHION)
+    ours = {launch["file"] for launch in launches if launch["kind"] == "ours"}
+    assert ours == {"fused_conv.cu", "fused_dense.cu", "pool.cu", "loss.cu", "multi_update.cu"}
+    assert not [launch for launch in launches if launch["kind"] == "cublas"]
+    fallback = {launch["name"] for launch in eager.eager_step(_dilated_fashion_cnn(), (256,) + FASHION)}
+    assert {"im2col", "col2im", "transpose01", "cupy.matmul", "dense_fwd_partial_fused"} <= fallback
 
 
 def test_occupancy_rule_and_published_figures():
@@ -267,7 +288,8 @@ def test_eager_step_launches_are_what_the_emulated_gpu_records(gpu, monkeypatch)
     calls.clear()
     gpu.device_ops.reset()
     step()
-    launches = eager.eager_step(gpucnn.models.fashion_cnn(), (4,) + FASHION)
+    sm_count = getattr(gpu.fused, "device_sm_count", lambda: None)()  # what the fused launchers ask the device
+    launches = eager.eager_step(gpucnn.models.fashion_cnn(), (4,) + FASHION, sm_count)
     assert _ours(launches) == calls
     names = [("kernel " if launch["kind"] == "ours" else "") + launch["name"] for launch in launches]
     assert names == gpu.device_ops.names  # CuPy's and cuBLAS's operations too, in order
