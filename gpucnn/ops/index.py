@@ -16,8 +16,11 @@ FIELDS = (("reference", "reference"), ("cuda_launcher", "cuda launcher"), ("kern
 
 _K = "gpucnn/kernels/"
 _CONV, _POOL, _CPU = "gpucnn.ops.conv.", "gpucnn.ops.pool.", "gpucnn.compile.cpu."
-_PLAN, _LAUNCH, _TWIN = "gpucnn.compile.cuda_graph.plan.", "gpucnn.compile.cuda_graph.launch.", \
+# the fused launchers (gpucnn.compile.cuda_graph.launch is the same module under its old name)
+_PLAN, _LAUNCH, _TWIN = "gpucnn.compile.cuda_graph.chain_stages.", "gpucnn.ops.cuda.fused.", \
     "gpucnn.compile.cuda_graph.reference."
+
+_JOIN, _BN = "gpucnn.compile.cuda_graph.join_stages.", "gpucnn.compile.cuda_graph.launch_batchnorm."
 
 #: Every op: a one-line formula ("what") and, per field of FIELDS, a list of names (Python objects as
 #: dotted paths, kernels as "file:function"), an empty list where the path lacks the op ("none"), or text.
@@ -25,37 +28,41 @@ OP_INDEX = {
     "conv2d_forward": {
         "what": "y = W @ im2col(x) + b",
         "reference": [_CONV + "conv2d_forward", _CONV + "im2col"],
-        "cuda_launcher": ["gpucnn.ops.cuda.conv.conv2d_forward"],
+        "cuda_launcher": ["gpucnn.ops.cuda.conv.conv2d_forward", _LAUNCH + "conv2d_forward"],
         "kernel": [_K + "conv.cu:im2col", _K + "conv_body.cuh:im2col_body", _K + "conv.cu:conv_direct",
                    _K + "conv_body.cuh:conv_direct_body", _K + "conv.cu:transpose01",
-                   _K + "conv_body.cuh:transpose01_body"],
+                   _K + "conv_body.cuh:transpose01_body", _K + "fused_conv.cu:conv_fwd_fused"],
         "cpu_fast_stage": [_CPU + "stages.ConvStage.forward", _CPU + "chwn.im2col"],
         "graph_stage": [_PLAN + "_ConvStage.forward"],
         "graph_launcher": [_LAUNCH + "conv2d_forward"],
         "graph_kernel": [_K + "fused_conv.cu:conv_fwd_fused"],
         "twin": [_TWIN + "conv2d_forward"],
-        "note": "the eager CUDA product is cuBLAS (cupy.matmul); conv_direct replaces im2col + GEMM when "
+        "note": "the eager CUDA path runs the graph's fused kernel for dilation 1 and one group "
+                "(gpucnn.ops.cuda.conv.runs_fused); otherwise im2col + cuBLAS (cupy.matmul), conv_direct when "
                 "C/groups*kh*kw <= DIRECT_MAX_K. The fast paths take no dilation and one group.",
     },
     "conv2d_weight_grad": {
         "what": "dW = dY @ im2col(x).T, db = dY summed",
         "reference": [_CONV + "conv2d_backward"],
-        "cuda_launcher": ["gpucnn.ops.cuda.conv.conv2d_backward"],
-        "kernel": [_K + "conv.cu:transpose01", _K + "conv.cu:row_sum", _K + "conv_body.cuh:row_sum_partial"],
+        "cuda_launcher": ["gpucnn.ops.cuda.conv.conv2d_backward", _LAUNCH + "conv2d_weight_grad"],
+        "kernel": [_K + "conv.cu:transpose01", _K + "conv.cu:row_sum", _K + "conv_body.cuh:row_sum_partial",
+                   _K + "fused_conv.cu:conv_wgrad_fused", _K + "fused_conv.cu:conv_wgrad_partial_fused",
+                   _K + "fused_conv.cu:conv_wgrad_reduce_fused"],
         "cpu_fast_stage": [_CPU + "stages.ConvStage.backward"],
         "graph_stage": [_PLAN + "_ConvStage.backward"],
         "graph_launcher": [_LAUNCH + "conv2d_weight_grad"],
         "graph_kernel": [_K + "fused_conv.cu:conv_wgrad_fused", _K + "fused_conv.cu:conv_wgrad_partial_fused",
                          _K + "fused_conv.cu:conv_wgrad_reduce_fused"],
         "twin": [_TWIN + "conv2d_weight_grad"],
-        "note": "dW is a cuBLAS GEMM on the eager CUDA path; the graph's dW and db are one GEMM, split over k "
-                "(partial sums, then their fixed-order reduce) where its tiles alone leave SMs idle.",
+        "note": "dW and db are one fused GEMM, split over k (partial sums, then their fixed-order reduce) where "
+                "its tiles alone leave SMs idle, in the graph and on the eager CUDA path where the forward ran "
+                "fused; otherwise a cuBLAS GEMM and row_sum.",
     },
     "conv2d_input_grad": {
         "what": "dX = col2im(W.T @ dY) = full convolution of dY with the kernel rotated by 180 degrees",
         "reference": [_CONV + "conv2d_backward", _CONV + "col2im", _CONV + "conv2d_input_grad"],
-        "cuda_launcher": ["gpucnn.ops.cuda.conv.conv2d_backward"],
-        "kernel": [_K + "conv.cu:col2im", _K + "conv_body.cuh:col2im_body"],
+        "cuda_launcher": ["gpucnn.ops.cuda.conv.conv2d_backward", _LAUNCH + "conv2d_data_grad"],
+        "kernel": [_K + "conv.cu:col2im", _K + "conv_body.cuh:col2im_body", _K + "fused_conv.cu:conv_dgrad_fused"],
         "cpu_fast_stage": [_CPU + "stages.ConvStage.backward", _CPU + "chwn.col2im", _CPU + "chwn.col2im_same"],
         "graph_stage": [_PLAN + "_ConvStage.backward"],
         "graph_launcher": [_LAUNCH + "conv2d_data_grad"],
@@ -96,8 +103,12 @@ OP_INDEX = {
         "what": "y = x @ W.T + b; dx = dY @ W, dW = dY.T @ x, db = dY summed",
         "reference": ["gpucnn.ops.linear.linear_forward", "gpucnn.ops.linear.linear_backward",
                       "gpucnn.ops.linear.grouped_matmul"],
-        "cuda_launcher": [],
-        "kernel": [],
+        "cuda_launcher": ["gpucnn.ops.cuda.linear.linear_forward", "gpucnn.ops.cuda.linear.linear_backward",
+                          _LAUNCH + "linear_forward", _LAUNCH + "linear_data_grad", _LAUNCH + "linear_weight_grad"],
+        "kernel": [_K + "fused_dense.cu:dense_fwd_fused", _K + "fused_dense.cu:dense_fwd_partial_fused",
+                   _K + "fused_dense.cu:dense_fwd_reduce_fused", _K + "fused_dense.cu:dense_dgrad_fused",
+                   _K + "fused_dense.cu:dense_wgrad_fused", _K + "fused_dense.cu:dense_wgrad_partial_fused",
+                   _K + "fused_dense.cu:dense_wgrad_reduce_fused"],
         "cpu_fast_stage": [_CPU + "stages.DenseStage"],
         "graph_stage": [_PLAN + "_DenseStage"],
         "graph_launcher": [_LAUNCH + "linear_forward", _LAUNCH + "linear_data_grad", _LAUNCH + "linear_weight_grad"],
@@ -106,7 +117,8 @@ OP_INDEX = {
                          _K + "fused_dense.cu:dense_wgrad_fused", _K + "fused_dense.cu:dense_wgrad_partial_fused",
                          _K + "fused_dense.cu:dense_wgrad_reduce_fused"],
         "twin": [_TWIN + "linear_forward", _TWIN + "linear_data_grad", _TWIN + "linear_weight_grad"],
-        "note": "on CuPy arrays the reference itself runs: cupy.matmul (cuBLAS), no kernel of ours.",
+        "note": "on CuPy arrays the graph's fused GEMMs run (gpucnn.ops.cuda.linear), cupy.matmul (cuBLAS) "
+                "only for mixed dtypes or tensors past 32-bit indices.",
     },
     "activations": {
         "what": "relu, leaky_relu, sigmoid, tanh and their backward",
@@ -127,30 +139,39 @@ OP_INDEX = {
         "what": "y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel",
         "reference": ["gpucnn.ops.batchnorm.batch_norm_forward", "gpucnn.ops.batchnorm.batch_norm_backward"],
         "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [_CPU + "batchnorm_stage.BatchNormStage"],
-        "graph_stage": [], "graph_launcher": [], "graph_kernel": [], "twin": [],
-        "note": "on CuPy arrays the reference itself runs. The CPU fast path runs BatchNorm2D in its segment, in "
-                "the (C, H, W, N) layout, the batch statistics combined across chunks in training; BatchNorm1D "
-                "runs as itself there, and the graph refuses both.",
+        "graph_stage": [_JOIN + "BatchNormStage"],
+        "graph_launcher": [_BN + "batch_norm_train_forward", _BN + "batch_norm_train_backward"],
+        "graph_kernel": [_K + "fused_batchnorm.cu:" + name for name in (
+            "bn_stats_partial_fused", "bn_forward_apply_fused", "bn_grad_partial_fused", "bn_backward_apply_fused")],
+        "twin": ["gpucnn.compile.cuda_graph.reference_batchnorm.batch_norm_train_forward",
+                 "gpucnn.compile.cuda_graph.reference_batchnorm.batch_norm_train_backward"],
+        "note": "on CuPy arrays the reference itself runs eagerly. The CPU fast path runs BatchNorm2D in its "
+                "segment, in the (C, H, W, N) layout, the batch statistics combined across chunks in training; "
+                "the graph runs it in training mode with the ReLU after it fused (per-channel reductions split "
+                "into C*S blocks, combined in a fixed order). BatchNorm1D runs as itself on both fast paths' "
+                "fallbacks and is refused by the graph.",
     },
     "merge": {
         "what": "add (y = x_1 + x_2 + ...), concatenate (along an axis)",
         "reference": ["gpucnn.ops.merge." + name + suffix for name in ("add", "concatenate")
                       for suffix in ("", "_backward")],
-        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [], "graph_launcher": [],
-        "graph_kernel": [], "twin": [],
+        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [_JOIN + "AddStage",
+                                                                                 _JOIN + "ConcatenateStage"],
+        "graph_launcher": [], "graph_kernel": [], "twin": [],
         "note": "the joins of a Model's graph (gpucnn/nn/model.py); on CuPy arrays the reference itself runs "
-                "(CuPy's elementwise kernels and copies, memory-bound either way). The fast paths run them as "
-                "themselves.",
+                "(CuPy's elementwise kernels and copies, memory-bound either way), in the graph step too "
+                "(gpucnn/compile/cuda_graph/plan.py sums the gradients of a value read twice).",
     },
     "global_pool": {
         "what": "global average / max pooling (N, C, H, W) -> (N, C); adaptive average pooling (PyTorch's bins)",
         "reference": ["gpucnn.ops.global_pool." + name + suffix for name in ("global_avg_pool2d",
                       "global_max_pool2d", "adaptive_avg_pool2d") for suffix in ("", "_backward")]
                      + ["gpucnn.ops.global_pool.adaptive_bins"],
-        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [], "graph_launcher": [],
-        "graph_kernel": [], "twin": [],
-        "note": "on CuPy arrays the reference itself runs (CuPy's reductions, gathers and selects). The CPU fast "
-                "path runs them as themselves; the graph refuses them, naming the layer.",
+        "cuda_launcher": [], "kernel": [], "cpu_fast_stage": [], "graph_stage": [_JOIN + "GlobalAvgPoolStage"],
+        "graph_launcher": [], "graph_kernel": [], "twin": [],
+        "note": "on CuPy arrays the reference itself runs (CuPy's reductions, gathers and selects), in the graph "
+                "step too for the global average; the graph refuses the global max and adaptive pools, naming "
+                "the layer.",
     },
     "softmax": {
         "what": "y = exp(x - max) / sum(exp(x - max)) along an axis, dL/dx = y * (dL/dy - sum(dL/dy * y))",

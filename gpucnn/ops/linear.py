@@ -3,7 +3,11 @@
 Also the matrix product that a grouped convolution lowers to (``grouped_matmul``), shared by
 ``gpucnn.ops.conv`` and its CUDA twin ``gpucnn.ops.cuda.conv``: it lives here, beside the
 dense-layer math, so that neither of those two modules imports the other.
+
+CuPy arrays go to ``gpucnn.ops.cuda.linear`` (the fused GEMM kernels), which takes the same arguments and
+returns the same results.
 """
+import numpy
 
 from ..backend import get_array_module
 
@@ -12,6 +16,9 @@ __all__ = ["linear_forward", "linear_backward", "grouped_matmul"]
 
 def linear_forward(x, weight, bias):
     """(N, in) -> (N, out)."""
+    if get_array_module(x) is not numpy:
+        from .cuda import linear as cuda_linear
+        return cuda_linear.linear_forward(x, weight, bias)
     y = x @ weight.T
     if bias is not None:
         y += bias
@@ -26,6 +33,10 @@ def linear_backward(grad_y, x, weight, need_bias=True, need_input_grad=True, gra
     written into (and returned), instead of new ones.
     """
     xp = get_array_module(grad_y)
+    if xp is not numpy:
+        from .cuda import linear as cuda_linear
+        return cuda_linear.linear_backward(grad_y, x, weight, need_bias, need_input_grad, grad_weight_out,
+                                           grad_bias_out)
     grad_x = grad_y @ weight if need_input_grad else None
     grad_w = xp.matmul(grad_y.T, x, out=grad_weight_out)
     grad_b = grad_y.sum(axis=0, out=grad_bias_out) if need_bias else None

@@ -3,14 +3,22 @@
 ``model.forward``, ``loss_fn.forward``, ``model.backward(need_input_grad=False)``, ``optimizer.step`` with
 Adam on its flat group (gpucnn.commands.bench_steps.gpucnn_step), per layer:
 
-    Conv2D      forward: conv_direct (+ a copy of x) when C/groups*kh*kw <= conv.DIRECT_MAX_K, else
+    Conv2D      dilation 1, one group (conv.runs_fused): the fused kernels of gpucnn/ops/cuda/fused.py, as the
+                graph launches them: conv_fwd_fused (+ a copy of x, which backward reads); backward: dW and db
+                as one GEMM (conv_wgrad_fused, or split-K: conv_wgrad_partial_fused + conv_wgrad_reduce_fused),
+                conv_dgrad_fused unless it is the first layer.
+                Otherwise: conv_direct (+ a copy of x) when C/groups*kh*kw <= conv.DIRECT_MAX_K, else
                 im2col, cuBLAS (O x N*oh*ow x K), transpose01; backward: [im2col after the direct path],
                 transpose01, row_sum (twice when a row needs several chunks), cuBLAS for dW, and, unless it
                 is the first layer, cuBLAS for the columns' gradient and col2im
     MaxPool2D   max_pool_fwd / max_pool_bwd (int32 argmax)       AvgPool2D  avg_pool_fwd / avg_pool_bwd
-    Dense       cuBLAS, y += bias (CuPy); backward: cuBLAS dx (unless first), cuBLAS dW, db as a CuPy sum
+    Dense       dense_fwd_fused (or split-K: dense_fwd_partial_fused + dense_fwd_reduce_fused); backward:
+                dW and db as one GEMM (dense_wgrad_fused, or split-K), dense_dgrad_fused unless first
     ReLU        cupy.maximum; backward: x > 0, times grad         Tanh  cupy.tanh; backward: three CuPy kernels
     Flatten     a view: nothing
+
+Tiles and split-K: the launchers' own choice (``fused.gemm_tile``, ``fused.weight_grad_plan``) on the modelled
+GPU's SM count, as in gpucnn/perf/graph.py.
 
 then softmax_xent after the forward pass and step_scalars + multi_adam_update after the backward pass.
 Grids: ``loader.grid_for`` (loader.launch's default grid) and the row-sum chunking of gpucnn/ops/cuda/conv.py,
@@ -33,6 +41,57 @@ def _conv():
     return conv
 
 
+def _fused():
+    from ..ops.cuda import fused  # imports CuPy (no GPU needed), so only when a step is listed
+    return fused
+
+
+_CONV_WGRAD = ("fused_conv.cu", "conv_wgrad_fused", "conv_wgrad_partial_fused", "conv_wgrad_reduce_fused")
+_DENSE_FWD = ("fused_dense.cu", "dense_fwd_fused", "dense_fwd_partial_fused", "dense_fwd_reduce_fused")
+_DENSE_WGRAD = ("fused_dense.cu", "dense_wgrad_fused", "dense_wgrad_partial_fused", "dense_wgrad_reduce_fused")
+
+
+def _tiled(rec, file, name, tile, blocks, m, n, k, reads, writes, sectors=4):
+    """rec.gemm on ``blocks`` of tile ``tile`` (fused.GEMM_TILES), with the tile and the 32-byte sectors of one
+    warp's global load (4 when aligned along the contiguous axis; the im2col reads of x at stride sx: 4 x sx)."""
+    rec.gemm(file, name, blocks, m, n, k, reads, writes)
+    rec.launches[-1].update(tile=list(_fused().GEMM_TILES[tile]), sectors_per_request=sectors)
+
+
+def _gemm(rec, file, name, m, n, k, reads, writes, sm_count, sectors=4):
+    """fused._launch_gemm: the launcher's tile (``gemm_tile`` on the GPU's SMs) and its grid."""
+    fused = _fused()
+    tile = fused.gemm_tile(m, n, k, sm_count)
+    _tiled(rec, file, name, tile, fused.gemm_blocks(m, n, tile), m, n, k, reads, writes, sectors)
+
+
+def _split_k(rec, kernels, m, n, k, reads, writes, sm_count, sectors=4):
+    """fused._launch_weight_grad (and linear_forward): (tile, S) = weight_grad_plan; S = 1, the single pass;
+    else the partial pass on tiles * S blocks into an (S, M, N) buffer, then the grid-stride reduce."""
+    file, single, partial, reduce = kernels
+    tile, slices = _fused().weight_grad_plan(m, n, k, sm_count)
+    tiles = _fused().gemm_blocks(m, n, tile)
+    if slices == 1:
+        _tiled(rec, file, single, tile, tiles, m, n, k, reads, writes, sectors)
+        rec.launches[-1]["slices"] = 1
+        return
+    _tiled(rec, file, partial, tile, tiles * slices, m, n, k, reads, F32 * slices * m * n, sectors)
+    rec.launches[-1].update(shape=rec.launches[-1]["shape"] + f" / S={slices}", slices=slices)
+    rec.grid_stride(file, reduce, m * n, F32 * slices * m * n, writes, 0, f"{slices} x {m} x {n} partials")
+    rec.launches[-1]["slices"] = slices
+
+
+def _conv_runs_fused(layer, shape, out):
+    n, c, o, k, x, y, p, cols = _conv_sizes(layer, shape, out)
+    return _conv().runs_fused(layer.window, layer.groups, x, o * k, y)
+
+
+def _dense_runs_fused(shape, layer):
+    n, i, o = shape[0], layer.in_features, layer.out_features
+    from ..ops.cuda import loader
+    return loader.index_type(n * i, o * i, n * o) == "int"
+
+
 def _row_sums(rec, rows, length):
     """conv.py's row sums: one row_sum launch over (rows, chunks), then again over the partial sums."""
     chunk = max(_conv().ROW_SUM_CHUNK, -(-length // GRID_Y_LIMIT))
@@ -51,10 +110,15 @@ def _conv_sizes(layer, shape, out):
     return n, c, o, k, n * c * h * w, n * o * oh * ow, oh * ow, c * win.kh * win.kw * n * oh * ow
 
 
-def _conv_forward(rec, layer, shape, out):
+def _conv_forward(rec, layer, shape, out, sm_count):
     n, c, o, k, x, y, p, cols = _conv_sizes(layer, shape, out)
     g = layer.groups
     bias = o if layer.bias is not None else 0
+    if _conv_runs_fused(layer, shape, out):
+        _gemm(rec, "fused_conv.cu", "conv_fwd_fused", o, n * p, k, F32 * (x + o * k + bias), F32 * y, sm_count,
+              4 * layer.window.sx)
+        rec.cupy("copy", x, F32 * x, F32 * x)  # x.copy(): the backward pass reads it
+        return
     if k <= _conv().DIRECT_MAX_K:
         rec.grid_stride("conv.cu", "conv_direct", y, F32 * (x + o * k + bias), F32 * y, 2 * y * k,
                         f"direct {o} x {n * p}, K={k}")
@@ -65,9 +129,19 @@ def _conv_forward(rec, layer, shape, out):
     rec.grid_stride("conv.cu", "transpose01", y, F32 * (y + bias), F32 * y)
 
 
-def _conv_backward(rec, layer, shape, out, need_input_grad):
+def _conv_backward(rec, layer, shape, out, need_input_grad, sm_count):
     n, c, o, k, x, y, p, cols = _conv_sizes(layer, shape, out)
     g = layer.groups
+    if _conv_runs_fused(layer, shape, out):
+        bias = 1 if layer.bias is not None else 0
+        _split_k(rec, _CONV_WGRAD, o, k + bias, n * p, F32 * (y + x), F32 * (o * k + o * bias), sm_count,
+                 4 * layer.window.sx)
+        if need_input_grad:
+            win = layer.window
+            _gemm(rec, "fused_conv.cu", "conv_dgrad_fused", c, x // c, o * win.kh * win.kw, F32 * (y + o * k),
+                  F32 * x, sm_count)
+            rec.launches[-1]["variant"] = "unit stride" if win.sy == 1 and win.sx == 1 else "strided"
+        return
     if k <= _conv().DIRECT_MAX_K:  # the direct forward kept x, not the columns
         rec.grid_stride("conv.cu", "im2col", c * n * p, F32 * x, F32 * cols)
     rec.grid_stride("conv.cu", "transpose01", y, F32 * y, F32 * y)
@@ -79,10 +153,10 @@ def _conv_backward(rec, layer, shape, out, need_input_grad):
         rec.grid_stride("conv.cu", "col2im", x, F32 * cols, F32 * x)
 
 
-def _forward(rec, layer, shape, out):
+def _forward(rec, layer, shape, out, sm_count):
     size = math.prod(out)
     if isinstance(layer, Conv2D):
-        _conv_forward(rec, layer, shape, out)
+        _conv_forward(rec, layer, shape, out, sm_count)
     elif isinstance(layer, MaxPool2D):
         rec.grid_stride("pool.cu", "max_pool_fwd", size, F32 * math.prod(shape), 2 * F32 * size)  # y, int32 argmax
     elif isinstance(layer, AvgPool2D):
@@ -91,6 +165,10 @@ def _forward(rec, layer, shape, out):
         rec.cupy("cupy.maximum", size, F32 * size, F32 * size)
     elif isinstance(layer, Tanh):
         rec.cupy("cupy.tanh", size, F32 * size, F32 * size)
+    elif isinstance(layer, Dense) and _dense_runs_fused(shape, layer):
+        n, i, o = shape[0], layer.in_features, layer.out_features
+        bias = o if layer.bias is not None else 0
+        _split_k(rec, _DENSE_FWD, n, o, i, F32 * (n * i + o * i + bias), F32 * size, sm_count)
     elif isinstance(layer, Dense):
         n, i, o = shape[0], layer.in_features, layer.out_features
         rec.cublas(n, o, i)
@@ -98,10 +176,10 @@ def _forward(rec, layer, shape, out):
             rec.cupy("cupy.add", n * o, F32 * (n * o + o), F32 * n * o)  # y += bias, in place
 
 
-def _backward(rec, layer, shape, out, need_input_grad):
+def _backward(rec, layer, shape, out, need_input_grad, sm_count):
     size, size_in = math.prod(out), math.prod(shape)
     if isinstance(layer, Conv2D):
-        _conv_backward(rec, layer, shape, out, need_input_grad)
+        _conv_backward(rec, layer, shape, out, need_input_grad, sm_count)
     elif isinstance(layer, MaxPool2D):
         rec.grid_stride("pool.cu", "max_pool_bwd", size_in, 2 * F32 * size, F32 * size_in)
     elif isinstance(layer, AvgPool2D):
@@ -113,6 +191,12 @@ def _backward(rec, layer, shape, out, need_input_grad):
         rec.cupy("cupy.multiply", size, F32 * size, F32 * size)
         rec.cupy("cupy.subtract", size, F32 * size, F32 * size)
         rec.cupy("cupy.multiply", size, 2 * F32 * size, F32 * size)
+    elif isinstance(layer, Dense) and _dense_runs_fused(shape, layer):
+        n, i, o = shape[0], layer.in_features, layer.out_features
+        bias = 1 if layer.bias is not None else 0
+        _split_k(rec, _DENSE_WGRAD, o, i + bias, n, F32 * (size + n * i), F32 * (o * i + o * bias), sm_count)
+        if need_input_grad:
+            _gemm(rec, "fused_dense.cu", "dense_dgrad_fused", n, i, o, F32 * (size + o * i), F32 * n * i, sm_count)
     elif isinstance(layer, Dense):
         n, i, o = shape[0], layer.in_features, layer.out_features
         if need_input_grad:
@@ -122,19 +206,21 @@ def _backward(rec, layer, shape, out, need_input_grad):
             rec.cupy("cupy.add.reduce", o, F32 * n * o, F32 * o, reduction=True)
 
 
-def eager_step(model, input_shape):
-    """[launch] of one eager training step of the Sequential ``model`` on a batch of ``input_shape``."""
+def eager_step(model, input_shape, sm_count=None):
+    """[launch] of one eager training step of the Sequential ``model`` on a batch of ``input_shape``, on a GPU of
+    ``sm_count`` SMs (the fused GEMMs' tiles and split-K depend on it; None: the launchers' default count)."""
+    sm_count = _fused().SM_COUNT if sm_count is None else sm_count
     rec = Recorder("eager")
     shapes = layer_shapes(model, input_shape)
     rec.phase = "forward"
     for index, (layer, shape, out) in enumerate(shapes):
         rec.layer = f"{index} {type(layer).__name__}"
-        _forward(rec, layer, shape, out)
+        _forward(rec, layer, shape, out, sm_count)
     softmax_xent(rec, shapes[-1][2])
     rec.phase = "backward"
     for index in range(len(shapes) - 1, -1, -1):
         layer, shape, out = shapes[index]
         rec.layer = f"{index} {type(layer).__name__}"
-        _backward(rec, layer, shape, out, need_input_grad=index > 0)
+        _backward(rec, layer, shape, out, need_input_grad=index > 0, sm_count=sm_count)
     adam_update(rec, num_parameters(model))
     return rec.launches

@@ -63,11 +63,11 @@ def test_step_flops_are_the_models_arithmetic():
     assert round(3 * forward / 1e9, 1) == 6.5
     model = gpucnn.models.fashion_cnn()
     # Neither step computes the first layer's input gradient (need_input_grad=False, as fit does).
-    eager_flops = sum(launch["flops"] for launch in eager.eager_step(model, (256,) + FASHION))
-    assert eager_flops == 3 * forward - conv1
-    # The fused weight gradients also multiply the bias column (against ones): a few tenths of a percent more.
-    graph_flops = sum(launch["flops"] for launch in graph.graph_step(model, (256,) + FASHION))
-    assert 3 * forward - conv1 <= graph_flops <= (3 * forward - conv1) * 1.005
+    # The fused weight gradients (both steps) also multiply the bias column (against ones): a few tenths of a
+    # percent more.
+    for step in (eager.eager_step(model, (256,) + FASHION), graph.graph_step(model, (256,) + FASHION)):
+        flops = sum(launch["flops"] for launch in step)
+        assert 3 * forward - conv1 <= flops <= (3 * forward - conv1) * 1.005
 
 
 def test_json_fields_and_occupancy_agree_with_grid_and_sms(with_table, tmp_path, capsys):

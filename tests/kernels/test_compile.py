@@ -210,7 +210,7 @@ def _module_constants(path):
 
 def _launcher_tiles():
     """launch.GEMM_TILES, read from the source (the launcher imports CuPy)."""
-    tree = ast.parse((ROOT / "gpucnn" / "compile" / "cuda_graph" / "launch.py").read_text())
+    tree = ast.parse((ROOT / "gpucnn" / "ops" / "cuda" / "fused.py").read_text())
     return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
                 and any(isinstance(t, ast.Name) and t.id == "GEMM_TILES" for t in node.targets))
 
@@ -224,7 +224,7 @@ def test_constants_shared_with_python_agree():
                  "ADAM_NO_DECAY", "ADAM_L2", "ADAM_DECOUPLED"):
         assert body["GPUCNN_" + name] == launcher[name], name
     fused = _defines(KERNELS / "fused_common.cuh")
-    fused_launcher = _module_constants(ROOT / "gpucnn" / "compile" / "cuda_graph" / "launch.py")
+    fused_launcher = _module_constants(ROOT / "gpucnn" / "ops" / "cuda" / "fused.py")
     for name in ("GEMM_TK", "FUSED_BIAS", "FUSED_RELU", "FUSED_MASK"):
         assert fused["GPUCNN_" + name] == fused_launcher[name.replace("FUSED_", "")], name
     table = re.findall(r"X\((\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)", (KERNELS / "fused_common.cuh").read_text())

@@ -58,21 +58,41 @@ def test_emulated_conv_launcher(emulated, case, dtype, layout):
     parity.check_conv(emulated, case, dtype, layout)
 
 
-def test_emulated_conv_uses_both_paths(emulated):
-    """The direct kernel for small K, im2col + GEMM above DIRECT_MAX_K."""
+def test_emulated_conv_uses_its_three_paths(emulated):
+    """The fused implicit GEMM for dilation 1 and one group; else the direct kernel for small K, im2col + GEMM
+    above DIRECT_MAX_K."""
     def rows_per_group(case):
         _, c, _, _, _, window, _, groups = cases.conv_case(case)
         return c // groups * window.kh * window.kw
 
-    small = [case for case in CONV_CASES if rows_per_group(case) <= emulated.conv.DIRECT_MAX_K]
-    large = [case for case in CONV_CASES if rows_per_group(case) > emulated.conv.DIRECT_MAX_K]
-    assert small and large
+    def plain(case):
+        _, _, _, _, _, window, _, groups = cases.conv_case(case)
+        return groups == 1 and window.dy == window.dx == 1
+
+    small = [case for case in CONV_CASES if rows_per_group(case) <= emulated.conv.DIRECT_MAX_K and not plain(case)]
+    large = [case for case in CONV_CASES if rows_per_group(case) > emulated.conv.DIRECT_MAX_K and not plain(case)]
+    fused = [case for case in CONV_CASES if plain(case)]
+    assert small and large and fused
     parity.check_conv(emulated, small[0], numpy.float64, "contiguous")
     assert ("conv.cu", "conv_direct") in emulated.launches
     emulated.launches.clear()
     parity.check_conv(emulated, large[0], numpy.float64, "contiguous")
     assert ("conv.cu", "conv_direct") not in emulated.launches
     assert ("conv.cu", "im2col") in emulated.launches
+    emulated.launches.clear()
+    parity.check_conv(emulated, fused[0], numpy.float64, "contiguous")
+    assert {file for file, _ in emulated.launches} == {"fused_conv.cu"}
+    assert ("fused_conv.cu", "conv_fwd_fused") in emulated.launches
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_conv_fallback_path_on_every_case(emulated, monkeypatch, dtype):
+    """im2col / direct + GEMM, the path of the convolutions the fused kernels do not take, on the plain cases
+    too (the fused kernels switched off)."""
+    monkeypatch.setattr(emulated.conv, "runs_fused", lambda *args: False)
+    for case in CONV_CASES:
+        parity.check_conv(emulated, case, dtype, "contiguous")
+    assert not any(file.startswith("fused") for file, _ in emulated.launches)
 
 
 @pytest.mark.parametrize("chunk,max_grid_y,passes", [(64, 65535, 2), (64, 3, 2), (8, 65535, 3)])
@@ -80,6 +100,7 @@ def test_emulated_bias_sum_in_several_passes(emulated, monkeypatch, chunk, max_g
     """Rows longer than a chunk: chunk sums, then sums of those (the grid's y extent capped)."""
     monkeypatch.setattr(emulated.conv, "ROW_SUM_CHUNK", chunk)
     monkeypatch.setattr(emulated.conv, "_MAX_GRID_Y", max_grid_y)
+    monkeypatch.setattr(emulated.conv, "runs_fused", lambda *args: False)  # the row sums of the im2col path
     case = next(c for c in CONV_CASES if c[0] == "fmnist2_same3x3")  # rows of N*oh*ow = 392
     for dtype in DTYPES:
         emulated.launches.clear()

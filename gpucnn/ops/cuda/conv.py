@@ -1,5 +1,11 @@
 """CUDA twin of ``gpucnn.ops.conv``: same functions, same arguments, same results, for CuPy arrays.
 
+A convolution with dilation 1 and one group whose tensors fit 32-bit indices runs on the fused implicit-GEMM
+kernels of the graph step (``gpucnn.ops.cuda.fused``, issue 16): forward ``conv_fwd_fused`` (no im2col
+matrix, the bias in its epilogue); backward dW and db as one GEMM (``conv_wgrad_fused``, split-K where its
+tiles alone leave SMs idle), dX as ``conv_dgrad_fused``. ``saved`` then keeps x, as the direct path does.
+Every other convolution takes the path below.
+
 Forward, lowered to one matrix product as on the CPU:
 
     cols = im2col(x)                    (K, N*oh*ow), K = C*kh*kw, columns ordered (n, oy, ox)
@@ -34,10 +40,10 @@ columns, the direct path a private copy of x to rebuild them from.
 import cupy
 import numpy
 
-from . import loader
+from . import fused, loader
 from ..linear import grouped_matmul
 
-__all__ = ["conv2d_forward", "conv2d_backward", "DIRECT_MAX_K"]
+__all__ = ["conv2d_forward", "conv2d_backward", "runs_fused", "DIRECT_MAX_K"]
 
 # Use the direct kernel when C/groups*kh*kw is at most this (im2col + GEMM above it).
 DIRECT_MAX_K = 32
@@ -65,6 +71,11 @@ def _check_device(arrays, what):
 
 def _window_args(window, oh, ow):
     return (window.kh, window.kw, window.sy, window.sx, window.pt, window.pl, window.dy, window.dx, oh, ow)
+
+
+def runs_fused(window, groups, *sizes):
+    """Whether the fused kernels take this convolution: dilation 1, one group, every size fits 32-bit indices."""
+    return groups == 1 and window.dy == 1 and window.dx == 1 and loader.index_type(*sizes) == "int"
 
 
 def _launch(name, dtype, args, sizes):
@@ -107,6 +118,9 @@ def conv2d_forward(x, weight, bias, window, groups=1):
     y = cupy.empty((n, out_c, oh, ow), dtype=dtype)
     if y.size == 0:
         return y, (None, None, x.shape, weight, window, groups)
+    if runs_fused(window, groups, x.size, weight.size, y.size):
+        y = fused.conv2d_forward(x, weight, bias_arg if has_bias else None, window)
+        return y, (None, x.copy() if x is x_in else x, x.shape, weight, window, groups)  # (see the direct path)
     if k <= DIRECT_MAX_K:
         _launch("conv_direct", dtype, (x, weight, bias_arg, y, n, c, h, w, out_c) + _window_args(window, oh, ow)
                 + (c // groups, out_c // groups, int(has_bias), y.size), (x.size, weight.size, y.size))
@@ -187,6 +201,11 @@ def conv2d_backward(grad_y, saved, need_bias=True, need_input_grad=True, grad_we
         if need_bias:
             grad_b = cupy.zeros((out_c,), dtype=dtype) if grad_bias_out is None else grad_bias_out
             grad_b.fill(0)
+        return grad_x, grad_w, grad_b
+    if cols is None and runs_fused(window, groups, x.size, weight.size, grad_y.size):
+        grad_w, grad_b = fused.conv2d_weight_grad(grad_y, x, weight.shape, window, need_bias,
+                                                  grad_weight_out=grad_weight_out, grad_bias_out=grad_bias_out)
+        grad_x = fused.conv2d_data_grad(grad_y, weight, x_shape, window) if need_input_grad else None
         return grad_x, grad_w, grad_b
     if cols is None:  # direct forward path: the columns are needed now
         cols = _im2col(x, window, oh, ow, dtype)
