@@ -43,7 +43,7 @@ def estimate(model_name, batch, gpu, resources, host_timing=True):
     steps = {}
     for kind in ("eager", "graph"):
         try:
-            listed = eager.eager_step(model, shape) if kind == "eager" else graph.graph_step(model, shape, gpu.sms)
+            listed = eager.eager_step(model, shape, gpu.sms) if kind == "eager" else graph.graph_step(model, shape, gpu.sms)
         except NotImplementedError as exc:  # a layer this step's launch list does not cover: say so, list the other
             steps[kind] = {"launches": [], "not_modelled": str(exc)}
             continue

@@ -4,7 +4,7 @@ The stages are the graph's own (``gpucnn.compile.cuda_graph.plan.build_stages``:
 each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids it computes (``gemm_tile``,
 ``gemm_blocks``, ``loader.grid_for``):
 
-    batch       positions = lanes + counter * B; idx = order[positions]; x[idx], y[idx]; counter += 1 (CuPy)
+    batch       gather_rows (x[order[counter * B + i]]), gather_labels (y) (gpucnn/kernels/step_batch.cu)
     Conv2D+ReLU conv_fwd_fused (M = O, N = N*oh*ow, K = C*kh*kw); backward: [the ReLU mask, when no pool
                 folded it], conv_wgrad_fused (M = O, N = C*kh*kw + 1, K = N*oh*ow), conv_dgrad_fused
                 (M = C, N = N*H*W, K = O*kh*kw) unless it is the first stage
@@ -21,7 +21,7 @@ each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids i
     a value read by several nodes: cupy.add of the gradients in the backward pass
     loss       softmax_xent                update  one copy per parameter into the flat gradient, then
                                                     step_scalars + multi_adam_update
-    statistics stats[0:1] += loss * B; stats[1:2] += correct (CuPy)
+    statistics step_end: stats += [loss * B, correct]; counter += 1 (one thread)
 
 Tiles and split-K: every GEMM launch takes the launcher's own tile (``launch.gemm_tile(M, N, K, SMs)``, the
 weight gradients ``launch.weight_grad_plan(M, N, K, SMs)``: tile and S, with the modelled GPU's SM count),
@@ -93,13 +93,11 @@ _DENSE_WGRAD = ("fused_dense.cu", "dense_wgrad_fused", "dense_wgrad_partial_fuse
 
 
 def _batch(rec, batch, sample):
+    """step_batch.gather_batch: the batch's rows and labels gathered by the device's counter."""
     rec.phase, rec.layer = "batch", "gather"
-    rec.cupy("cupy.multiply", 1, I64, I64)  # counter * B
-    rec.cupy("cupy.add", batch, I64 * (batch + 1), I64 * batch)  # lanes + ...
-    rec.cupy("advanced indexing (take)", batch, 2 * I64 * batch, I64 * batch)  # order[positions]
-    rec.cupy("advanced indexing (take)", batch * sample, I64 * batch + F32 * batch * sample, F32 * batch * sample)
-    rec.cupy("advanced indexing (take)", batch, 2 * I64 * batch, I64 * batch)  # y[idx]
-    rec.cupy("cupy.add", 1, I64, I64)  # counter += 1
+    rec.grid_stride("step_batch.cu", "gather_rows", batch * sample, I64 * (batch + 1) + F32 * batch * sample,
+                    F32 * batch * sample)
+    rec.grid_stride("step_batch.cu", "gather_labels", batch, I64 * (2 * batch + 1), I64 * batch)
 
 
 def _forward(rec, stage, shape, out, sm_count):
@@ -181,12 +179,9 @@ def _update(rec, model):
 
 
 def _statistics(rec):
+    """step_batch.step_end: stats += [loss * B, correct]; counter += 1, one thread."""
     rec.phase, rec.layer = "statistics", "stats"
-    rec.cupy("cupy.multiply", 1, F32, F32)  # loss * B
-    rec.cupy("cupy.add", 1, 16, 8)  # stats[0:1] += ...
-    rec.cupy("assignment into a device array", 1, 8, 8)
-    rec.cupy("cupy.add", 1, 12, 8)  # stats[1:2] += correct
-    rec.cupy("assignment into a device array", 1, 8, 8)
+    rec.ours("step_batch.cu", "step_end", 1, F32 + 4 + 16 + I64, 16 + I64, 0, "2 doubles, the counter")
 
 
 def shape_after(layer, shapes):

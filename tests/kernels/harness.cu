@@ -154,6 +154,7 @@ struct Args {
 #include "harness_fused.cuh"  // the fused kernels (fused_*.cu), tiled ones replayed phase by phase
 #include "harness_loss.cuh"   // softmax_xent and softmax_xent_soft, replayed phase by phase
 #include "harness_batchnorm.cuh"  // the fused batch norm (fused_batchnorm.cu), phase by phase
+#include "harness_step.cuh"       // the graph step's batch gather and step end (step_batch.cu)
 
 namespace {
 
@@ -291,7 +292,8 @@ void run(const std::string& kernel, Args<T>& a) {
         long long n = a.i64();
         for (long long i = 0; i < n; ++i)
             adam_body<T>(i, p, g, m, v, b1, omb1, b2, omb2, step_size, bias2_sqrt, eps, wd, decay, mode);
-    } else if (!run_loss<T>(kernel, a) && !run_fused<T>(kernel, a) && !run_batchnorm<T>(kernel, a)) {
+    } else if (!run_loss<T>(kernel, a) && !run_fused<T>(kernel, a) && !run_batchnorm<T>(kernel, a) &&
+               !run_step_batch<T>(kernel, a)) {
         die("unknown kernel " + kernel);
     }
     a.done();

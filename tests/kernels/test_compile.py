@@ -38,7 +38,8 @@ _C_TYPES = {"float": {"const T*": "float const*", "T*": "float*", "T": "float"},
             "double": {"const T*": "double const*", "T*": "double*", "T": "double"}}
 _C_TYPES_COMMON = {"const int*": "int const*", "int*": "int*", "int": "int", "long long": "long long",
                    "const unsigned char*": "unsigned char const*", "unsigned char*": "unsigned char*",
-                   "const long long*": "long long const*", "double*": "double*", "const double*": "double const*",
+                   "const long long*": "long long const*", "long long*": "long long*", "double*": "double*",
+                   "const double*": "double const*",
                    "double": "double"}
 # (the index type "I" is replaced by 'int' or 'long long' first: loader.resolved_signature)
 

@@ -3,13 +3,13 @@
 What one launch does, all on the device (gpucnn/compile/cuda_graph/plan.py for the layers: the model's
 fused stages in order, branches and joins included):
 
-    positions = counter * B + arange(B);  idx = order[positions];  counter += 1
-    xb, yb = x_train[idx], y_train[idx]                            (the batch gathered in the graph)
+    xb, yb = x_train[order[counter * B + arange(B)]], ...          (the batch gathered in the graph: one
+                                                                    launch each, step_batch.py)
     logits = program.forward(xb)                                   (fused kernels)
     loss, dlogits, correct = loss(logits, yb)                      (pluggable, capture-safe)
     grads = program.backward(dlogits)                              (fused kernels; a value read twice sums)
     update(params, grads)                                          (pluggable, capture-safe)
-    stats += [loss * B, correct]                                   (read once per epoch)
+    stats += [loss * B, correct];  counter += 1                    (one launch; read once per epoch)
 
 Static buffers: the training set, the shuffled order, the step counter, the statistics,
 the parameters (updated in place), BatchNorm2D's running statistics (updated in place) and the
@@ -173,7 +173,6 @@ class GraphStep:
             self.num_samples = len(x)
             self.order = cp.zeros(self.num_samples, dtype=numpy.int64)
             self.counter = cp.zeros(1, dtype=numpy.int64)
-            self.lanes = cp.arange(self.batch_size, dtype=numpy.int64)
             self.stats = cp.zeros(2, dtype=numpy.float64)  # [sum of losses * batch size, correct predictions]
         self.graph = None
         return self
@@ -189,13 +188,13 @@ class GraphStep:
 
     def _graph_body(self):
         """What the graph holds: gather the batch by the device counter, train on it, count."""
-        positions = self.lanes + self.counter * self.batch_size
-        idx = self.order[positions]
-        xb, yb = self.x[idx], self.y[idx]
-        self.counter += 1
+        from . import step_batch  # imported at use: it needs CuPy
+        xb, yb = step_batch.gather_batch(self.x, self.y, self.order, self.counter, self.batch_size)
         loss, correct, grads = self._train_on(xb, yb)
-        self.stats[0:1] += loss * self.batch_size
-        self.stats[1:2] += correct
+        if step_batch.takes_step_end(loss, correct, self.dtype):
+            step_batch.step_end(loss, correct, self.stats, self.counter, self.batch_size)
+        else:  # a pluggable loss of other types: the expressions step_end replaces
+            step_batch.reference_step_end(loss, correct, self.stats, self.counter, self.batch_size)
         self.grads = grads  # the graph writes these buffers: keep them (verify mode reads them)
 
     def _drop_intermediates(self):

@@ -143,6 +143,12 @@ SIGNATURES = {
         "bn_grad_partial_fused": ("const T*",) * 5 + ("T*", _I, _I, _I, _I, _I),
         "bn_backward_apply_fused": ("const T*",) * 7 + ("T*",) * 3 + (_I, _I, _I, _I, _I),
     },
+    # the graph step's batch gather and step end (compile/cuda_graph/step.py): order and counter on the device
+    "step_batch.cu": {
+        "gather_rows": ("const T*", "const long long*", "const long long*", "T*", _I, _I, _I),
+        "gather_labels": ("const long long*", "const long long*", "const long long*", "long long*", _I, _I),
+        "step_end": ("const T*", "const int*", "double*", "long long*", _I),
+    },
 }
 
 _INT32 = numpy.dtype(numpy.int32)

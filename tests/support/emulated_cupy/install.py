@@ -23,7 +23,7 @@ class Emulated(types.SimpleNamespace):
 
 
 # the modules that import cupy when imported: re-imported over the stand-in
-_ON_CUPY = ("gpucnn.ops.cuda", "gpucnn.compile.cuda_graph.launch")
+_ON_CUPY = ("gpucnn.ops.cuda", "gpucnn.compile.cuda_graph.launch", "gpucnn.compile.cuda_graph.step_batch")
 
 
 @contextlib.contextmanager
@@ -77,6 +77,8 @@ def installed(harness, kernel_class):
             modules = {name: importlib.import_module(f"gpucnn.ops.cuda.{name}")
                        for name in ("conv", "pool", "update", "loss", "multi_update")}
             modules["fused"] = importlib.import_module("gpucnn.compile.cuda_graph.launch")
+            for name in ("launch_batchnorm", "step_batch"):  # re-imported over the fake (their package attributes)
+                importlib.import_module(f"gpucnn.compile.cuda_graph.{name}")
             launches = record_launches(loader)
 
             class Kernel(kernel_class):

@@ -1,0 +1,29 @@
+// The graph-captured step's bookkeeping in three launches (gpucnn/compile/cuda_graph/step.py), where CuPy
+// took eleven small ones (index arithmetic, three gathers, the statistics' updates, the counter):
+//   gather_rows:   x_batch[i] (and probability targets), i in [0, batch * row), grid-stride, 32-bit
+//   gather_labels: y_batch[i], i in [0, batch)
+//   step_end:      one thread adds the step's loss * batch and correct count to stats (float64) and
+//                  advances the step counter, after everything that read it
+// Bodies in step_batch_body.cuh (the harness replays them). T names the instantiation of gather_labels.
+#include "fused_common.cuh"
+#include "step_batch_body.cuh"
+
+template <typename T>
+__global__ void gather_rows(const T* __restrict__ src, const long long* __restrict__ order,
+                            const long long* __restrict__ counter, T* __restrict__ dst, int batch, int row,
+                            int total) {
+    GPUCNN_GRID_STRIDE_LOOP32(i, total) { gpucnn::gather_rows_body<T>(i, src, order, counter, dst, batch, row); }
+}
+
+template <typename T>
+__global__ void gather_labels(const long long* __restrict__ src, const long long* __restrict__ order,
+                              const long long* __restrict__ counter, long long* __restrict__ dst, int batch,
+                              int total) {
+    GPUCNN_GRID_STRIDE_LOOP32(i, total) { gpucnn::gather_labels_body(i, src, order, counter, dst, batch); }
+}
+
+template <typename T>
+__global__ void step_end(const T* __restrict__ loss, const int* __restrict__ correct, double* stats,
+                         long long* counter, int batch) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) gpucnn::step_end_body<T>(loss, correct, stats, counter, batch);
+}
