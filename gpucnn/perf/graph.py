@@ -19,7 +19,8 @@ each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids i
     Concatenate cupy.concatenate; backward: a contiguous copy per input
     GlobalAvgPool2D cupy.mean (a reduction); backward: cupy.true_divide, then the broadcast's copy
     a value read by several nodes: cupy.add of the gradients in the backward pass
-    loss       softmax_xent                update  one copy per parameter into the flat gradient, then
+    loss       softmax_xent                update  a copy into the flat gradient per parameter of the other
+                                                    stages (Conv2D and Dense write theirs there), then
                                                     step_scalars + multi_adam_update
     statistics step_end: stats += [loss * B, correct]; counter += 1 (one thread)
 
@@ -169,12 +170,16 @@ def _backward(rec, stage, shape, out, need_input_grad, masked, sm_count):
     return False
 
 
-def _update(rec, model):
+def _update(rec, model, stages):
+    """MultiTensorUpdate: a copy into the flat gradient buffer for every parameter whose stage does not write its
+    gradient there itself (the Conv2D and Dense stages do: ``grad_outs``), then the multi-tensor Adam."""
     rec.phase, rec.layer = "update", "MultiTensorUpdate"
     params = model.parameters()
-    for p in params:  # the step's gradient copied into its view of the flat gradient buffer
-        size = int(p.data.size)
-        rec.cupy("assignment into a device array", size, F32 * size, F32 * size)
+    in_place = {id(p) for stage in stages if getattr(stage, "takes_grad_outs", False) for p in stage.params}
+    for p in params:
+        if id(p) not in in_place:
+            size = int(p.data.size)
+            rec.cupy("assignment into a device array", size, F32 * size, F32 * size)
     adam_update(rec, sum(int(p.data.size) for p in params))
 
 
@@ -280,6 +285,6 @@ def graph_step(model, input_shape, sm_count=None):
                 rec.cupy("cupy.add", size, 2 * F32 * size, F32 * size)
             reached.add(key)
             masked[key] = handed
-    _update(rec, model)
+    _update(rec, model, program.stages)
     _statistics(rec)
     return rec.launches

@@ -108,6 +108,9 @@ def test_a_residual_step_captures_and_replays_the_eager_step(gpu, name, dtype):
     kernels = {c for c in step.captured if c.startswith("kernel ")}
     assert not any("matmul" in c for c in step.captured)  # cuBLAS cannot be captured
     assert {"kernel bn_stats_partial_fused", "kernel conv_fwd_fused", "kernel conv_dgrad_fused"} <= kernels
+    # the convolutions and the Dense write their gradients into the optimizer's slots; BatchNorm2D's are copied
+    copies = [c for c in step.captured if c.startswith("assignment")]
+    assert len(copies) == 2 * sum(1 for node in step.program.nodes if node.stage.name.startswith("BatchNorm2D"))
 
 
 def test_verify_passes_on_a_resnet_and_the_running_statistics_are_taken_once(gpu):

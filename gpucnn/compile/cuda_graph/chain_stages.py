@@ -39,6 +39,15 @@ def _weights(layer):
     return [layer.weight] + ([layer.bias] if layer.bias is not None else [])
 
 
+def _outs(stage):
+    """The launcher's output arguments for the stage's weight (and bias) gradient: the optimizer's flat-gradient
+    slots where the step set them (``stage.grad_outs``, GraphStep.capture), else new arrays."""
+    outs = getattr(stage, "grad_outs", None)
+    if not outs:
+        return {}
+    return {"grad_weight_out": outs[0], "grad_bias_out": outs[1] if len(outs) > 1 else None}
+
+
 def _fused():
     from . import launch as fused  # imported at use: it needs CuPy
     return fused
@@ -46,6 +55,8 @@ def _fused():
 
 class _ConvStage:
     """Conv2D, with the ReLU that follows it when ``relu``: y = relu(conv(x) + b)."""
+
+    takes_grad_outs = True  # its weight gradients may be written into given arrays (``grad_outs``)
 
     def __init__(self, layer, relu):
         self.layer, self.relu = layer, relu
@@ -65,7 +76,7 @@ class _ConvStage:
             grad = activation.relu_backward(grad, y)  # y > 0 exactly where the pre-activation is
         layer, fused = self.layer, _fused()
         grad_w, grad_b = fused.conv2d_weight_grad(grad, x, layer.weight.shape, layer.window,
-                                                  need_bias=layer.bias is not None)
+                                                  need_bias=layer.bias is not None, **_outs(self))
         self.grads = [grad_w] + ([grad_b] if layer.bias is not None else [])
         grad_x = fused.conv2d_data_grad(grad, layer.weight.data, x.shape, layer.window) if need_input_grad else None
         return grad_x, False
@@ -73,6 +84,8 @@ class _ConvStage:
 
 class _DenseStage:
     """Dense, with the ReLU that follows it when ``relu``: y = relu(x @ W.T + b)."""
+
+    takes_grad_outs = True
 
     def __init__(self, layer, relu):
         self.layer, self.relu = layer, relu
@@ -90,7 +103,7 @@ class _DenseStage:
         x, y = self.cache
         mask = y if self.relu and not masked else None
         layer, fused = self.layer, _fused()
-        grad_w, grad_b = fused.linear_weight_grad(grad, x, mask, need_bias=layer.bias is not None)
+        grad_w, grad_b = fused.linear_weight_grad(grad, x, mask, need_bias=layer.bias is not None, **_outs(self))
         self.grads = [grad_w] + ([grad_b] if layer.bias is not None else [])
         grad_x = fused.linear_data_grad(grad, layer.weight.data, mask) if need_input_grad else None
         return grad_x, False

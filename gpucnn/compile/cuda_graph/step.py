@@ -218,6 +218,17 @@ class GraphStep:
                 b[...] = saved
             optimizer.restore()
 
+    def _write_grads_in_place(self):
+        """Point the Conv2D and Dense stages at the update's flat-gradient slots (``grad_view``): each writes its
+        weight gradient there, and the update's copy of it goes (all or none of a stage's slots)."""
+        view = getattr(self.update, "grad_view", None)
+        for stage in self.stages:
+            if not getattr(stage, "takes_grad_outs", False):
+                continue
+            outs = [view(p) for p in stage.params] if view is not None else []
+            usable = outs and all(o is not None and o.dtype == self.dtype and o.flags.c_contiguous for o in outs)
+            stage.grad_outs = outs if usable else None
+
     def _hook(self, name, *args):
         hook = getattr(self.update, name, None)
         if hook is None:
@@ -247,6 +258,7 @@ class GraphStep:
             raise ValueError(f"compile_step: {self.num_samples} samples do not fill one batch of {self.batch_size}")
         cp = self.cupy
         self._hook("refresh")  # the buffers the update will capture are the current ones
+        self._write_grads_in_place()
         with self.device, self.stream:
             self.stream.wait_event(cp.cuda.Stream.null.record())
             saved = self.snapshot()

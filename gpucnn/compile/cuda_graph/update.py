@@ -6,7 +6,9 @@ graph's edges, per flat group (gpucnn/optim/flat.py):
 
     outside the graph, per epoch:    group.prepare(lr)              (``sync_from``: a new lr from a scheduler,
                                                                      each parameter group's into its own hyper)
-    inside the graph, every step:    group.grad <- the step's gradients   (one device copy per parameter)
+    inside the graph, every step:    group.grad <- the step's gradients   (the Conv2D and Dense stages write
+                                                                     theirs in place, ``grad_view``; a device
+                                                                     copy for the others)
                                      optimizer.update_group(group)  (two launches, no host read, no allocation)
     outside the graph, per replay:   group.advance_host_state(...)  (``after_step``: the host's step counts)
 
@@ -70,12 +72,18 @@ class MultiTensorUpdate:
         for group in self.groups:
             group.prepare(optimizer.param_groups[group.group_index]["lr"])
 
+    def grad_view(self, param):
+        """The view of ``param``'s slot in its group's flat gradient buffer (None: the optimizer does not hold it):
+        a stage that writes its gradient there saves the copy ``__call__`` would make."""
+        entry = self._grad_views.get(id(param.data))
+        return None if entry is None else entry[1]
+
     def __call__(self, params, grads):
-        """Capture-safe: copy ``grads`` into the flat gradient buffers and launch the update of every group.
-        Parameters the optimizer does not hold are left as they are."""
+        """Capture-safe: copy ``grads`` into the flat gradient buffers (unless a gradient is its slot already) and
+        launch the update of every group. Parameters the optimizer does not hold are left as they are."""
         for data, grad in zip(params, grads):
             entry = self._grad_views.get(id(data))
-            if entry is not None:
+            if entry is not None and grad is not entry[1]:
                 entry[1][...] = grad
         for group in self.groups:
             self.optimizer.update_group(group)

@@ -46,12 +46,13 @@ def verify_replay(step, index):
     step.replay()
     stats_graph = cp.asnumpy(step.stats)
     actual = [numpy.array((stats_graph[0] - stats_before[0]) / step.batch_size)]
-    actual += [cp.asnumpy(g) for g in step.grads] + [cp.asnumpy(p.data) for p in step.params]
+    graph_grads = [g.copy() for g in step.grads]  # they may be the optimizer's own gradient slots
+    actual += [cp.asnumpy(g) for g in graph_grads] + [cp.asnumpy(p.data) for p in step.params]
     actual += [cp.asnumpy(b) for b in step.buffers]
     after_graph = step.snapshot()
     step.restore(saved)  # the eager update from the same state, with the graph's gradients
     step.optimizer.zero_grad()
-    for p, grad in zip(step.params, step.grads):
+    for p, grad in zip(step.params, graph_grads):
         p.accumulate_grad(grad)
     step.optimizer.step()
     expected += [(name, cp.asnumpy(p.data)) for name, p in zip(names, step.params)]
