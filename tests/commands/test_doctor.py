@@ -76,4 +76,6 @@ def test_a_wrong_fused_kernel_fails_the_graph_step_check(gpu, capsys, monkeypatc
     assert doctor.main(["--quick", "--seed", "3", "--no-cpu"]) == 1
     out = capsys.readouterr().out
     failing = [line for line in out.splitlines() if " FAIL " in line]
-    assert failing and all("as one CUDA graph" in line and "(worst: gradient" in line for line in failing), out
+    # the eager step runs the same fused Dense kernels (gpucnn.ops.cuda.linear), so its check fails too
+    assert any("as one CUDA graph" in line for line in failing), out
+    assert all("training step of" in line and "(worst: gradient" in line for line in failing), out
