@@ -26,6 +26,7 @@ with its own constants.
 """
 import math
 
+from .gemm import CONV_WGRAD, DENSE_FWD, DENSE_WGRAD, gemm, split_k_gemm
 from .record import F32, Recorder, adam_update, layer_shapes, num_parameters, softmax_xent
 from ..nn.layers import AvgPool2D, Conv2D, Dense, MaxPool2D, ReLU, Tanh
 
@@ -44,41 +45,6 @@ def _conv():
 def _fused():
     from ..ops.cuda import fused  # imports CuPy (no GPU needed), so only when a step is listed
     return fused
-
-
-_CONV_WGRAD = ("fused_conv.cu", "conv_wgrad_fused", "conv_wgrad_partial_fused", "conv_wgrad_reduce_fused")
-_DENSE_FWD = ("fused_dense.cu", "dense_fwd_fused", "dense_fwd_partial_fused", "dense_fwd_reduce_fused")
-_DENSE_WGRAD = ("fused_dense.cu", "dense_wgrad_fused", "dense_wgrad_partial_fused", "dense_wgrad_reduce_fused")
-
-
-def _tiled(rec, file, name, tile, blocks, m, n, k, reads, writes, sectors=4):
-    """rec.gemm on ``blocks`` of tile ``tile`` (fused.GEMM_TILES), with the tile and the 32-byte sectors of one
-    warp's global load (4 when aligned along the contiguous axis; the im2col reads of x at stride sx: 4 x sx)."""
-    rec.gemm(file, name, blocks, m, n, k, reads, writes)
-    rec.launches[-1].update(tile=list(_fused().GEMM_TILES[tile]), sectors_per_request=sectors)
-
-
-def _gemm(rec, file, name, m, n, k, reads, writes, sm_count, sectors=4):
-    """fused._launch_gemm: the launcher's tile (``gemm_tile`` on the GPU's SMs) and its grid."""
-    fused = _fused()
-    tile = fused.gemm_tile(m, n, k, sm_count)
-    _tiled(rec, file, name, tile, fused.gemm_blocks(m, n, tile), m, n, k, reads, writes, sectors)
-
-
-def _split_k(rec, kernels, m, n, k, reads, writes, sm_count, sectors=4):
-    """fused._launch_weight_grad (and linear_forward): (tile, S) = weight_grad_plan; S = 1, the single pass;
-    else the partial pass on tiles * S blocks into an (S, M, N) buffer, then the grid-stride reduce."""
-    file, single, partial, reduce = kernels
-    tile, slices = _fused().weight_grad_plan(m, n, k, sm_count)
-    tiles = _fused().gemm_blocks(m, n, tile)
-    if slices == 1:
-        _tiled(rec, file, single, tile, tiles, m, n, k, reads, writes, sectors)
-        rec.launches[-1]["slices"] = 1
-        return
-    _tiled(rec, file, partial, tile, tiles * slices, m, n, k, reads, F32 * slices * m * n, sectors)
-    rec.launches[-1].update(shape=rec.launches[-1]["shape"] + f" / S={slices}", slices=slices)
-    rec.grid_stride(file, reduce, m * n, F32 * slices * m * n, writes, 0, f"{slices} x {m} x {n} partials")
-    rec.launches[-1]["slices"] = slices
 
 
 def _conv_runs_fused(layer, shape, out):
@@ -115,7 +81,7 @@ def _conv_forward(rec, layer, shape, out, sm_count):
     g = layer.groups
     bias = o if layer.bias is not None else 0
     if _conv_runs_fused(layer, shape, out):
-        _gemm(rec, "fused_conv.cu", "conv_fwd_fused", o, n * p, k, F32 * (x + o * k + bias), F32 * y, sm_count,
+        gemm(rec, "fused_conv.cu", "conv_fwd_fused", o, n * p, k, F32 * (x + o * k + bias), F32 * y, sm_count,
               4 * layer.window.sx)
         rec.cupy("copy", x, F32 * x, F32 * x)  # x.copy(): the backward pass reads it
         return
@@ -134,11 +100,11 @@ def _conv_backward(rec, layer, shape, out, need_input_grad, sm_count):
     g = layer.groups
     if _conv_runs_fused(layer, shape, out):
         bias = 1 if layer.bias is not None else 0
-        _split_k(rec, _CONV_WGRAD, o, k + bias, n * p, F32 * (y + x), F32 * (o * k + o * bias), sm_count,
+        split_k_gemm(rec, CONV_WGRAD, o, k + bias, n * p, F32 * (y + x), F32 * (o * k + o * bias), sm_count,
                  4 * layer.window.sx)
         if need_input_grad:
             win = layer.window
-            _gemm(rec, "fused_conv.cu", "conv_dgrad_fused", c, x // c, o * win.kh * win.kw, F32 * (y + o * k),
+            gemm(rec, "fused_conv.cu", "conv_dgrad_fused", c, x // c, o * win.kh * win.kw, F32 * (y + o * k),
                   F32 * x, sm_count)
             rec.launches[-1]["variant"] = "unit stride" if win.sy == 1 and win.sx == 1 else "strided"
         return
@@ -168,7 +134,7 @@ def _forward(rec, layer, shape, out, sm_count):
     elif isinstance(layer, Dense) and _dense_runs_fused(shape, layer):
         n, i, o = shape[0], layer.in_features, layer.out_features
         bias = o if layer.bias is not None else 0
-        _split_k(rec, _DENSE_FWD, n, o, i, F32 * (n * i + o * i + bias), F32 * size, sm_count)
+        split_k_gemm(rec, DENSE_FWD, n, o, i, F32 * (n * i + o * i + bias), F32 * size, sm_count)
     elif isinstance(layer, Dense):
         n, i, o = shape[0], layer.in_features, layer.out_features
         rec.cublas(n, o, i)
@@ -194,9 +160,9 @@ def _backward(rec, layer, shape, out, need_input_grad, sm_count):
     elif isinstance(layer, Dense) and _dense_runs_fused(shape, layer):
         n, i, o = shape[0], layer.in_features, layer.out_features
         bias = 1 if layer.bias is not None else 0
-        _split_k(rec, _DENSE_WGRAD, o, i + bias, n, F32 * (size + n * i), F32 * (o * i + o * bias), sm_count)
+        split_k_gemm(rec, DENSE_WGRAD, o, i + bias, n, F32 * (size + n * i), F32 * (o * i + o * bias), sm_count)
         if need_input_grad:
-            _gemm(rec, "fused_dense.cu", "dense_dgrad_fused", n, i, o, F32 * (size + o * i), F32 * n * i, sm_count)
+            gemm(rec, "fused_dense.cu", "dense_dgrad_fused", n, i, o, F32 * (size + o * i), F32 * n * i, sm_count)
     elif isinstance(layer, Dense):
         n, i, o = shape[0], layer.in_features, layer.out_features
         if need_input_grad:

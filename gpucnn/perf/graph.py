@@ -32,6 +32,7 @@ their fixed-order reduce.
 import math
 
 from .batchnorm import record_batchnorm_backward, record_batchnorm_forward
+from .gemm import CONV_WGRAD, DENSE_FWD, DENSE_WGRAD, gemm, sms, split_k_gemm
 from .record import F32, I64, Recorder, adam_update, softmax_xent
 from ..nn.layers import (Add, AvgPool2D, BatchNorm2D, Concatenate, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,
                          ReLU, Tanh)
@@ -44,53 +45,11 @@ def _fused():
     return launch
 
 
-def _sms(sm_count):
-    return _fused().SM_COUNT if sm_count is None else sm_count
-
-
 def wgrad_split(m, n, k, sm_count=None):
     """S, the k-slices of a weight-gradient GEMM M x N x K on ``sm_count`` SMs (None: the launcher's default
     count): the launcher's own choice (``launch.weight_grad_plan``, which the launcher asks with the device's
     SM count)."""
-    return int(_fused().weight_grad_plan(m, n, k, _sms(sm_count))[1])
-
-
-def _tiled(rec, file, name, tile, blocks, m, n, k, reads, writes, sectors=4):
-    """rec.gemm on ``blocks`` of tile ``tile`` (launch.GEMM_TILES), the tile recorded with the launch, and the
-    32-byte sectors of one warp's global load: every operand is loaded along its contiguous axis
-    (fused_common.cuh: the load map), 32 threads x 4 bytes in 4 sectors when aligned; the im2col reads of x
-    at a column stride sx in 4 x sx."""
-    rec.gemm(file, name, blocks, m, n, k, reads, writes)
-    rec.launches[-1].update(tile=list(_fused().GEMM_TILES[tile]), sectors_per_request=sectors)
-
-
-def _gemm(rec, file, name, m, n, k, reads, writes, sm_count, sectors=4):
-    """launch.py _launch_gemm: the launcher's tile (``gemm_tile`` on the GPU's SMs) and its grid."""
-    fused = _fused()
-    tile = fused.gemm_tile(m, n, k, _sms(sm_count))
-    _tiled(rec, file, name, tile, fused.gemm_blocks(m, n, tile), m, n, k, reads, writes, sectors)
-
-
-def _wgrad(rec, kernels, m, n, k, reads, writes, sm_count, sectors=4):
-    """launch.py _launch_weight_grad: (tile, S) = weight_grad_plan; S = 1, the single-pass kernel on
-    gemm_blocks(M, N, tile); else the partial pass on gemm_blocks(M, N, tile) * S blocks into an (S, M, N)
-    buffer, then the reduce (grid-stride over M x N)."""
-    file, single, partial, reduce = kernels
-    tile, slices = _fused().weight_grad_plan(m, n, k, _sms(sm_count))
-    tiles = _fused().gemm_blocks(m, n, tile)
-    if slices == 1:
-        _tiled(rec, file, single, tile, tiles, m, n, k, reads, writes, sectors)
-        rec.launches[-1]["slices"] = 1
-        return
-    _tiled(rec, file, partial, tile, tiles * slices, m, n, k, reads, F32 * slices * m * n, sectors)
-    rec.launches[-1].update(shape=rec.launches[-1]["shape"] + f" / S={slices}", slices=slices)
-    rec.grid_stride(file, reduce, m * n, F32 * slices * m * n, writes, 0, f"{slices} x {m} x {n} partials")
-    rec.launches[-1]["slices"] = slices
-
-
-_CONV_WGRAD = ("fused_conv.cu", "conv_wgrad_fused", "conv_wgrad_partial_fused", "conv_wgrad_reduce_fused")
-_DENSE_FWD = ("fused_dense.cu", "dense_fwd_fused", "dense_fwd_partial_fused", "dense_fwd_reduce_fused")
-_DENSE_WGRAD = ("fused_dense.cu", "dense_wgrad_fused", "dense_wgrad_partial_fused", "dense_wgrad_reduce_fused")
+    return int(_fused().weight_grad_plan(m, n, k, sms(sm_count))[1])
 
 
 def _batch(rec, batch, sample):
@@ -108,12 +67,12 @@ def _forward(rec, stage, shape, out, sm_count):
         o, kh, kw = out[1], layer.window.kh, layer.window.kw
         m, cols, k = o, n * out[2] * out[3], c * kh * kw
         bias = o if layer.bias is not None else 0
-        _gemm(rec, "fused_conv.cu", "conv_fwd_fused", m, cols, k, F32 * (n * c * h * w + o * k + bias), F32 * size,
+        gemm(rec, "fused_conv.cu", "conv_fwd_fused", m, cols, k, F32 * (n * c * h * w + o * k + bias), F32 * size,
               sm_count, 4 * layer.window.sx)
     elif isinstance(layer, Dense):
         n, i, o = shape[0], layer.in_features, layer.out_features
         bias = o if layer.bias is not None else 0
-        _wgrad(rec, _DENSE_FWD, n, o, i, F32 * (n * i + o * i + bias), F32 * size, sm_count)
+        split_k_gemm(rec, DENSE_FWD, n, o, i, F32 * (n * i + o * i + bias), F32 * size, sm_count)
     elif isinstance(layer, MaxPool2D):
         rec.grid_stride("fused_pool.cu", "max_pool_u8_fwd", size, F32 * math.prod(shape), (F32 + 1) * size)
     elif isinstance(layer, AvgPool2D):
@@ -135,10 +94,10 @@ def _backward(rec, stage, shape, out, need_input_grad, masked, sm_count):
         o, kh, kw = out[1], layer.window.kh, layer.window.kw
         k, cols = c * kh * kw, n * out[2] * out[3]
         bias = 1 if layer.bias is not None else 0
-        _wgrad(rec, _CONV_WGRAD, o, k + bias, cols, F32 * (size + size_in), F32 * (o * k + o * bias), sm_count,
+        split_k_gemm(rec, CONV_WGRAD, o, k + bias, cols, F32 * (size + size_in), F32 * (o * k + o * bias), sm_count,
                4 * layer.window.sx)
         if need_input_grad:
-            _gemm(rec, "fused_conv.cu", "conv_dgrad_fused", c, n * h * w, o * kh * kw, F32 * (size + o * k),
+            gemm(rec, "fused_conv.cu", "conv_dgrad_fused", c, n * h * w, o * kh * kw, F32 * (size + o * k),
                   F32 * size_in, sm_count)
             unit = layer.window.sy == 1 and layer.window.sx == 1  # the kernel's instantiation without division
             rec.launches[-1]["variant"] = "unit stride" if unit else "strided"
@@ -147,9 +106,9 @@ def _backward(rec, stage, shape, out, need_input_grad, masked, sm_count):
         n, i, o = shape[0], layer.in_features, layer.out_features
         mask = size if stage.relu and not masked else 0  # the ReLU mask read from the layer's output
         bias = 1 if layer.bias is not None else 0
-        _wgrad(rec, _DENSE_WGRAD, o, i + bias, n, F32 * (size + mask + n * i), F32 * (o * i + o * bias), sm_count)
+        split_k_gemm(rec, DENSE_WGRAD, o, i + bias, n, F32 * (size + mask + n * i), F32 * (o * i + o * bias), sm_count)
         if need_input_grad:
-            _gemm(rec, "fused_dense.cu", "dense_dgrad_fused", n, i, o, F32 * (size + mask + o * i), F32 * n * i,
+            gemm(rec, "fused_dense.cu", "dense_dgrad_fused", n, i, o, F32 * (size + mask + o * i), F32 * n * i,
                   sm_count)
         return False
     if isinstance(layer, MaxPool2D):

@@ -15,6 +15,7 @@ import numpy
 import pytest
 
 import gpucnn
+from support.helpers import record_kernel_launches
 from gpucnn.commands import bench, estimate
 from gpucnn.perf import eager, gpus, graph, host, resources, roofline
 
@@ -259,21 +260,6 @@ def test_host_time_of_our_launches_is_measured_without_a_gpu():
 
 # ----------------------------------------------------------------------------- against the emulated CuPy
 
-def _recording(gpu, monkeypatch):
-    """[(name, grid)] of every kernel of ours the emulated CuPy launches (the grid the kernel object gets)."""
-    calls, real = [], gpu.loader.get_kernel
-
-    def get_kernel(file, expression):
-        kernel = real(file, expression)
-
-        def call(grid, block, args, *rest, **kwargs):
-            calls.append((expression.split("<")[0], tuple(grid)))
-            return kernel(grid, block, args, *rest, **kwargs)
-        return call
-
-    monkeypatch.setattr(gpu.loader, "get_kernel", get_kernel)
-    return calls
-
 
 def _ours(launches):
     return [(launch["name"], launch["grid"]) for launch in launches if launch["kind"] == "ours"]
@@ -281,7 +267,7 @@ def _ours(launches):
 
 @pytest.mark.kernels
 def test_eager_step_launches_are_what_the_emulated_gpu_records(gpu, monkeypatch):
-    calls = _recording(gpu, monkeypatch)
+    calls = record_kernel_launches(gpu, monkeypatch)
     step, _, _, _ = bench.gpucnn_step("cuda:0", 4)
     step()
     step()  # the first step builds the optimizer's flat buffers; model a steady one
@@ -303,7 +289,7 @@ def test_graph_step_launches_are_what_the_emulated_capture_holds(gpu, monkeypatc
     from gpucnn.nn.losses import SoftmaxCrossEntropy
     from gpucnn.optim.optimizers import Adam
 
-    calls = _recording(gpu, monkeypatch)
+    calls = record_kernel_launches(gpu, monkeypatch)
     model = gpucnn.models.fashion_cnn(rng=0).to("cuda")
     step = gpucnn.compile_step(model, SoftmaxCrossEntropy(), Adam(model.parameters()), 4, verify=False)
     rng = numpy.random.default_rng(0)

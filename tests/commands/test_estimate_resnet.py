@@ -9,25 +9,11 @@ import numpy
 import pytest
 
 import gpucnn
+from support.helpers import record_kernel_launches
 from gpucnn.commands import estimate
 from gpucnn.perf import graph
 
 pytest.importorskip("cupy")  # the launchers whose grid arithmetic the model imports need CuPy importable (no GPU)
-
-
-def _recording(gpu, monkeypatch):
-    calls, real = [], gpu.loader.get_kernel
-
-    def get_kernel(file, expression):
-        kernel = real(file, expression)
-
-        def call(grid, block, args, *rest, **kwargs):
-            calls.append((expression.split("<")[0], tuple(grid)))
-            return kernel(grid, block, args, *rest, **kwargs)
-        return call
-
-    monkeypatch.setattr(gpu.loader, "get_kernel", get_kernel)
-    return calls
 
 
 def _small_resnet(rng=None):
@@ -40,7 +26,7 @@ def test_graph_step_launches_of_a_resnet_are_what_the_emulated_capture_holds(gpu
     from gpucnn.nn.losses import SoftmaxCrossEntropy
     from gpucnn.optim.optimizers import Adam
 
-    calls = _recording(gpu, monkeypatch)
+    calls = record_kernel_launches(gpu, monkeypatch)
     model = _small_resnet(rng=0).to("cuda")
     step = gpucnn.compile_step(model, SoftmaxCrossEntropy(), Adam(model.parameters()), 4, verify=False)
     rng = numpy.random.default_rng(0)

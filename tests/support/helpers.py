@@ -93,3 +93,20 @@ def check_repeatable_and_accumulating(layer, x, grad_out, device="cpu"):
     for p in layer.parameters():
         assert not numpy.any(to_numpy(p.grad)), "zero_grad left non-zero gradients"
     return y1, y2
+
+
+def record_kernel_launches(gpu, monkeypatch):
+    """[(name, grid)] of every kernel of ours the emulated CuPy ``gpu`` launches from now on (the grid the kernel
+    object gets): what the performance model's launch lists are held to."""
+    calls, real = [], gpu.loader.get_kernel
+
+    def get_kernel(file, expression):
+        kernel = real(file, expression)
+
+        def call(grid, block, args, *rest, **kwargs):
+            calls.append((expression.split("<")[0], tuple(grid)))
+            return kernel(grid, block, args, *rest, **kwargs)
+        return call
+
+    monkeypatch.setattr(gpu.loader, "get_kernel", get_kernel)
+    return calls

@@ -21,7 +21,7 @@ import cupy
 import numpy
 
 from ...ops.cuda import loader
-from .launch import check_int32, device_sm_count
+from .launch import check_arrays, check_int32, device_sm_count
 
 __all__ = ["batch_norm_train_forward", "batch_norm_train_backward", "batch_norm_slices", "BN_BLOCKS_PER_SM",
            "BN_MIN_SLICE", "RELU", "MASK", "INPUT_GRAD"]
@@ -52,19 +52,6 @@ def batch_norm_slices(channels, count, sm_count):
     return max(1, min(slices, count, (2 ** 31 - 1) // (2 * channels)))
 
 
-def _check(op, arrays):
-    dtypes = set()
-    for name, a in arrays.items():
-        if not isinstance(a, cupy.ndarray):
-            raise TypeError(f"{op} (fused CUDA): {name} must be a CuPy array, got {type(a).__name__}")
-        dtypes.add(numpy.dtype(a.dtype))
-    if len(dtypes) != 1 or next(iter(dtypes)) not in _FLOATS:
-        got = ", ".join(f"{name} {a.dtype}" for name, a in arrays.items())
-        raise TypeError(f"{op} (fused CUDA): expected float32 or float64 arrays of one dtype, got {got}")
-    check_int32(op, **{name: a.size for name, a in arrays.items()})
-    return next(iter(dtypes))
-
-
 def _geometry(op, x, shapes):
     """(N, C, HW) of x ((N, C, H, W) or (N, C)); every array of ``shapes`` checked against its expected shape."""
     if x.ndim not in (2, 4):
@@ -93,7 +80,7 @@ def batch_norm_train_forward(x, gamma, beta, running_mean, running_var, momentum
     unbiased variance; y = gamma * (x - mean) * inv_std + beta, then max(y, 0) when ``relu``. mean and inv_std
     (C,) are for ``batch_norm_train_backward``."""
     op = "batch_norm_train_forward"
-    dtype = _check(op, {"x": x, "gamma": gamma, "beta": beta, "running_mean": running_mean,
+    dtype = check_arrays(op, {"x": x, "gamma": gamma, "beta": beta, "running_mean": running_mean,
                         "running_var": running_var})
     c = int(x.shape[1]) if x.ndim >= 2 else 0
     n, c, hw = _geometry(op, x, {name: (a, (c,)) for name, a in (("gamma", gamma), ("beta", beta),
@@ -130,7 +117,7 @@ def batch_norm_train_backward(grad_y, x, mean, inv_std, gamma, y=None, need_inpu
     arrays = {"grad_y": grad_y, "x": x, "mean": mean, "inv_std": inv_std, "gamma": gamma}
     if y is not None:
         arrays["y"] = y
-    dtype = _check(op, arrays)
+    dtype = check_arrays(op, arrays)
     c = int(x.shape[1]) if x.ndim >= 2 else 0
     shapes = {name: (arrays[name], (c,)) for name in ("mean", "inv_std", "gamma")}
     shapes.update({name: (arrays[name], x.shape) for name in ("grad_y", "y") if name in arrays})

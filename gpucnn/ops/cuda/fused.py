@@ -34,7 +34,7 @@ from . import loader
 __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
            "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward", "check_int32", "gemm_blocks",
            "split_k_slices", "device_sm_count", "SM_COUNT", "SPLIT_K_MIN_K", "GEMM_TILES", "GEMM_TK",
-           "tile_share", "gemm_tile", "weight_grad_plan"]
+           "tile_share", "gemm_tile", "weight_grad_plan", "check_arrays"]
 
 # Must equal GPUCNN_GEMM_TK, GPUCNN_GEMM_TILE_TABLE and GPUCNN_FUSED_* of gpucnn/kernels/fused_common.cuh
 # (tests/kernels/test_compile.py). GEMM_TK is the k-step of split-K's slices; GEMM_TILES[tile] = (TM, TN, TK,
@@ -167,12 +167,15 @@ def _launch_weight_grad(op, file, names, dtype, inputs, sizes, grad_w, grad_b, m
     loader.launch(file, names[2], dtype, (partial, grad_w, grad_b, slices, n, grad_w.size // m, m * n))
 
 
-def _check(op, arrays, ndims):
+def check_arrays(op, arrays, ndims=None):
+    """The one float dtype of ``arrays`` ({name: CuPy array}); TypeError / ValueError naming the array that is not
+    a CuPy array, of another dtype, of another rank than ``ndims`` (when given), or past 32-bit indices."""
     dtypes = set()
-    for name, (a, ndim) in zip(arrays, zip(arrays.values(), ndims)):
+    for i, (name, a) in enumerate(arrays.items()):
         if not isinstance(a, cupy.ndarray):
             raise TypeError(f"{op} (fused CUDA): {name} must be a CuPy array, got {type(a).__name__}")
-        if a.ndim != ndim:
+        ndim = None if ndims is None else ndims[i]
+        if ndim is not None and a.ndim != ndim:
             raise ValueError(f"{op} (fused CUDA): {name} must be {ndim}-D, got shape {tuple(a.shape)}")
         dtypes.add(numpy.dtype(a.dtype))
     if len(dtypes) != 1 or next(iter(dtypes)) not in _FLOATS:
@@ -215,7 +218,7 @@ def _check_shape(op, name, array, expected):
 @loader.on_device_of_first_argument
 def conv2d_forward(x, weight, bias, window, relu=False):
     """``relu(conv2d(x, weight) + bias)`` (ReLU when ``relu``); replaces ops.conv.conv2d_forward + activation.relu."""
-    dtype = _check("conv2d_forward", {"x": x, "weight": weight}, (4, 4))
+    dtype = check_arrays("conv2d_forward", {"x": x, "weight": weight}, (4, 4))
     geometry = _conv_geometry(x.shape, weight.shape[0], window)
     n, c, _, _, o, kh, kw, _, _, _, _, oh, ow = geometry
     _check_shape("conv2d_forward", "weight", weight, (o, c, kh, kw))
@@ -235,7 +238,7 @@ def conv2d_forward(x, weight, bias, window, relu=False):
 @loader.on_device_of_first_argument
 def conv2d_data_grad(grad_y, weight, x_shape, window, mask=None):
     """conv2d's dx (times ``mask > 0`` when given: the ReLU below); replaces the dx of ops.conv.conv2d_backward."""
-    dtype = _check("conv2d_data_grad", {"grad_y": grad_y, "weight": weight}, (4, 4))
+    dtype = check_arrays("conv2d_data_grad", {"grad_y": grad_y, "weight": weight}, (4, 4))
     geometry = _conv_geometry(x_shape, weight.shape[0], window)
     n, c, h, w, o, kh, kw, _, _, _, _, oh, ow = geometry
     _check_shape("conv2d_data_grad", "grad_y", grad_y, (n, o, oh, ow))
@@ -257,7 +260,7 @@ def conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias=True, slices=N
     """(dW, db or None) of conv2d in one GEMM, split-K into ``slices`` (default: ``split_k_slices``);
     replaces the dW, db of ops.conv.conv2d_backward. ``grad_weight_out`` / ``grad_bias_out``: C-contiguous
     arrays of dW's / db's shape and dtype written instead of new ones (the eager path's Parameter.grad_out)."""
-    dtype = _check("conv2d_weight_grad", {"grad_y": grad_y, "x": x}, (4, 4))
+    dtype = check_arrays("conv2d_weight_grad", {"grad_y": grad_y, "x": x}, (4, 4))
     geometry = _conv_geometry(x.shape, weight_shape[0], window)
     n, c, _, _, o, kh, kw, _, _, _, _, oh, ow = geometry
     _check_shape("conv2d_weight_grad", "grad_y", grad_y, (n, o, oh, ow))
@@ -281,7 +284,7 @@ def linear_forward(x, weight, bias, relu=False, slices=None):
     """``relu(x @ weight.T + bias)``, split-K into ``slices`` (default: ``weight_grad_plan``'s, more than 1 where
     the output tiles leave SMs idle, as dense1 of fashion_cnn: 256 x 128 outputs over K = 3136); replaces
     ops.linear.linear_forward (+ ops.activation.relu)."""
-    dtype = _check("linear_forward", {"x": x, "weight": weight}, (2, 2))
+    dtype = check_arrays("linear_forward", {"x": x, "weight": weight}, (2, 2))
     n, i = (int(s) for s in x.shape)
     o = int(weight.shape[0])
     _check_shape("linear_forward", "weight", weight, (o, i))
@@ -311,7 +314,7 @@ def linear_forward(x, weight, bias, relu=False, slices=None):
 @loader.on_device_of_first_argument
 def linear_data_grad(grad_y, weight, y=None):
     """``(grad_y * (y > 0)) @ weight`` (no mask without ``y``); replaces ops.linear's dx (+ relu_backward)."""
-    dtype = _check("linear_data_grad", {"grad_y": grad_y, "weight": weight}, (2, 2))
+    dtype = check_arrays("linear_data_grad", {"grad_y": grad_y, "weight": weight}, (2, 2))
     n, o = (int(s) for s in grad_y.shape)
     i = int(weight.shape[1])
     _check_shape("linear_data_grad", "weight", weight, (o, i))
@@ -331,7 +334,7 @@ def linear_weight_grad(grad_y, x, y=None, need_bias=True, slices=None, grad_weig
     """(dW, db or None) with gz = grad_y * (y > 0) (no mask without ``y``), split-K into ``slices`` (default:
     ``split_k_slices``); replaces ops.linear's dW, db. ``grad_weight_out`` / ``grad_bias_out``: as for
     ``conv2d_weight_grad``."""
-    dtype = _check("linear_weight_grad", {"grad_y": grad_y, "x": x}, (2, 2))
+    dtype = check_arrays("linear_weight_grad", {"grad_y": grad_y, "x": x}, (2, 2))
     n, o = (int(s) for s in grad_y.shape)
     i = int(x.shape[1])
     _check_shape("linear_weight_grad", "x", x, (n, i))
@@ -361,7 +364,7 @@ def _pool_args(x_shape, window):
 @loader.on_device_of_first_argument
 def max_pool2d_forward(x, window):
     """(y, argmax uint8); replaces ops.pool.max_pool2d_forward (same rule for ties and NaN)."""
-    dtype = _check("max_pool2d_forward", {"x": x}, (4,))
+    dtype = check_arrays("max_pool2d_forward", {"x": x}, (4,))
     geometry = _pool_args(x.shape, window)
     n, c = int(x.shape[0]), int(x.shape[1])
     y = cupy.empty((n, c) + geometry[-2:], dtype=dtype)
@@ -376,7 +379,7 @@ def max_pool2d_forward(x, window):
 def max_pool2d_backward(grad_y, argmax, x, window, mask=True):
     """dx of max pooling, times ``(x > 0)`` when ``mask`` (x is the ReLU output below the pool);
     replaces ops.pool.max_pool2d_backward + ops.activation.relu_backward."""
-    dtype = _check("max_pool2d_backward", {"grad_y": grad_y, "x": x}, (4, 4))
+    dtype = check_arrays("max_pool2d_backward", {"grad_y": grad_y, "x": x}, (4, 4))
     geometry = _pool_args(x.shape, window)
     _check_shape("max_pool2d_backward", "grad_y", grad_y, tuple(x.shape[:2]) + geometry[-2:])
     _check_shape("max_pool2d_backward", "argmax", argmax, grad_y.shape)
