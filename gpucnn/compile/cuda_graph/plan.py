@@ -125,6 +125,8 @@ def _flatten(model):
 
 
 def _input_rank(model):
+    """The rank of the model's input (batch included) for the planner, where it is known: a Model's Input, a
+    Sequential's remembered shape, else guessed from its first layer (None: unknown, as the planner allows)."""
     if isinstance(model, Model):
         return len(model.inputs[0].shape) + 1
     shape = getattr(model, "input_shape", None)
