@@ -73,9 +73,9 @@ namespace fused {
 
 // C[m, n] = store(m, n, sum_{k ascending} lhs(m, k) * rhs(k, n)) for m < P.M, n < P.N, k < P.K,
 // tiled TM x TN per block, TK along k per step (a Tile below). A problem P provides M, N, K, its
-// operands' elements through cursors (below: lhs_cursor, lhs_at, lhs_step, and rhs_*), store, and which
-// axis of each operand is contiguous in memory (kLhsAlongK, kRhsAlongK): the fused kernels differ only
-// in P (implicit im2col inside rhs, bias/ReLU inside store, ReLU mask inside lhs, ...).
+// operands' elements through cursors (below), store, and which axis of each operand is contiguous in
+// memory (kLhsAlongK, kRhsAlongK): the fused kernels differ only in P (implicit im2col inside rhs,
+// bias/ReLU inside store, ReLU mask inside lhs, ...).
 //
 // Block b owns the tile rows [m0, m0 + TM) and columns [n0, n0 + TN), with
 // tiles_n = ceil(N / TN), m0 = (b / tiles_n) * TM, n0 = (b % tiles_n) * TN.
@@ -86,10 +86,18 @@ namespace fused {
 // B[kk][nn] (LDB = TN + 4); the padding keeps rows 16-byte aligned for the vector reads of the
 // multiply and spreads the column-wise stores of a K-contiguous load over the banks.
 //
-// Load map (coalesced): element r of thread t is e = t + 256 r, r < TK*TM/256 for A; for an
-// operand contiguous along k, kk = e % TK and mm = e / TK (adjacent threads read adjacent k),
-// otherwise mm = e % TM and kk = e / TM (adjacent threads read adjacent m); likewise B with TN, nn.
-// Outside [0, M) x [0, K) (resp. [0, K) x [0, N)) an element is 0.
+// Load map (coalesced; OperandMap below): thread t stages PER = TK*ROWS/256 elements of an operand's
+// ROWS x TK tile per k-step. An operand contiguous along k is read with adjacent threads at adjacent k:
+// element r is (row, kk) = (t / TK + r*(256/TK), t % TK). Otherwise adjacent threads read adjacent runs
+// of V = min(PER, 4) rows: element r is row (t % G)*V + r % V with G = ROWS / V, at
+// kk = t / G + (r / V)*(256/G); the V elements of one kk land side by side in shared memory (one vector
+// store). Outside [0, M) x [0, K) (resp. [0, K) x [0, N)) an element is 0.
+//
+// Cursors (no division in the k-loop): an element is read through a row cursor (the part of its address
+// that its row m or n fixes) and a k cursor (the part that moves with k), and a thread's elements share
+// them: along k, its PER elements have PER rows and one kk, so one k cursor; otherwise V rows and PER/V
+// values of kk, so V row cursors and PER/V k cursors. A k-step moves only the k cursors, by additions
+// with at most one carry per index (Strided, Digits).
 //
 // Phase sequence over the k-steps k0 = k_begin, k_begin + TK, ... < k_end:
 //   prologue:  place the cursors at k_begin; load that step into buffer 0.    barrier
@@ -105,14 +113,33 @@ namespace fused {
 constexpr int kThreadGrid = 16;
 constexpr int kPad = 4;
 
+// The load map of one operand tile of ROWS x TK (the header comment): element r of thread t is at
+// (row(t, r), kk(t, r)), read through row cursor ir(r) and k cursor ik(r).
+template <int ROWS, int TK, bool ALONG_K>
+struct OperandMap {
+    static constexpr int PER = TK * ROWS / GPUCNN_BLOCK;
+    static constexpr int V = ALONG_K ? 1 : (PER < 4 ? PER : 4);
+    static constexpr int G = ROWS / V;  // runs of V rows side by side (not along k)
+    static constexpr int ROW_CURSORS = ALONG_K ? PER : V;
+    static constexpr int K_CURSORS = ALONG_K ? 1 : PER / V;
+    static_assert(PER * GPUCNN_BLOCK == TK * ROWS && PER % V == 0, "whole loads per thread");
+    static_assert(GPUCNN_BLOCK % TK == 0 && GPUCNN_BLOCK % G == 0, "the maps split t as below");
+    __host__ __device__ static constexpr int ir(int r) { return ALONG_K ? r : r % V; }
+    __host__ __device__ static constexpr int ik(int r) { return ALONG_K ? 0 : r / V; }
+    __host__ __device__ static int row(int t, int r) {
+        return ALONG_K ? t / TK + r * (GPUCNN_BLOCK / TK) : (t % G) * V + r % V;
+    }
+    __host__ __device__ static int kk(int t, int r) {
+        return ALONG_K ? t % TK : t / G + (r / V) * (GPUCNN_BLOCK / G);
+    }
+};
+
 template <int TM_, int TN_, int TK_, int RM_, int RN_>
 struct Tile {
     static constexpr int TM = TM_, TN = TN_, TK = TK_, RM = RM_, RN = RN_;
     static constexpr int LDA = TM + kPad, LDB = TN + kPad;
-    static constexpr int A_PER = TK * TM / GPUCNN_BLOCK, B_PER = TK * TN / GPUCNN_BLOCK;  // staged per thread
     static constexpr int BUFFER = TK * (LDA + LDB);  // elements of one buffer (A then B)
     static_assert(TM == RM * kThreadGrid && TN == RN * kThreadGrid, "a 16 x 16 thread grid of RM x RN tiles");
-    static_assert(A_PER * GPUCNN_BLOCK == TK * TM && B_PER * GPUCNN_BLOCK == TK * TN, "whole loads per thread");
     static_assert(GPUCNN_GEMM_TK % TK == 0, "split-K slices are whole k-steps of every tile");
 };
 
@@ -138,29 +165,37 @@ template <class Unused, class... Tiles> struct MaxBufferOfTable {
 // Shared memory the kernels declare once (both buffers of the largest tile), in elements.
 constexpr int kGemmSharedElements = 2 * MaxBufferOfTable<void GPUCNN_GEMM_TILE_TABLE(GPUCNN_GEMM_TILE_TYPE)>::value;
 
+// The operand maps of tile Tl for problem P.
+template <class Tl, class P>
+struct GemmMaps {
+    using A = OperandMap<Tl::TM, Tl::TK, P::kLhsAlongK>;
+    using B = OperandMap<Tl::TN, Tl::TK, P::kRhsAlongK>;
+};
+
 // A thread's registers: its accumulators, the next k-step's elements (fetched before the multiply,
-// committed after it), and one cursor per staged element (below) with the operands' k-step increments.
+// committed after it), its row and k cursors (the header comment) and the operands' k-step increments.
 template <typename T, class Tl, class P>
 struct GemmThread {
+    using A = typename GemmMaps<Tl, P>::A;
+    using B = typename GemmMaps<Tl, P>::B;
     T acc[Tl::RM][Tl::RN];
-    T a_next[Tl::A_PER];
-    T b_next[Tl::B_PER];
-    typename P::LhsCursor a_at[Tl::A_PER];
-    typename P::RhsCursor b_at[Tl::B_PER];
+    T a_next[A::PER];
+    T b_next[B::PER];
+    typename P::LhsRow a_row[A::ROW_CURSORS];
+    typename P::LhsK a_k[A::K_CURSORS];
+    typename P::RhsRow b_row[B::ROW_CURSORS];
+    typename P::RhsK b_k[B::K_CURSORS];
     typename P::LhsStep a_step;
     typename P::RhsStep b_step;
 };
 
-// Precomputed offsets (no division in the k-loop): a problem P reads operand elements through
-// cursors. P::lhs_cursor(m, k) / rhs_cursor(n, k) place one at element (m, k) / (k, n), doing the
-// index arithmetic (divisions included) once per thread; lhs_at(cursor, m) / rhs_at(cursor, n) read
-// the element there (called only inside [0, M) x [0, K), resp. [0, K) x [0, N)); lhs_step(dk) /
-// rhs_step(dk) give the increments of one k-step of dk, and lhs_advance / rhs_advance(cursor, step) move a
-// cursor dk
-// along k with additions and at most one carry per index (dk is decomposed once). Offsets that may
-// run past a tensor (cursors advanced beyond K) are unsigned: they wrap without overflow and are
-// never read there. The cursors of each problem are written beside its element definitions.
-struct Strided {  // an element at data[off], k-steps of a fixed stride
+// How a problem P reads its operands (the cursors of the header comment): lhs_row(m) / rhs_row(n) place a
+// row cursor, lhs_k(k) / rhs_k(k) a k cursor, doing the index arithmetic (divisions included) once per
+// thread; lhs_load(in, row, kc, m) / rhs_load(in, row, kc, n) read the element there where ``in`` (it is
+// inside [0, M) x [0, K), resp. [0, K) x [0, N)), else give 0: one predicated load, no branch; lhs_step(dk) / rhs_step(dk) decompose one k-step once, and lhs_advance /
+// rhs_advance(kc, step) move a k cursor by it. Offsets that may run past a tensor (k cursors beyond K,
+// row cursors of rows past M or N) are unsigned: they wrap without overflow and are never read there.
+struct Strided {  // a k offset of a fixed stride per k
     unsigned off;
 };
 struct StridedStep {
@@ -179,17 +214,6 @@ __host__ __device__ inline void gemm_zero(GemmThread<T, Tl, P>& s) {
         for (int j = 0; j < Tl::RN; ++j) s.acc[i][j] = T(0);
 }
 
-// Element r of thread t in one operand tile of ROWS x TK: (row, kk) by the load map, and its place in shared memory.
-template <int ROWS, int TK, bool ALONG_K>
-struct LoadMap {
-    int row, kk;
-    static_assert(GPUCNN_BLOCK % TK == 0 && GPUCNN_BLOCK % ROWS == 0, "e = t + 256 r splits as below");
-    __host__ __device__ LoadMap(int t, int r) {  // e = t + 256 r: kk = e % TK, row = e / TK (or the transpose)
-        row = ALONG_K ? t / TK + r * (GPUCNN_BLOCK / TK) : t % ROWS;
-        kk = ALONG_K ? t % TK : t / ROWS + r * (GPUCNN_BLOCK / ROWS);
-    }
-};
-
 template <class Tl>
 __host__ __device__ inline void tile_origin(int N, int block, int& m0, int& n0) {
     const int tiles_n = ceil_div(N, Tl::TN);
@@ -200,77 +224,77 @@ __host__ __device__ inline void tile_origin(int N, int block, int& m0, int& n0) 
 // The thread's cursors at k-step k_begin, and the k-step increments.
 template <typename T, class Tl, class P>
 __host__ __device__ inline void gemm_cursors(const P& p, int block, int t, int k_begin, GemmThread<T, Tl, P>& s) {
+    using A = typename GemmMaps<Tl, P>::A;
+    using B = typename GemmMaps<Tl, P>::B;
     int m0, n0;
     tile_origin<Tl>(p.N, block, m0, n0);
     s.a_step = p.lhs_step(Tl::TK);
     s.b_step = p.rhs_step(Tl::TK);
+    // Element r = ir (resp. ik * V) of the map is one whose row (resp. kk) the cursor serves.
 GPUCNN_UNROLL
-    for (int r = 0; r < Tl::A_PER; ++r) {
-        const LoadMap<Tl::TM, Tl::TK, P::kLhsAlongK> e(t, r);
-        s.a_at[r] = p.lhs_cursor(m0 + e.row, k_begin + e.kk);
-    }
+    for (int i = 0; i < A::ROW_CURSORS; ++i) s.a_row[i] = p.lhs_row(m0 + A::row(t, i));
 GPUCNN_UNROLL
-    for (int r = 0; r < Tl::B_PER; ++r) {
-        const LoadMap<Tl::TN, Tl::TK, P::kRhsAlongK> e(t, r);
-        s.b_at[r] = p.rhs_cursor(n0 + e.row, k_begin + e.kk);
-    }
+    for (int i = 0; i < A::K_CURSORS; ++i) s.a_k[i] = p.lhs_k(k_begin + A::kk(t, i * A::V));
+GPUCNN_UNROLL
+    for (int i = 0; i < B::ROW_CURSORS; ++i) s.b_row[i] = p.rhs_row(n0 + B::row(t, i));
+GPUCNN_UNROLL
+    for (int i = 0; i < B::K_CURSORS; ++i) s.b_k[i] = p.rhs_k(k_begin + B::kk(t, i * B::V));
 }
 
-// The elements of k-step k0 into a_next / b_next (0 outside the operands), each cursor then one step on.
+// The elements of k-step k0 into a_next / b_next (0 outside the operands), then the k cursors one step on.
 template <typename T, class Tl, class P>
 __host__ __device__ inline void gemm_fetch(const P& p, int block, int t, int k0, GemmThread<T, Tl, P>& s) {
+    using A = typename GemmMaps<Tl, P>::A;
+    using B = typename GemmMaps<Tl, P>::B;
     int m0, n0;
     tile_origin<Tl>(p.N, block, m0, n0);
 GPUCNN_UNROLL
-    for (int r = 0; r < Tl::A_PER; ++r) {
-        const LoadMap<Tl::TM, Tl::TK, P::kLhsAlongK> e(t, r);
-        const int m = m0 + e.row, k = k0 + e.kk;
-        s.a_next[r] = (m < p.M && k < p.K) ? p.lhs_at(s.a_at[r], m) : T(0);
-        p.lhs_advance(s.a_at[r], s.a_step);
+    for (int r = 0; r < A::PER; ++r) {
+        const int m = m0 + A::row(t, r), k = k0 + A::kk(t, r);
+        s.a_next[r] = p.lhs_load((m < p.M) & (k < p.K), s.a_row[A::ir(r)], s.a_k[A::ik(r)], m);
     }
 GPUCNN_UNROLL
-    for (int r = 0; r < Tl::B_PER; ++r) {
-        const LoadMap<Tl::TN, Tl::TK, P::kRhsAlongK> e(t, r);
-        const int n = n0 + e.row, k = k0 + e.kk;
-        s.b_next[r] = (n < p.N && k < p.K) ? p.rhs_at(s.b_at[r], n) : T(0);
-        p.rhs_advance(s.b_at[r], s.b_step);
+    for (int r = 0; r < B::PER; ++r) {
+        const int n = n0 + B::row(t, r), k = k0 + B::kk(t, r);
+        s.b_next[r] = p.rhs_load((n < p.N) & (k < p.K), s.b_row[B::ir(r)], s.b_k[B::ik(r)], n);
     }
+GPUCNN_UNROLL
+    for (int i = 0; i < A::K_CURSORS; ++i) p.lhs_advance(s.a_k[i], s.a_step);
+GPUCNN_UNROLL
+    for (int i = 0; i < B::K_CURSORS; ++i) p.rhs_advance(s.b_k[i], s.b_step);
 }
 
-template <typename T, class Tl, class P>
-__host__ __device__ inline void gemm_commit(int t, const T* a, const T* b, T* buffer) {
-    T* As = buffer;
-    T* Bs = buffer + Tl::TK * Tl::LDA;
-GPUCNN_UNROLL
-    for (int r = 0; r < Tl::A_PER; ++r) {
-        const LoadMap<Tl::TM, Tl::TK, P::kLhsAlongK> e(t, r);
-        As[e.kk * Tl::LDA + e.row] = a[r];
-    }
-GPUCNN_UNROLL
-    for (int r = 0; r < Tl::B_PER; ++r) {
-        const LoadMap<Tl::TN, Tl::TK, P::kRhsAlongK> e(t, r);
-        Bs[e.kk * Tl::LDB + e.row] = b[r];
-    }
-}
-
-// R consecutive elements of shared memory into registers: vector loads on the device (LDS.64 /
-// LDS.128; the rows are 16-byte aligned, offsets multiples of R), element by element on the host.
+// R consecutive elements from src to dst (registers <-> shared memory): vector moves on the device where they
+// make 16 bytes (LDS.128 / STS.128) or 8 (float x 2), element by element on the host. The shared rows are
+// 16-byte aligned and the offsets multiples of R.
 template <typename T, int R>
-__host__ __device__ inline void shared_row(const T* src, T (&out)[R]) {
+__host__ __device__ inline void copy_run(T* dst, const T* src) {
 #if defined(__CUDA_ARCH__)
     if constexpr (sizeof(T) * R % 16 == 0) {
 GPUCNN_UNROLL
         for (int v = 0; v < (int)(sizeof(T) * R / 16); ++v)
-            reinterpret_cast<float4*>(out)[v] = reinterpret_cast<const float4*>(src)[v];
+            reinterpret_cast<float4*>(dst)[v] = reinterpret_cast<const float4*>(src)[v];
     } else if constexpr (sizeof(T) * R == 8) {
-        *reinterpret_cast<float2*>(out) = *reinterpret_cast<const float2*>(src);
+        *reinterpret_cast<float2*>(dst) = *reinterpret_cast<const float2*>(src);
     } else {
 GPUCNN_UNROLL
-        for (int i = 0; i < R; ++i) out[i] = src[i];
+        for (int i = 0; i < R; ++i) dst[i] = src[i];
     }
 #else
-    for (int i = 0; i < R; ++i) out[i] = src[i];
+    for (int i = 0; i < R; ++i) dst[i] = src[i];
 #endif
+}
+
+template <class M, int LD, typename T>
+__host__ __device__ inline void commit_operand(int t, const T* next, T* tile) {
+GPUCNN_UNROLL
+    for (int r = 0; r < M::PER; r += M::V) copy_run<T, M::V>(tile + M::kk(t, r) * LD + M::row(t, r), next + r);
+}
+
+template <typename T, class Tl, class P>
+__host__ __device__ inline void gemm_commit(int t, const T* a, const T* b, T* buffer) {
+    commit_operand<typename GemmMaps<Tl, P>::A, Tl::LDA>(t, a, buffer);
+    commit_operand<typename GemmMaps<Tl, P>::B, Tl::LDB>(t, b, buffer + Tl::TK * Tl::LDA);
 }
 
 template <typename T, class Tl, class P>
@@ -280,8 +304,8 @@ __host__ __device__ inline void gemm_multiply(int t, const T* buffer, GemmThread
 GPUCNN_UNROLL
     for (int kk = 0; kk < Tl::TK; ++kk) {
         T a[Tl::RM], b[Tl::RN];
-        shared_row(As + kk * Tl::LDA, a);
-        shared_row(Bs + kk * Tl::LDB, b);
+        copy_run<T, Tl::RM>(a, As + kk * Tl::LDA);
+        copy_run<T, Tl::RN>(b, Bs + kk * Tl::LDB);
 GPUCNN_UNROLL
         for (int i = 0; i < Tl::RM; ++i)
 GPUCNN_UNROLL

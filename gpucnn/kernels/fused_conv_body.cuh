@@ -51,15 +51,16 @@ __host__ __device__ inline void advance(Digits& d, const DigitsStep& s) {
     if (d.c >= s.Cn) { d.c -= s.Cn; d.b += 1; d.off += s.carry_c; }
     if (d.b >= s.B) { d.b -= s.B; d.off += s.carry_b; }
 }
-__host__ __device__ inline bool inside(int ih, int iw, const ConvGeometry& g) {  // (ih, iw) in x, not padding
-    return ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+// (ih, iw) in x, not padding (a negative index wraps to a large unsigned one); & for a predicate, not a branch
+__host__ __device__ inline bool inside(int ih, int iw, const ConvGeometry& g) {
+    return ((unsigned)ih < (unsigned)g.H) & ((unsigned)iw < (unsigned)g.W);
 }
 
 // Forward: y = relu(conv(x, weight) + b)   (bias and ReLU each optional: flags BIAS, RELU).
 // GEMM: M = O, N = N*P (column (n, oy, ox)), K = C*kh*kw (k = (c, i, j));
 //   lhs(o, k) = weight[o, k];
 //   rhs(k, col) = x_pad[n, c, oy*sy + i, ox*sx + j] (the im2col element, computed where it is needed):
-//     cursor = the column's corner (n, oy*sy - pt, ox*sx - pl), once, and k as Digits (c, i, j) with
+//     row cursor = the column's corner (n, oy*sy - pt, ox*sx - pl), k cursor = Digits (c, i, j) with
 //     off = c*H*W + i*W + j;
 //   store(o, col): y[n, o, oy, ox].
 template <typename T>
@@ -73,32 +74,35 @@ struct ConvForward {
     int flags;
     int M, N, K;
 
-    struct RhsCursor {
-        int iy0, ix0;  // the window's top-left corner in x (may be outside: padding)
+    struct RhsRow {
+        int iy0, ix0;   // the window's top-left corner in x (may be outside: padding)
         unsigned base;  // n*C*H*W + iy0*W + ix0 (mod 2^32)
-        Digits k;       // (c, i, j)
     };
-    using LhsCursor = Strided;
+    using LhsRow = unsigned;  // m*K
+    using LhsK = Strided;     // k
+    using RhsK = Digits;      // (c, i, j), off = c*H*W + i*W + j
     using LhsStep = StridedStep;
     using RhsStep = DigitsStep;
+    __host__ __device__ inline LhsRow lhs_row(int m) const { return (unsigned)m * (unsigned)K; }
+    __host__ __device__ inline LhsK lhs_k(int k) const { return {(unsigned)k}; }
     __host__ __device__ inline LhsStep lhs_step(int dk) const { return {(unsigned)dk}; }
-    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return {(unsigned)m * (unsigned)K + k}; }
-    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return weight[c.off]; }
-    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
-    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c.k, s); }
-    __host__ __device__ inline RhsStep rhs_step(int dk) const { return digits_step(dk, g.kh, g.kw, g.H * g.W, g.W, 1); }
-    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const {
+    __host__ __device__ inline T lhs_load(bool in, LhsRow row, const LhsK& c, int) const {
+        return in ? weight[row + c.off] : T(0);
+    }
+    __host__ __device__ inline void lhs_advance(LhsK& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline RhsRow rhs_row(int n) const {
         const int P = g.oh * g.ow;
         const int img = n / P, p = n - (n / P) * P;
         const int oy = p / g.ow, ox = p - (p / g.ow) * g.ow;
         const int iy0 = oy * g.sy - g.pt, ix0 = ox * g.sx - g.pl;
-        return {iy0, ix0, (unsigned)img * (unsigned)(g.C * g.H * g.W) + (unsigned)(iy0 * g.W + ix0),
-                digits_at(k, g.kh, g.kw, g.H * g.W, g.W, 1)};
+        return {iy0, ix0, (unsigned)img * (unsigned)(g.C * g.H * g.W) + (unsigned)(iy0 * g.W + ix0)};
     }
-    __host__ __device__ inline T rhs_at(const RhsCursor& c, int) const {
-        const int ih = c.iy0 + c.k.b, iw = c.ix0 + c.k.c;
-        return inside(ih, iw, g) ? x[c.base + c.k.off] : T(0);
+    __host__ __device__ inline RhsK rhs_k(int k) const { return digits_at(k, g.kh, g.kw, g.H * g.W, g.W, 1); }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const { return digits_step(dk, g.kh, g.kw, g.H * g.W, g.W, 1); }
+    __host__ __device__ inline T rhs_load(bool in, const RhsRow& row, const RhsK& c, int) const {
+        return (in & inside(row.iy0 + c.b, row.ix0 + c.c, g)) ? x[row.base + c.off] : T(0);
     }
+    __host__ __device__ inline void rhs_advance(RhsK& c, const RhsStep& s) const { advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         if (flags & GPUCNN_FUSED_BIAS) acc += bias[m];
         if ((flags & GPUCNN_FUSED_RELU) && !(acc > T(0)) && !is_nan(acc)) acc = T(0);  // relu = max(acc, 0)
@@ -111,9 +115,10 @@ struct ConvForward {
 // Data gradient as a gather: grad_x = mask(conv_transpose(grad_y, weight)), where
 // mask(v) = v * (mask_src > 0) with flag MASK (the ReLU of the layer below folded in).
 // GEMM: M = C, N = N*H*W (column (n, h, w)), K = O*kh*kw (k = (o, i, j));
-//   lhs(c, k) = weight[o, c, i, j]: cursor Digits (o, ij) over (O, kh*kw) with strides (C*kh*kw, 1);
+//   lhs(c, k) = weight[o, c, i, j]: row cursor c*kh*kw, k cursor Digits (o, ij) over (O, kh*kw) with
+//     strides (C*kh*kw, 1);
 //   rhs(k, col) = grad_y[n, o, oy, ox] where oy*sy + i = h + pt and ox*sx + j = w + pl, else 0:
-//     cursor = the column (n, h + pt, w + pl), once, and k as Digits (o, i, j) with off = o*oh*ow
+//     row cursor = the column (n, h + pt, w + pl), k cursor = Digits (o, i, j) with off = o*oh*ow
 //     (kUnitStride, the instantiation the kernel runs for sy = sx = 1, divides by nothing; the division
 //     by sy, sx is only for strided convolutions);
 //   store(c, col): grad_x[n, c, h, w].
@@ -128,45 +133,44 @@ struct ConvDataGrad {
     int flags;
     int M, N, K;
 
-    struct RhsCursor {
+    struct RhsRow {
         int ty0, tx0;   // h + pt, w + pl
         unsigned base;  // n*O*oh*ow
-        Digits k;       // (o, i, j), off = o*oh*ow (i and j are read as digits)
     };
-    using LhsCursor = Digits;
+    using LhsRow = unsigned;  // c*kh*kw
+    using LhsK = Digits;      // (o, ij) over (O, kh*kw), off = o*C*kh*kw + ij
+    using RhsK = Digits;      // (o, i, j), off = o*oh*ow (i and j are read as digits)
     using LhsStep = DigitsStep;
     using RhsStep = DigitsStep;
+    __host__ __device__ inline LhsRow lhs_row(int m) const { return (unsigned)(m * g.kh * g.kw); }
+    __host__ __device__ inline LhsK lhs_k(int k) const {
+        return digits_at(k, kNoWrap, g.kh * g.kw, 0, g.C * g.kh * g.kw, 1);
+    }
     __host__ __device__ inline LhsStep lhs_step(int dk) const {
         return digits_step(dk, kNoWrap, g.kh * g.kw, 0, g.C * g.kh * g.kw, 1);
     }
-    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const {
-        Digits d = digits_at(k, kNoWrap, g.kh * g.kw, 0, g.C * g.kh * g.kw, 1);
-        d.off += (unsigned)(m * g.kh * g.kw);
-        return d;
+    __host__ __device__ inline T lhs_load(bool in, LhsRow row, const LhsK& c, int) const {
+        return in ? weight[row + c.off] : T(0);
     }
-    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return weight[c.off]; }
-    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
-    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c.k, s); }
-    __host__ __device__ inline RhsStep rhs_step(int dk) const {
-        return digits_step(dk, g.kh, g.kw, g.oh * g.ow, 0, 0);
-    }
-    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const {
+    __host__ __device__ inline void lhs_advance(LhsK& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline RhsRow rhs_row(int n) const {
         const int w = n % g.W, nh = n / g.W;
         const int h = nh % g.H, img = nh / g.H;
-        return {h + g.pt, w + g.pl, (unsigned)img * (unsigned)(g.O * g.oh * g.ow),
-                digits_at(k, g.kh, g.kw, g.oh * g.ow, 0, 0)};
+        return {h + g.pt, w + g.pl, (unsigned)img * (unsigned)(g.O * g.oh * g.ow)};
     }
-    __host__ __device__ inline T rhs_at(const RhsCursor& c, int) const {
-        int oy = c.ty0 - c.k.b, ox = c.tx0 - c.k.c;
-        if (oy < 0 || ox < 0) return T(0);
+    __host__ __device__ inline RhsK rhs_k(int k) const { return digits_at(k, g.kh, g.kw, g.oh * g.ow, 0, 0); }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const { return digits_step(dk, g.kh, g.kw, g.oh * g.ow, 0, 0); }
+    __host__ __device__ inline T rhs_load(bool in, const RhsRow& row, const RhsK& c, int) const {
+        int oy = row.ty0 - c.b, ox = row.tx0 - c.c;  // may be negative: then (unsigned) fails the bound
         if (!kUnitStride) {
-            if (oy % g.sy != 0 || ox % g.sx != 0) return T(0);
+            in = in & (oy % g.sy == 0) & (ox % g.sx == 0);
             oy /= g.sy;
             ox /= g.sx;
         }
-        if (oy >= g.oh || ox >= g.ow) return T(0);
-        return grad_y[c.base + c.k.off + (unsigned)(oy * g.ow + ox)];
+        in = in & ((unsigned)oy < (unsigned)g.oh) & ((unsigned)ox < (unsigned)g.ow);
+        return in ? grad_y[row.base + c.off + (unsigned)(oy * g.ow + ox)] : T(0);
     }
+    __host__ __device__ inline void rhs_advance(RhsK& c, const RhsStep& s) const { advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         const int HW = g.H * g.W;
         const int img = n / HW;
@@ -180,9 +184,9 @@ struct ConvDataGrad {
 // and grad_b[o] = sum_col grad_y[o, col] (flag BIAS): the bias is column K of the product,
 // whose right-hand side is a column of ones, so it is reduced in the same fixed order.
 // GEMM: M = O, N = K (+1 with BIAS), K_gemm = N*P (col = (n, oy, ox));
-//   lhs(o, col) = grad_y[n, o, oy, ox]: cursor Digits (n, p) over (N, P) with strides (O*P, 1), the row o*P once;
-//   rhs(col, k) = x_pad[n, c, oy*sy + i, ox*sx + j], or 1 for k == K: cursor = the weight column
-//     (c, i - pt, j - pl), once, and col as Digits (n, oy, ox) with off = n*C*H*W;
+//   lhs(o, col) = grad_y[n, o, oy, ox]: row cursor o*P, k cursor Digits (n, p) over (N, P), strides (O*P, 1);
+//   rhs(col, k) = x_pad[n, c, oy*sy + i, ox*sx + j], or 1 for k == K: row cursor = the weight column
+//     (c, i - pt, j - pl), k cursor = col as Digits (n, oy, ox) with off = n*C*H*W;
 //   store(o, k): grad_w[o, k], or grad_b[o] for k == K (store_weight_grad, fused_splitk.cuh).
 // Split-K (conv_wgrad_partial_fused + conv_wgrad_reduce_fused) runs this problem in k-slices.
 template <typename T>
@@ -197,41 +201,44 @@ struct ConvWeightGrad {
     int M, N, K;
     int KW;  // C*kh*kw: the weight's row length
 
-    struct RhsCursor {
-        int ri, rj;     // i - pt, j - pl of the weight column
-        unsigned cHW;   // c*H*W
-        Digits col;     // (n, oy, ox), off = n*C*H*W
+    struct RhsRow {
+        int ri, rj;    // i - pt, j - pl of the weight column
+        unsigned cHW;  // c*H*W
     };
-    using LhsCursor = Digits;
+    using LhsRow = unsigned;  // o*P
+    using LhsK = Digits;      // (n, p) over (N, P), off = n*O*P + p
+    using RhsK = Digits;      // (n, oy, ox), off = n*C*H*W
     using LhsStep = DigitsStep;
     using RhsStep = DigitsStep;
+    __host__ __device__ inline LhsRow lhs_row(int m) const { return (unsigned)(m * g.oh * g.ow); }
+    __host__ __device__ inline LhsK lhs_k(int k) const {
+        const int P = g.oh * g.ow;
+        return digits_at(k, kNoWrap, P, 0, g.O * P, 1);
+    }
     __host__ __device__ inline LhsStep lhs_step(int dk) const {
         const int P = g.oh * g.ow;
         return digits_step(dk, kNoWrap, P, 0, g.O * P, 1);
     }
-    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const {
-        const int P = g.oh * g.ow;
-        Digits d = digits_at(k, kNoWrap, P, 0, g.O * P, 1);
-        d.off += (unsigned)(m * P);
-        return d;
+    __host__ __device__ inline T lhs_load(bool in, LhsRow row, const LhsK& c, int) const {
+        return in ? grad_y[row + c.off] : T(0);
     }
-    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return grad_y[c.off]; }
-    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
-    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c.col, s); }
-    __host__ __device__ inline RhsStep rhs_step(int dk) const {
-        return digits_step(dk, g.oh, g.ow, g.C * g.H * g.W, 0, 0);
-    }
-    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const {
+    __host__ __device__ inline void lhs_advance(LhsK& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline RhsRow rhs_row(int n) const {
         const int w = n < KW ? n : 0;
         const int j = w % g.kw, ci = w / g.kw;
         const int i = ci % g.kh, c = ci / g.kh;
-        return {i - g.pt, j - g.pl, (unsigned)(c * g.H * g.W), digits_at(k, g.oh, g.ow, g.C * g.H * g.W, 0, 0)};
+        return {i - g.pt, j - g.pl, (unsigned)(c * g.H * g.W)};
     }
-    __host__ __device__ inline T rhs_at(const RhsCursor& c, int n) const {
-        if (n >= KW) return T(1);
-        const int ih = c.col.b * g.sy + c.ri, iw = c.col.c * g.sx + c.rj;
-        return inside(ih, iw, g) ? x[c.col.off + c.cHW + (unsigned)(ih * g.W + iw)] : T(0);
+    __host__ __device__ inline RhsK rhs_k(int k) const { return digits_at(k, g.oh, g.ow, g.C * g.H * g.W, 0, 0); }
+    __host__ __device__ inline RhsStep rhs_step(int dk) const {
+        return digits_step(dk, g.oh, g.ow, g.C * g.H * g.W, 0, 0);
     }
+    __host__ __device__ inline T rhs_load(bool in, const RhsRow& row, const RhsK& c, int n) const {
+        if (n >= KW) return in ? T(1) : T(0);
+        const int ih = c.b * g.sy + row.ri, iw = c.c * g.sx + row.rj;
+        return (in & inside(ih, iw, g)) ? x[c.off + row.cHW + (unsigned)(ih * g.W + iw)] : T(0);
+    }
+    __host__ __device__ inline void rhs_advance(RhsK& c, const RhsStep& s) const { advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         store_weight_grad(grad_w, grad_b, KW, m, n, acc);
     }

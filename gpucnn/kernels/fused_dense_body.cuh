@@ -1,7 +1,7 @@
 // The fused Dense problems for the tiled GEMM core (fused_common.cuh).
 //
 // Layouts (C-contiguous): x (N, I), weight (O, I) as in PyTorch, y and grad_y (N, O). Every operand is
-// read through Strided cursors (fused_common.cuh): an offset, one addition per k-step.
+// read through an unsigned row offset and a Strided k cursor (fused_common.cuh): one addition per k-step.
 // MASK folds the ReLU that follows the layer into its backward pass:
 // gz = grad_y * (y > 0), with y the layer's (ReLU) output, read where gz is needed.
 #ifndef GPUCNN_FUSED_DENSE_BODY_CUH
@@ -30,18 +30,26 @@ struct DenseForward {
     int flags;
     int M, N, K;
 
-    using LhsCursor = Strided;
-    using RhsCursor = Strided;
+    using LhsRow = unsigned;
+    using RhsRow = unsigned;
+    using LhsK = Strided;
+    using RhsK = Strided;
     using LhsStep = StridedStep;
     using RhsStep = StridedStep;
+    __host__ __device__ inline LhsRow lhs_row(int m) const { return (unsigned)m * (unsigned)K; }
+    __host__ __device__ inline RhsRow rhs_row(int n) const { return (unsigned)n * (unsigned)K; }
+    __host__ __device__ inline LhsK lhs_k(int k) const { return {(unsigned)k}; }
+    __host__ __device__ inline RhsK rhs_k(int k) const { return {(unsigned)k}; }
     __host__ __device__ inline LhsStep lhs_step(int dk) const { return {(unsigned)dk}; }
     __host__ __device__ inline RhsStep rhs_step(int dk) const { return {(unsigned)dk}; }
-    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return {(unsigned)m * (unsigned)K + k}; }
-    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const { return {(unsigned)n * (unsigned)K + k}; }
-    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return x[c.off]; }
-    __host__ __device__ inline T rhs_at(const RhsCursor& c, int) const { return weight[c.off]; }
-    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
-    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline T lhs_load(bool in, LhsRow row, const LhsK& c, int) const {
+        return in ? x[row + c.off] : T(0);
+    }
+    __host__ __device__ inline T rhs_load(bool in, RhsRow row, const RhsK& c, int) const {
+        return in ? weight[row + c.off] : T(0);
+    }
+    __host__ __device__ inline void lhs_advance(LhsK& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsK& c, const RhsStep& s) const { advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         if (flags & GPUCNN_FUSED_BIAS) acc += bias[n];
         if ((flags & GPUCNN_FUSED_RELU) && !(acc > T(0)) && !is_nan(acc)) acc = T(0);
@@ -61,18 +69,26 @@ struct DenseDataGrad {
     int flags;
     int M, N, K;
 
-    using LhsCursor = Strided;
-    using RhsCursor = Strided;
+    using LhsRow = unsigned;
+    using RhsRow = unsigned;
+    using LhsK = Strided;
+    using RhsK = Strided;
     using LhsStep = StridedStep;
     using RhsStep = StridedStep;
+    __host__ __device__ inline LhsRow lhs_row(int m) const { return (unsigned)m * (unsigned)K; }
+    __host__ __device__ inline RhsRow rhs_row(int n) const { return (unsigned)n; }
+    __host__ __device__ inline LhsK lhs_k(int k) const { return {(unsigned)k}; }
+    __host__ __device__ inline RhsK rhs_k(int k) const { return {(unsigned)k * (unsigned)N}; }
     __host__ __device__ inline LhsStep lhs_step(int dk) const { return {(unsigned)dk}; }
     __host__ __device__ inline RhsStep rhs_step(int dk) const { return {(unsigned)dk * (unsigned)N}; }
-    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return {(unsigned)m * (unsigned)K + k}; }
-    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const { return {(unsigned)k * (unsigned)N + n}; }
-    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return masked(grad_y, y, c.off, flags); }
-    __host__ __device__ inline T rhs_at(const RhsCursor& c, int) const { return weight[c.off]; }
-    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
-    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline T lhs_load(bool in, LhsRow row, const LhsK& c, int) const {
+        return in ? masked(grad_y, y, row + c.off, flags) : T(0);
+    }
+    __host__ __device__ inline T rhs_load(bool in, RhsRow row, const RhsK& c, int) const {
+        return in ? weight[row + c.off] : T(0);
+    }
+    __host__ __device__ inline void lhs_advance(LhsK& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsK& c, const RhsStep& s) const { advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const { grad_x[m * N + n] = acc; }
 };
 
@@ -93,18 +109,26 @@ struct DenseWeightGrad {
     int M, N, K;
     int I;
 
-    using LhsCursor = Strided;
-    using RhsCursor = Strided;
+    using LhsRow = unsigned;
+    using RhsRow = unsigned;
+    using LhsK = Strided;
+    using RhsK = Strided;
     using LhsStep = StridedStep;
     using RhsStep = StridedStep;
+    __host__ __device__ inline LhsRow lhs_row(int m) const { return (unsigned)m; }
+    __host__ __device__ inline RhsRow rhs_row(int n) const { return (unsigned)n; }
+    __host__ __device__ inline LhsK lhs_k(int k) const { return {(unsigned)k * (unsigned)M}; }
+    __host__ __device__ inline RhsK rhs_k(int k) const { return {(unsigned)k * (unsigned)I}; }
     __host__ __device__ inline LhsStep lhs_step(int dk) const { return {(unsigned)dk * (unsigned)M}; }
     __host__ __device__ inline RhsStep rhs_step(int dk) const { return {(unsigned)dk * (unsigned)I}; }
-    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return {(unsigned)k * (unsigned)M + m}; }
-    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const { return {(unsigned)k * (unsigned)I + n}; }
-    __host__ __device__ inline T lhs_at(const LhsCursor& c, int) const { return masked(grad_y, y, c.off, flags); }
-    __host__ __device__ inline T rhs_at(const RhsCursor& c, int n) const { return n < I ? x[c.off] : T(1); }
-    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { advance(c, s); }
-    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline T lhs_load(bool in, LhsRow row, const LhsK& c, int) const {
+        return in ? masked(grad_y, y, row + c.off, flags) : T(0);
+    }
+    __host__ __device__ inline T rhs_load(bool in, RhsRow row, const RhsK& c, int n) const {
+        return !in ? T(0) : n < I ? x[row + c.off] : T(1);
+    }
+    __host__ __device__ inline void lhs_advance(LhsK& c, const LhsStep& s) const { advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsK& c, const RhsStep& s) const { advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const {
         store_weight_grad(grad_w, grad_b, I, m, n, acc);
     }

@@ -68,18 +68,26 @@ struct SplitKPartial {
 
     __host__ __device__ SplitKPartial(const P& problem, T* partial, int slice)
         : p(problem), out(partial + slice * problem.M * problem.N), M(problem.M), N(problem.N), K(problem.K) {}
-    using LhsCursor = typename P::LhsCursor;
-    using RhsCursor = typename P::RhsCursor;
+    using LhsRow = typename P::LhsRow;
+    using RhsRow = typename P::RhsRow;
+    using LhsK = typename P::LhsK;
+    using RhsK = typename P::RhsK;
     using LhsStep = typename P::LhsStep;
     using RhsStep = typename P::RhsStep;
+    __host__ __device__ inline LhsRow lhs_row(int m) const { return p.lhs_row(m); }
+    __host__ __device__ inline RhsRow rhs_row(int n) const { return p.rhs_row(n); }
+    __host__ __device__ inline LhsK lhs_k(int k) const { return p.lhs_k(k); }
+    __host__ __device__ inline RhsK rhs_k(int k) const { return p.rhs_k(k); }
     __host__ __device__ inline LhsStep lhs_step(int dk) const { return p.lhs_step(dk); }
     __host__ __device__ inline RhsStep rhs_step(int dk) const { return p.rhs_step(dk); }
-    __host__ __device__ inline LhsCursor lhs_cursor(int m, int k) const { return p.lhs_cursor(m, k); }
-    __host__ __device__ inline RhsCursor rhs_cursor(int n, int k) const { return p.rhs_cursor(n, k); }
-    __host__ __device__ inline T lhs_at(const LhsCursor& c, int m) const { return p.lhs_at(c, m); }
-    __host__ __device__ inline T rhs_at(const RhsCursor& c, int n) const { return p.rhs_at(c, n); }
-    __host__ __device__ inline void lhs_advance(LhsCursor& c, const LhsStep& s) const { p.lhs_advance(c, s); }
-    __host__ __device__ inline void rhs_advance(RhsCursor& c, const RhsStep& s) const { p.rhs_advance(c, s); }
+    __host__ __device__ inline T lhs_load(bool in, const LhsRow& r, const LhsK& c, int m) const {
+        return p.lhs_load(in, r, c, m);
+    }
+    __host__ __device__ inline T rhs_load(bool in, const RhsRow& r, const RhsK& c, int n) const {
+        return p.rhs_load(in, r, c, n);
+    }
+    __host__ __device__ inline void lhs_advance(LhsK& c, const LhsStep& s) const { p.lhs_advance(c, s); }
+    __host__ __device__ inline void rhs_advance(RhsK& c, const RhsStep& s) const { p.rhs_advance(c, s); }
     __host__ __device__ inline void store(int m, int n, T acc) const { out[m * N + n] = acc; }
 };
 
