@@ -151,8 +151,10 @@ struct Tile {
     X(1, 64, 64, 16, 4, 4)        \
     X(2, 32, 64, 16, 2, 4)        \
     X(3, 32, 32, 16, 2, 2)        \
-    X(4, 32, 128, 16, 2, 8)
-#define GPUCNN_GEMM_TILE_COUNT 5
+    X(4, 32, 128, 16, 2, 8)       \
+    X(5, 64, 128, 8, 4, 8)        \
+    X(6, 32, 16, 16, 2, 1)
+#define GPUCNN_GEMM_TILE_COUNT 7
 #define GPUCNN_GEMM_TILE_TYPE(id, TM, TN, TK, RM, RN) , Tile<TM, TN, TK, RM, RN>
 
 template <class... Tiles> struct MaxBuffer { static constexpr int value = 0; };

@@ -2,12 +2,14 @@
 
 For a launch of F FLOPs and B bytes (gpucnn/perf/record.py: compulsory traffic) on a GPU of gpucnn/perf/gpus.py:
 
-    compute  = F' / (peak FP32 x (SMs in use / SMs) x share)    SMs in use = min(blocks of the grid, SMs)
+    compute  = F' / blocks x busiest / (peak FP32 / SMs x share)   busiest = ceil(blocks of the grid / SMs)
     memory   = B / HBM bandwidth
     estimate = max(compute, memory) + LAUNCH_GAP_S
     bound    = 'compute' or 'memory', whichever is larger, or 'launch' where the gap exceeds both
 
-F' = F, except for our tiled GEMMs: the FLOPs their tile grid issues, padding included (``issued_flops``).
+The busiest SM runs ceil(blocks / SMs) blocks (the scheduler deals them out evenly; blocks resident on one SM
+share its issue slots), each F' / blocks: for blocks <= SMs this is F' over the SMs in use, and a grid just past
+a multiple of the SMs pays for the SMs that get one block more. F' = F, except for our tiled GEMMs: the FLOPs their tile grid issues, padding included (``issued_flops``).
 ``share``, for our kernels: the FFMA share of the innermost loop in SASS (gpucnn/perf/resources.py); for a
 tiled GEMM, of its launched tile's k-loop (``tile_loop``: one k-step with its global loads, shared stores and
 cursor steps, the whole loop body); where no SASS is available, FIXED_FFMA_SHARE. Each launch also gets
@@ -109,8 +111,10 @@ def annotate(launch, gpu, resources):
     regs, smem, resident, limit, share, how, loop = _residency(launch, gpu, resources)
     blocks = _grid_blocks(launch["grid"])
     sms_in_use = gpu.sms if blocks is None else min(blocks, gpu.sms)
+    busiest = 1 if blocks is None else -(-blocks // gpu.sms)  # blocks on the busiest SM
     issued = issued_flops(launch)
-    compute = issued / (gpu.peak_fp32_flops * sms_in_use / gpu.sms * share) if launch["flops"] else 0.0
+    per_sm = issued / gpu.sms if blocks is None else issued / blocks * busiest  # FLOPs of the busiest SM
+    compute = per_sm / (gpu.peak_fp32_flops / gpu.sms * share) if launch["flops"] else 0.0
     memory = launch["bytes"] / gpu.hbm_bytes_per_s
     body = max(compute, memory)
     if LAUNCH_GAP_S > body:
@@ -119,7 +123,7 @@ def annotate(launch, gpu, resources):
         bound = "compute" if compute >= memory else "memory"
     launch.update({"registers": regs, "smem": smem, "blocks": blocks, "blocks_per_sm": resident,
                    "occupancy_limit": limit, "waves": waves(gpu, blocks, resident) if blocks is not None else None,
-                   "sms_in_use": sms_in_use, "ffma_share": share, "share_from": how,
+                   "sms_in_use": sms_in_use, "blocks_on_busiest_sm": busiest, "ffma_share": share, "share_from": how,
                    "compute_us": compute * 1e6, "memory_us": memory * 1e6, "est_us": (body + LAUNCH_GAP_S) * 1e6,
                    "bound": bound, "issued_flops": issued,
                    "ffma_per_lds": (loop["ffma"] / loop["lds"]) if loop and loop.get("lds") else None,

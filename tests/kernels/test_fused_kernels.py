@@ -40,7 +40,7 @@ POOL_CASES = cases.POOL_CASES
 DENSE_CASES = [(1, 1, 1), (3, 5, 2), (70, 20, 65), (5, 130, 10), (4, 0, 3), (2, 3136, 128)]
 # The GEMM kernels take their tile shape last (launch.GEMM_TILES): the cases take the tiles in turn, and
 # test_every_tile_matches_the_twins runs every tile on shapes over tile edges.
-TILES = range(5)
+TILES = range(7)
 CONV_TILE = {case[0]: i % len(TILES) for i, case in enumerate(CONV_CASES)}
 
 
@@ -293,12 +293,15 @@ def test_fused_launchers_refuse_bad_input(fused):
 
 
 def test_split_k_slices_fill_a_wave_within_their_bounds(fused):
-    """S: the fewest slices that make tiles * S a full wave, each slice keeping at least SPLIT_K_MIN_K of k."""
-    assert (fused.SM_COUNT, fused.SPLIT_K_MIN_K, fused.GEMM_TK) == (132, 256, 16)
+    """S: among the slice counts that make tiles * S at least a full wave (each slice keeping at least
+    SPLIT_K_MIN_K of k), the one whose busiest SM runs the fewest k-steps: ceil(tiles * S / SMs) blocks there."""
+    assert (fused.SM_COUNT, fused.SPLIT_K_MIN_K, fused.GEMM_TK, fused.SPLIT_K_SEARCH) == (132, 256, 16, 4)
     assert fused.split_k_slices(32, 10, 200704) == 132          # conv1 of fashion_cnn at batch 256: 1 tile
-    assert fused.split_k_slices(64, 289, 50176) == 27           # conv2: 5 tiles of 64 x 64 -> 135 blocks
-    assert fused.split_k_slices(64, 289, 50176, tile=2) == 14   # 10 tiles of 32 x 64 -> 140 blocks
-    assert fused.split_k_slices(64, 289, 50176, sm_count=114) == 23
+    # conv2: 5 tiles of 64 x 64. S = 27 (135 blocks) would put 2 blocks of 117 k-steps on 3 SMs (234 steps); S = 79
+    # (395 blocks): at most 3 blocks of 40 steps an SM (120), the fewest of S = 27 .. 108
+    assert fused.split_k_slices(64, 289, 50176) == 79
+    assert fused.split_k_slices(64, 289, 50176, tile=2) == 26   # 10 tiles of 32 x 64 -> 260 blocks, 2 an SM
+    assert fused.split_k_slices(64, 289, 50176, sm_count=114) == 45
     assert fused.split_k_slices(32, 10, 50176, min_k=4096) == 12  # bounded by k // min_k
     assert fused.split_k_slices(128, 3137, 256) == 1            # dense1: 100 tiles, K too short to split
     assert fused.split_k_slices(64, 64 * 132, 10 ** 6) == 1     # the tiles alone fill the wave
@@ -308,21 +311,25 @@ def test_split_k_slices_fill_a_wave_within_their_bounds(fused):
 
 def test_tiles_are_chosen_to_fill_the_gpu(fused):
     """The launcher's tile (gemm_tile) and (tile, S) of the weight gradients (weight_grad_plan) for the
-    GEMMs of fashion_cnn: the least waves (2 blocks per SM) x padded tile area / FFMA share x k-steps on 132 SMs."""
+    GEMMs of fashion_cnn: among the plans of at least one full wave on 132 SMs, the least k-steps of the busiest
+    SM x padded tile area / FFMA share."""
     assert len(fused.GEMM_TILES) == len(TILES)
     assert all(tm * tn == 256 * rm * rn for tm, tn, _, rm, rn in fused.GEMM_TILES)
-    # per k-step: TK x RM x RN FFMA, TK x one 16-byte LDS per 4 of RM and of RN, STAGE_SLOTS per staged element
-    assert fused.STAGE_SLOTS == 24 and fused.RESIDENT_BLOCKS == 2
-    assert fused.tile_share(0) == 256 / (256 + 8 * 3 + 24 * 6) and fused.tile_share(3) == 64 / (64 + 16 * 2 + 24 * 4)
+    # per k-step: TK x RM x RN FFMA, TK x one 16-byte LDS per 4 of RM and of RN, STAGE_SLOTS per staged element,
+    # STEP_SLOTS
+    assert (fused.STAGE_SLOTS, fused.STEP_SLOTS) == (10, 40)
+    assert fused.tile_share(0) == 256 / (256 + 8 * 3 + 10 * 6 + 40)
+    assert fused.tile_share(3) == 64 / (64 + 16 * 2 + 10 * 4 + 40)
     assert fused.gemm_tile(32, 256 * 784, 9) == 4        # conv1 forward, M = 32: no rows of padding
-    assert fused.gemm_tile(32, 256 * 196, 576) == 2      # conv2 dgrad: 784 blocks, 3 waves of 264 beat 392 in 2
-    assert fused.gemm_tile(64, 256 * 196, 288) == 1      # conv2 forward: 784 blocks of 64 x 64
-    assert fused.gemm_tile(256, 128, 3136) == 3          # dense1 forward: 32 blocks, the most any tile gives
+    assert fused.gemm_tile(32, 256 * 196, 576) == 4      # conv2 dgrad: 392 blocks of 32 x 128, 3 an SM, beat 784 (6)
+    assert fused.gemm_tile(64, 256 * 196, 288) == 5      # conv2 forward: 392 blocks of 64 x 128
+    assert fused.gemm_tile(256, 10, 128) == 6            # dense2 forward: 10 outputs, 32 x 16 pads them least
     assert fused.gemm_blocks(256, 128, 3) == 32 and fused.gemm_blocks(256, 128, 1) == 8
-    assert fused.weight_grad_plan(32, 10, 256 * 784) == (3, 132)
-    assert fused.weight_grad_plan(64, 289, 256 * 196) == (1, 27)
-    assert fused.weight_grad_plan(64, 289, 64 * 196) == (1, 27)
-    for m, n, k in ((32, 10, 64 * 784), (64, 289, 64 * 196), (32, 10, 256 * 784), (64, 289, 256 * 196)):
+    assert fused.weight_grad_plan(32, 10, 256 * 784) == (6, 132)
+    assert fused.weight_grad_plan(64, 289, 256 * 196) == (1, 79)
+    assert fused.weight_grad_plan(64, 289, 64 * 196) == (5, 44)
+    for m, n, k in ((32, 10, 64 * 784), (64, 289, 64 * 196), (32, 10, 256 * 784), (64, 289, 256 * 196),
+                    (32, 10, 512 * 784), (64, 289, 512 * 196), (128, 3137, 256), (256, 128, 3136)):
         tile, slices = fused.weight_grad_plan(m, n, k)
         assert fused.gemm_blocks(m, n, tile) * slices >= 132, (m, n, k)  # at least one full wave
 
@@ -340,14 +347,14 @@ def test_device_sm_count_is_read_from_the_device(fused, monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_forward_splits_a_large_k_over_few_tiles(fused, monkeypatch, dtype):
-    """40 x 3 outputs over K = 2100: two 32 x 32 tiles, S = 2100 // SPLIT_K_MIN_K = 8; the partial pass and the
+    """40 x 3 outputs over K = 2100: two 32 x 16 tiles, S = 2100 // SPLIT_K_MIN_K = 8; the partial pass and the
     reduce (bias, ReLU) equal the split twin; K = 300 stays one pass."""
     grids = []
     launch = fused.loader.launch
     monkeypatch.setattr(fused.loader, "launch", lambda *a, **k: (grids.append((a[1], k.get("grid"))), launch(*a, **k)))
     rng = numpy.random.default_rng(7)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((40, 2100), (3, 2100), (3,)))
-    assert fused.weight_grad_plan(40, 3, 2100) == (3, 8)
+    assert fused.weight_grad_plan(40, 3, 2100) == (6, 8)
     y = fused.linear_forward(x, w, b, relu=True)
     assert grids == [("dense_fwd_partial_fused", 16), ("dense_fwd_reduce_fused", None)]
     parity.assert_close(y, reference.linear_forward(x, w, b, True, slices=8), dtype, "split forward")

@@ -35,7 +35,7 @@ SLICES = [1, 2, 3, 7]
 TK = 16  # the k-step of the slices (GPUCNN_GEMM_TK), whole k-steps of every tile
 # Pass 1 takes the tile shape last (launch.GEMM_TILES): S = 1, 2, 3, 7 run tiles 0, 1, 4, 3 (TK 8 and 16);
 # test_one_slice_is_the_single_pass_bit_for_bit runs every tile.
-TILES = range(5)
+TILES = range(7)
 TILE_OF = dict(zip(SLICES, (0, 1, 4, 3)))
 # name, N, C, H, W, O, window: K = N*oh*ow is 36, 162 and 80, none a multiple of 16 or of every S.
 CONV_CASES = [

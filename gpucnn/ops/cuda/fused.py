@@ -26,6 +26,8 @@ step's private pool serves it), and pass 2 adds the S partials per output in asc
 db. No atomics: bitwise repeatable. S = 1 runs the single-pass kernel as before. ``slices=`` on the
 launchers overrides the choice (the tests); the NumPy twins take the same ``slices``.
 """
+import functools
+
 import cupy
 import numpy
 
@@ -40,7 +42,8 @@ __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_f
 # (tests/kernels/test_compile.py). GEMM_TK is the k-step of split-K's slices; GEMM_TILES[tile] = (TM, TN, TK,
 # RM, RN): a block of 256 threads computes a TM x TN output tile, TK of k per step, each thread RM x RN outputs.
 GEMM_TK = 16
-GEMM_TILES = ((128, 64, 8, 8, 4), (64, 64, 16, 4, 4), (32, 64, 16, 2, 4), (32, 32, 16, 2, 2), (32, 128, 16, 2, 8))
+GEMM_TILES = ((128, 64, 8, 8, 4), (64, 64, 16, 4, 4), (32, 64, 16, 2, 4), (32, 32, 16, 2, 2), (32, 128, 16, 2, 8),
+              (64, 128, 8, 4, 8), (32, 16, 16, 2, 1))
 BIAS, RELU, MASK = 1, 2, 4
 
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -55,22 +58,23 @@ def check_int32(op, **sizes):
                              f"of the fused kernels allow ({_INT32_LIMIT}); use the eager path")
 
 
-# Issue slots per element a thread stages from global memory per k-step (cursor read and step, bounds test,
-# LDG, STS): about 18 to 29 in the SASS of the convolutions' k-loops (cuobjdump -sass, sm_90), 10 in the
-# Dense ones; a middle figure of the convolutions, for the tile choice only (the estimate reads the SASS).
-STAGE_SLOTS = 24
-# Resident blocks per SM the tile choice counts waves with: the float kernels' launch bounds guarantee 2
-# (GPUCNN_GEMM_KERNEL in fused_common.cuh).
-RESIDENT_BLOCKS = 2
+# The issue slots of a k-step besides its FFMA and LDS, for the tile choice only (the estimate reads the SASS):
+# STAGE_SLOTS per element a thread stages from global memory (predicated LDG, its address and bounds, its share
+# of the shared store: about 2 for a weight, 18 for an im2col element of x in conv_fwd_fused's k-loops), and
+# STEP_SLOTS per k-step (the k cursors' step, the loop, the buffer switch, the barrier: about 40). Fitted to
+# the k-loops of conv_fwd_fused on sm_90 (cuobjdump -sass), within 0.03 of their FFMA share for every tile.
+STAGE_SLOTS = 10
+STEP_SLOTS = 40
 
 
 def tile_share(tile):
-    """FFMA share of one k-step of tile ``tile``, for the choice of tile: per k, RM x RN FFMA against one
-    shared-memory load per 16 bytes of the thread's RM values of A and RN values of B (LDS.128 / LDS.64,
-    float32), and per k-step STAGE_SLOTS for each element the thread stages (TK * (TM + TN) / 256)."""
+    """FFMA share of one k-step of tile ``tile``, for the choice of tile: TK x RM x RN FFMA against TK x one
+    shared-memory load per 16 bytes of the thread's RM values of A and of its RN values of B (LDS.128 / LDS.64,
+    float32), STAGE_SLOTS for each element the thread stages (TK * (TM + TN) / 256) and STEP_SLOTS."""
     tm, tn, tk, rm, rn = GEMM_TILES[tile]
     ffma = tk * rm * rn
-    return ffma / (ffma + tk * (-(-rm // 4) + -(-rn // 4)) + STAGE_SLOTS * tk * (tm + tn) // 256)
+    staged = tk * (tm + tn) // 256
+    return ffma / (ffma + tk * (-(-rm // 4) + -(-rn // 4)) + STAGE_SLOTS * staged + STEP_SLOTS)
 
 
 # Split-K: the SM count assumed where no device answers (an H100 SXM's 132), and the least k a slice keeps:
@@ -78,6 +82,8 @@ def tile_share(tile):
 # at most about 1/8 of its operand loads (TK * (TM + TN) per step); shorter K stays single-pass.
 SM_COUNT = 132
 SPLIT_K_MIN_K = 256
+# The slice counts split_k_slices tries: from the fewest that fill a wave up to this many times as many.
+SPLIT_K_SEARCH = 4
 
 _SM_COUNTS = {}
 
@@ -101,39 +107,61 @@ def gemm_blocks(m, n, tile=1):
     return max(1, -(-m // tm) * -(-n // tn))
 
 
+def _busiest_sm_steps(blocks, k_steps, sm_count):
+    """k-steps the busiest SM runs: the block scheduler deals ``blocks`` out evenly, so one SM gets
+    ceil(blocks / SMs) of them; blocks resident together share its issue slots (compute-bound)."""
+    return _ceil(blocks, sm_count) * k_steps
+
+
 def _tile_cost(m, n, k, tile, slices, sm_count):
-    """What the choice minimises: waves of blocks on ``sm_count`` SMs x the padded tile area over its FFMA share
-    x the k-steps of a slice (time of the slowest SM, RESIDENT_BLOCKS resident blocks per SM counted)."""
+    """What the choice minimises: the busiest SM's k-steps x the padded tile area over its FFMA share."""
     tm, tn, tk = GEMM_TILES[tile][:3]
-    waves = _ceil(gemm_blocks(m, n, tile) * slices, sm_count * RESIDENT_BLOCKS)
-    return waves * tm * tn / tile_share(tile) * _ceil(_ceil(k, slices), tk)
+    steps = _busiest_sm_steps(gemm_blocks(m, n, tile) * slices, _ceil(_ceil(k, slices), tk), sm_count)
+    return steps * tm * tn / tile_share(tile)
 
 
 def _ceil(a, b):
     return -(-a // b)
 
 
+def _filling(plans, m, n, sm_count):
+    """The (tile, S) plans of at least one block per SM (one full wave), or all of them where none is."""
+    full = [p for p in plans if gemm_blocks(m, n, p[0]) * p[1] >= sm_count]
+    return full or plans
+
+
+@functools.lru_cache(maxsize=4096)
 def gemm_tile(m, n, k, sm_count=SM_COUNT):
-    """The tile of a single-pass M x N x K GEMM: the least ``_tile_cost`` (ties: the lower id, the larger tile)."""
-    return min(range(len(GEMM_TILES)), key=lambda t: (_tile_cost(m, n, k, t, 1, sm_count), t))
+    """The tile of a single-pass M x N x K GEMM: among the tiles that fill a wave (all, where none does), the
+    least ``_tile_cost`` (ties: the lower id)."""
+    plans = _filling([(tile, 1) for tile in range(len(GEMM_TILES))], m, n, sm_count)
+    return min(plans, key=lambda p: (_tile_cost(m, n, k, p[0], 1, sm_count), p[0]))[0]
 
 
+@functools.lru_cache(maxsize=4096)
 def split_k_slices(m, n, k, sm_count=SM_COUNT, min_k=SPLIT_K_MIN_K, tile=1):
-    """S, the k-slices of an M x N x K weight-gradient GEMM on tile ``tile``: the fewest that make tiles * S blocks
-    at least one full wave on ``sm_count`` SMs, but no more than k // min_k (every slice keeps about min_k of k or
-    more) nor than 32-bit indices allow for the (S, M, N) partial buffer; 1 (the single pass) when the tiles
-    alone fill a wave or k < 2 * min_k."""
+    """S, the k-slices of an M x N x K weight-gradient GEMM on tile ``tile``: 1 (the single pass) when the tiles
+    alone fill a wave or k < 2 * min_k; else, among the S that make tiles * S blocks at least one full wave on
+    ``sm_count`` SMs (up to SPLIT_K_SEARCH times the fewest), the one whose busiest SM runs the fewest k-steps
+    (ties: the fewer slices), never more than k // min_k (every slice keeps about min_k of k or more) nor than
+    32-bit indices allow for the (S, M, N) partial buffer."""
     tiles = gemm_blocks(m, n, tile)
     if tiles >= sm_count or k < 2 * min_k:
         return 1
-    return max(1, min(-(-sm_count // tiles), k // min_k, _INT32_LIMIT // max(1, m * n)))
+    most = max(1, min(k // min_k, _INT32_LIMIT // max(1, m * n)))
+    fewest = min(-(-sm_count // tiles), most)
+    steps = _ceil(k, GEMM_TK)
+    return min(range(fewest, min(most, SPLIT_K_SEARCH * fewest) + 1),
+               key=lambda s: (_busiest_sm_steps(tiles * s, _ceil(steps, s), sm_count), s))
 
 
+@functools.lru_cache(maxsize=4096)
 def weight_grad_plan(m, n, k, sm_count=SM_COUNT):
     """(tile, S) of a split-K GEMM (the weight gradients, the Dense forward): for each tile its
-    ``split_k_slices``, and the pair of least ``_tile_cost`` (ties: the fewer slices, then the lower id)."""
+    ``split_k_slices``; among the pairs that fill a wave (all, where none does), the least ``_tile_cost``
+    (ties: the fewer slices, then the lower id)."""
     plans = [(tile, split_k_slices(m, n, k, sm_count, tile=tile)) for tile in range(len(GEMM_TILES))]
-    return min(plans, key=lambda p: (_tile_cost(m, n, k, p[0], p[1], sm_count), p[1], p[0]))
+    return min(_filling(plans, m, n, sm_count), key=lambda p: (_tile_cost(m, n, k, p[0], p[1], sm_count), p[1], p[0]))
 
 
 def _launch_gemm(file, name, dtype, args, mnk):
