@@ -3,21 +3,31 @@
 //
 // Layouts: x (N, C, H, W) the pooled input (the ReLU output below), y and argmax
 // (N, C, oh, ow); argmax holds i*kw + j, the index within the window (uint8: kh*kw <= 255,
-// checked at launch). Rule as gpucnn.ops.pool: the first maximum wins ties, a NaN takes
+// checked at launch, so an index is <= 254). Rule as gpucnn.ops.pool: the first maximum wins ties, a NaN takes
 // over (the last NaN of the window wins), a window all -inf goes to its first real element.
+//
+// The ReLU mask rides in the argmax: with GPUCNN_FUSED_MASK the forward stores GPUCNN_POOL_NO_GRAD (255,
+// matching no index) where !(y > 0) (y <= 0 or NaN), so the backward never reads x. Exact: the only x
+// elements that get a gradient are those an argmax names, and for those x == y of the window (NaN too), so
+// (x > 0) == (y > 0).
 #ifndef GPUCNN_FUSED_POOL_BODY_CUH
 #define GPUCNN_FUSED_POOL_BODY_CUH
 
 #include "fused_common.cuh"
 
+// The argmax code of a window whose gradient the ReLU mask drops (above every window index).
+#define GPUCNN_POOL_NO_GRAD 255
+
 namespace gpucnn {
 namespace fused {
 
-// idx in [0, N*C*oh*ow) names (nc, oy, ox): y[idx] = max over the window, argmax[idx] its index.
+// idx in [0, N*C*oh*ow) names (nc, oy, ox): y[idx] = max over the window, argmax[idx] its index, or
+// GPUCNN_POOL_NO_GRAD where flags has GPUCNN_FUSED_MASK and !(y[idx] > 0).
 template <typename T>
 __host__ __device__ inline void max_pool_u8_fwd_body(int idx, const T* __restrict__ x, T* __restrict__ y,
                                                      unsigned char* __restrict__ argmax, int H, int W, int kh,
-                                                     int kw, int sy, int sx, int pt, int pl, int oh, int ow) {
+                                                     int kw, int sy, int sx, int pt, int pl, int oh, int ow,
+                                                     int flags) {
     const int ox = idx % ow;
     const int oy = (idx / ow) % oh;
     const int nc = idx / (ow * oh);
@@ -45,18 +55,20 @@ __host__ __device__ inline void max_pool_u8_fwd_body(int idx, const T* __restric
         }
     }
     y[idx] = best;
-    argmax[idx] = (unsigned char)best_k;
+    const bool dropped = (flags & GPUCNN_FUSED_MASK) && !(best > T(0));  // NaN too: relu_backward's (x > 0)
+    argmax[idx] = (unsigned char)(dropped ? GPUCNN_POOL_NO_GRAD : best_k);
 }
 
-// Gather: idx in [0, N*C*H*W) names x[n, c, h, w]; grad_x[idx] = (x[idx] > 0 when MASK) *
-// sum of grad_y over the windows that cover (h, w) and whose argmax names it, in descending
-// (oy, ox) order. grad_x = relu_backward(max_pool_backward(grad_y), x).
+// Gather: idx in [0, N*C*H*W) names x[n, c, h, w]; grad_x[idx] = sum of grad_y over the windows that cover
+// (h, w) and whose argmax names it, in descending (oy, ox) order: max_pool_backward(grad_y), and with a masked
+// argmax relu_backward(max_pool_backward(grad_y), x). A window coded GPUCNN_POOL_NO_GRAD matches no k, so it
+// adds nothing, not grad_y * 0: an inf gradient there gives 0 (it gave NaN when this multiplied by (x > 0)),
+// as PyTorch's threshold_backward, where(x <= 0, 0, grad).
 template <typename T>
 __host__ __device__ inline void max_pool_u8_bwd_body(int idx, const T* __restrict__ grad_y,
                                                      const unsigned char* __restrict__ argmax,
-                                                     const T* __restrict__ x, T* __restrict__ grad_x, int H, int W,
-                                                     int kh, int kw, int sy, int sx, int pt, int pl, int oh,
-                                                     int ow, int flags) {
+                                                     T* __restrict__ grad_x, int H, int W, int kh, int kw, int sy,
+                                                     int sx, int pt, int pl, int oh, int ow) {
     const int w = idx % W;
     const int h = (idx / W) % H;
     const int nc = idx / (W * H);
@@ -72,7 +84,6 @@ __host__ __device__ inline void max_pool_u8_bwd_body(int idx, const T* __restric
             if ((int)argmax[o] == k) acc += grad_y[o];
         }
     }
-    if (flags & GPUCNN_FUSED_MASK) acc = acc * T(x[idx] > T(0) ? 1 : 0);
     grad_x[idx] = acc;
 }
 

@@ -8,7 +8,7 @@ each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids i
     Conv2D+ReLU conv_fwd_fused (M = O, N = N*oh*ow, K = C*kh*kw); backward: [the ReLU mask, when no pool
                 folded it], conv_wgrad_fused (M = O, N = C*kh*kw + 1, K = N*oh*ow), conv_dgrad_fused
                 (M = C, N = N*H*W, K = O*kh*kw) unless it is the first stage
-    MaxPool2D   max_pool_u8_fwd / max_pool_u8_bwd (uint8 argmax; times the ReLU mask of its input)
+    MaxPool2D   max_pool_u8_fwd / max_pool_u8_bwd (uint8 argmax, which holds the ReLU mask of its input)
     Dense+ReLU  dense_fwd_fused (M = N, N = O, K = I; split-K like the weight gradients: dense_fwd_partial_fused
                 + dense_fwd_reduce_fused); backward: dense_wgrad_fused (M = O, N = I + 1, K = N),
                 dense_dgrad_fused (M = N, N = I, K = O) unless first, the ReLU mask read from y
@@ -112,8 +112,8 @@ def _backward(rec, stage, shape, out, need_input_grad, masked, sm_count):
                   sm_count)
         return False
     if isinstance(layer, MaxPool2D):
-        reads = (F32 + 1) * size + (F32 * size_in if stage.fold_relu else 0)  # grad, argmax, x for the mask
-        rec.grid_stride("fused_pool.cu", "max_pool_u8_bwd", size_in, reads, F32 * size_in)
+        # grad and argmax only: the ReLU mask, when folded, is in the argmax (255), not read from x
+        rec.grid_stride("fused_pool.cu", "max_pool_u8_bwd", size_in, (F32 + 1) * size, F32 * size_in)
         return stage.fold_relu
     if isinstance(layer, AvgPool2D):
         rec.grid_stride("pool.cu", "avg_pool_bwd", size_in, F32 * size, F32 * size_in)

@@ -199,17 +199,16 @@ bool run_fused(const std::string& kernel, Args<T>& a) {
         T* y = a.array(true);
         unsigned char* am = a.byte_array(true);
         int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
-        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32(), total = a.i32();
-        for (int i = 0; i < total; ++i) max_pool_u8_fwd_body<T>(i, x, y, am, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
-    } else if (kernel == "max_pool_u8_bwd") {
-        const T* gy = a.array(false);
-        const unsigned char* am = a.byte_array(false);
-        const T* x = a.array(false);
-        T* gx = a.array(true);
-        int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
         int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32(), flags = a.i32(), total = a.i32();
         for (int i = 0; i < total; ++i)
-            max_pool_u8_bwd_body<T>(i, gy, am, x, gx, H, W, kh, kw, sy, sx, pt, pl, oh, ow, flags);
+            max_pool_u8_fwd_body<T>(i, x, y, am, H, W, kh, kw, sy, sx, pt, pl, oh, ow, flags);
+    } else if (kernel == "max_pool_u8_bwd") {  // no x: the ReLU mask is in the argmax (GPUCNN_POOL_NO_GRAD)
+        const T* gy = a.array(false);
+        const unsigned char* am = a.byte_array(false);
+        T* gx = a.array(true);
+        int H = a.i32(), W = a.i32(), kh = a.i32(), kw = a.i32(), sy = a.i32(), sx = a.i32();
+        int pt = a.i32(), pl = a.i32(), oh = a.i32(), ow = a.i32(), total = a.i32();
+        for (int i = 0; i < total; ++i) max_pool_u8_bwd_body<T>(i, gy, am, gx, H, W, kh, kw, sy, sx, pt, pl, oh, ow);
     } else {
         return false;
     }

@@ -228,6 +228,8 @@ def test_constants_shared_with_python_agree():
     fused_launcher = _module_constants(ROOT / "gpucnn" / "ops" / "cuda" / "fused.py")
     for name in ("GEMM_TK", "FUSED_BIAS", "FUSED_RELU", "FUSED_MASK"):
         assert fused["GPUCNN_" + name] == fused_launcher[name.replace("FUSED_", "")], name
+    pool_twin = _module_constants(ROOT / "gpucnn" / "compile" / "cuda_graph" / "reference.py")
+    assert _defines(KERNELS / "fused_pool_body.cuh")["GPUCNN_POOL_NO_GRAD"] == pool_twin["POOL_NO_GRAD"] == 255
     table = re.findall(r"X\((\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)", (KERNELS / "fused_common.cuh").read_text())
     assert [tuple(int(v) for v in row[1:]) for row in table] == list(_launcher_tiles()), "GEMM_TILE_TABLE"
     assert [int(row[0]) for row in table] == list(range(len(table))) == list(range(fused["GPUCNN_GEMM_TILE_COUNT"]))

@@ -3,8 +3,9 @@
 Two layers, as for the other kernels:
 - the kernels themselves in the host harness, the tiled ones replayed block by block and
   phase by phase with every thread of a block (tests/kernels/harness_fused.cuh), against the
-  twins composed from the readable ops, float32 and float64, over the conv and pool geometry
-  cases of tests/support/cuda_cases.py plus shapes spanning several tiles and k-steps;
+  twins composed from the readable ops, float32 and float64, over the conv geometry cases of
+  tests/support/cuda_cases.py plus shapes spanning several tiles and k-steps (the max pool's:
+  tests/kernels/test_fused_pool_order.py);
 - the launchers (gpucnn/compile/cuda_graph/launch.py) over a NumPy stand-in for CuPy, every launch
   checked for its exact argument types and grid (FakeKernel), and their errors.
 The fused kernels sum in a different order than NumPy's GEMM: float32 is held to 1e-4 and
@@ -36,7 +37,6 @@ CONV_CASES = [case[:8] for case in cases.CONV_CASES
     ("tiles_m_n_k", 2, 3, 9, 9, 70, conv_window(3, 1, 1), True),
     ("fmnist_conv2", 2, 32, 14, 14, 64, conv_window(3, 1, "same"), True),
 ]
-POOL_CASES = cases.POOL_CASES
 DENSE_CASES = [(1, 1, 1), (3, 5, 2), (70, 20, 65), (5, 130, 10), (4, 0, 3), (2, 3136, 128)]
 # The GEMM kernels take their tile shape last (launch.GEMM_TILES): the cases take the tiles in turn, and
 # test_every_tile_matches_the_twins runs every tile on shapes over tile edges.
@@ -139,42 +139,6 @@ def _check_dense_kernels(harness, n, i, o, dtype, tile):
         parity.assert_close(grad_b, expected_b, dtype, f"dense bias grad mask={masked}")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", POOL_CASES, ids=cases.case_ids(POOL_CASES))
-def test_fused_max_pool_kernels_match_twins(harness, case, dtype):
-    _, n, c, h, w, window = case
-    rng = numpy.random.default_rng(3)
-    x = numpy.maximum(rng.standard_normal((n, c, h, w)), 0).astype(dtype)  # a ReLU output: ties at 0
-    geometry, oh, ow = cases.pool_geometry(h, w, window)
-    y = numpy.full((n, c, oh, ow), numpy.nan, dtype=dtype)
-    argmax = numpy.full(y.shape, 77, dtype=numpy.uint8)
-    run_kernel(harness, "fused_pool.cu", "max_pool_u8_fwd", dtype, (x, y, argmax) + geometry + (y.size,))
-    y_ref, argmax_ref = reference.max_pool2d_forward(x, window)
-    numpy.testing.assert_array_equal(y, y_ref)
-    numpy.testing.assert_array_equal(argmax, argmax_ref)
-
-    grad_y = rng.standard_normal(y.shape).astype(dtype)
-    for masked in (False, True):
-        grad_x = numpy.full(x.shape, numpy.nan, dtype=dtype)
-        run_kernel(harness, "fused_pool.cu", "max_pool_u8_bwd", dtype,
-                   (grad_y, argmax, x, grad_x) + geometry + (4 if masked else 0, grad_x.size))
-        parity.assert_close(grad_x, reference.max_pool2d_backward(grad_y, argmax_ref, x, window, masked), dtype,
-                            f"pool bwd mask={masked}")
-
-
-def test_fused_max_pool_nan_and_ties(harness):
-    """PyTorch's rule, as the readable op: first maximum wins ties, the last NaN wins, all -inf keeps 0."""
-    x = numpy.array([[[[1.0, 1.0, numpy.nan, 2.0], [-numpy.inf, -numpy.inf, 5.0, numpy.nan]]]])
-    window = pool_window((1, 2), 1, 0)
-    geometry, oh, ow = cases.pool_geometry(2, 4, window)
-    y = numpy.zeros((1, 1, oh, ow))
-    argmax = numpy.zeros(y.shape, dtype=numpy.uint8)
-    run_kernel(harness, "fused_pool.cu", "max_pool_u8_fwd", numpy.float64, (x, y, argmax) + geometry + (y.size,))
-    y_ref, argmax_ref = reference.max_pool2d_forward(x, window)
-    numpy.testing.assert_array_equal(y, y_ref)
-    numpy.testing.assert_array_equal(argmax, argmax_ref)
-
-
 def test_fused_gemm_is_bitwise_repeatable(harness):
     """No atomics, a fixed order per output: two runs agree to the bit."""
     case = CONV_CASES[-1]
@@ -260,14 +224,14 @@ def test_fused_launchers_match_twins(fused, dtype):
         parity.assert_close(got, want, dtype, "dense wgrad")
 
     pool = pool_window(2)
-    yp, argmax = fused.max_pool2d_forward(mask, pool)
-    yp_ref, argmax_ref = reference.max_pool2d_forward(mask, pool)
+    yp, argmax = fused.max_pool2d_forward(mask, pool, mask=True)
+    yp_ref, argmax_ref = reference.max_pool2d_forward(mask, pool, mask=True)
     numpy.testing.assert_array_equal(yp, yp_ref)
     assert argmax.dtype == numpy.uint8
     numpy.testing.assert_array_equal(argmax, argmax_ref)
     gyp = rng.standard_normal(yp.shape).astype(dtype)
-    parity.assert_close(fused.max_pool2d_backward(gyp, argmax, mask, pool),
-                        reference.max_pool2d_backward(gyp, argmax_ref, mask, pool), dtype, "pool bwd")
+    parity.assert_close(fused.max_pool2d_backward(gyp, argmax, mask.shape, pool),
+                        reference.max_pool2d_backward(gyp, argmax_ref, mask.shape, pool), dtype, "pool bwd")
     assert {name for _, name in fused.launches} == {
         "conv_fwd_fused", "conv_dgrad_fused", "conv_wgrad_fused", "dense_fwd_fused", "dense_dgrad_fused",
         "dense_wgrad_fused", "max_pool_u8_fwd", "max_pool_u8_bwd"}
@@ -288,7 +252,7 @@ def test_fused_launchers_refuse_bad_input(fused):
         fused.check_int32("conv2d_forward", x=2 ** 31)
     with pytest.raises(TypeError, match="argmax must be uint8"):
         fused.max_pool2d_backward(numpy.zeros((1, 1, 2, 2)), numpy.zeros((1, 1, 2, 2), dtype=numpy.int32),
-                                  numpy.zeros((1, 1, 4, 4)), pool_window(2))
+                                  (1, 1, 4, 4), pool_window(2))
     assert fused.launches == []
 
 

@@ -12,7 +12,8 @@ Each stage replaces one or two layers with the fused launchers of ``gpucnn.compi
     Dense [+ ReLU]    -> linear_forward; backward: linear_weight_grad / linear_data_grad with the ReLU
                          mask folded in (read from the layer's own output)
     MaxPool2D         -> max_pool2d_forward (uint8 argmax); after Conv2D + ReLU its backward also applies
-                         that ReLU's mask, so the convolution below receives a masked gradient
+                         that ReLU's mask (recorded in the argmax), so the convolution below receives a masked
+                         gradient
     Flatten           -> a reshape (a view)
     Tanh, ReLU alone  -> gpucnn.ops.activation (CuPy elementwise kernels: they capture)
     AvgPool2D         -> gpucnn.ops.pool (our pool.cu kernels: they capture)
@@ -118,13 +119,15 @@ class _MaxPoolStage:
         self.grads, self.params, self.width = [], [], 1
 
     def forward(self, x):
-        y, argmax = _fused().max_pool2d_forward(x, self.layer.window)
-        self.cache = (x, argmax)
+        # fold_relu: the argmax records the mask (255 where the window's max is not > 0), so the backward reads
+        # only grad and argmax, not x
+        y, argmax = _fused().max_pool2d_forward(x, self.layer.window, mask=self.fold_relu)
+        self.cache = (x.shape, argmax)
         return y
 
     def backward(self, grad, need_input_grad, masked):
-        x, argmax = self.cache
-        return _fused().max_pool2d_backward(grad, argmax, x, self.layer.window, mask=self.fold_relu), self.fold_relu
+        x_shape, argmax = self.cache
+        return _fused().max_pool2d_backward(grad, argmax, x_shape, self.layer.window), self.fold_relu
 
 
 class _ElementwiseStage:

@@ -9,13 +9,17 @@ import numpy
 from ...ops import activation, conv, linear, pool
 
 __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
-           "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward", "SPLIT_K_STEP", "split_k_bounds",
-           "split_k_sum", "conv2d_weight_grad_partials", "linear_weight_grad_partials", "linear_forward_partials"]
+           "linear_weight_grad", "conv2d_pool_forward", "max_pool2d_forward", "max_pool2d_backward", "POOL_NO_GRAD", "SPLIT_K_STEP",
+           "split_k_bounds", "split_k_sum", "conv2d_weight_grad_partials", "linear_weight_grad_partials",
+           "linear_forward_partials"]
 
 # Split-K of the weight gradients (gpucnn/kernels/fused_splitk.cuh): K cut into S slices of whole k-steps of
 # the GEMM core (GPUCNN_GEMM_TK), each slice summed on its own in ascending k, then the S partial sums added
 # in ascending s. ``slices`` below is that S; 1 is the single-pass kernels (the readable ops as they are).
 SPLIT_K_STEP = 16
+# The argmax code of a max-pool window whose gradient the ReLU mask drops: GPUCNN_POOL_NO_GRAD of
+# gpucnn/kernels/fused_pool_body.cuh (tests/kernels/test_compile.py); above every index of a <= 255-element window.
+POOL_NO_GRAD = 255
 
 
 def split_k_bounds(k, slices):
@@ -140,12 +144,22 @@ def linear_weight_grad_partials(grad_y, x, y, need_bias, slices):
     return numpy.stack(parts)
 
 
-def max_pool2d_forward(x, window):
-    """(y, argmax): the readable op's argmax is already uint8 for windows of <= 255 elements."""
+def max_pool2d_forward(x, window, mask=False):
+    """(y, argmax): the readable op's argmax is already uint8 for windows of <= 255 elements (indices <= 254);
+    ``mask``: POOL_NO_GRAD where ``not y > 0`` (y <= 0 or NaN), the ReLU mask of x where an argmax names it."""
     y, (argmax, _, _) = pool.max_pool2d_forward(x, window)
+    if mask:
+        argmax = numpy.where(y > 0, argmax, numpy.uint8(POOL_NO_GRAD)).astype(numpy.uint8)
     return y, argmax
 
 
-def max_pool2d_backward(grad_y, argmax, x, window, mask=True):
-    grad_x = pool.max_pool2d_backward(grad_y, (argmax, x.shape, window))
-    return activation.relu_backward(grad_x, x) if mask else grad_x
+def conv2d_pool_forward(x, weight, bias, window, pool_window, relu=False, mask=False):
+    """(y, argmax): max_pool2d_forward(conv2d_forward(x, weight, bias, window, relu), pool_window, mask)."""
+    return max_pool2d_forward(conv2d_forward(x, weight, bias, window, relu), pool_window, mask)
+
+
+def max_pool2d_backward(grad_y, argmax, x_shape, window):
+    """The readable op's dx; a window coded POOL_NO_GRAD names no element and adds nothing (not grad_y * 0, which
+    is NaN for an inf gradient: 0, as PyTorch's threshold_backward where(x <= 0, 0, g))."""
+    grad_y = numpy.where(argmax == POOL_NO_GRAD, grad_y.dtype.type(0), grad_y)  # the op adds grad_y * (k match)
+    return pool.max_pool2d_backward(grad_y, (argmax, tuple(x_shape), window))

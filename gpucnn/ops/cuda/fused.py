@@ -390,8 +390,8 @@ def _pool_args(x_shape, window):
 
 
 @loader.on_device_of_first_argument
-def max_pool2d_forward(x, window):
-    """(y, argmax uint8); replaces ops.pool.max_pool2d_forward (same rule for ties and NaN)."""
+def max_pool2d_forward(x, window, mask=False):
+    """(y, uint8 argmax) by ops.pool's rule; ``mask``: argmax 255, "no gradient", where not y > 0 (<= 0, NaN)."""
     dtype = check_arrays("max_pool2d_forward", {"x": x}, (4,))
     geometry = _pool_args(x.shape, window)
     n, c = int(x.shape[0]), int(x.shape[1])
@@ -399,23 +399,23 @@ def max_pool2d_forward(x, window):
     argmax = cupy.empty(y.shape, dtype=numpy.uint8)
     if y.size:
         loader.launch("fused_pool.cu", "max_pool_u8_fwd", dtype,
-                      (cupy.ascontiguousarray(x), y, argmax) + geometry + (y.size,))
+                      (cupy.ascontiguousarray(x), y, argmax) + geometry + (MASK if mask else 0, y.size))
     return y, argmax
 
 
 @loader.on_device_of_first_argument
-def max_pool2d_backward(grad_y, argmax, x, window, mask=True):
-    """dx of max pooling, times ``(x > 0)`` when ``mask`` (x is the ReLU output below the pool);
-    replaces ops.pool.max_pool2d_backward + ops.activation.relu_backward."""
-    dtype = check_arrays("max_pool2d_backward", {"grad_y": grad_y, "x": x}, (4, 4))
-    geometry = _pool_args(x.shape, window)
-    _check_shape("max_pool2d_backward", "grad_y", grad_y, tuple(x.shape[:2]) + geometry[-2:])
+def max_pool2d_backward(grad_y, argmax, x_shape, window):
+    """dx of max pooling, x of ``x_shape``; reads no x: argmax 255 adds nothing (masked, the ReLU's dx too; an inf
+    grad_y there gives 0, not inf * 0 = NaN, as PyTorch's threshold_backward, where(x <= 0, 0, g))."""
+    dtype = check_arrays("max_pool2d_backward", {"grad_y": grad_y}, (4,))
+    geometry = _pool_args(x_shape, window)
+    _check_shape("max_pool2d_backward", "grad_y", grad_y, tuple(x_shape[:2]) + geometry[-2:])
     _check_shape("max_pool2d_backward", "argmax", argmax, grad_y.shape)
     if numpy.dtype(argmax.dtype) != numpy.dtype(numpy.uint8):
         raise TypeError(f"max_pool2d_backward (fused CUDA): argmax must be uint8, got {argmax.dtype}")
-    grad_x = cupy.empty(x.shape, dtype=dtype)
+    check_int32("max_pool2d_backward", grad_x=numpy.prod(x_shape, dtype=numpy.int64))
+    grad_x = cupy.empty(tuple(x_shape), dtype=dtype)
     if grad_x.size:
         loader.launch("fused_pool.cu", "max_pool_u8_bwd", dtype,
-                      (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(argmax), cupy.ascontiguousarray(x),
-                       grad_x) + geometry + (MASK if mask else 0, grad_x.size))
+                      (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(argmax), grad_x, *geometry, grad_x.size))
     return grad_x

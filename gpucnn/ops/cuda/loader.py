@@ -133,8 +133,10 @@ SIGNATURES = {
         "dense_fwd_reduce_fused": ("const T*", "const T*", "T*", _I, _I, _I, _I),
     },
     "fused_pool.cu": {
-        "max_pool_u8_fwd": ("const T*", "T*", "unsigned char*", _I, _I) + _WINDOW + (_I,),
-        "max_pool_u8_bwd": ("const T*", "const unsigned char*", "const T*", "T*", _I, _I) + _WINDOW + (_I, _I),
+        # x, y, argmax, H, W, window, flags (MASK: argmax 255 where !(y > 0)), total; grad_y, argmax, grad_x, H, W,
+        # window, total (no x: the ReLU mask is in the argmax)
+        "max_pool_u8_fwd": ("const T*", "T*", "unsigned char*", _I, _I) + _WINDOW + (_I, _I),
+        "max_pool_u8_bwd": ("const T*", "const unsigned char*", "T*", _I, _I) + _WINDOW + (_I,),
     },
     # training-mode batch norm (compile/cuda_graph/launch_batchnorm.py): C*S blocks; N, C, HW, slices[, flags]
     "fused_batchnorm.cu": {
