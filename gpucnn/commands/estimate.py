@@ -125,14 +125,15 @@ def model_flops(model_name, batch):
     from ..compile.cuda_graph.plan import build_program
     from ..nn.layers import Conv2D, Dense
     from ..nn.models import INPUT_SHAPES, MODELS
-    from ..perf.graph import shape_after
+    from ..perf.graph import shape_after, stage_shape
 
     program = build_program(MODELS[model_name]())
     shapes = {program.INPUT: (batch,) + tuple(INPUT_SHAPES[model_name])}
     total = 0
     for node in program.nodes:
         layer, ins = node.stage.layer, [shapes[k] for k in node.inputs]
-        out = shapes[node.output] = shape_after(layer, ins)
+        out = shape_after(layer, ins)  # the layer's own (a Conv2D's before the pool its stage may hold)
+        shapes[node.output] = stage_shape(node.stage, ins)
         if isinstance(layer, Conv2D):
             taps = ins[0][1] // layer.groups * layer.window.kh * layer.window.kw
             total += 2 * math.prod(out) * taps

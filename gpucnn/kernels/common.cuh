@@ -94,4 +94,36 @@ struct StridedQuotient {
 
 }  // namespace gpucnn
 
+// Full unrolling of the fixed-length register-tile loops, on the device (a host compiler has no such pragma).
+#ifdef __CUDACC__
+#define GPUCNN_UNROLL _Pragma("unroll")
+#else
+#define GPUCNN_UNROLL
+#endif
+
+namespace gpucnn {
+
+// R consecutive elements from src to dst (registers <-> shared memory): vector moves on the device where they
+// make 16 bytes (LDS.128 / STS.128) or 8 (float x 2), element by element on the host. The shared rows are
+// 16-byte aligned and the offsets multiples of R.
+template <typename T, int R>
+__host__ __device__ inline void copy_run(T* dst, const T* src) {
+#if defined(__CUDA_ARCH__)
+    if constexpr (sizeof(T) * R % 16 == 0) {
+GPUCNN_UNROLL
+        for (int v = 0; v < (int)(sizeof(T) * R / 16); ++v)
+            reinterpret_cast<float4*>(dst)[v] = reinterpret_cast<const float4*>(src)[v];
+    } else if constexpr (sizeof(T) * R == 8) {
+        *reinterpret_cast<float2*>(dst) = *reinterpret_cast<const float2*>(src);
+    } else {
+GPUCNN_UNROLL
+        for (int i = 0; i < R; ++i) dst[i] = src[i];
+    }
+#else
+    for (int i = 0; i < R; ++i) dst[i] = src[i];
+#endif
+}
+
+}  // namespace gpucnn
+
 #endif  // GPUCNN_COMMON_CUH

@@ -61,12 +61,6 @@
 // SM; double keeps its registers (2 blocks would spill).
 #define GPUCNN_GEMM_BOUNDS __launch_bounds__(GPUCNN_BLOCK, sizeof(T) == 4 ? 2 : 1)
 
-// Full unrolling of the fixed-length register-tile loops, on the device (a host compiler has no such pragma).
-#ifdef __CUDACC__
-#define GPUCNN_UNROLL _Pragma("unroll")
-#else
-#define GPUCNN_UNROLL
-#endif
 
 namespace gpucnn {
 namespace fused {
@@ -161,15 +155,12 @@ template <class... Tiles> struct MaxBuffer { static constexpr int value = 0; };
 template <class First, class... Rest> struct MaxBuffer<First, Rest...> {
     static constexpr int value = First::BUFFER > MaxBuffer<Rest...>::value ? First::BUFFER : MaxBuffer<Rest...>::value;
 };
-template <class Unused, class... Tiles> struct MaxBufferOfTable {
-    static constexpr int value = MaxBuffer<Tiles...>::value;
-};
+template <class Unused, class... Tiles> struct MaxBufferOfTable { static constexpr int value = MaxBuffer<Tiles...>::value; };
 // Shared memory the kernels declare once (both buffers of the largest tile), in elements.
 constexpr int kGemmSharedElements = 2 * MaxBufferOfTable<void GPUCNN_GEMM_TILE_TABLE(GPUCNN_GEMM_TILE_TYPE)>::value;
 
-// The operand maps of tile Tl for problem P.
 template <class Tl, class P>
-struct GemmMaps {
+struct GemmMaps {  // the operand maps of tile Tl for problem P
     using A = OperandMap<Tl::TM, Tl::TK, P::kLhsAlongK>;
     using B = OperandMap<Tl::TN, Tl::TK, P::kRhsAlongK>;
 };
@@ -197,12 +188,8 @@ struct GemmThread {
 // inside [0, M) x [0, K), resp. [0, K) x [0, N)), else give 0: one predicated load, no branch; lhs_step(dk) / rhs_step(dk) decompose one k-step once, and lhs_advance /
 // rhs_advance(kc, step) move a k cursor by it. Offsets that may run past a tensor (k cursors beyond K,
 // row cursors of rows past M or N) are unsigned: they wrap without overflow and are never read there.
-struct Strided {  // a k offset of a fixed stride per k
-    unsigned off;
-};
-struct StridedStep {
-    unsigned d;
-};
+struct Strided { unsigned off; };  // a k offset of a fixed stride per k
+struct StridedStep { unsigned d; };
 __host__ __device__ inline void advance(Strided& c, const StridedStep& s) { c.off += s.d; }
 
 __host__ __device__ inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -212,8 +199,7 @@ __host__ __device__ inline int gemm_blocks(int M, int N) { return ceil_div(M, Tl
 
 template <typename T, class Tl, class P>
 __host__ __device__ inline void gemm_zero(GemmThread<T, Tl, P>& s) {
-    for (int i = 0; i < Tl::RM; ++i)
-        for (int j = 0; j < Tl::RN; ++j) s.acc[i][j] = T(0);
+    for (int i = 0; i < Tl::RM; ++i) for (int j = 0; j < Tl::RN; ++j) s.acc[i][j] = T(0);
 }
 
 template <class Tl>
@@ -266,27 +252,6 @@ GPUCNN_UNROLL
     for (int i = 0; i < B::K_CURSORS; ++i) p.rhs_advance(s.b_k[i], s.b_step);
 }
 
-// R consecutive elements from src to dst (registers <-> shared memory): vector moves on the device where they
-// make 16 bytes (LDS.128 / STS.128) or 8 (float x 2), element by element on the host. The shared rows are
-// 16-byte aligned and the offsets multiples of R.
-template <typename T, int R>
-__host__ __device__ inline void copy_run(T* dst, const T* src) {
-#if defined(__CUDA_ARCH__)
-    if constexpr (sizeof(T) * R % 16 == 0) {
-GPUCNN_UNROLL
-        for (int v = 0; v < (int)(sizeof(T) * R / 16); ++v)
-            reinterpret_cast<float4*>(dst)[v] = reinterpret_cast<const float4*>(src)[v];
-    } else if constexpr (sizeof(T) * R == 8) {
-        *reinterpret_cast<float2*>(dst) = *reinterpret_cast<const float2*>(src);
-    } else {
-GPUCNN_UNROLL
-        for (int i = 0; i < R; ++i) dst[i] = src[i];
-    }
-#else
-    for (int i = 0; i < R; ++i) dst[i] = src[i];
-#endif
-}
-
 template <class M, int LD, typename T>
 __host__ __device__ inline void commit_operand(int t, const T* next, T* tile) {
 GPUCNN_UNROLL
@@ -334,17 +299,37 @@ __host__ __device__ inline void gemm_step_phase(const P& p, int block, int t, in
     if (next) gemm_commit<T, Tl, P>(t, s.a_next, s.b_next, shared + ((step + 1) & 1) * Tl::BUFFER);
 }
 
+// A problem that stores runs of R consecutive columns at once (the max-pool of conv_fwd_pool_fused, whose
+// columns list each pooling window's elements in a row) sets kStoreRun = R and has store_run(m, n, acc),
+// n a multiple of R; the launcher runs it on tiles whose RN is a multiple of R only.
+template <class P, class = void> struct StoreRunOf { static constexpr int value = 1; };
+template <class P> struct StoreRunOf<P, decltype(void(P::kStoreRun))> { static constexpr int value = P::kStoreRun; };
+
 template <typename T, class Tl, class P>
 __host__ __device__ inline void gemm_store_phase(const P& p, int block, int t, const GemmThread<T, Tl, P>& s) {
     const int tiles_n = ceil_div(p.N, Tl::TN);
     const int m0 = (block / tiles_n) * Tl::TM + (t / kThreadGrid) * Tl::RM;
     const int n0 = (block % tiles_n) * Tl::TN + (t % kThreadGrid) * Tl::RN;
+    constexpr int R = StoreRunOf<P>::value;
+GPUCNN_UNROLL
     for (int i = 0; i < Tl::RM; ++i) {
         const int m = m0 + i;
         if (m >= p.M) continue;
-        for (int j = 0; j < Tl::RN; ++j) {
-            const int n = n0 + j;
-            if (n < p.N) p.store(m, n, s.acc[i][j]);
+        if constexpr (R > 1) {
+            if constexpr (Tl::RN % R == 0) {  // (the other tiles are never launched for such a problem)
+GPUCNN_UNROLL
+                for (int j = 0; j < Tl::RN; j += R) {
+                    T run[R];  // a copy: the accumulators stay in registers
+GPUCNN_UNROLL
+                    for (int r = 0; r < R; ++r) run[r] = s.acc[i][j + r];
+                    if (n0 + j < p.N) p.store_run(m, n0 + j, run);
+                }
+            }
+        } else {
+            for (int j = 0; j < Tl::RN; ++j) {
+                const int n = n0 + j;
+                if (n < p.N) p.store(m, n, s.acc[i][j]);
+            }
         }
     }
 }

@@ -5,6 +5,8 @@
 // grid = gemm_blocks<tile>(M, N). Launchers: gpucnn/compile/cuda_graph/launch.py.
 //
 //   conv_fwd_fused:   y = relu(conv(x, w) + b)                  M = O, N = N*oh*ow, K = C*kh*kw
+//   conv_fwd_pool_fused: (y, argmax) = maxpool(relu(conv(x, w) + b)) over ph x pw windows (stride = window, no
+//                     padding)                                   M = O, N = N*poh*pow*ph*pw (window order)
 //   conv_dgrad_fused: gx = conv_transpose(gy, w) * (mask > 0)   M = C, N = N*H*W,   K = O*kh*kw
 //   conv_wgrad_fused: [gw | gb] = gy_mat @ [cols.T | 1]         M = O, N = K (+1),   K = N*oh*ow
 //
@@ -23,6 +25,20 @@ __global__ void conv_fwd_fused(const T* __restrict__ x, const T* __restrict__ we
                                T* __restrict__ y, GPUCNN_CONV_GEOMETRY_PARAMS, int flags, int tile) {
     const gpucnn::fused::ConvForward<T> p{x, weight, bias, y, GPUCNN_CONV_GEOMETRY, flags,
                                           O, N * oh * ow, C * kh * kw};
+    gpucnn::fused::tiled_gemm<T>(p, tile);
+}
+
+// y and argmax (N, O, oh / ph, ow / pw); flags BIAS, RELU, MASK (argmax GPUCNN_POOL_NO_GRAD where the max is
+// not > 0). The launcher runs tiles whose RN is a multiple of 4 and checks that ph * pw divides 4.
+template <typename T>
+GPUCNN_GEMM_BOUNDS
+__global__ void conv_fwd_pool_fused(const T* __restrict__ x, const T* __restrict__ weight,
+                                    const T* __restrict__ bias, T* __restrict__ y, unsigned char* __restrict__ argmax,
+                                    GPUCNN_CONV_GEOMETRY_PARAMS, int ph, int pw, int flags, int tile) {
+    const int poh = oh / ph, pow_ = ow / pw;
+    const gpucnn::fused::ConvForwardPool<T> p{{x, weight, bias, y, GPUCNN_CONV_GEOMETRY, flags, O,
+                                               N * poh * pow_ * ph * pw, C * kh * kw},
+                                              argmax, ph, pw, poh, pow_};
     gpucnn::fused::tiled_gemm<T>(p, tile);
 }
 

@@ -8,7 +8,8 @@
 #ifndef GPUCNN_FUSED_CONV_BODY_CUH
 #define GPUCNN_FUSED_CONV_BODY_CUH
 
-#include "fused_splitk.cuh"  // (includes fused_common.cuh)
+#include "fused_pool_body.cuh"  // GPUCNN_POOL_NO_GRAD
+#include "fused_splitk.cuh"     // (includes fused_common.cuh)
 
 namespace gpucnn {
 namespace fused {
@@ -109,6 +110,59 @@ struct ConvForward {
         const int P = g.oh * g.ow;
         const int img = n / P;
         y[(img * g.O + m) * P + (n - img * P)] = acc;
+    }
+};
+
+// Forward with the max-pool after it (conv_fwd_pool_fused): y = maxpool(relu(conv(x, weight) + b)) for a pool of
+// non-overlapping ph x pw windows (stride = window, no padding; the oh % ph bottom rows and ow % pw right columns
+// that no window covers are not computed). The GEMM is ConvForward's, its columns in window order:
+// col = (((n*poh + py)*pow + px)*ph + dy)*pw + dx is output pixel (oy, ox) = (py*ph + dy, px*pw + dx), so a
+// thread's run of Q = ph*pw consecutive columns is one window, which store_run reduces with max_pool_u8_fwd's rule
+// (fused_pool_body.cuh: the first maximum wins, a NaN takes over) into pooled[n, o, py, px] and its window index
+// argmax (uint8); with MASK, argmax is GPUCNN_POOL_NO_GRAD where the window's max is not > 0 (the ReLU's mask,
+// as max_pool_u8_fwd records it). The conv's own output is never written: nothing reads it.
+template <typename T>
+struct ConvForwardPool : ConvForward<T> {
+    unsigned char* argmax;
+    int ph, pw, poh, pow_;
+    static constexpr int kStoreRun = 4;  // Q = ph*pw divides it: 1, 2 or 4 (the launcher checks)
+
+    __host__ __device__ inline typename ConvForward<T>::RhsRow rhs_row(int n) const {
+        const ConvGeometry& g = this->g;
+        const int Q = ph * pw, q = n % Q, win = n / Q;
+        const int px = win % pow_, rows = win / pow_;
+        const int py = rows % poh, img = rows / poh;
+        const int oy = py * ph + q / pw, ox = px * pw + q % pw;
+        const int iy0 = oy * g.sy - g.pt, ix0 = ox * g.sx - g.pl;
+        return {iy0, ix0, (unsigned)img * (unsigned)(g.C * g.H * g.W) + (unsigned)(iy0 * g.W + ix0)};
+    }
+    // The run of kStoreRun columns from n (a multiple of it): kStoreRun / Q whole windows.
+    __host__ __device__ inline void store_run(int m, int n, const T* acc) const {
+        const int Q = ph * pw;
+        for (int w0 = 0; w0 < kStoreRun && n + w0 < this->N; w0 += Q) {
+            T best = neg_inf<T>();
+            int best_k = 0;
+            bool nan_seen = false;
+            for (int q = 0; q < Q; ++q) {
+                T v = acc[w0 + q];
+                if (this->flags & GPUCNN_FUSED_BIAS) v += this->bias[m];
+                if ((this->flags & GPUCNN_FUSED_RELU) && !(v > T(0)) && !is_nan(v)) v = T(0);
+                if (is_nan(v)) {
+                    best = v;
+                    best_k = q;
+                    nan_seen = true;
+                } else if (!nan_seen && v > best) {
+                    best = v;
+                    best_k = q;
+                }
+            }
+            const int win = (n + w0) / Q, windows = poh * pow_;
+            const int img = win / windows;
+            const int index = (img * this->g.O + m) * windows + (win - img * windows);
+            this->y[index] = best;
+            const bool masked = (this->flags & GPUCNN_FUSED_MASK) && !(best > T(0));
+            argmax[index] = masked ? (unsigned char)GPUCNN_POOL_NO_GRAD : (unsigned char)best_k;
+        }
     }
 };
 

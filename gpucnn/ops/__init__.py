@@ -76,14 +76,18 @@ max_pool2d: y = max over each window, argmax = i*kw + j of the winner (conventio
                     gpucnn/kernels/pool.cu:max_pool_bwd, gpucnn/kernels/pool_body.cuh:max_pool_bwd_body
     cpu fast stage  gpucnn.compile.cpu.stages.PoolStage, gpucnn.compile.cpu.stages.ConvStage,
                     gpucnn.compile.cpu.chwn.max_pool_forward, gpucnn.compile.cpu.chwn.max_pool_backward
-    graph stage     gpucnn.compile.cuda_graph.chain_stages._MaxPoolStage
-    graph launcher  gpucnn.ops.cuda.fused.max_pool2d_forward, gpucnn.ops.cuda.fused.max_pool2d_backward
+    graph stage     gpucnn.compile.cuda_graph.chain_stages._MaxPoolStage,
+                    gpucnn.compile.cuda_graph.chain_stages._ConvPoolStage
+    graph launcher  gpucnn.ops.cuda.fused.max_pool2d_forward, gpucnn.ops.cuda.fused.max_pool2d_backward,
+                    gpucnn.ops.cuda.fused.conv2d_pool_forward
     graph kernel    gpucnn/kernels/fused_pool.cu:max_pool_u8_fwd,
                     gpucnn/kernels/fused_pool_body.cuh:max_pool_u8_fwd_body,
                     gpucnn/kernels/fused_pool.cu:max_pool_u8_bwd,
-                    gpucnn/kernels/fused_pool_body.cuh:max_pool_u8_bwd_body
+                    gpucnn/kernels/fused_pool_body.cuh:max_pool_u8_bwd_body,
+                    gpucnn/kernels/fused_conv.cu:conv_fwd_pool_fused
     fused twin      gpucnn.compile.cuda_graph.reference.max_pool2d_forward,
-                    gpucnn.compile.cuda_graph.reference.max_pool2d_backward
+                    gpucnn.compile.cuda_graph.reference.max_pool2d_backward,
+                    gpucnn.compile.cuda_graph.reference.conv2d_pool_forward
     note            ConvStage folds an unpadded max pool after Conv2D [+ ReLU]; four argmax encodings, one
                     convention (gpucnn/ops/pool.py).
 
@@ -258,7 +262,6 @@ multi_tensor_updates: the same steps over one flat buffer of many parameters, sc
     fused twin      none
     note            gpucnn.optim's default on the GPU (flat groups: gpucnn/optim/flat.py); the graph
                     captures the eager launches.
-
 """
 from .index import FIELDS, OP_INDEX, index_text
 

@@ -35,9 +35,9 @@ def tiled_gemm(rec, file, name, tile, blocks, m, n, k, reads, writes, sectors=4)
     rec.launches[-1].update(tile=list(_fused().GEMM_TILES[tile]), sectors_per_request=sectors)
 
 
-def gemm(rec, file, name, m, n, k, reads, writes, sm_count, sectors=4):
+def gemm(rec, file, name, m, n, k, reads, writes, sm_count, sectors=4, run=1):
     fused = _fused()
-    tile = fused.gemm_tile(m, n, k, sms(sm_count))
+    tile = fused.gemm_tile(m, n, k, sms(sm_count), run)
     tiled_gemm(rec, file, name, tile, fused.gemm_blocks(m, n, tile), m, n, k, reads, writes, sectors)
 
 

@@ -5,6 +5,8 @@ each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids i
 ``gemm_blocks``, ``loader.grid_for``):
 
     batch       gather_rows (x[order[counter * B + i]]), gather_labels (y) (gpucnn/kernels/step_batch.cu)
+    Conv2D+ReLU+MaxPool2D conv_fwd_pool_fused (the pool in the epilogue, windows that do not overlap: M = O, N =
+                N*poh*pow*ph*pw, K = C*kh*kw); backward: max_pool_u8_bwd, then the Conv2D's
     Conv2D+ReLU conv_fwd_fused (M = O, N = N*oh*ow, K = C*kh*kw); backward: [the ReLU mask, when no pool
                 folded it], conv_wgrad_fused (M = O, N = C*kh*kw + 1, K = N*oh*ow), conv_dgrad_fused
                 (M = C, N = N*H*W, K = O*kh*kw) unless it is the first stage
@@ -31,6 +33,7 @@ their fixed-order reduce.
 """
 import math
 
+from ..ops.cuda.gemm_plan import POOL_RUN
 from .batchnorm import record_batchnorm_backward, record_batchnorm_forward
 from .gemm import CONV_WGRAD, DENSE_FWD, DENSE_WGRAD, gemm, sms, split_k_gemm
 from .record import F32, I64, Recorder, adam_update, softmax_xent
@@ -67,8 +70,13 @@ def _forward(rec, stage, shape, out, sm_count):
         o, kh, kw = out[1], layer.window.kh, layer.window.kw
         m, cols, k = o, n * out[2] * out[3], c * kh * kw
         bias = o if layer.bias is not None else 0
-        gemm(rec, "fused_conv.cu", "conv_fwd_fused", m, cols, k, F32 * (n * c * h * w + o * k + bias), F32 * size,
-              sm_count, 4 * layer.window.sx)
+        reads = F32 * (n * c * h * w + o * k + bias)
+        if getattr(stage, "pool", None) is not None:  # the pool in the epilogue: pooled y and its uint8 argmax
+            q = stage.pool.window.kh * stage.pool.window.kw
+            gemm(rec, "fused_conv.cu", "conv_fwd_pool_fused", m, size // o * q, k, reads, (F32 + 1) * size,
+                 sm_count, 4 * layer.window.sx, run=POOL_RUN)
+            return
+        gemm(rec, "fused_conv.cu", "conv_fwd_fused", m, cols, k, reads, F32 * size, sm_count, 4 * layer.window.sx)
     elif isinstance(layer, Dense):
         n, i, o = shape[0], layer.in_features, layer.out_features
         bias = o if layer.bias is not None else 0
@@ -86,6 +94,12 @@ def _forward(rec, stage, shape, out, sm_count):
 def _backward(rec, stage, shape, out, need_input_grad, masked, sm_count):
     """The stage's backward launches; returns whether the gradient it hands down is already ReLU-masked."""
     layer, size, size_in = stage.layer, math.prod(out), math.prod(shape)
+    if getattr(stage, "pool", None) is not None:  # Conv2D [+ ReLU] + MaxPool2D: the pool's backward first
+        n, c, h, w = shape
+        conv_out = (n, layer.out_channels) + tuple(layer.window.output_size(h, w))
+        rec.grid_stride("fused_pool.cu", "max_pool_u8_bwd", math.prod(conv_out), (F32 + 1) * size,
+                        F32 * math.prod(conv_out))
+        size, out, masked = math.prod(conv_out), conv_out, True
     if isinstance(layer, Conv2D):
         if stage.relu and not masked:  # activation.relu_backward: grad * (y > 0)
             rec.cupy("cupy.greater", size, F32 * size, size)
@@ -167,6 +181,13 @@ def shape_after(layer, shapes):
     return shape  # ReLU, Tanh, BatchNorm2D, Add
 
 
+def stage_shape(stage, shapes):
+    """The output shape of a graph stage: its layer's, pooled when the stage holds a MaxPool2D too (``pool``)."""
+    out = shape_after(stage.layer, shapes)
+    pool = getattr(stage, "pool", None)
+    return out if pool is None else shape_after(pool, [out])
+
+
 def _join_forward(rec, stage, shapes, out, sm_count):
     """The forward launches of the stages of join_stages.py; False for any other stage."""
     layer, size = stage.layer, math.prod(out)
@@ -215,7 +236,7 @@ def graph_step(model, input_shape, sm_count=None):
     program = build_program(model)
     shapes = {program.INPUT: tuple(input_shape)}
     for node in program.nodes:
-        shapes[node.output] = shape_after(node.stage.layer, [shapes[k] for k in node.inputs])
+        shapes[node.output] = stage_shape(node.stage, [shapes[k] for k in node.inputs])
     _batch(rec, input_shape[0], math.prod(input_shape[1:]))
     rec.phase = "forward"
     for node in program.nodes:

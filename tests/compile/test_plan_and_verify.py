@@ -23,8 +23,8 @@ def test_both_executors_plan_the_reference_network_from_the_same_matches():
     assert _kinds(planner.plan(layers, graph.take)) == [("conv", 3), ("conv", 3), ("flatten", 1), ("dense", 2),
                                                        ("dense", 1)]
     names = [type(s).__name__ for s in graph.build_stages(gpucnn.models.fashion_cnn(rng=0))]
-    assert names == ["_ConvStage", "_MaxPoolStage", "_ConvStage", "_MaxPoolStage", "_ElementwiseStage",
-                     "_DenseStage", "_DenseStage"]
+    # conv + ReLU + 2x2 max-pool: one stage, the pool in the convolution's epilogue (fused.pool_fuses)
+    assert names == ["_ConvPoolStage", "_ConvPoolStage", "_ElementwiseStage", "_DenseStage", "_DenseStage"]
 
 
 def test_optional_layers_of_a_pattern_may_be_skipped_and_a_partial_take_is_planned_again():

@@ -115,6 +115,17 @@ bool run_fused(const std::string& kernel, Args<T>& a) {
         ConvGeometry g = conv_geometry(a);
         int flags = a.i32(), tile = a.i32();
         replay_gemm<T>(ConvForward<T>{x, w, b, y, g, flags, g.O, g.N * g.oh * g.ow, g.C * g.kh * g.kw}, tile);
+    } else if (kernel == "conv_fwd_pool_fused") {
+        const T* x = a.array(false);
+        const T* w = a.array(false);
+        const T* b = a.array(false);
+        T* y = a.array(true);
+        unsigned char* am = a.byte_array(true);
+        ConvGeometry g = conv_geometry(a);
+        int ph = a.i32(), pw = a.i32(), flags = a.i32(), tile = a.i32();
+        const int poh = g.oh / ph, pow_ = g.ow / pw;
+        replay_gemm<T>(ConvForwardPool<T>{{x, w, b, y, g, flags, g.O, g.N * poh * pow_ * ph * pw, g.C * g.kh * g.kw},
+                                          am, ph, pw, poh, pow_}, tile);
     } else if (kernel == "conv_dgrad_fused") {
         const T* gy = a.array(false);
         const T* w = a.array(false);

@@ -210,8 +210,8 @@ def _module_constants(path):
 
 
 def _launcher_tiles():
-    """launch.GEMM_TILES, read from the source (the launcher imports CuPy)."""
-    tree = ast.parse((ROOT / "gpucnn" / "ops" / "cuda" / "fused.py").read_text())
+    """gemm_plan.GEMM_TILES (the launchers' table), read from the source."""
+    tree = ast.parse((ROOT / "gpucnn" / "ops" / "cuda" / "gemm_plan.py").read_text())
     return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
                 and any(isinstance(t, ast.Name) and t.id == "GEMM_TILES" for t in node.targets))
 
@@ -226,8 +226,11 @@ def test_constants_shared_with_python_agree():
         assert body["GPUCNN_" + name] == launcher[name], name
     fused = _defines(KERNELS / "fused_common.cuh")
     fused_launcher = _module_constants(ROOT / "gpucnn" / "ops" / "cuda" / "fused.py")
+    fused_launcher.update(_module_constants(ROOT / "gpucnn" / "ops" / "cuda" / "gemm_plan.py"))
     for name in ("GEMM_TK", "FUSED_BIAS", "FUSED_RELU", "FUSED_MASK"):
         assert fused["GPUCNN_" + name] == fused_launcher[name.replace("FUSED_", "")], name
+    store_run = re.search(r"kStoreRun = (\d+);", (KERNELS / "fused_conv_body.cuh").read_text())
+    assert int(store_run.group(1)) == fused_launcher["POOL_RUN"], "ConvForwardPool::kStoreRun"
     pool_twin = _module_constants(ROOT / "gpucnn" / "compile" / "cuda_graph" / "reference.py")
     assert _defines(KERNELS / "fused_pool_body.cuh")["GPUCNN_POOL_NO_GRAD"] == pool_twin["POOL_NO_GRAD"] == 255
     table = re.findall(r"X\((\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)", (KERNELS / "fused_common.cuh").read_text())

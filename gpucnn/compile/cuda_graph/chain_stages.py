@@ -11,6 +11,8 @@ Each stage replaces one or two layers with the fused launchers of ``gpucnn.compi
                          (dW and db in one GEMM) and conv2d_data_grad (no im2col matrix)
     Dense [+ ReLU]    -> linear_forward; backward: linear_weight_grad / linear_data_grad with the ReLU
                          mask folded in (read from the layer's own output)
+    Conv2D [+ ReLU] + MaxPool2D -> conv2d_pool_forward (the pool in the GEMM's epilogue) where the windows do not
+                         overlap (``pool_fuses``); backward: max_pool2d_backward, then the Conv2D's
     MaxPool2D         -> max_pool2d_forward (uint8 argmax); after Conv2D + ReLU its backward also applies
                          that ReLU's mask (recorded in the argmax), so the convolution below receives a masked
                          gradient
@@ -28,6 +30,7 @@ Nothing here reads device memory back, calls cuBLAS or synchronises.
 from ...nn.layers import AvgPool2D, Flatten, MaxPool2D, ReLU, Tanh
 from ...ops.geometry import Window2D
 from ...ops import activation, pool
+from ...ops.cuda.gemm_plan import pool_fuses
 from .join_stages import BatchNormStage
 
 __all__ = ["take", "stages_of", "SUPPORTED_LAYERS"]
@@ -81,6 +84,33 @@ class _ConvStage:
         self.grads = [grad_w] + ([grad_b] if layer.bias is not None else [])
         grad_x = fused.conv2d_data_grad(grad, layer.weight.data, x.shape, layer.window) if need_input_grad else None
         return grad_x, False
+
+
+class _ConvPoolStage(_ConvStage):
+    """Conv2D [+ ReLU] + MaxPool2D of windows the convolution's epilogue pools (``pool_fuses``): one launch, the
+    convolution's output never written; the backward scatters through the argmax (the ReLU's mask in it), then
+    runs the convolution's."""
+
+    def __init__(self, layer, relu, pool_layer):
+        super().__init__(layer, relu)
+        self.pool = pool_layer
+        self.name += "+MaxPool2D"
+        self.width += 1
+
+    def forward(self, x):
+        layer = self.layer
+        bias = layer.bias.data if layer.bias is not None else None
+        y, argmax = _fused().conv2d_pool_forward(x, layer.weight.data, bias, layer.window, self.pool.window,
+                                                 relu=self.relu, mask=self.relu)
+        n, _, h, w = x.shape
+        self.pool_cache = ((n, layer.out_channels) + tuple(layer.window.output_size(h, w)), argmax)
+        self.cache = (x, None)
+        return y
+
+    def backward(self, grad, need_input_grad, masked):
+        conv_shape, argmax = self.pool_cache
+        grad = _fused().max_pool2d_backward(grad, argmax, conv_shape, self.pool.window)
+        return super().backward(grad, need_input_grad, masked=True)  # the argmax carried the ReLU's mask
 
 
 class _DenseStage:
@@ -211,6 +241,8 @@ def stages_of(match):
         return [BatchNormStage(layers[0])]
     relu = len(layers) > 1 and type(layers[1]) is ReLU
     if match.kind in ("conv", "dense"):
+        if match.kind == "conv" and type(layers[-1]) is MaxPool2D and pool_fuses(layers[-1].window):
+            return [_ConvPoolStage(layers[0], relu, layers[-1])]  # the pool in the convolution's epilogue
         stages = [(_ConvStage if match.kind == "conv" else _DenseStage)(layers[0], relu)]
         if type(layers[-1]) is MaxPool2D:  # conv [+ ReLU] + max-pool: the pool's backward applies the ReLU mask
             stages.append(_MaxPoolStage(layers[-1], fold_relu=relu))

@@ -26,28 +26,22 @@ step's private pool serves it), and pass 2 adds the S partials per output in asc
 db. No atomics: bitwise repeatable. S = 1 runs the single-pass kernel as before. ``slices=`` on the
 launchers overrides the choice (the tests); the NumPy twins take the same ``slices``.
 """
-import functools
-
 import cupy
 import numpy
 
 from . import loader
+from .gemm_plan import (GEMM_TILES, GEMM_TK, INT32_LIMIT as _INT32_LIMIT, SM_COUNT, SPLIT_K_MIN_K,
+                        SPLIT_K_SEARCH, STAGE_SLOTS, STEP_SLOTS, POOL_RUN, gemm_blocks, gemm_tile, pool_fuses,
+                        split_k_slices, tile_share, weight_grad_plan)
 
 __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
-           "linear_weight_grad", "max_pool2d_forward", "max_pool2d_backward", "check_int32", "gemm_blocks",
+           "linear_weight_grad", "conv2d_pool_forward", "pool_fuses", "POOL_RUN", "max_pool2d_forward", "max_pool2d_backward", "check_int32", "gemm_blocks",
            "split_k_slices", "device_sm_count", "SM_COUNT", "SPLIT_K_MIN_K", "GEMM_TILES", "GEMM_TK",
-           "tile_share", "gemm_tile", "weight_grad_plan", "check_arrays"]
+           "tile_share", "gemm_tile", "weight_grad_plan", "check_arrays", "STAGE_SLOTS", "STEP_SLOTS", "SPLIT_K_SEARCH"]
 
-# Must equal GPUCNN_GEMM_TK, GPUCNN_GEMM_TILE_TABLE and GPUCNN_FUSED_* of gpucnn/kernels/fused_common.cuh
-# (tests/kernels/test_compile.py). GEMM_TK is the k-step of split-K's slices; GEMM_TILES[tile] = (TM, TN, TK,
-# RM, RN): a block of 256 threads computes a TM x TN output tile, TK of k per step, each thread RM x RN outputs.
-GEMM_TK = 16
-GEMM_TILES = ((128, 64, 8, 8, 4), (64, 64, 16, 4, 4), (32, 64, 16, 2, 4), (32, 32, 16, 2, 2), (32, 128, 16, 2, 8),
-              (64, 128, 8, 4, 8), (32, 16, 16, 2, 1))
 BIAS, RELU, MASK = 1, 2, 4
 
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
-_INT32_LIMIT = 2 ** 31 - 1
 
 
 def check_int32(op, **sizes):
@@ -57,33 +51,6 @@ def check_int32(op, **sizes):
             raise ValueError(f"{op} (fused CUDA): {name} has {int(size)} elements, more than the 32-bit indices "
                              f"of the fused kernels allow ({_INT32_LIMIT}); use the eager path")
 
-
-# The issue slots of a k-step besides its FFMA and LDS, for the tile choice only (the estimate reads the SASS):
-# STAGE_SLOTS per element a thread stages from global memory (predicated LDG, its address and bounds, its share
-# of the shared store: about 2 for a weight, 18 for an im2col element of x in conv_fwd_fused's k-loops), and
-# STEP_SLOTS per k-step (the k cursors' step, the loop, the buffer switch, the barrier: about 40). Fitted to
-# the k-loops of conv_fwd_fused on sm_90 (cuobjdump -sass), within 0.03 of their FFMA share for every tile.
-STAGE_SLOTS = 10
-STEP_SLOTS = 40
-
-
-def tile_share(tile):
-    """FFMA share of one k-step of tile ``tile``, for the choice of tile: TK x RM x RN FFMA against TK x one
-    shared-memory load per 16 bytes of the thread's RM values of A and of its RN values of B (LDS.128 / LDS.64,
-    float32), STAGE_SLOTS for each element the thread stages (TK * (TM + TN) / 256) and STEP_SLOTS."""
-    tm, tn, tk, rm, rn = GEMM_TILES[tile]
-    ffma = tk * rm * rn
-    staged = tk * (tm + tn) // 256
-    return ffma / (ffma + tk * (-(-rm // 4) + -(-rn // 4)) + STAGE_SLOTS * staged + STEP_SLOTS)
-
-
-# Split-K: the SM count assumed where no device answers (an H100 SXM's 132), and the least k a slice keeps:
-# 16 k-steps of GEMM_TK, so that a slice's partial tile (TM x TN written once, read once by the reduce) costs
-# at most about 1/8 of its operand loads (TK * (TM + TN) per step); shorter K stays single-pass.
-SM_COUNT = 132
-SPLIT_K_MIN_K = 256
-# The slice counts split_k_slices tries: from the fewest that fill a wave up to this many times as many.
-SPLIT_K_SEARCH = 4
 
 _SM_COUNTS = {}
 
@@ -101,73 +68,10 @@ def device_sm_count():
         return SM_COUNT
 
 
-def gemm_blocks(m, n, tile=1):
-    """Blocks of a fused GEMM launch: one per TM x TN output tile of ``GEMM_TILES[tile]`` (at least 1)."""
-    tm, tn = GEMM_TILES[tile][:2]
-    return max(1, -(-m // tm) * -(-n // tn))
-
-
-def _busiest_sm_steps(blocks, k_steps, sm_count):
-    """k-steps the busiest SM runs: the block scheduler deals ``blocks`` out evenly, so one SM gets
-    ceil(blocks / SMs) of them; blocks resident together share its issue slots (compute-bound)."""
-    return _ceil(blocks, sm_count) * k_steps
-
-
-def _tile_cost(m, n, k, tile, slices, sm_count):
-    """What the choice minimises: the busiest SM's k-steps x the padded tile area over its FFMA share."""
-    tm, tn, tk = GEMM_TILES[tile][:3]
-    steps = _busiest_sm_steps(gemm_blocks(m, n, tile) * slices, _ceil(_ceil(k, slices), tk), sm_count)
-    return steps * tm * tn / tile_share(tile)
-
-
-def _ceil(a, b):
-    return -(-a // b)
-
-
-def _filling(plans, m, n, sm_count):
-    """The (tile, S) plans of at least one block per SM (one full wave), or all of them where none is."""
-    full = [p for p in plans if gemm_blocks(m, n, p[0]) * p[1] >= sm_count]
-    return full or plans
-
-
-@functools.lru_cache(maxsize=4096)
-def gemm_tile(m, n, k, sm_count=SM_COUNT):
-    """The tile of a single-pass M x N x K GEMM: among the tiles that fill a wave (all, where none does), the
-    least ``_tile_cost`` (ties: the lower id)."""
-    plans = _filling([(tile, 1) for tile in range(len(GEMM_TILES))], m, n, sm_count)
-    return min(plans, key=lambda p: (_tile_cost(m, n, k, p[0], 1, sm_count), p[0]))[0]
-
-
-@functools.lru_cache(maxsize=4096)
-def split_k_slices(m, n, k, sm_count=SM_COUNT, min_k=SPLIT_K_MIN_K, tile=1):
-    """S, the k-slices of an M x N x K weight-gradient GEMM on tile ``tile``: 1 (the single pass) when the tiles
-    alone fill a wave or k < 2 * min_k; else, among the S that make tiles * S blocks at least one full wave on
-    ``sm_count`` SMs (up to SPLIT_K_SEARCH times the fewest), the one whose busiest SM runs the fewest k-steps
-    (ties: the fewer slices), never more than k // min_k (every slice keeps about min_k of k or more) nor than
-    32-bit indices allow for the (S, M, N) partial buffer."""
-    tiles = gemm_blocks(m, n, tile)
-    if tiles >= sm_count or k < 2 * min_k:
-        return 1
-    most = max(1, min(k // min_k, _INT32_LIMIT // max(1, m * n)))
-    fewest = min(-(-sm_count // tiles), most)
-    steps = _ceil(k, GEMM_TK)
-    return min(range(fewest, min(most, SPLIT_K_SEARCH * fewest) + 1),
-               key=lambda s: (_busiest_sm_steps(tiles * s, _ceil(steps, s), sm_count), s))
-
-
-@functools.lru_cache(maxsize=4096)
-def weight_grad_plan(m, n, k, sm_count=SM_COUNT):
-    """(tile, S) of a split-K GEMM (the weight gradients, the Dense forward): for each tile its
-    ``split_k_slices``; among the pairs that fill a wave (all, where none does), the least ``_tile_cost``
-    (ties: the fewer slices, then the lower id)."""
-    plans = [(tile, split_k_slices(m, n, k, sm_count, tile=tile)) for tile in range(len(GEMM_TILES))]
-    return min(_filling(plans, m, n, sm_count), key=lambda p: (_tile_cost(m, n, k, p[0], p[1], sm_count), p[1], p[0]))
-
-
-def _launch_gemm(file, name, dtype, args, mnk):
-    """One single-pass fused GEMM launch of M x N x K = ``mnk``: its tile (``gemm_tile`` on the device's SMs)
-    appended as the kernel's last argument, the grid sized for it."""
-    tile = gemm_tile(*mnk, device_sm_count())
+def _launch_gemm(file, name, dtype, args, mnk, run=1):
+    """One single-pass fused GEMM launch of M x N x K = ``mnk``: its tile (``gemm_tile`` on the device's SMs, RN a
+    multiple of ``run``) appended as the kernel's last argument, the grid sized for it."""
+    tile = gemm_tile(*mnk, device_sm_count(), run)
     loader.launch(file, name, dtype, args + (tile,), grid=gemm_blocks(mnk[0], mnk[1], tile))
 
 
@@ -261,6 +165,33 @@ def conv2d_forward(x, weight, bias, window, relu=False):
                       weight if bias is None else cupy.ascontiguousarray(bias), y) + geometry + (flags,),
                      (o, n * oh * ow, c * kh * kw))
     return y
+
+
+@loader.on_device_of_first_argument
+def conv2d_pool_forward(x, weight, bias, window, pool_window, relu=False, mask=False):
+    """(y, argmax uint8) = max_pool2d_forward(relu(conv2d(x, weight) + bias), pool_window, mask) in one launch: the
+    convolution's output is pooled in its epilogue and never written. Replaces ops.conv.conv2d_forward +
+    activation.relu + ops.pool.max_pool2d_forward for a pool that ``pool_fuses``."""
+    dtype = check_arrays("conv2d_pool_forward", {"x": x, "weight": weight}, (4, 4))
+    if not pool_fuses(pool_window):
+        raise ValueError(f"conv2d_pool_forward (fused CUDA): the pool {pool_window!r} is not one the epilogue takes "
+                         f"(non-overlapping windows of 1, 2 or 4 elements, no padding)")
+    geometry = _conv_geometry(x.shape, weight.shape[0], window)
+    n, c, _, _, o, kh, kw, _, _, _, _, oh, ow = geometry
+    _check_shape("conv2d_pool_forward", "weight", weight, (o, c, kh, kw))
+    if bias is not None:
+        _check_shape("conv2d_pool_forward", "bias", bias, (o,))
+    ph, pw = pool_window.kh, pool_window.kw
+    y = cupy.empty((n, o, oh // ph, ow // pw), dtype=dtype)
+    argmax = cupy.empty(y.shape, dtype=numpy.uint8)
+    check_int32("conv2d_pool_forward", y=y.size * ph * pw)
+    if y.size:
+        flags = (BIAS if bias is not None else 0) | (RELU if relu else 0) | (MASK if mask else 0)
+        _launch_gemm("fused_conv.cu", "conv_fwd_pool_fused", dtype,
+                     (cupy.ascontiguousarray(x), cupy.ascontiguousarray(weight),
+                      weight if bias is None else cupy.ascontiguousarray(bias), y, argmax) + geometry
+                     + (ph, pw, flags), (o, y.size // o * ph * pw, c * kh * kw), run=POOL_RUN)
+    return y, argmax
 
 
 @loader.on_device_of_first_argument

@@ -116,6 +116,9 @@ SIGNATURES = {
     # the fused GEMMs take their tile shape last (compile/cuda_graph/launch.py: GEMM_TILES)
     "fused_conv.cu": {
         "conv_fwd_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
+        # conv_fwd_fused with the max-pool in its epilogue: ..., y, argmax (uint8), conv geometry, ph, pw, flags, tile
+        "conv_fwd_pool_fused": ("const T*", "const T*", "const T*", "T*", "unsigned char*") + (_I,) * 5 + _WINDOW
+                               + (_I, _I, _I, _I),
         "conv_dgrad_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
         "conv_wgrad_fused": ("const T*", "const T*", "T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
         # split-K of conv_wgrad_fused (fused_splitk.cuh): partial sums per k-slice, then their fixed-order sum
