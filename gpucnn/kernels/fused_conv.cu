@@ -12,6 +12,8 @@
 //
 // Split-K of the weight gradient (fused_splitk.cuh), when the launcher picks S > 1 slices:
 //   conv_wgrad_partial_fused: partial[s] = conv_wgrad's GEMM over k-slice s  grid = gemm_blocks(M, N) * S
+//   conv_wgrad_pooled_fused / _partial_fused: the same from the max-pool's gradient and argmax (the pool's
+//                     backward inside the GEMM's loads)
 //   conv_wgrad_reduce_fused:  [gw | gb] = sum of partial[s], s ascending     grid-stride over M*N
 #include "fused_conv_body.cuh"
 
@@ -76,6 +78,33 @@ __global__ void conv_wgrad_partial_fused(const T* __restrict__ grad_y, const T* 
     const int KW = C * kh * kw;
     const gpucnn::fused::ConvWeightGrad<T> p{grad_y, x, nullptr, nullptr, GPUCNN_CONV_GEOMETRY, flags,
                                              O, KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N * oh * ow, KW};
+    gpucnn::fused::split_k_gemm<T>(p, partial, slices, tile);
+}
+
+// The weight gradients from the gradient of the max-pool after the convolution (ConvWeightGradPooled): grad_pool and
+// argmax (N, O, oh / ph, ow / pw) in place of grad_y; the same GEMM, its lhs unpooled where it is read.
+#define GPUCNN_CONV_WGRAD_POOLED(p, G, OUT_W, OUT_B)                                                            \
+    const int KW = C * kh * kw;                                                                                 \
+    const gpucnn::fused::ConvWeightGradPooled<T> p{{G, x, OUT_W, OUT_B, GPUCNN_CONV_GEOMETRY, flags, O,         \
+                                                   KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), N * oh * ow, KW}, \
+                                                  argmax, ph, pw, oh / ph, ow / pw}
+
+template <typename T>
+GPUCNN_GEMM_BOUNDS
+__global__ void conv_wgrad_pooled_fused(const T* __restrict__ grad_pool, const unsigned char* __restrict__ argmax,
+                                        const T* __restrict__ x, T* __restrict__ grad_w, T* __restrict__ grad_b,
+                                        GPUCNN_CONV_GEOMETRY_PARAMS, int ph, int pw, int flags, int tile) {
+    GPUCNN_CONV_WGRAD_POOLED(p, grad_pool, grad_w, grad_b);
+    gpucnn::fused::tiled_gemm<T>(p, tile);
+}
+
+template <typename T>
+GPUCNN_GEMM_BOUNDS
+__global__ void conv_wgrad_pooled_partial_fused(const T* __restrict__ grad_pool,
+                                                const unsigned char* __restrict__ argmax, const T* __restrict__ x,
+                                                T* __restrict__ partial, GPUCNN_CONV_GEOMETRY_PARAMS, int ph, int pw,
+                                                int flags, int slices, int tile) {
+    GPUCNN_CONV_WGRAD_POOLED(p, grad_pool, nullptr, nullptr);
     gpucnn::fused::split_k_gemm<T>(p, partial, slices, tile);
 }
 

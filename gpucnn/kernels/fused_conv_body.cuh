@@ -298,6 +298,59 @@ struct ConvWeightGrad {
     }
 };
 
+// Weight and bias gradients from the gradient of the max-pool after the convolution (conv_wgrad_pooled_*):
+// ConvWeightGrad with lhs(o, col) = the pool's backward, read where needed: the convolution's output gradient
+// at pixel (oy, ox) = (py*ph + dy, px*pw + dx) is grad_pool[n, o, py, px] where argmax[n, o, py, px] names
+// (dy, dx), else 0; no tensor of the convolution's output size exists. For a pool of non-overlapping ph x pw
+// windows without padding that cover the output exactly (oh % ph == ow % pw == 0; the launcher checks).
+// The k cursor walks col = (n, oy, ox) as the five digits (n, py, dy, px, dx) (mixed radix: the same col), with
+// off = n*O*poh*pow + py*pow + px, the pooled element; a code GPUCNN_POOL_NO_GRAD (the ReLU's mask) names no
+// (dy, dx).
+template <typename T>
+struct ConvWeightGradPooled : ConvWeightGrad<T> {
+    const unsigned char* argmax;
+    int ph, pw, poh, pow_;
+
+    struct LhsK {
+        int py, dy, px, dx;
+        unsigned off;
+    };
+    struct LhsStep {
+        int dpy, dy, dpx, dx;
+        unsigned doff;
+    };
+    using LhsRow = unsigned;  // o*poh*pow
+    __host__ __device__ inline LhsRow lhs_row(int m) const { return (unsigned)(m * poh * pow_); }
+    __host__ __device__ inline LhsStep digits(int k) const {  // k as (n, py, dy, px, dx), n folded into the offset
+        const int dx = k % pw, a = k / pw;
+        const int px = a % pow_, b = a / pow_;
+        const int dy = b % ph, c = b / ph;
+        const int py = c % poh, n = c / poh;
+        return {py, dy, px, dx, (unsigned)n * (unsigned)(this->g.O * poh * pow_) + (unsigned)(py * pow_ + px)};
+    }
+    __host__ __device__ inline LhsK lhs_k(int k) const {
+        const LhsStep d = digits(k);
+        return {d.dpy, d.dy, d.dpx, d.dx, d.doff};
+    }
+    __host__ __device__ inline LhsStep lhs_step(int dk) const { return digits(dk); }
+    __host__ __device__ inline void lhs_advance(LhsK& c, const LhsStep& s) const {
+        c.dx += s.dx;
+        c.px += s.dpx;
+        c.dy += s.dy;
+        c.py += s.dpy;
+        c.off += s.doff;
+        if (c.dx >= pw) { c.dx -= pw; c.px += 1; c.off += 1; }
+        if (c.px >= pow_) { c.px -= pow_; c.dy += 1; c.off -= (unsigned)pow_; }
+        if (c.dy >= ph) { c.dy -= ph; c.py += 1; c.off += (unsigned)pow_; }
+        if (c.py >= poh) { c.py -= poh; c.off += (unsigned)((this->g.O - 1) * poh * pow_); }  // into the next n
+    }
+    __host__ __device__ inline T lhs_load(bool in, LhsRow row, const LhsK& c, int) const {
+        const unsigned index = row + c.off;
+        const int code = in ? (int)argmax[index] : GPUCNN_POOL_NO_GRAD;
+        return (code == c.dy * pw + c.dx) ? this->grad_y[index] : T(0);
+    }
+};
+
 }  // namespace fused
 }  // namespace gpucnn
 

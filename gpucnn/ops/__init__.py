@@ -45,12 +45,17 @@ conv2d_weight_grad: dW = dY @ im2col(x).T, db = dY summed
                     gpucnn/kernels/fused_conv.cu:conv_wgrad_partial_fused,
                     gpucnn/kernels/fused_conv.cu:conv_wgrad_reduce_fused
     cpu fast stage  gpucnn.compile.cpu.stages.ConvStage.backward
-    graph stage     gpucnn.compile.cuda_graph.chain_stages._ConvStage.backward
-    graph launcher  gpucnn.ops.cuda.fused.conv2d_weight_grad
+    graph stage     gpucnn.compile.cuda_graph.chain_stages._ConvStage.backward,
+                    gpucnn.compile.cuda_graph.chain_stages._ConvPoolStage.backward
+    graph launcher  gpucnn.ops.cuda.fused.conv2d_weight_grad,
+                    gpucnn.ops.cuda.fused.conv2d_weight_grad_pooled
     graph kernel    gpucnn/kernels/fused_conv.cu:conv_wgrad_fused,
                     gpucnn/kernels/fused_conv.cu:conv_wgrad_partial_fused,
-                    gpucnn/kernels/fused_conv.cu:conv_wgrad_reduce_fused
-    fused twin      gpucnn.compile.cuda_graph.reference.conv2d_weight_grad
+                    gpucnn/kernels/fused_conv.cu:conv_wgrad_reduce_fused,
+                    gpucnn/kernels/fused_conv.cu:conv_wgrad_pooled_fused,
+                    gpucnn/kernels/fused_conv.cu:conv_wgrad_pooled_partial_fused
+    fused twin      gpucnn.compile.cuda_graph.reference.conv2d_weight_grad,
+                    gpucnn.compile.cuda_graph.reference.conv2d_weight_grad_pooled
     note            dW and db are one fused GEMM, split over k (partial sums, then their fixed-order reduce)
                     where its tiles alone leave SMs idle, in the graph and on the eager CUDA path where the
                     forward ran fused; otherwise a cuBLAS GEMM and row_sum.

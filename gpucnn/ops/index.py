@@ -49,11 +49,12 @@ OP_INDEX = {
                    _K + "fused_conv.cu:conv_wgrad_fused", _K + "fused_conv.cu:conv_wgrad_partial_fused",
                    _K + "fused_conv.cu:conv_wgrad_reduce_fused"],
         "cpu_fast_stage": [_CPU + "stages.ConvStage.backward"],
-        "graph_stage": [_PLAN + "_ConvStage.backward"],
-        "graph_launcher": [_LAUNCH + "conv2d_weight_grad"],
+        "graph_stage": [_PLAN + "_ConvStage.backward", _PLAN + "_ConvPoolStage.backward"],
+        "graph_launcher": [_LAUNCH + "conv2d_weight_grad", _LAUNCH + "conv2d_weight_grad_pooled"],
         "graph_kernel": [_K + "fused_conv.cu:conv_wgrad_fused", _K + "fused_conv.cu:conv_wgrad_partial_fused",
-                         _K + "fused_conv.cu:conv_wgrad_reduce_fused"],
-        "twin": [_TWIN + "conv2d_weight_grad"],
+                         _K + "fused_conv.cu:conv_wgrad_reduce_fused", _K + "fused_conv.cu:conv_wgrad_pooled_fused",
+                         _K + "fused_conv.cu:conv_wgrad_pooled_partial_fused"],
+        "twin": [_TWIN + "conv2d_weight_grad", _TWIN + "conv2d_weight_grad_pooled"],
         "note": "dW and db are one fused GEMM, split over k (partial sums, then their fixed-order reduce) where "
                 "its tiles alone leave SMs idle, in the graph and on the eager CUDA path where the forward ran "
                 "fused; otherwise a cuBLAS GEMM and row_sum.",

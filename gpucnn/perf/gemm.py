@@ -12,10 +12,12 @@ SM count).
 """
 from .record import F32
 
-__all__ = ["tiled_gemm", "gemm", "split_k_gemm", "sms", "CONV_WGRAD", "DENSE_FWD", "DENSE_WGRAD"]
+__all__ = ["tiled_gemm", "gemm", "split_k_gemm", "sms", "CONV_WGRAD", "CONV_WGRAD_POOLED", "DENSE_FWD", "DENSE_WGRAD"]
 
 #: (file, single-pass kernel, partial-sum kernel, reduce kernel) of the split-K launches
 CONV_WGRAD = ("fused_conv.cu", "conv_wgrad_fused", "conv_wgrad_partial_fused", "conv_wgrad_reduce_fused")
+CONV_WGRAD_POOLED = ("fused_conv.cu", "conv_wgrad_pooled_fused", "conv_wgrad_pooled_partial_fused",
+                     "conv_wgrad_reduce_fused")
 DENSE_FWD = ("fused_dense.cu", "dense_fwd_fused", "dense_fwd_partial_fused", "dense_fwd_reduce_fused")
 DENSE_WGRAD = ("fused_dense.cu", "dense_wgrad_fused", "dense_wgrad_partial_fused", "dense_wgrad_reduce_fused")
 

@@ -6,7 +6,8 @@ each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids i
 
     batch       gather_rows (x[order[counter * B + i]]), gather_labels (y) (gpucnn/kernels/step_batch.cu)
     Conv2D+ReLU+MaxPool2D conv_fwd_pool_fused (the pool in the epilogue, windows that do not overlap: M = O, N =
-                N*poh*pow*ph*pw, K = C*kh*kw); backward: max_pool_u8_bwd, then the Conv2D's
+                N*poh*pow*ph*pw, K = C*kh*kw); backward: max_pool_u8_bwd, then the Conv2D's, or for the first
+                stage conv_wgrad_pooled_[partial_]fused (dW's GEMM reads the pool's gradient and argmax)
     Conv2D+ReLU conv_fwd_fused (M = O, N = N*oh*ow, K = C*kh*kw); backward: [the ReLU mask, when no pool
                 folded it], conv_wgrad_fused (M = O, N = C*kh*kw + 1, K = N*oh*ow), conv_dgrad_fused
                 (M = C, N = N*H*W, K = O*kh*kw) unless it is the first stage
@@ -33,9 +34,9 @@ their fixed-order reduce.
 """
 import math
 
-from ..ops.cuda.gemm_plan import POOL_RUN
+from ..ops.cuda.gemm_plan import POOL_RUN, pool_covers
 from .batchnorm import record_batchnorm_backward, record_batchnorm_forward
-from .gemm import CONV_WGRAD, DENSE_FWD, DENSE_WGRAD, gemm, sms, split_k_gemm
+from .gemm import CONV_WGRAD, CONV_WGRAD_POOLED, DENSE_FWD, DENSE_WGRAD, gemm, sms, split_k_gemm
 from .record import F32, I64, Recorder, adam_update, softmax_xent
 from ..nn.layers import (Add, AvgPool2D, BatchNorm2D, Concatenate, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,
                          ReLU, Tanh)
@@ -97,6 +98,12 @@ def _backward(rec, stage, shape, out, need_input_grad, masked, sm_count):
     if getattr(stage, "pool", None) is not None:  # Conv2D [+ ReLU] + MaxPool2D: the pool's backward first
         n, c, h, w = shape
         conv_out = (n, layer.out_channels) + tuple(layer.window.output_size(h, w))
+        if not need_input_grad and pool_covers(stage.pool.window, *conv_out[2:]):  # inside dW's GEMM
+            o, k = layer.out_channels, c * layer.window.kh * layer.window.kw
+            bias = 1 if layer.bias is not None else 0
+            split_k_gemm(rec, CONV_WGRAD_POOLED, o, k + bias, math.prod(conv_out) // o,
+                         (F32 + 1) * size + F32 * size_in, F32 * (o * k + o * bias), sm_count, 4 * layer.window.sx)
+            return False
         rec.grid_stride("fused_pool.cu", "max_pool_u8_bwd", math.prod(conv_out), (F32 + 1) * size,
                         F32 * math.prod(conv_out))
         size, out, masked = math.prod(conv_out), conv_out, True

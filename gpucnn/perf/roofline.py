@@ -9,7 +9,8 @@ For a launch of F FLOPs and B bytes (gpucnn/perf/record.py: compulsory traffic) 
 
 The busiest SM runs ceil(blocks / SMs) blocks (the scheduler deals them out evenly; blocks resident on one SM
 share its issue slots), each F' / blocks: for blocks <= SMs this is F' over the SMs in use, and a grid just past
-a multiple of the SMs pays for the SMs that get one block more. F' = F, except for our tiled GEMMs: the FLOPs their tile grid issues, padding included (``issued_flops``).
+a multiple of the SMs pays for the SMs that get one block more. F' = F, except for our tiled GEMMs: the FLOPs
+their tile grid issues, padding included (``issued_flops``).
 ``share``, for our kernels: the FFMA share of the innermost loop in SASS (gpucnn/perf/resources.py); for a
 tiled GEMM, of its launched tile's k-loop (``tile_loop``: one k-step with its global loads, shared stores and
 cursor steps, the whole loop body); where no SASS is available, FIXED_FFMA_SHARE. Each launch also gets

@@ -100,12 +100,14 @@ def test_json_fields_and_occupancy_agree_with_grid_and_sms(with_table, tmp_path,
     wgrad = [launch for launch in graph_256 if launch["name"].startswith("conv_wgrad") and launch["gemm"]]
     assert [launch["gemm"] for launch in wgrad] == [[64, 289, 256 * 14 * 14], [32, 10, 256 * 28 * 28]]
     from gpucnn.compile.cuda_graph import launch as fused
-    for launch in wgrad:  # the launcher's own split-K choice for this GPU's SMs (one slice without split-K)
+    # the launcher's own split-K choice for this GPU's SMs (one slice without split-K); conv1's, the first stage's,
+    # reads the max-pool's gradient and argmax itself (conv_wgrad_pooled_*)
+    for launch, kernel in zip(wgrad, ("conv_wgrad", "conv_wgrad_pooled")):
         m, n, k = launch["gemm"]
         tile, slices = fused.weight_grad_plan(m, n, k, gpu.sms)
         assert launch["slices"] == slices and launch["tile"] == list(fused.GEMM_TILES[tile])
         assert launch["grid"] == [fused.gemm_blocks(m, n, tile) * slices]  # (JSON: a list)
-        assert launch["name"] == ("conv_wgrad_fused" if slices == 1 else "conv_wgrad_partial_fused")
+        assert launch["name"] == kernel + ("_fused" if slices == 1 else "_partial_fused")
 
 
 def test_every_printed_line_says_estimate(with_table, capsys):

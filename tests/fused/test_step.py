@@ -104,9 +104,10 @@ def test_whole_step_captures_and_replays_the_eager_step(gpu, name, dtype, optimi
     if name == "fashion_cnn":
         # at batch 2, conv1's weight gradient (K = 2 * 784) splits (launch.weight_grad_plan), conv2's (K = 392)
         # not; dense1's forward (4 tiles, K = 3136) splits, dense2's (K = 128) not; both 2x2 max pools run in
-        # their convolution's epilogue (conv_fwd_pool_fused)
+        # their convolution's epilogue (conv_fwd_pool_fused), and conv1's dW reads the pool's gradient itself
+        # (conv_wgrad_pooled_partial_fused: no pool backward for the first stage)
         assert kernels == {"kernel conv_fwd_pool_fused", "kernel conv_dgrad_fused", "kernel conv_wgrad_fused",
-                           "kernel conv_wgrad_partial_fused", "kernel conv_wgrad_reduce_fused",
+                           "kernel conv_wgrad_pooled_partial_fused", "kernel conv_wgrad_reduce_fused",
                            "kernel dense_fwd_partial_fused", "kernel dense_fwd_reduce_fused",
                            "kernel max_pool_u8_bwd", "kernel dense_fwd_fused",
                            "kernel dense_dgrad_fused", "kernel dense_wgrad_fused", "kernel softmax_xent",

@@ -159,6 +159,22 @@ bool run_fused(const std::string& kernel, Args<T>& a) {
         replay_split_k_gemm<T>(ConvWeightGrad<T>{gy, x, nullptr, nullptr, g, flags, g.O,
                                                  KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), g.N * g.oh * g.ow, KW},
                                partial, slices, tile);
+    } else if (kernel == "conv_wgrad_pooled_fused" || kernel == "conv_wgrad_pooled_partial_fused") {
+        const bool split = kernel == "conv_wgrad_pooled_partial_fused";
+        const T* gp = a.array(false);
+        const unsigned char* am = a.byte_array(false);
+        const T* x = a.array(false);
+        T* out = a.array(true);
+        T* gb = split ? nullptr : a.array(true);
+        ConvGeometry g = conv_geometry(a);
+        int ph = a.i32(), pw = a.i32(), flags = a.i32();
+        int slices = split ? a.i32() : 1, tile = a.i32();
+        const int KW = g.C * g.kh * g.kw;
+        const ConvWeightGradPooled<T> p{{gp, x, split ? nullptr : out, gb, g, flags, g.O,
+                                         KW + ((flags & GPUCNN_FUSED_BIAS) ? 1 : 0), g.N * g.oh * g.ow, KW},
+                                        am, ph, pw, g.oh / ph, g.ow / pw};
+        if (split) replay_split_k_gemm<T>(p, out, slices, tile);
+        else replay_gemm<T>(p, tile);
     } else if (kernel == "conv_wgrad_reduce_fused" || kernel == "dense_wgrad_reduce_fused") {
         replay_split_k_reduce<T>(a);
     } else if (kernel == "dense_fwd_fused") {

@@ -115,3 +115,73 @@ def test_the_launcher_takes_only_pools_its_epilogue_can(fused):
             fused.conv2d_pool_forward(x, w, None, conv_window(3, 1, 1), bad)
     assert fused.pool_fuses(pool_window(2)) and fused.pool_fuses(pool_window((1, 2)))
     assert fused.launches == []
+
+
+# name, N, C, H, W, O, conv window, pool (kh, kw): pools that tile the convolution's output exactly
+WGRAD_CASES = [
+    ("fmnist_conv1", 2, 1, 28, 28, 32, conv_window(3, 1, "same"), (2, 2)),
+    ("rect_10x6_over_tiles", 3, 3, 10, 6, 70, conv_window(3, 1, "same"), (2, 2)),
+    ("strided_1x2", 2, 2, 13, 15, 5, conv_window(3, 2, 1), (1, 2)),
+    ("pool_2x1", 1, 4, 7, 5, 3, conv_window(2, 1, 1), (2, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("case", WGRAD_CASES, ids=[c[0] for c in WGRAD_CASES])
+def test_pooled_weight_grad_kernels_match_the_twin(harness, case, dtype):
+    """conv_wgrad_pooled_fused and its split-K pass equal conv2d_weight_grad of the pool's backward, on every tile,
+    with and without the bias column, the argmax with the ReLU's mask codes (255) in it."""
+    name, n, c, h, w, o, window, (ph, pw) = case
+    rng = numpy.random.default_rng(len(name) + 1)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c, window.kh, window.kw)).astype(dtype)
+    pool = pool_window((ph, pw))
+    _, argmax = reference.conv2d_pool_forward(x, weight, None, window, pool, True, True)
+    assert (argmax == reference.POOL_NO_GRAD).any() and (argmax != reference.POOL_NO_GRAD).any()
+    grad_pool = rng.standard_normal(argmax.shape).astype(dtype)
+    geometry, oh, ow = _geometry(n, c, h, w, o, window)
+    assert oh % ph == 0 and ow % pw == 0
+    k = n * oh * ow
+    for tile in range(len(gemm_plan.GEMM_TILES)):
+        for need_bias in (True, False):
+            want_w, want_b = reference.conv2d_weight_grad_pooled(grad_pool, argmax, x, weight.shape, window, pool,
+                                                                 need_bias)
+            cols = c * window.kh * window.kw + (1 if need_bias else 0)
+            grad_w = numpy.full(weight.shape, numpy.nan, dtype=dtype)
+            grad_b = numpy.full(o, numpy.nan, dtype=dtype)
+            run_kernel(harness, "fused_conv.cu", "conv_wgrad_pooled_fused", dtype,
+                       (grad_pool, argmax, x, grad_w, grad_b) + geometry + (ph, pw, 1 if need_bias else 0, tile))
+            what = f"tile {tile} bias={need_bias}"
+            parity.assert_close(grad_w, want_w, dtype, what)
+            if need_bias:
+                parity.assert_close(grad_b, want_b, dtype, what + " (bias)")
+            slices = 3 if tile % 2 else 7
+            partial = numpy.full((slices, o, cols), numpy.nan, dtype=dtype)
+            run_kernel(harness, "fused_conv.cu", "conv_wgrad_pooled_partial_fused", dtype,
+                       (grad_pool, argmax, x, partial) + geometry + (ph, pw, 1 if need_bias else 0, slices, tile))
+            bounds = reference.split_k_bounds(k, slices)
+            conv_shape = (n, o, oh, ow)
+            grad_y = reference.max_pool2d_backward(grad_pool, argmax, conv_shape, pool)
+            want_partials = reference.conv2d_weight_grad_partials(grad_y, x, weight.shape, window, need_bias, slices)
+            assert len(bounds) == slices
+            parity.assert_close(partial, want_partials, dtype, what + f" partials S={slices}")
+
+
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+def test_the_pooled_weight_grad_launcher_equals_the_twin(fused, dtype):
+    rng = numpy.random.default_rng(5)
+    x = rng.standard_normal((2, 1, 28, 28)).astype(dtype)
+    w = rng.standard_normal((8, 1, 3, 3)).astype(dtype)
+    window, pool = conv_window(3, 1, "same"), pool_window(2)
+    _, argmax = reference.conv2d_pool_forward(x, w, None, window, pool, True, True)
+    grad_pool = rng.standard_normal(argmax.shape).astype(dtype)
+    grad_w, grad_b = fused.conv2d_weight_grad_pooled(grad_pool, argmax, x, w.shape, window, pool)
+    want_w, want_b = reference.conv2d_weight_grad_pooled(grad_pool, argmax, x, w.shape, window, pool)
+    parity.assert_close(grad_w, want_w, dtype, "dW")
+    parity.assert_close(grad_b, want_b, dtype, "db")
+    names = [name for _, name in fused.launches]
+    assert names in (["conv_wgrad_pooled_fused"], ["conv_wgrad_pooled_partial_fused", "conv_wgrad_reduce_fused"])
+    with pytest.raises(ValueError, match="does not tile"):  # 27 rows do not split into windows of 2
+        fused.conv2d_weight_grad_pooled(grad_pool[:, :, :13], argmax[:, :, :13], x[:, :, :27], w.shape, window, pool)
+    with pytest.raises(TypeError, match="argmax must be uint8"):
+        fused.conv2d_weight_grad_pooled(grad_pool, argmax.astype(numpy.int32), x, w.shape, window, pool)

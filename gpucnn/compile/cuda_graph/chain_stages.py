@@ -12,7 +12,8 @@ Each stage replaces one or two layers with the fused launchers of ``gpucnn.compi
     Dense [+ ReLU]    -> linear_forward; backward: linear_weight_grad / linear_data_grad with the ReLU
                          mask folded in (read from the layer's own output)
     Conv2D [+ ReLU] + MaxPool2D -> conv2d_pool_forward (the pool in the GEMM's epilogue) where the windows do not
-                         overlap (``pool_fuses``); backward: max_pool2d_backward, then the Conv2D's
+                         overlap (``pool_fuses``); backward: max_pool2d_backward, then the Conv2D's, or for
+                         the first stage conv2d_weight_grad_pooled (the pool's backward inside dW's GEMM)
     MaxPool2D         -> max_pool2d_forward (uint8 argmax); after Conv2D + ReLU its backward also applies
                          that ReLU's mask (recorded in the argmax), so the convolution below receives a masked
                          gradient
@@ -109,7 +110,16 @@ class _ConvPoolStage(_ConvStage):
 
     def backward(self, grad, need_input_grad, masked):
         conv_shape, argmax = self.pool_cache
-        grad = _fused().max_pool2d_backward(grad, argmax, conv_shape, self.pool.window)
+        layer, fused = self.layer, _fused()
+        if not need_input_grad and fused.pool_covers(self.pool.window, *conv_shape[2:]):
+            # the first stage: only dW, db, whose GEMM unpools as it loads (no conv-sized gradient)
+            x = self.cache[0]
+            grad_w, grad_b = fused.conv2d_weight_grad_pooled(grad, argmax, x, layer.weight.shape, layer.window,
+                                                             self.pool.window, need_bias=layer.bias is not None,
+                                                             **_outs(self))
+            self.grads = [grad_w] + ([grad_b] if layer.bias is not None else [])
+            return None, False
+        grad = fused.max_pool2d_backward(grad, argmax, conv_shape, self.pool.window)
         return super().backward(grad, need_input_grad, masked=True)  # the argmax carried the ReLU's mask
 
 

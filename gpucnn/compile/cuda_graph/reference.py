@@ -9,7 +9,8 @@ import numpy
 from ...ops import activation, conv, linear, pool
 
 __all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
-           "linear_weight_grad", "conv2d_pool_forward", "max_pool2d_forward", "max_pool2d_backward", "POOL_NO_GRAD", "SPLIT_K_STEP",
+           "linear_weight_grad", "conv2d_pool_forward", "conv2d_weight_grad_pooled",
+           "max_pool2d_forward", "max_pool2d_backward", "POOL_NO_GRAD", "SPLIT_K_STEP",
            "split_k_bounds", "split_k_sum", "conv2d_weight_grad_partials", "linear_weight_grad_partials",
            "linear_forward_partials"]
 
@@ -156,6 +157,14 @@ def max_pool2d_forward(x, window, mask=False):
 def conv2d_pool_forward(x, weight, bias, window, pool_window, relu=False, mask=False):
     """(y, argmax): max_pool2d_forward(conv2d_forward(x, weight, bias, window, relu), pool_window, mask)."""
     return max_pool2d_forward(conv2d_forward(x, weight, bias, window, relu), pool_window, mask)
+
+
+def conv2d_weight_grad_pooled(grad_pool, argmax, x, weight_shape, window, pool_window, need_bias=True, slices=1):
+    """conv2d_weight_grad of max_pool2d_backward(grad_pool, argmax) over the convolution's output."""
+    n, _, h, w = x.shape
+    conv_shape = (n, weight_shape[0]) + tuple(window.output_size(h, w))
+    grad_y = max_pool2d_backward(grad_pool, argmax, conv_shape, pool_window)
+    return conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias, slices)
 
 
 def max_pool2d_backward(grad_y, argmax, x_shape, window):

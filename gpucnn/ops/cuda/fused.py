@@ -12,7 +12,13 @@ replaces a chain of readable ops (named per function; their NumPy twins, compose
 - ``linear_forward`` / ``linear_data_grad`` / ``linear_weight_grad``: the same for Dense, the
   ReLU after the layer folded into the backward pass when ``y`` is given (the forward split-K too, its
   reduce pass adding the bias and applying the ReLU);
-- ``max_pool2d_forward`` (uint8 argmax) / ``max_pool2d_backward`` (times ``(x > 0)``).
+- ``max_pool2d_forward`` (uint8 argmax; with ``mask`` the ReLU's mask recorded in it, code 255) /
+  ``max_pool2d_backward`` (reads the gradient and the argmax only);
+- ``conv2d_pool_forward``: ``max_pool2d_forward(relu(conv2d(x, w) + b))`` in one launch, the pool in the GEMM's
+  epilogue (windows that do not overlap: ``pool_fuses``); ``conv2d_weight_grad_pooled``: dW and db from the pool's
+  gradient and argmax, the pool's backward inside the GEMM's loads (``pool_covers``).
+
+Tiles and split-K slices are planned in ``gpucnn.ops.cuda.gemm_plan`` (re-exported here).
 
 Nothing here reads device memory back, calls cuBLAS or synchronises: every function can be
 captured into a CUDA graph. Sizes are checked before launch, including that every tensor
@@ -30,14 +36,17 @@ import cupy
 import numpy
 
 from . import loader
-from .gemm_plan import (GEMM_TILES, GEMM_TK, INT32_LIMIT as _INT32_LIMIT, SM_COUNT, SPLIT_K_MIN_K,
-                        SPLIT_K_SEARCH, STAGE_SLOTS, STEP_SLOTS, POOL_RUN, gemm_blocks, gemm_tile, pool_fuses,
+from .gemm_plan import (GEMM_TILES, GEMM_TK, INT32_LIMIT as _INT32_LIMIT, POOL_RUN, SM_COUNT, SPLIT_K_MIN_K,
+                        SPLIT_K_SEARCH, STAGE_SLOTS, STEP_SLOTS, gemm_blocks, gemm_tile, pool_covers, pool_fuses,
                         split_k_slices, tile_share, weight_grad_plan)
 
-__all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "linear_forward", "linear_data_grad",
-           "linear_weight_grad", "conv2d_pool_forward", "pool_fuses", "POOL_RUN", "max_pool2d_forward", "max_pool2d_backward", "check_int32", "gemm_blocks",
-           "split_k_slices", "device_sm_count", "SM_COUNT", "SPLIT_K_MIN_K", "GEMM_TILES", "GEMM_TK",
-           "tile_share", "gemm_tile", "weight_grad_plan", "check_arrays", "STAGE_SLOTS", "STEP_SLOTS", "SPLIT_K_SEARCH"]
+__all__ = ["conv2d_forward", "conv2d_data_grad", "conv2d_weight_grad", "conv2d_pool_forward",
+           "conv2d_weight_grad_pooled", "linear_forward", "linear_data_grad", "linear_weight_grad",
+           "max_pool2d_forward", "max_pool2d_backward", "check_int32", "check_arrays", "device_sm_count",
+           # the launch plan (gemm_plan), re-exported
+           "GEMM_TILES", "GEMM_TK", "SM_COUNT", "SPLIT_K_MIN_K", "SPLIT_K_SEARCH", "STAGE_SLOTS", "STEP_SLOTS",
+           "POOL_RUN", "gemm_blocks", "gemm_tile", "split_k_slices", "tile_share", "weight_grad_plan", "pool_fuses",
+           "pool_covers"]
 
 BIAS, RELU, MASK = 1, 2, 4
 
@@ -235,6 +244,38 @@ def conv2d_weight_grad(grad_y, x, weight_shape, window, need_bias=True, slices=N
                             (cupy.ascontiguousarray(grad_y), cupy.ascontiguousarray(x)), geometry
                             + (BIAS if need_bias else 0,), grad_w, grad_b,
                             (o, c * kh * kw + (1 if need_bias else 0), n * oh * ow), slices)
+    return grad_w, grad_b
+
+
+@loader.on_device_of_first_argument
+def conv2d_weight_grad_pooled(grad_pool, argmax, x, weight_shape, window, pool_window, need_bias=True, slices=None,
+                              grad_weight_out=None, grad_bias_out=None):
+    """conv2d_weight_grad(max_pool2d_backward(grad_pool, argmax, ...), x, ...) in one GEMM whose loads unpool: no
+    tensor of the convolution's output size is written. ``argmax``: conv2d_pool_forward's (the ReLU's mask in it);
+    the pool must ``pool_fuses`` and cover the convolution's output exactly (``pool_covers``)."""
+    dtype = check_arrays("conv2d_weight_grad_pooled", {"grad_pool": grad_pool, "x": x}, (4, 4))
+    geometry = _conv_geometry(x.shape, weight_shape[0], window)
+    n, c, _, _, o, kh, kw, _, _, _, _, oh, ow = geometry
+    if not pool_covers(pool_window, oh, ow):
+        raise ValueError(f"conv2d_weight_grad_pooled (fused CUDA): the pool {pool_window!r} does not tile the "
+                         f"{oh}x{ow} output in non-overlapping windows of 1, 2 or 4 elements")
+    ph, pw = pool_window.kh, pool_window.kw
+    _check_shape("conv2d_weight_grad_pooled", "grad_pool", grad_pool, (n, o, oh // ph, ow // pw))
+    _check_shape("conv2d_weight_grad_pooled", "argmax", argmax, grad_pool.shape)
+    if numpy.dtype(argmax.dtype) != numpy.dtype(numpy.uint8):
+        raise TypeError(f"conv2d_weight_grad_pooled (fused CUDA): argmax must be uint8, got {argmax.dtype}")
+    if tuple(weight_shape[1:]) != (c, kh, kw):
+        raise ValueError(f"conv2d_weight_grad_pooled (fused CUDA): weight shape {tuple(weight_shape)} does not fit "
+                         f"x {tuple(x.shape)} and the window {kh}x{kw}")
+    grad_w, grad_b = _weight_grad_outs("conv2d_weight_grad_pooled", (o, c, kh, kw), dtype, need_bias,
+                                       grad_weight_out, grad_bias_out)
+    check_int32("conv2d_weight_grad_pooled", grad_w=grad_w.size, conv_out=n * o * oh * ow)
+    if grad_w.size:
+        _launch_weight_grad("conv2d_weight_grad_pooled", "fused_conv.cu",
+                            ("conv_wgrad_pooled_fused", "conv_wgrad_pooled_partial_fused", "conv_wgrad_reduce_fused"),
+                            dtype, (cupy.ascontiguousarray(grad_pool), cupy.ascontiguousarray(argmax),
+                                    cupy.ascontiguousarray(x)), geometry + (ph, pw, BIAS if need_bias else 0),
+                            grad_w, grad_b, (o, c * kh * kw + (1 if need_bias else 0), n * oh * ow), slices)
     return grad_w, grad_b
 
 

@@ -10,7 +10,8 @@ import functools
 from ..geometry import Window2D
 
 __all__ = ["GEMM_TK", "GEMM_TILES", "STAGE_SLOTS", "STEP_SLOTS", "SM_COUNT", "SPLIT_K_MIN_K", "SPLIT_K_SEARCH",
-           "INT32_LIMIT", "POOL_RUN", "pool_fuses", "tile_share", "gemm_blocks", "gemm_tile", "split_k_slices", "weight_grad_plan"]
+           "INT32_LIMIT", "POOL_RUN", "pool_fuses", "pool_covers", "tile_share", "gemm_blocks", "gemm_tile",
+           "split_k_slices", "weight_grad_plan"]
 
 INT32_LIMIT = 2 ** 31 - 1
 
@@ -122,3 +123,9 @@ def pool_fuses(pool_window):
     w = pool_window
     return (isinstance(w, Window2D) and (w.kh, w.kw) == (w.sy, w.sx) and not any((w.pt, w.pl, w.pb, w.pr))
             and POOL_RUN % (w.kh * w.kw) == 0 and not w.dilated and not w.ceil_mode)
+
+
+def pool_covers(pool_window, oh, ow):
+    """Whether ``pool_window`` fuses (``pool_fuses``) and its windows tile an oh x ow output exactly, with no
+    row or column left over (conv2d_weight_grad_pooled reads every pixel's gradient through a window)."""
+    return pool_fuses(pool_window) and oh % pool_window.kh == 0 and ow % pool_window.kw == 0

@@ -17,13 +17,12 @@ marks a kernel templated on its index type too (``int`` or ``long long``, see
   Both are planned once per (kernel, float type, index type) and reused (``launch_plan``,
   launch_plan.py); the checks run on every launch (gpucnn/perf/host.py times it).
 
-Index width: 32-bit index arithmetic is several times cheaper on the GPU than 64-bit (a
-64-bit division by a runtime divisor is a subroutine call), so the launchers pass every
-array size a kernel touches to ``index_type`` and launch the ``int`` instantiation when
-they all fit, the ``long long`` one otherwise.
+Index width: 32-bit index arithmetic is several times cheaper on the GPU than 64-bit (a 64-bit division by a
+runtime divisor is a subroutine call), so the launchers pass every array size a kernel touches to ``index_type``
+and launch the ``int`` instantiation when they all fit, the ``long long`` one otherwise.
 
-tests/kernels/test_compile.py holds this table equal to the signatures the compilers
-actually produce (the mangled kernel names), so the two cannot drift apart.
+tests/kernels/test_compile.py holds this table equal to the signatures the compilers actually produce (the mangled
+kernel names), so the two cannot drift apart.
 
 Modules are compiled lazily, for the one float type in use, and cached per (file, float
 type, index type, device id): a float32 run never waits for the float64 instantiations,
@@ -33,9 +32,8 @@ the kernels that have no index type (``name_expressions``). CuPy also keeps
 the compiled binary in its on-disk cache (``kernel_cache_dir()``), so a second process
 loads instead of compiling; ``compile_all`` builds every file's 32-bit module up front (the
 warm-up before training, the cold-compile figure of the benchmark, the doctor's compile
-check), and its ``index_types`` argument the 64-bit ones too.
-This module imports without CuPy (CuPy is imported at the first compile), so the tables are
-usable on a machine without it.
+check), and its ``index_types`` argument the 64-bit ones too. This module imports without CuPy (CuPy is
+imported at the first compile), so the tables are usable on a machine without it.
 """
 import contextlib
 import functools
@@ -51,8 +49,7 @@ from .launch_plan import LaunchPlan
 __all__ = ["KERNELS_DIR", "BLOCK", "MAX_BLOCKS", "SIGNATURES", "FLOAT_TYPES", "INDEX_TYPES", "INT32_INDEX_LIMIT",
            "index_type", "has_index_type", "resolved_signature", "name_expressions", "name_expression", "kernel_source",
            "compile_options", "get_module", "get_kernel", "pack_args", "grid_for", "launch", "launch_plan",
-           "clear_launch_plans", "POINTER_DTYPES",
-           "on_device_of_first_argument", "compile_all", "kernel_cache_dir"]
+           "clear_launch_plans", "POINTER_DTYPES", "on_device_of_first_argument", "compile_all", "kernel_cache_dir"]
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "kernels")
@@ -78,6 +75,8 @@ _I, _L, _T, _X = "int", "long long", "T", "I"
 _WINDOW = (_I,) * 8  # kh, kw, sy, sx, pt, pl, oh, ow
 _CONV_WINDOW = (_I,) * 10  # kh, kw, sy, sx, pt, pl, dy, dx, oh, ow
 _POOL_WINDOW = (_I,) * 12  # kh, kw, sy, sx, dy, dx, pt, pb, pl, pr, oh, ow (pool.cu)
+_FUSED_CONV = (_I,) * 5 + _WINDOW  # N, C, H, W, O, then the window (fused_conv.cu: GPUCNN_CONV_GEOMETRY_PARAMS)
+_POOLED = ("const T*", "const unsigned char*", "const T*")  # grad_pool, argmax, x
 
 # Parameter C types of every kernel, in order; "T" is the template float type, "I" the template index type.
 SIGNATURES = {
@@ -112,22 +111,23 @@ SIGNATURES = {
         "sgd_update": ("T*", "const T*", "T*", _T, _T, _T, _T, _I, _L),
         "adam_update": ("T*", "const T*", "T*", "T*") + (_T,) * 9 + (_I, _L),
     },
-    # Fused kernels (the graph-captured step): 32-bit sizes; _CONV = N, C, H, W, O, then the window.
-    # the fused GEMMs take their tile shape last (compile/cuda_graph/launch.py: GEMM_TILES)
+    # Fused kernels (the graph-captured step): 32-bit sizes; the GEMMs take their tile last (gemm_plan.GEMM_TILES)
     "fused_conv.cu": {
-        "conv_fwd_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
-        # conv_fwd_fused with the max-pool in its epilogue: ..., y, argmax (uint8), conv geometry, ph, pw, flags, tile
-        "conv_fwd_pool_fused": ("const T*", "const T*", "const T*", "T*", "unsigned char*") + (_I,) * 5 + _WINDOW
-                               + (_I, _I, _I, _I),
-        "conv_dgrad_fused": ("const T*", "const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
-        "conv_wgrad_fused": ("const T*", "const T*", "T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I),
+        "conv_fwd_fused": ("const T*", "const T*", "const T*", "T*") + _FUSED_CONV + (_I, _I),
+        # conv_fwd_fused, the max-pool in its epilogue: ..., y, argmax (uint8), conv geometry, ph, pw, flags, tile
+        "conv_fwd_pool_fused": ("const T*",) * 3 + ("T*", "unsigned char*") + _FUSED_CONV + (_I,) * 4,
+        "conv_dgrad_fused": ("const T*", "const T*", "const T*", "T*") + _FUSED_CONV + (_I, _I),
+        "conv_wgrad_fused": ("const T*", "const T*", "T*", "T*") + _FUSED_CONV + (_I, _I),
         # split-K of conv_wgrad_fused (fused_splitk.cuh): partial sums per k-slice, then their fixed-order sum
-        "conv_wgrad_partial_fused": ("const T*", "const T*", "T*") + (_I,) * 5 + _WINDOW + (_I, _I, _I),
+        "conv_wgrad_partial_fused": ("const T*", "const T*", "T*") + _FUSED_CONV + (_I, _I, _I),
         "conv_wgrad_reduce_fused": ("const T*", "T*", "T*", _I, _I, _I, _I),
+        # conv_wgrad_* from the max-pool's gradient and argmax: grad_pool, argmax, x, ..., ph, pw, flags[, slices], tile
+        "conv_wgrad_pooled_fused": _POOLED + ("T*", "T*") + _FUSED_CONV + (_I,) * 4,
+        "conv_wgrad_pooled_partial_fused": _POOLED + ("T*",) + _FUSED_CONV + (_I,) * 5,
     },
     "fused_dense.cu": {
-        "dense_fwd_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I),
-        "dense_dgrad_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I),
+        "dense_fwd_fused": ("const T*",) * 3 + ("T*",) + (_I,) * 5,
+        "dense_dgrad_fused": ("const T*",) * 3 + ("T*",) + (_I,) * 5,
         "dense_wgrad_fused": ("const T*", "const T*", "const T*", "T*", "T*", _I, _I, _I, _I, _I),
         "dense_wgrad_partial_fused": ("const T*", "const T*", "const T*", "T*", _I, _I, _I, _I, _I, _I),
         "dense_wgrad_reduce_fused": ("const T*", "T*", "T*", _I, _I, _I, _I),
