@@ -21,8 +21,7 @@ from gpucnn import backend
 from gpucnn.ops.cuda import loader as real_loader
 from support import cuda_cases as cases
 from support import cuda_parity as parity
-from support.emulated_cupy import cupy_replaced_by, record_launches
-from support.kernel_harness import FakeKernel, numpy_cupy
+from support.kernel_harness import launchers_over_numpy
 
 pytestmark = pytest.mark.kernels
 
@@ -33,15 +32,10 @@ DTYPES = cases.DTYPES
 @pytest.fixture
 def emulated(harness, monkeypatch):
     """``dev`` for the parity checks: the real launchers over a NumPy stand-in for CuPy."""
-    backend.gpu_unavailable_reason()  # settle backend's CuPy probe before cupy is faked
-    with cupy_replaced_by(numpy_cupy()):
-        loader = importlib.import_module("gpucnn.ops.cuda.loader")
+    with launchers_over_numpy(harness, monkeypatch) as (loader, launches):
         conv = importlib.import_module("gpucnn.ops.cuda.conv")
         pool = importlib.import_module("gpucnn.ops.cuda.pool")
         update = importlib.import_module("gpucnn.ops.cuda.update")
-        launches = record_launches(loader, monkeypatch.setattr)
-        monkeypatch.setattr(loader, "get_kernel",
-                            lambda file, expression: FakeKernel(loader, harness, file, expression))
         copy = lambda a: numpy.array(a, copy=True)  # noqa: E731
         yield types.SimpleNamespace(asarray=copy, asnumpy=copy, conv=conv, pool=pool, update=update,
                                     loader=loader, launches=launches)

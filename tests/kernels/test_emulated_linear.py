@@ -12,13 +12,11 @@ import types
 import numpy
 import pytest
 
-from gpucnn import backend
 from gpucnn.ops import conv as np_conv
 from gpucnn.ops import linear as np_linear
 from gpucnn.ops.geometry import conv_window
 from support.cuda_parity import assert_close
-from support.emulated_cupy import cupy_replaced_by, record_launches
-from support.kernel_harness import FakeKernel, numpy_cupy
+from support.kernel_harness import launchers_over_numpy
 
 pytestmark = pytest.mark.kernels
 
@@ -29,12 +27,7 @@ CASES = [(3, 7, 5), (33, 65, 17), (2, 600, 3), (600, 6, 4)]
 
 @pytest.fixture
 def emulated(harness, monkeypatch):
-    backend.gpu_unavailable_reason()  # settle backend's CuPy probe before cupy is faked
-    with cupy_replaced_by(numpy_cupy()):
-        loader = importlib.import_module("gpucnn.ops.cuda.loader")
-        launches = record_launches(loader, monkeypatch.setattr)
-        monkeypatch.setattr(loader, "get_kernel",
-                            lambda file, expression: FakeKernel(loader, harness, file, expression))
+    with launchers_over_numpy(harness, monkeypatch) as (_, launches):
         yield types.SimpleNamespace(linear=importlib.import_module("gpucnn.ops.cuda.linear"),
                                     conv=importlib.import_module("gpucnn.ops.cuda.conv"), launches=launches)
 

@@ -11,9 +11,7 @@ import importlib
 import numpy
 import pytest
 
-from gpucnn import backend
-from support.emulated_cupy import cupy_replaced_by, record_launches
-from support.kernel_harness import FakeKernel, numpy_cupy
+from support.kernel_harness import launchers_over_numpy
 
 torch = pytest.importorskip("torch")
 
@@ -26,13 +24,9 @@ FILE = "fused_batchnorm.cu"
 @pytest.fixture
 def bn(harness, monkeypatch):
     """launch_batchnorm over the NumPy stand-in for CuPy, its launches run by the harness and recorded."""
-    backend.gpu_unavailable_reason()  # settle backend's CuPy probe before cupy is faked
-    with cupy_replaced_by(numpy_cupy()):
-        loader = importlib.import_module("gpucnn.ops.cuda.loader")
+    with launchers_over_numpy(harness, monkeypatch) as (_, launches):
         module = importlib.import_module("gpucnn.compile.cuda_graph.launch_batchnorm")
-        module.launches = record_launches(loader, monkeypatch.setattr)
-        monkeypatch.setattr(loader, "get_kernel",
-                            lambda file, expression: FakeKernel(loader, harness, file, expression))
+        module.launches = launches
         yield module
 
 

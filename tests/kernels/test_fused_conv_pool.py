@@ -8,14 +8,12 @@ import importlib
 import numpy
 import pytest
 
-from gpucnn import backend
 from gpucnn.compile.cuda_graph import reference
 from gpucnn.ops.cuda import gemm_plan
 from gpucnn.ops.geometry import conv_window, pool_window
 from support import cuda_cases as cases
 from support import cuda_parity as parity
-from support.emulated_cupy import cupy_replaced_by, record_launches
-from support.kernel_harness import FakeKernel, numpy_cupy, run_kernel
+from support.kernel_harness import launchers_over_numpy, run_kernel
 
 pytestmark = pytest.mark.kernels
 
@@ -82,13 +80,9 @@ def _second_gap(z, ph, pw):
 
 @pytest.fixture
 def fused(harness, monkeypatch):
-    backend.gpu_unavailable_reason()
-    with cupy_replaced_by(numpy_cupy()):
-        loader = importlib.import_module("gpucnn.ops.cuda.loader")
+    with launchers_over_numpy(harness, monkeypatch) as (_, launches):
         module = importlib.import_module("gpucnn.compile.cuda_graph.launch")
-        module.launches = record_launches(loader, monkeypatch.setattr)
-        monkeypatch.setattr(loader, "get_kernel",
-                            lambda file, expression: FakeKernel(loader, harness, file, expression))
+        module.launches = launches
         yield module
 
 

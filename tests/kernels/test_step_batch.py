@@ -7,22 +7,16 @@ import importlib
 import numpy
 import pytest
 
-from gpucnn import backend
-from support.emulated_cupy import cupy_replaced_by, record_launches
-from support.kernel_harness import FakeKernel, numpy_cupy
+from support.kernel_harness import launchers_over_numpy
 
 pytestmark = pytest.mark.kernels
 
 
 @pytest.fixture
 def sb(harness, monkeypatch):
-    backend.gpu_unavailable_reason()  # settle backend's CuPy probe before cupy is faked
-    with cupy_replaced_by(numpy_cupy()):
-        loader = importlib.import_module("gpucnn.ops.cuda.loader")
+    with launchers_over_numpy(harness, monkeypatch) as (_, launches):
         module = importlib.import_module("gpucnn.compile.cuda_graph.step_batch")
-        module.launches = record_launches(loader, monkeypatch.setattr)
-        monkeypatch.setattr(loader, "get_kernel",
-                            lambda file, expression: FakeKernel(loader, harness, file, expression))
+        module.launches = launches
         yield module
 
 

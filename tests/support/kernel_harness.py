@@ -9,9 +9,12 @@ arrays as raw binary files (no GPU needed; nvcc is: ``started_harness`` skips wi
 - ``run_kernel``: one kernel run, non-const array arguments updated in place;
 - ``FakeKernel``: stands in for a cupy.RawKernel, checks each launch (exact scalar types of the
   kernel's signature, C-contiguous pointer arguments, the launch shape) and runs it in the harness;
-- ``numpy_cupy``: a minimal NumPy stand-in for CuPy under which the real launchers run.
+- ``numpy_cupy``: a minimal NumPy stand-in for CuPy under which the real launchers run;
+- ``launchers_over_numpy``: the fixtures' setting for that: CuPy faked, every launch run by the harness and
+  recorded.
 """
 import contextlib
+import importlib
 import os
 import pathlib
 import shutil
@@ -133,6 +136,21 @@ def numpy_cupy():
     fake.matmul = numpy.matmul
     fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0))
     return fake
+
+
+@contextlib.contextmanager
+def launchers_over_numpy(harness, monkeypatch):
+    """Under it the CUDA launchers run over ``numpy_cupy``, each launch checked and run in the host harness
+    (FakeKernel) and recorded; yields (loader, launches: [(file, kernel)]). Import the launcher modules inside."""
+    from gpucnn import backend
+    from support.emulated_cupy import cupy_replaced_by, record_launches
+
+    backend.gpu_unavailable_reason()  # settle backend's CuPy probe before cupy is faked
+    with cupy_replaced_by(numpy_cupy()):
+        loader = importlib.import_module("gpucnn.ops.cuda.loader")
+        launches = record_launches(loader, monkeypatch.setattr)
+        monkeypatch.setattr(loader, "get_kernel", lambda file, expression: FakeKernel(loader, harness, file, expression))
+        yield loader, launches
 
 
 class FakeKernel:
