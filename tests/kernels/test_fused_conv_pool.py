@@ -3,7 +3,6 @@ twin, ``reference.conv2d_pool_forward`` = max_pool2d_forward(conv2d_forward(...)
 it runs on (RN a multiple of the run of 4 columns it stores), float32 and float64, pools of 2x2, 1x2, 2x1 and 1x1,
 sizes the windows do not cover evenly (floor mode: the last row or column dropped), ties (all-negative windows
 under the ReLU are all 0: the first wins), NaN, the ReLU mask in the argmax; and its launcher's checks."""
-import importlib
 
 import numpy
 import pytest
@@ -13,7 +12,7 @@ from gpucnn.ops.cuda import gemm_plan
 from gpucnn.ops.geometry import conv_window, pool_window
 from support import cuda_cases as cases
 from support import cuda_parity as parity
-from support.kernel_harness import launchers_over_numpy, run_kernel
+from support.kernel_harness import run_kernel
 
 pytestmark = pytest.mark.kernels
 
@@ -76,14 +75,6 @@ def _second_gap(z, ph, pw):
     with numpy.errstate(invalid="ignore"):  # inf - inf: a NaN window, decided by the same rule on both sides
         gap = top[..., -1] - top[..., -2]
     return numpy.where(numpy.isnan(gap), numpy.inf, gap)
-
-
-@pytest.fixture
-def fused(harness, monkeypatch):
-    with launchers_over_numpy(harness, monkeypatch) as (_, launches):
-        module = importlib.import_module("gpucnn.compile.cuda_graph.launch")
-        module.launches = launches
-        yield module
 
 
 @pytest.mark.parametrize("dtype", cases.DTYPES)

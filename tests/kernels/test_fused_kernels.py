@@ -11,7 +11,6 @@ Two layers, as for the other kernels:
 The fused kernels sum in a different order than NumPy's GEMM: float32 is held to 1e-4 and
 float64 to 1e-10 relative to the largest magnitude (tests/support/cuda_parity.py: assert_close).
 """
-import importlib
 import os
 import pathlib
 import subprocess
@@ -23,7 +22,7 @@ from gpucnn.compile.cuda_graph import reference
 from gpucnn.ops.geometry import conv_window, pool_window
 from support import cuda_cases as cases
 from support import cuda_parity as parity
-from support.kernel_harness import launchers_over_numpy, run_kernel
+from support.kernel_harness import run_kernel
 
 pytestmark = pytest.mark.kernels
 
@@ -183,14 +182,6 @@ def test_no_thread_depends_on_another_within_a_phase(harness, tmp_path, kernel, 
 
 
 # ----------------------------------------------------------------------------- launchers, over a NumPy CuPy
-
-@pytest.fixture
-def fused(harness, monkeypatch):
-    with launchers_over_numpy(harness, monkeypatch) as (_, launches):
-        module = importlib.import_module("gpucnn.compile.cuda_graph.launch")
-        module.launches = launches
-        yield module
-
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_launchers_match_twins(fused, dtype):
