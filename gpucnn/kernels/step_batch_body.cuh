@@ -21,6 +21,15 @@ __host__ __device__ inline void gather_labels_body(int i, const long long* src, 
     dst[i] = src[order[counter[0] * batch + i]];
 }
 
+// Element i of the merged gather (gather_rows_labels): the rows' elements first, then the labels.
+template <typename T>
+__host__ __device__ inline void gather_rows_labels_body(int i, const T* x, const long long* y, const long long* order,
+                                                        const long long* counter, T* x_batch, long long* y_batch,
+                                                        int batch, int row) {
+    if (i < batch * row) gather_rows_body<T>(i, x, order, counter, x_batch, batch, row);
+    else gather_labels_body(i - batch * row, y, order, counter, y_batch, batch);
+}
+
 // One thread: stats += [loss * batch, correct]; counter += 1 (after the step: the next gather reads it).
 template <typename T>
 __host__ __device__ inline void step_end_body(const T* loss, const int* correct, double* stats, long long* counter,

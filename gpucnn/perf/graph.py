@@ -4,7 +4,7 @@ The stages are the graph's own (``gpucnn.compile.cuda_graph.plan.build_stages``:
 each launching what gpucnn/compile/cuda_graph/launch.py launches, on the grids it computes (``gemm_tile``,
 ``gemm_blocks``, ``loader.grid_for``):
 
-    batch       gather_rows (x[order[counter * B + i]]), gather_labels (y) (gpucnn/kernels/step_batch.cu)
+    batch       gather_rows_labels (x[order[counter * B + i]] and y, one launch; gpucnn/kernels/step_batch.cu)
     Conv2D+ReLU+MaxPool2D conv_fwd_pool_fused (the pool in the epilogue, windows that do not overlap: M = O, N =
                 N*poh*pow*ph*pw, K = C*kh*kw); backward: max_pool_u8_bwd, then the Conv2D's, or for the first
                 stage conv_wgrad_pooled_[partial_]fused (dW's GEMM reads the pool's gradient and argmax)
@@ -59,9 +59,8 @@ def wgrad_split(m, n, k, sm_count=None):
 def _batch(rec, batch, sample):
     """step_batch.gather_batch: the batch's rows and labels gathered by the device's counter."""
     rec.phase, rec.layer = "batch", "gather"
-    rec.grid_stride("step_batch.cu", "gather_rows", batch * sample, I64 * (batch + 1) + F32 * batch * sample,
-                    F32 * batch * sample)
-    rec.grid_stride("step_batch.cu", "gather_labels", batch, I64 * (2 * batch + 1), I64 * batch)
+    rec.grid_stride("step_batch.cu", "gather_rows_labels", batch * sample + batch,
+                    I64 * (2 * batch + 1) + F32 * batch * sample, F32 * batch * sample + I64 * batch)
 
 
 def _forward(rec, stage, shape, out, sm_count):

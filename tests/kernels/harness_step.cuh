@@ -14,13 +14,15 @@ bool run_step_batch(const std::string& kernel, Args<T>& a) {
         T* dst = a.array(true);
         const int batch = a.i32(), row = a.i32(), total = a.i32();
         for (int i = 0; i < total; ++i) gather_rows_body<T>(i, src, order, counter, dst, batch, row);
-    } else if (kernel == "gather_labels") {
-        const long long* src = a.long_array(false);
+    } else if (kernel == "gather_rows_labels") {
+        const T* x = a.array(false);
+        const long long* y = a.long_array(false);
         const long long* order = a.long_array(false);
         const long long* counter = a.long_array(false);
-        long long* dst = a.long_array(true);
-        const int batch = a.i32(), total = a.i32();
-        for (int i = 0; i < total; ++i) gather_labels_body(i, src, order, counter, dst, batch);
+        T* xb = a.array(true);
+        long long* yb = a.long_array(true);
+        const int batch = a.i32(), row = a.i32(), total = a.i32();
+        for (int i = 0; i < total; ++i) gather_rows_labels_body<T>(i, x, y, order, counter, xb, yb, batch, row);
     } else if (kernel == "step_end") {
         const T* loss = a.array(false);
         const int* correct = a.int_array(false);

@@ -34,7 +34,8 @@ def test_the_gathered_batch_is_the_expressions_it_replaces(sb, dtype, soft):
         numpy.testing.assert_array_equal(xb, want_x)
         numpy.testing.assert_array_equal(yb, want_y)
         assert xb.dtype == x.dtype and yb.dtype == y.dtype and counter[0] == step  # the gather reads it only
-    assert [name for _, name in sb.launches][:2] == ["gather_rows", "gather_rows" if soft else "gather_labels"]
+    names = [name for _, name in sb.launches]
+    assert names[:2] == ["gather_rows", "gather_rows"] if soft else names[:1] == ["gather_rows_labels"]
 
 
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])

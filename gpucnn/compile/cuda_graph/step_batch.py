@@ -1,7 +1,8 @@
 """The graph step's bookkeeping on the device (gpucnn/kernels/step_batch.cu): three launches where CuPy took eleven.
 
     gather_batch   positions = counter * B + arange(B); idx = order[positions]; x[idx], y[idx]
-                   (gather_rows for x and probability targets, gather_labels for integer labels)
+                   (gather_rows_labels: x and integer labels in one launch; gather_rows twice for probability
+                   targets)
     step_end       stats += [loss * B, correct]; counter += 1
 
 Each replaces the CuPy expressions written beside it in ``reference_*`` (their NumPy twins, which take
@@ -28,11 +29,13 @@ def gather_batch(x, y, order, counter, batch):
     row = int(numpy.prod(x.shape[1:]))
     check_int32("gather_batch", x_batch=batch * row)
     xb = cupy.empty((batch,) + tuple(x.shape[1:]), dtype=x.dtype)
-    loader.launch(FILE, "gather_rows", x.dtype, (x, order, counter, xb, batch, row, batch * row))
     if y.dtype == _INT64 and y.ndim == 1:
+        check_int32("gather_batch", x_batch=batch * row + batch)
         yb = cupy.empty(batch, dtype=_INT64)
-        loader.launch(FILE, "gather_labels", x.dtype, (y, order, counter, yb, batch, batch))
+        loader.launch(FILE, "gather_rows_labels", x.dtype, (x, y, order, counter, xb, yb, batch, row,
+                                                             batch * row + batch))
     else:
+        loader.launch(FILE, "gather_rows", x.dtype, (x, order, counter, xb, batch, row, batch * row))
         classes = int(numpy.prod(y.shape[1:]))
         yb = cupy.empty((batch,) + tuple(y.shape[1:]), dtype=y.dtype)
         loader.launch(FILE, "gather_rows", y.dtype, (y, order, counter, yb, batch, classes, batch * classes))

@@ -151,7 +151,7 @@ SIGNATURES = {
     # the graph step's batch gather and step end (compile/cuda_graph/step.py): order and counter on the device
     "step_batch.cu": {
         "gather_rows": ("const T*", "const long long*", "const long long*", "T*", _I, _I, _I),
-        "gather_labels": ("const long long*", "const long long*", "const long long*", "long long*", _I, _I),
+        "gather_rows_labels": ("const T*",) + ("const long long*",) * 3 + ("T*", "long long*", _I, _I, _I),
         "step_end": ("const T*", "const int*", "double*", "long long*", _I),
     },
 }
