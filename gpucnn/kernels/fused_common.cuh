@@ -172,8 +172,8 @@ struct GemmThread {
     using A = typename GemmMaps<Tl, P>::A;
     using B = typename GemmMaps<Tl, P>::B;
     T acc[Tl::RM][Tl::RN];
-    T a_next[A::PER];
-    T b_next[B::PER];
+    alignas(16) T a_next[A::PER];  // (16-byte aligned: copy_run moves runs of them as float4)
+    alignas(16) T b_next[B::PER];
     typename P::LhsRow a_row[A::ROW_CURSORS];
     typename P::LhsK a_k[A::K_CURSORS];
     typename P::RhsRow b_row[B::ROW_CURSORS];
@@ -270,7 +270,8 @@ __host__ __device__ inline void gemm_multiply(int t, const T* buffer, GemmThread
     const T* Bs = buffer + Tl::TK * Tl::LDA + (t % kThreadGrid) * Tl::RN;
 GPUCNN_UNROLL
     for (int kk = 0; kk < Tl::TK; ++kk) {
-        T a[Tl::RM], b[Tl::RN];
+        alignas(16) T a[Tl::RM];  // (filled by copy_run's vector loads)
+        alignas(16) T b[Tl::RN];
         copy_run<T, Tl::RM>(a, As + kk * Tl::LDA);
         copy_run<T, Tl::RN>(b, Bs + kk * Tl::LDB);
 GPUCNN_UNROLL
