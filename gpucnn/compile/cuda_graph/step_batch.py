@@ -27,10 +27,10 @@ def gather_batch(x, y, order, counter, batch):
     labels, or (N, C) probability targets of x's dtype), gathered on the device (cupy.empty for the outputs)."""
     import cupy
     row = int(numpy.prod(x.shape[1:]))
-    check_int32("gather_batch", x_batch=batch * row)
+    labels = y.dtype == _INT64 and y.ndim == 1
+    check_int32("gather_batch", x_batch=batch * row + (batch if labels else 0))  # (the merged gather's count)
     xb = cupy.empty((batch,) + tuple(x.shape[1:]), dtype=x.dtype)
-    if y.dtype == _INT64 and y.ndim == 1:
-        check_int32("gather_batch", x_batch=batch * row + batch)
+    if labels:
         yb = cupy.empty(batch, dtype=_INT64)
         loader.launch(FILE, "gather_rows_labels", x.dtype, (x, y, order, counter, xb, yb, batch, row,
                                                              batch * row + batch))
