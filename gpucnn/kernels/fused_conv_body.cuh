@@ -311,34 +311,27 @@ struct ConvWeightGradPooled : ConvWeightGrad<T> {
     const unsigned char* argmax;
     int ph, pw, poh, pow_;
 
-    struct LhsK {
+    struct LhsK {  // also a k-step's increments (LhsStep): each digit below its base
         int py, dy, px, dx;
         unsigned off;
     };
-    struct LhsStep {
-        int dpy, dy, dpx, dx;
-        unsigned doff;
-    };
+    using LhsStep = LhsK;
     using LhsRow = unsigned;  // o*poh*pow
     __host__ __device__ inline LhsRow lhs_row(int m) const { return (unsigned)(m * poh * pow_); }
-    __host__ __device__ inline LhsStep digits(int k) const {  // k as (n, py, dy, px, dx), n folded into the offset
+    __host__ __device__ inline LhsK lhs_k(int k) const {  // k as (n, py, dy, px, dx), n folded into the offset
         const int dx = k % pw, a = k / pw;
         const int px = a % pow_, b = a / pow_;
         const int dy = b % ph, c = b / ph;
         const int py = c % poh, n = c / poh;
         return {py, dy, px, dx, (unsigned)n * (unsigned)(this->g.O * poh * pow_) + (unsigned)(py * pow_ + px)};
     }
-    __host__ __device__ inline LhsK lhs_k(int k) const {
-        const LhsStep d = digits(k);
-        return {d.dpy, d.dy, d.dpx, d.dx, d.doff};
-    }
-    __host__ __device__ inline LhsStep lhs_step(int dk) const { return digits(dk); }
+    __host__ __device__ inline LhsStep lhs_step(int dk) const { return lhs_k(dk); }
     __host__ __device__ inline void lhs_advance(LhsK& c, const LhsStep& s) const {
         c.dx += s.dx;
-        c.px += s.dpx;
+        c.px += s.px;
         c.dy += s.dy;
-        c.py += s.dpy;
-        c.off += s.doff;
+        c.py += s.py;
+        c.off += s.off;
         if (c.dx >= pw) { c.dx -= pw; c.px += 1; c.off += 1; }
         if (c.px >= pow_) { c.px -= pow_; c.dy += 1; c.off -= (unsigned)pow_; }
         if (c.dy >= ph) { c.dy -= ph; c.py += 1; c.off += (unsigned)pow_; }
